@@ -78,7 +78,7 @@ class [[nodiscard]] result {
 
 // result<void>: success or a failure.
 template <>
-class [[nodiscard]] result<void> {
+class result<void> {
  public:
   using value_type = void;
   result() = default;

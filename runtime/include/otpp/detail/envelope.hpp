@@ -1,0 +1,122 @@
+// Mailbox entries. One heap allocation per message (the message itself), nothing else.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <utility>
+
+#include <msgpack.hpp>
+
+#include "otpp/detail/intrusive.hpp"
+#include "otpp/message.hpp"
+#include "otpp/result.hpp"
+
+namespace otpp::detail {
+
+class call_state_base;
+
+// User lane: cast / info / call. Urgent lane: everything from system_info on (DESIGN section 3:
+// signals never wait behind user messages nor behind a suspended handler, never bounded).
+enum class envelope_kind : std::uint8_t {
+  cast,
+  info,
+  call,
+  system_info,  // down / EXIT / timer / idle timeout: handled before user messages
+  task,         // a continuation to run on the process (coroutine resumption)
+  exit_signal,
+  link,
+  unlink,
+  monitor,
+  demonitor,
+  stop,
+};
+
+inline bool is_urgent(envelope_kind k) { return k >= envelope_kind::system_info; }
+
+struct envelope {
+  envelope* next = nullptr;
+  envelope_kind kind;
+  explicit envelope(envelope_kind k) : kind(k) {}
+  virtual ~envelope() = default;
+  envelope(const envelope&) = delete;
+  envelope& operator=(const envelope&) = delete;
+};
+
+// A message for a handler, typed (local path) or dynamic (msgpack from the wire or a tool).
+struct message_envelope : envelope {
+  pid from;
+  std::string_view tag;
+  const message_type* type;  // nullptr: dynamic, decode `body`
+  ref_ptr<call_state_base> call;  // set for calls: the caller's pending state
+  message_envelope(envelope_kind k, pid f, std::string_view t, const message_type* ty)
+      : envelope(k), from(f), tag(t), type(ty) {}
+  // A call whose request is destroyed unhandled (its process ended first) answers noproc.
+  ~message_envelope() override;
+  virtual void* value() { return nullptr; }                      // typed payload
+  virtual const msgpack::object* body() const { return nullptr; }  // dynamic payload
+};
+
+template <message M>
+struct typed_envelope final : message_envelope {
+  M payload;
+  typed_envelope(envelope_kind k, pid f, M&& m)
+      : message_envelope(k, f, M::tag, type_of<M>()), payload(std::move(m)) {}
+  void* value() override { return &payload; }
+};
+
+struct dynamic_envelope final : message_envelope {
+  std::string tag_storage;
+  msgpack::object_handle handle;
+  dynamic_envelope(envelope_kind k, pid f, std::string t, msgpack::object_handle h)
+      : message_envelope(k, f, {}, nullptr), tag_storage(std::move(t)), handle(std::move(h)) {
+    tag = tag_storage;
+  }
+  const msgpack::object* body() const override { return &handle.get(); }
+};
+
+struct signal_envelope final : envelope {
+  pid from;
+  exit_reason reason;      // exit_signal, stop
+  monitor_ref ref;         // monitor, demonitor
+  bool from_link = false;  // exit_signal caused by a link (kill is then trappable)
+  signal_envelope(envelope_kind k, pid f) : envelope(k), from(f) {}
+};
+
+struct task_envelope_base : envelope {
+  task_envelope_base() : envelope(envelope_kind::task) {}
+  virtual void run() = 0;
+};
+
+template <class F>
+struct task_envelope final : task_envelope_base {
+  F fn;
+  explicit task_envelope(F&& f) : fn(std::move(f)) {}
+  void run() override { std::move(fn)(); }
+};
+
+// The caller's side of a call. Completed exactly once: by a reply, a timeout, noproc, or the
+// callee's exit. Subclasses hold the caller's completion handler.
+class call_state_base : public ref_counted {
+ public:
+  // Claim the right to complete. Exactly one claimant wins.
+  bool claim() noexcept { return !done_.exchange(true, std::memory_order_acq_rel); }
+  bool done() const noexcept { return done_.load(std::memory_order_acquire); }
+
+  // value points to an object of the call's reply type (the handler was registered for the
+  // message whose ::reply is that type), or is encoded through `codec` for dynamic callers.
+  virtual void complete_value(void* value, const value_codec* codec) = 0;
+  virtual void complete_error(failure f) = 0;
+  // The caller went away (its process died): drop the handler without invoking it.
+  virtual void abandon() = 0;
+
+
+ private:
+  std::atomic<bool> done_{false};
+};
+
+inline message_envelope::~message_envelope() {
+  if (call && call->claim()) call->complete_error(failure(errc::noproc));
+}
+
+}  // namespace otpp::detail

@@ -1,0 +1,102 @@
+// Lock-free multi-producer inbox (the shape CAF uses): producers push onto a LIFO stack with
+// one CAS; the single consumer takes the whole stack at once and reverses it into FIFO order.
+// The head also encodes the reader's state, so one CAS both enqueues and tells the producer
+// whether it found the process idle (then it must schedule it): no separate flag, no lock.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+
+#include "otpp/detail/envelope.hpp"
+
+namespace otpp::detail {
+
+class inbox {
+ public:
+  enum class push_result { queued, woke_reader, closed };
+
+  // Starts "awake" (the spawner runs init before the first turn).
+  inbox() = default;
+
+  push_result push(envelope* e) noexcept {
+    envelope* old = head_.load(std::memory_order_relaxed);
+    for (;;) {
+      if (old == closed_tag()) return push_result::closed;
+      e->next = old == blocked_tag() ? nullptr : old;
+      if (head_.compare_exchange_weak(old, e, std::memory_order_release,
+                                      std::memory_order_relaxed)) {
+        return old == blocked_tag() ? push_result::woke_reader : push_result::queued;
+      }
+    }
+  }
+
+  // Takes everything queued, oldest first (nullptr if empty). Only the reader calls this.
+  envelope* take_all() noexcept {
+    envelope* h = head_.load(std::memory_order_relaxed);
+    if (h == nullptr || h == blocked_tag() || h == closed_tag()) return nullptr;
+    h = head_.exchange(nullptr, std::memory_order_acquire);
+    if (h == nullptr || h == blocked_tag() || h == closed_tag()) return nullptr;
+    envelope* fifo = nullptr;
+    while (h) {
+      envelope* n = h->next;
+      h->next = fifo;
+      fifo = h;
+      h = n;
+    }
+    return fifo;
+  }
+
+  // The reader goes idle; fails if something arrived meanwhile (then take_all and go on).
+  bool try_block() noexcept {
+    envelope* expected = nullptr;
+    return head_.compare_exchange_strong(expected, blocked_tag(), std::memory_order_acq_rel);
+  }
+
+  // Closes the inbox; returns what was still queued (oldest first). Later pushes fail.
+  envelope* close() noexcept {
+    envelope* h = head_.exchange(closed_tag(), std::memory_order_acq_rel);
+    if (h == blocked_tag() || h == closed_tag()) return nullptr;
+    envelope* fifo = nullptr;
+    while (h) {
+      envelope* n = h->next;
+      h->next = fifo;
+      fifo = h;
+      h = n;
+    }
+    return fifo;
+  }
+
+  bool closed() const noexcept { return head_.load(std::memory_order_acquire) == closed_tag(); }
+
+ private:
+  static envelope* blocked_tag() noexcept { return reinterpret_cast<envelope*>(std::uintptr_t{1}); }
+  static envelope* closed_tag() noexcept { return reinterpret_cast<envelope*>(std::uintptr_t{2}); }
+  std::atomic<envelope*> head_{nullptr};
+};
+
+// Single-consumer FIFO of envelopes (the reader's local queues).
+struct envelope_fifo {
+  envelope* head = nullptr;
+  envelope* tail = nullptr;
+  bool empty() const { return head == nullptr; }
+  void push(envelope* e) {
+    e->next = nullptr;
+    if (tail) {
+      tail->next = e;
+    } else {
+      head = e;
+    }
+    tail = e;
+  }
+  envelope* pop() {
+    envelope* e = head;
+    if (e) {
+      head = e->next;
+      if (!head) tail = nullptr;
+      e->next = nullptr;
+    }
+    return e;
+  }
+};
+
+}  // namespace otpp::detail

@@ -1,0 +1,233 @@
+// gen_server: a process whose handlers are chosen by message tag.
+//
+//   class counter : public otpp::gen_server<counter> {
+//    public:
+//     static void define_handlers(otpp::handlers<counter>& h) {
+//       h.call<increment>(&counter::on_increment);   // int on_increment(increment)
+//       h.cast<reset>(&counter::on_reset);           // void on_reset(reset)
+//       h.info<otpp::down>(&counter::on_down);       // void on_down(otpp::down)
+//     }
+//     otpp::result<void> init();                     // optional; a failure aborts spawn
+//     void terminate(const otpp::exit_reason&);       // optional
+//   };
+//
+// Call handlers answer by returning the reply (R), by returning asio::awaitable<R> (a
+// coroutine: the process takes no other message until it finishes), or by taking a
+// otpp::reply_to<R> as second parameter and answering later. Cast and info handlers return
+// void or asio::awaitable<void>. A handler that throws ends the process with the exception
+// text as reason; the node lives on.
+#pragma once
+
+#include <exception>
+#include <functional>
+#include <optional>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+#include <asio/awaitable.hpp>
+#include <asio/co_spawn.hpp>
+
+#include "otpp/call.hpp"
+#include "otpp/log.hpp"
+#include "otpp/process.hpp"
+
+namespace otpp {
+
+namespace detail {
+template <class T>
+struct is_awaitable : std::false_type {};
+template <class T, class E>
+struct is_awaitable<asio::awaitable<T, E>> : std::true_type {
+  using value_type = T;
+};
+
+std::string describe(std::exception_ptr e);
+void log_unhandled(const process& p, const message_envelope& m);
+// Answers a call with `f`, or logs a dropped cast/info.
+void reject(process& p, message_envelope& m, failure f);
+
+template <message M>
+M* payload_of(message_envelope& m, std::optional<M>& storage) {
+  if (m.type == type_of<M>()) return static_cast<M*>(m.value());
+  storage.emplace();
+  m.body()->convert(*storage);  // throws msgpack::type_error on a mismatch
+  return &*storage;
+}
+}  // namespace detail
+
+template <class D>
+class handlers {
+ public:
+  using thunk = std::function<void(D&, detail::message_envelope&)>;
+  struct entry {
+    detail::envelope_kind lane;
+    const message_type* type;
+    std::string_view tag;
+    thunk run;
+  };
+
+  template <call_message M, class F>
+  handlers& call(F f) {
+    using R = typename M::reply;
+    add<M>(detail::envelope_kind::call, [f](D& self, detail::message_envelope& m) {
+      reply_to<R> reply(std::move(m.call), &self);
+      std::optional<M> storage;
+      M* msg = decode<M>(self, m, storage, reply);
+      if (!msg) return;
+      if constexpr (std::is_invocable_v<F, D&, M&&, reply_to<R>>) {
+        std::invoke(f, self, std::move(*msg), std::move(reply));
+      } else {
+        using ret = std::invoke_result_t<F, D&, M&&>;
+        if constexpr (detail::is_awaitable<ret>::value) {
+          self.start_coroutine(std::invoke(f, self, std::move(*msg)),
+                               [reply = std::move(reply)](auto&&... value) mutable {
+                                 reply(R(std::forward<decltype(value)>(value)...));
+                               });
+        } else {
+          static_assert(std::is_convertible_v<ret, R>,
+                        "call handler must return the message's reply type");
+          try {
+            reply(std::invoke(f, self, std::move(*msg)));
+          } catch (...) {
+            reply.fail(failure(errc::exit, detail::describe(std::current_exception())));
+            throw;
+          }
+        }
+      }
+    });
+    return *this;
+  }
+
+  template <message M, class F>
+  handlers& cast(F f) {
+    add<M>(detail::envelope_kind::cast, one_way<M>(f));
+    return *this;
+  }
+  template <message M, class F>
+  handlers& info(F f) {
+    add<M>(detail::envelope_kind::info, one_way<M>(f));
+    return *this;
+  }
+
+  const entry* find(const detail::message_envelope& m) const {
+    auto lane = m.kind == detail::envelope_kind::system_info ? detail::envelope_kind::info : m.kind;
+    if (m.type) {
+      for (const auto& e : entries_)
+        if (e.type == m.type && e.lane == lane) return &e;
+    } else {
+      for (const auto& e : entries_)
+        if (e.tag == m.tag && e.lane == lane) return &e;
+    }
+    return nullptr;
+  }
+
+ private:
+  template <message M>
+  void add(detail::envelope_kind lane, thunk t) {
+    entries_.push_back(entry{lane, type_of<M>(), M::tag, std::move(t)});
+  }
+
+  template <message M, class R>
+  static M* decode(D& self, detail::message_envelope& m, std::optional<M>& storage,
+                   reply_to<R>& reply) {
+    if (m.type == type_of<M>()) return static_cast<M*>(m.value());
+    try {
+      storage.emplace();
+      m.body()->convert(*storage);
+      return &*storage;
+    } catch (const std::exception& e) {
+      log(log_level::warning, "gen_server", self.self().to_string(), ": bad_message for '",
+          m.tag, "': ", e.what());
+      reply.fail(failure(errc::bad_message, std::string(m.tag) + ": " + e.what()));
+      return nullptr;
+    }
+  }
+
+  template <message M, class F>
+  static thunk one_way(F f) {
+    return [f](D& self, detail::message_envelope& m) {
+      std::optional<M> storage;
+      M* msg = nullptr;
+      try {
+        msg = detail::payload_of<M>(m, storage);
+      } catch (const std::exception& e) {
+        log(log_level::warning, "gen_server", self.self().to_string(), ": bad_message for '",
+            m.tag, "' dropped: ", e.what());
+        return;
+      }
+      using ret = std::invoke_result_t<F, D&, M&&>;
+      if constexpr (detail::is_awaitable<ret>::value) {
+        self.start_coroutine(std::invoke(f, self, std::move(*msg)), [](auto&&...) {});
+      } else {
+        std::invoke(f, self, std::move(*msg));
+      }
+    };
+  }
+
+  std::vector<entry> entries_;
+};
+
+template <class D>
+class gen_server : public process {
+ public:
+  using handler_table = handlers<D>;
+
+ protected:
+  gen_server() = default;
+
+ private:
+  friend class handlers<D>;
+
+  static const handlers<D>& table() {
+    static const handlers<D> t = [] {
+      handlers<D> h;
+      if constexpr (requires { D::define_handlers(h); }) D::define_handlers(h);
+      return h;
+    }();
+    return t;
+  }
+
+  result<void> do_init() override {
+    D& self = static_cast<D&>(*this);
+    if constexpr (requires { { self.init() } -> std::convertible_to<result<void>>; }) {
+      return self.init();
+    } else if constexpr (requires { self.init(); }) {
+      self.init();
+      return {};
+    } else {
+      return {};
+    }
+  }
+
+  void do_terminate(const exit_reason& reason) override {
+    D& self = static_cast<D&>(*this);
+    if constexpr (requires { self.terminate(reason); }) self.terminate(reason);
+  }
+
+  void dispatch(detail::message_envelope& m) override {
+    if (const auto* e = table().find(m)) {
+      e->run(static_cast<D&>(*this), m);
+    } else {
+      detail::reject(*this, m, failure(errc::bad_message, "no handler for '" + std::string(m.tag) + "'"));
+    }
+  }
+
+  // Runs a handler coroutine on this process; no user message is taken until it completes.
+  template <class T, class Done>
+  void start_coroutine(asio::awaitable<T> aw, Done done) {
+    mark_suspended(true);
+    detail::ref_ptr<process> keep(this);
+    asio::co_spawn(get_executor(), std::move(aw),
+                   [this, keep, done = std::move(done)](std::exception_ptr e, auto&&... value) mutable {
+                     mark_suspended(false);
+                     if (e) {
+                       fail(exit_reason(detail::describe(e)));
+                       return;  // `done` (holding any reply_to) answers exit as it is dropped
+                     }
+                     done(std::forward<decltype(value)>(value)...);
+                   });
+  }
+};
+
+}  // namespace otpp

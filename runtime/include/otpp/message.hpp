@@ -1,0 +1,132 @@
+// Messages (DESIGN section 4): a C++ struct with a stable tag and a msgpack mapping.
+//
+//   struct increment {
+//     static constexpr std::string_view tag = "increment";
+//     using reply = int;              // only for messages used with call()
+//     int by = 1;
+//     MSGPACK_DEFINE_MAP(by)         // no trailing ';' (-Wpedantic)
+//   };
+//
+// Local sends move the object into the mailbox (no serialization); the msgpack mapping is used
+// only when a message crosses the wire or arrives in dynamic form (a map with a "type" field).
+#pragma once
+
+#include <atomic>
+#include <concepts>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <utility>
+
+#include <msgpack.hpp>
+
+#include "otpp/pid.hpp"
+
+// MSGPACK_DEFINE_MAP() needs at least one field; a message without fields uses this instead
+// (it packs as an empty map and accepts any map, so the dynamic form {"type": tag} works).
+#define OTPP_NO_FIELDS()                                                               \
+  template <class Packer>                                                              \
+  void msgpack_pack(Packer& out) const {                                               \
+    out.pack_map(0);                                                                   \
+  }                                                                                    \
+  void msgpack_unpack(const msgpack::object& o) {                                      \
+    if (o.type != msgpack::type::MAP) throw msgpack::type_error();                     \
+  }                                                                                    \
+  template <class Object>                                                              \
+  void msgpack_object(Object* o, msgpack::zone&) const {                               \
+    o->type = msgpack::type::MAP;                                                      \
+    o->via.map.size = 0;                                                               \
+    o->via.map.ptr = nullptr;                                                          \
+  }
+
+namespace otpp {
+
+template <class M>
+concept message = requires {
+  { M::tag } -> std::convertible_to<std::string_view>;
+} && std::move_constructible<M>;
+
+template <class M>
+concept call_message = message<M> && requires { typename M::reply; };
+
+// Why a process ended. Erlang's reasons are terms; ours are text with well-known values.
+class exit_reason {
+ public:
+  exit_reason() : text_("normal") {}
+  explicit exit_reason(std::string text) : text_(std::move(text)) {}
+  static exit_reason normal() { return exit_reason("normal"); }
+  static exit_reason shutdown() { return exit_reason("shutdown"); }
+  static exit_reason kill() { return exit_reason("kill"); }  // untrappable when sent by exit()
+  static exit_reason killed() { return exit_reason("killed"); }
+  static exit_reason noproc() { return exit_reason("noproc"); }
+  static exit_reason noconnection() { return exit_reason("noconnection"); }
+
+  const std::string& text() const { return text_; }
+  bool is_normal() const { return text_ == "normal"; }
+  bool is_shutdown() const { return text_ == "shutdown" || text_.starts_with("shutdown:"); }
+  bool is_kill() const { return text_ == "kill"; }
+  // normal and shutdown are not failures: they do not kill linked processes that trap nothing
+  // special, and transient children are not restarted for them (OTP semantics).
+  bool is_failure() const { return !is_normal() && !is_shutdown(); }
+  friend bool operator==(const exit_reason& a, const exit_reason& b) = default;
+  friend std::ostream& operator<<(std::ostream& out, const exit_reason& r) { return out << r.text_; }
+  MSGPACK_DEFINE(text_)
+
+ private:
+  std::string text_;
+};
+
+// Delivered to handle_info when a monitored process ends.
+struct down {
+  static constexpr std::string_view tag = "DOWN";
+  monitor_ref ref;
+  otpp::pid who;
+  exit_reason reason;
+  MSGPACK_DEFINE_MAP(ref, who, reason)
+};
+
+// Delivered to handle_info of a process that traps exits, for each exit signal it receives.
+struct exit_message {
+  static constexpr std::string_view tag = "EXIT";
+  otpp::pid from;
+  exit_reason reason;
+  MSGPACK_DEFINE_MAP(from, reason)
+};
+
+// Delivered to handle_info when a gen_server's idle timeout elapses with no message.
+struct idle_timeout {
+  static constexpr std::string_view tag = "idle_timeout";
+  OTPP_NO_FIELDS()
+};
+
+// How a message type is encoded, found and decoded. One static instance per type: its
+// address is the type's identity on the local path (no string compare per message).
+struct message_type {
+  std::string_view tag;
+  void (*pack)(msgpack::packer<msgpack::sbuffer>&, const void* value);
+};
+
+template <message M>
+const message_type* type_of() {
+  static const message_type type{
+      M::tag, [](msgpack::packer<msgpack::sbuffer>& out, const void* value) {
+        out.pack(*static_cast<const M*>(value));
+      }};
+  return &type;
+}
+
+// msgpack encoder of any value (reply types need no tag).
+struct value_codec {
+  void (*pack)(msgpack::packer<msgpack::sbuffer>&, const void* value);
+};
+
+template <class T>
+const value_codec* codec_of() {
+  static const value_codec codec{[](msgpack::packer<msgpack::sbuffer>& out, const void* value) {
+    out.pack(*static_cast<const T*>(value));
+  }};
+  return &codec;
+}
+
+}  // namespace otpp

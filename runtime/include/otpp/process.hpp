@@ -1,0 +1,139 @@
+// The process: one mailbox, one handler at a time, its own identity, links and monitors.
+// Behaviours (gen_server) derive from it. A process is its own strand: the inbox's state bit
+// serialises its turns on the node's thread pool (an asio::strand would add a second queue and
+// a lock per message on top of the mailbox we need anyway).
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <asio/any_io_executor.hpp>
+#include <asio/execution.hpp>
+#include <asio/execution_context.hpp>
+
+#include "otpp/detail/envelope.hpp"
+#include "otpp/detail/intrusive.hpp"
+#include "otpp/detail/mailbox.hpp"
+#include "otpp/message.hpp"
+#include "otpp/pid.hpp"
+#include "otpp/result.hpp"
+
+namespace otpp {
+
+class node;
+class process;
+namespace detail {
+class node_impl;
+struct process_extras;
+const exit_reason* ending_reason(process* p);
+}  // namespace detail
+
+struct spawn_options {
+  bool link = false;           // link to the spawning process (if spawned from one)
+  bool trap_exit = false;      // start trapping exits
+  std::size_t mailbox_bound = 0;  // 0: unbounded; else sends over the bound fail with mailbox_full
+  std::chrono::milliseconds idle_timeout{0};  // 0: none; else handle_info(idle_timeout{})
+};
+
+class process : public detail::ref_counted {
+ public:
+  class executor_type;
+
+  pid self() const noexcept { return self_; }
+  otpp::node& this_node() const noexcept;
+
+  // --- inside the process's own handlers only ---
+  void trap_exit(bool on) noexcept { trap_exit_ = on; }
+  bool trapping_exits() const noexcept { return trap_exit_; }
+  // Bidirectional exit propagation. Linking to a dead process delivers an exit signal noproc.
+  void link(const pid& other);
+  void unlink(const pid& other);
+  // One-way: a `down` message arrives when `other` ends (at once with noproc if it is dead).
+  monitor_ref monitor(const pid& other);
+  // Removes the monitor and drops a `down` for it that may already be queued.
+  void demonitor(monitor_ref ref);
+  // End this process with `reason` once the current handler returns; terminate() runs.
+  void stop(exit_reason reason = exit_reason::normal());
+  // Executor of this process: work posted to it runs on the process, one at a time.
+  executor_type get_executor() noexcept;
+
+ protected:
+  process();  // out of line: process_extras is incomplete here
+  ~process() override;
+
+  // Behaviour hooks (implemented by gen_server).
+  virtual result<void> do_init() { return {}; }
+  virtual void dispatch(detail::message_envelope& m) = 0;
+  virtual void do_terminate(const exit_reason&) {}
+
+  // Coroutine handlers: the process takes no user message until `done` ran.
+  void mark_suspended(bool on) noexcept { suspended_ = on; }
+  // Ends the process from inside its own turn (handler exceptions, coroutine failures).
+  void fail(exit_reason reason);
+
+ private:
+  friend class detail::node_impl;
+  friend class otpp::node;
+  friend class executor_type;
+  friend const exit_reason* detail::ending_reason(process* p);
+
+  // Called by the node's scheduler on a worker thread.
+  void run();
+  void handle_signal(detail::envelope* e);
+  void deliver_system_info(detail::envelope* e);
+  void exit_now(exit_reason reason, bool call_terminate);
+  void fetch();
+  detail::process_extras& extras();
+
+  detail::node_impl* node_ = nullptr;
+  pid self_;
+  detail::inbox inbox_;
+  detail::envelope_fifo user_;    // cast / info / call, in arrival order
+  detail::envelope_fifo urgent_;  // signals and tasks
+  detail::envelope_fifo info_;    // down / EXIT / timers, ahead of user messages
+  std::atomic<std::uint32_t> queued_{0};  // user messages queued (bounded mailboxes only)
+  std::uint32_t bound_ = 0;
+  bool trap_exit_ = false;
+  bool suspended_ = false;
+  bool dead_ = false;
+  bool stop_requested_ = false;
+  std::atomic<bool> watched_{false};  // notify the node's exit listener (registry names)
+  std::unique_ptr<detail::process_extras> extras_;  // links, monitors, timers: often empty
+};
+
+// Asio executor that runs work on a process. Work reaching a dead process is dropped, which
+// destroys a suspended coroutine frame without resuming it.
+class process::executor_type {
+ public:
+  explicit executor_type(process* p) : p_(p) {}
+  asio::execution_context& query(asio::execution::context_t) const noexcept;
+  static constexpr asio::execution::blocking_t query(asio::execution::blocking_t) noexcept {
+    return asio::execution::blocking.never;
+  }
+  executor_type require(asio::execution::blocking_t::never_t) const { return *this; }
+  template <class F>
+  void execute(F f) const {
+    post_task(new detail::task_envelope<F>(std::move(f)));
+  }
+  friend bool operator==(const executor_type& a, const executor_type& b) noexcept {
+    return a.p_ == b.p_;
+  }
+  friend bool operator!=(const executor_type& a, const executor_type& b) noexcept {
+    return a.p_ != b.p_;
+  }
+  process* owner() const noexcept { return p_.get(); }
+
+ private:
+  void post_task(detail::task_envelope_base* task) const;
+  detail::ref_ptr<process> p_;
+};
+
+inline process::executor_type process::get_executor() noexcept { return executor_type(this); }
+
+// The process whose handler runs on this thread, or nullptr.
+process* current_process() noexcept;
+
+}  // namespace otpp

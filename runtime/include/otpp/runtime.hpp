@@ -1,0 +1,12 @@
+// Everything a single-node application needs.
+#pragma once
+
+#include "otpp/call.hpp"
+#include "otpp/error.hpp"
+#include "otpp/gen_server.hpp"
+#include "otpp/log.hpp"
+#include "otpp/message.hpp"
+#include "otpp/node.hpp"
+#include "otpp/pid.hpp"
+#include "otpp/process.hpp"
+#include "otpp/result.hpp"

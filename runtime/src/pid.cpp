@@ -1,0 +1,53 @@
+#include "otpp/pid.hpp"
+
+#include <deque>
+#include <mutex>
+#include <shared_mutex>
+#include <string>
+#include <unordered_map>
+
+namespace otpp {
+namespace {
+struct atom_table {
+  std::shared_mutex mutex;
+  std::deque<std::string> names{"nonode"};  // deque: stable addresses for string_views
+  std::unordered_map<std::string_view, std::uint32_t> index{{names.front(), 0}};
+};
+atom_table& atoms() {
+  static atom_table table;
+  return table;
+}
+}  // namespace
+
+node_atom node_atom::intern(std::string_view name) {
+  auto& t = atoms();
+  {
+    std::shared_lock lock(t.mutex);
+    if (auto it = t.index.find(name); it != t.index.end()) return node_atom(it->second);
+  }
+  std::unique_lock lock(t.mutex);
+  if (auto it = t.index.find(name); it != t.index.end()) return node_atom(it->second);
+  t.names.emplace_back(name);
+  auto i = static_cast<std::uint32_t>(t.names.size() - 1);
+  t.index.emplace(t.names.back(), i);
+  return node_atom(i);
+}
+
+std::string_view node_atom::name() const {
+  auto& t = atoms();
+  std::shared_lock lock(t.mutex);
+  return t.names[index_];
+}
+
+std::string pid::to_string() const {
+  std::string out = "<";
+  out += node_.name();
+  out += '.';
+  out += std::to_string(creation_);
+  out += '.';
+  out += std::to_string(serial_);
+  out += '>';
+  return out;
+}
+
+}  // namespace otpp

@@ -1,2 +1,0 @@
-// placeholder, replaced by the runtime sources
-namespace otpp::detail { int runtime_placeholder = 0; }

@@ -1,0 +1,388 @@
+#include <algorithm>
+
+#include "node_impl.hpp"
+#include "otpp/call.hpp"
+#include "otpp/gen_server.hpp"
+#include "otpp/log.hpp"
+
+namespace otpp {
+
+namespace {
+thread_local process* this_thread_process = nullptr;
+constexpr int turn_budget = 256;  // messages per turn before yielding the thread (fairness)
+}  // namespace
+
+process* current_process() noexcept { return this_thread_process; }
+
+namespace detail {
+process_scope::process_scope(process* p) : saved_(this_thread_process) { this_thread_process = p; }
+process_scope::~process_scope() { this_thread_process = saved_; }
+
+std::string dropped_reply_reason(process* owner) {
+  // The exit reason is recorded before suspended frames and pending replies are dropped; it is
+  // only read on the owner's own thread (elsewhere the owner may be running).
+  if (owner && owner == this_thread_process) {
+    if (const exit_reason* r = ending_reason(owner)) return r->text();
+  }
+  return "no_reply";
+}
+}  // namespace detail
+
+process::process() = default;
+
+process::~process() {
+  // Anything still queued (a process that never ran) is released here.
+  auto drop = [](detail::envelope* e) {
+    while (e) {
+      auto* n = e->next;
+      delete e;
+      e = n;
+    }
+  };
+  drop(user_.head);
+  drop(urgent_.head);
+  drop(info_.head);
+  drop(inbox_.close());
+}
+
+otpp::node& process::this_node() const noexcept { return node_->owner; }
+
+detail::process_extras& process::extras() {
+  if (!extras_) extras_ = std::make_unique<detail::process_extras>();
+  return *extras_;
+}
+
+asio::execution_context& process::executor_type::query(asio::execution::context_t) const noexcept {
+  return p_->node_->ctx;
+}
+
+void process::executor_type::post_task(detail::task_envelope_base* task) const {
+  switch (p_->inbox_.push(task)) {
+    case detail::inbox::push_result::queued: break;
+    case detail::inbox::push_result::woke_reader: p_->node_->schedule(p_.get()); break;
+    case detail::inbox::push_result::closed:
+      delete task;  // the process ended: the continuation is dropped, never run
+      break;
+  }
+}
+
+void process::fetch() {
+  for (auto* e = inbox_.take_all(); e;) {
+    auto* next = e->next;
+    switch (e->kind) {
+      case detail::envelope_kind::cast:
+      case detail::envelope_kind::info:
+      case detail::envelope_kind::call: user_.push(e); break;
+      case detail::envelope_kind::system_info: deliver_system_info(e); break;
+      default: urgent_.push(e); break;
+    }
+    e = next;
+  }
+}
+
+void process::deliver_system_info(detail::envelope* e) {
+  auto* m = static_cast<detail::message_envelope*>(e);
+  if (m->type == type_of<down>()) {
+    // A down for a monitor already removed (demonitor raced with the target's exit) is dropped.
+    auto* d = static_cast<down*>(m->value());
+    auto& mons = extras().monitors;
+    auto it = std::find_if(mons.begin(), mons.end(),
+                           [&](const auto& w) { return w.ref == d->ref; });
+    if (it == mons.end()) {
+      delete e;
+      return;
+    }
+    mons.erase(it);
+  }
+  info_.push(e);
+}
+
+void process::run() {
+  detail::process_scope scope(this);
+  int budget = turn_budget;
+  while (!dead_) {
+    fetch();
+    while (auto* e = urgent_.pop()) {
+      handle_signal(e);
+      if (dead_) return;
+    }
+    if (!suspended_) {
+      detail::envelope* e = info_.pop();
+      if (!e) {
+        e = user_.pop();
+        if (e && bound_) queued_.fetch_sub(1, std::memory_order_relaxed);
+      }
+      if (e) {
+        auto* m = static_cast<detail::message_envelope*>(e);
+        if (extras_ && extras_->idle_timeout.count() > 0) {
+          extras_->last_active = std::chrono::steady_clock::now();
+        }
+        try {
+          dispatch(*m);
+        } catch (...) {
+          std::string why = detail::describe(std::current_exception());
+          log(log_level::error, "process", self_.to_string(), ": handler for '", m->tag,
+              "' threw: ", why);
+          delete m;
+          exit_now(exit_reason(why), true);
+          return;
+        }
+        delete m;
+        if (stop_requested_ && !suspended_) {
+          exit_now(extras().stop_reason, true);
+          return;
+        }
+        if (--budget == 0) {
+          node_->schedule(this);  // stay awake; let other processes run first
+          return;
+        }
+        continue;
+      }
+    }
+    if (!urgent_.empty()) continue;
+    // Nothing runnable. Idle timeout: (re)arm when going idle with no user work.
+    if (extras_ && extras_->idle_timeout.count() > 0 && !extras_->idle_armed && !suspended_ &&
+        user_.empty() && info_.empty()) {
+      auto& x = *extras_;
+      if (!x.idle_timer) x.idle_timer = std::make_unique<asio::steady_timer>(node_->ctx);
+      if (x.last_active == std::chrono::steady_clock::time_point{}) {
+        x.last_active = std::chrono::steady_clock::now();
+      }
+      x.idle_armed = true;
+      x.idle_timer->expires_at(x.last_active + x.idle_timeout);
+      x.idle_timer->async_wait([ex = get_executor()](const std::error_code& ec) {
+        if (ec) return;
+        asio::execution::execute(ex, [p = ex.owner()] {
+          auto& x = p->extras();
+          x.idle_armed = false;
+          if (std::chrono::steady_clock::now() - x.last_active >= x.idle_timeout) {
+            x.last_active = std::chrono::steady_clock::now();
+            p->info_.push(new detail::typed_envelope<idle_timeout>(
+                detail::envelope_kind::system_info, p->self_, idle_timeout{}));
+          }
+        });
+      });
+    }
+    if ((user_.empty() && info_.empty()) || suspended_) {
+      if (inbox_.try_block()) return;
+    }
+  }
+}
+
+void process::handle_signal(detail::envelope* e) {
+  using detail::envelope_kind;
+  if (e->kind == envelope_kind::task) {
+    auto* t = static_cast<detail::task_envelope_base*>(e);
+    try {
+      t->run();
+    } catch (...) {
+      std::string why = detail::describe(std::current_exception());
+      delete t;
+      log(log_level::error, "process", self_.to_string(), ": continuation threw: ", why);
+      exit_now(exit_reason(why), true);
+      return;
+    }
+    delete t;
+    if (stop_requested_ && !suspended_) exit_now(extras().stop_reason, true);
+    return;
+  }
+  std::unique_ptr<detail::signal_envelope> s(static_cast<detail::signal_envelope*>(e));
+  switch (s->kind) {
+    case envelope_kind::exit_signal: {
+      if (s->from_link) {
+        auto& links = extras().links;
+        auto it = std::find(links.begin(), links.end(), s->from);
+        if (it == links.end()) return;  // unlinked meanwhile: stale
+        links.erase(it);
+      }
+      if (s->reason.is_kill() && !s->from_link) {
+        exit_now(exit_reason::killed(), false);
+      } else if (trap_exit_) {
+        info_.push(new detail::typed_envelope<exit_message>(
+            envelope_kind::system_info, s->from, exit_message{s->from, s->reason}));
+      } else if (s->reason.is_normal() && s->from != self_) {
+        // ignored, as in Erlang
+      } else {
+        exit_now(s->reason, false);
+      }
+      return;
+    }
+    case envelope_kind::link: {
+      auto& links = extras().links;
+      if (std::find(links.begin(), links.end(), s->from) == links.end()) {
+        links.push_back(s->from);
+      }
+      return;
+    }
+    case envelope_kind::unlink: {
+      if (extras_) std::erase(extras_->links, s->from);
+      return;
+    }
+    case envelope_kind::monitor:
+      extras().monitored_by.push_back({s->ref, s->from});
+      return;
+    case envelope_kind::demonitor:
+      if (extras_) {
+        std::erase_if(extras_->monitored_by, [&](const auto& w) { return w.ref == s->ref; });
+      }
+      return;
+    case envelope_kind::stop: exit_now(s->reason, true); return;
+    default: return;
+  }
+}
+
+void process::link(const pid& other) {
+  if (other == self_) return;
+  auto& links = extras().links;
+  if (std::find(links.begin(), links.end(), other) != links.end()) return;
+  links.push_back(other);
+  auto* e = new detail::signal_envelope(detail::envelope_kind::link, self_);
+  if (!node_->signal(other, e)) {
+    delete e;
+    // Linking to a dead process: an exit signal noproc, as in Erlang.
+    auto* x = new detail::signal_envelope(detail::envelope_kind::exit_signal, other);
+    x->reason = exit_reason::noproc();
+    x->from_link = true;
+    urgent_.push(x);
+  }
+}
+
+void process::unlink(const pid& other) {
+  if (!extras_) return;
+  if (std::erase(extras_->links, other) == 0) return;
+  auto* e = new detail::signal_envelope(detail::envelope_kind::unlink, self_);
+  if (!node_->signal(other, e)) delete e;
+}
+
+monitor_ref process::monitor(const pid& other) {
+  monitor_ref ref{node_->new_ref()};
+  extras().monitors.push_back({ref, other});
+  auto* e = new detail::signal_envelope(detail::envelope_kind::monitor, self_);
+  e->ref = ref;
+  if (!node_->signal(other, e)) {
+    delete e;
+    extras().monitors.pop_back();
+    info_.push(new detail::typed_envelope<down>(detail::envelope_kind::system_info, other,
+                                                down{ref, other, exit_reason::noproc()}));
+  }
+  return ref;
+}
+
+void process::demonitor(monitor_ref ref) {
+  if (!extras_) return;
+  auto& mons = extras_->monitors;
+  auto it = std::find_if(mons.begin(), mons.end(), [&](const auto& w) { return w.ref == ref; });
+  if (it != mons.end()) {
+    auto target = it->target;
+    mons.erase(it);
+    auto* e = new detail::signal_envelope(detail::envelope_kind::demonitor, self_);
+    e->ref = ref;
+    if (!node_->signal(target, e)) delete e;
+  }
+  // Flush a down already delivered to the local queue (Erlang's demonitor(Ref, [flush])).
+  fetch();
+  detail::envelope_fifo keep;
+  while (auto* e = info_.pop()) {
+    auto* m = static_cast<detail::message_envelope*>(e);
+    if (m->type == type_of<down>() && static_cast<down*>(m->value())->ref == ref) {
+      delete e;
+    } else {
+      keep.push(e);
+    }
+  }
+  info_ = keep;
+}
+
+void process::stop(exit_reason reason) {
+  stop_requested_ = true;
+  extras().stop_reason = std::move(reason);
+}
+
+void process::fail(exit_reason reason) {
+  log(log_level::error, "process", self_.to_string(), ": exiting: ", reason.text());
+  exit_now(std::move(reason), true);
+}
+
+void process::exit_now(exit_reason reason, bool call_terminate) {
+  if (dead_) return;
+  auto& x = extras();
+  if (x.reason) return;  // already ending (terminate re-entered)
+  x.reason = reason;
+  // Calls this process was waiting on: drop their continuations (a suspended coroutine frame
+  // is destroyed without resuming).
+  auto outstanding = std::move(x.outstanding);
+  for (auto& s : outstanding)
+    if (s->claim()) s->abandon();
+  outstanding.clear();
+  if (call_terminate) {
+    try {
+      do_terminate(reason);
+    } catch (...) {
+      log(log_level::error, "process", self_.to_string(),
+          ": terminate threw: ", detail::describe(std::current_exception()));
+    }
+  }
+  dead_ = true;
+  node_->unpublish(self_);
+  if (x.idle_timer) x.idle_timer->cancel();
+
+  // Everything still queued: calls answer noproc (as their requests are destroyed), link and
+  // monitor requests are answered as for a dead process, the rest is dropped.
+  detail::envelope_fifo rest;
+  auto drain = [&rest](detail::envelope_fifo& f) {
+    while (auto* e = f.pop()) rest.push(e);
+  };
+  drain(urgent_);
+  drain(info_);
+  drain(user_);
+  for (auto* e = inbox_.close(); e;) {
+    auto* n = e->next;
+    rest.push(e);
+    e = n;
+  }
+  while (auto* e = rest.pop()) {
+    if (e->kind == detail::envelope_kind::link) {
+      auto* s = static_cast<detail::signal_envelope*>(e);
+      if (std::find(x.links.begin(), x.links.end(), s->from) == x.links.end()) {
+        x.links.push_back(s->from);  // answered below with our exit reason
+      }
+    } else if (e->kind == detail::envelope_kind::monitor) {
+      auto* s = static_cast<detail::signal_envelope*>(e);
+      x.monitored_by.push_back({s->ref, s->from});
+    }
+    delete e;
+  }
+  for (const auto& l : x.links) {
+    auto* s = new detail::signal_envelope(detail::envelope_kind::exit_signal, self_);
+    s->reason = reason;
+    s->from_link = true;
+    if (!node_->signal(l, s)) delete s;
+  }
+  x.links.clear();
+  for (const auto& w : x.monitored_by) {
+    auto* d = new detail::typed_envelope<down>(detail::envelope_kind::system_info, self_,
+                                               down{w.ref, self_, reason});
+    if (!node_->signal(w.who, d)) delete d;
+  }
+  x.monitored_by.clear();
+  if (watched_.load()) {
+    node::exit_listener listener;
+    {
+      std::lock_guard lock(node_->hooks_mutex);
+      listener = node_->exit_listener;
+    }
+    if (listener) listener(self_, reason);
+  }
+  if (reason.is_failure()) {
+    log(log_level::info, "process", self_.to_string(), " exited: ", reason.text());
+  }
+  node_->process_exited(*this, reason);
+}
+
+namespace detail {
+const exit_reason* ending_reason(process* p) {
+  return p->extras_ && p->extras_->reason ? &*p->extras_->reason : nullptr;
+}
+}  // namespace detail
+
+}  // namespace otpp
