@@ -23,15 +23,19 @@ std::uint32_t fresh_creation() {
 }
 }  // namespace
 
-node_impl* current_node() noexcept { return this_thread_node; }
+node_impl* current_node() noexcept {
+  return this_thread_node;
+}
 
 node_impl::node_impl(node& o, node_options opts)
     : owner(o),
-      ctx(static_cast<int>(opts.threads ? opts.threads : std::max(1u, std::thread::hardware_concurrency()))),
+      ctx(static_cast<int>(opts.threads ? opts.threads
+                                        : std::max(1u, std::thread::hardware_concurrency()))),
       name(opts.name),
       atom_(node_atom::intern(opts.name)),
       creation_(opts.creation ? opts.creation : fresh_creation()),
-      thread_count_(opts.threads ? opts.threads : std::max(1u, std::thread::hardware_concurrency())) {}
+      thread_count_(opts.threads ? opts.threads
+                                 : std::max(1u, std::thread::hardware_concurrency())) {}
 
 node_impl::~node_impl() {
   stop();
@@ -159,23 +163,25 @@ void node_impl::schedule(process* p) {
 result<void> node_impl::deliver(const pid& to, message_envelope* e) {
   auto p = find(to);
   if (!p) {
-    log(log_level::debug, "node", name, ": message '", e->tag, "' to ", to.to_string(),
-        ": noproc");
+    log(log_level::debug, "node", name, ": message '", e->tag, "' to ", to.to_string(), ": noproc");
     delete e;  // a call request answers noproc as it is destroyed
     return failure(errc::noproc, to.to_string());
   }
   const bool bounded = p->bound_ != 0;
   if (bounded && p->queued_.fetch_add(1, std::memory_order_relaxed) >= p->bound_) {
     p->queued_.fetch_sub(1, std::memory_order_relaxed);
-    log(log_level::warning, "node", name, ": mailbox of ", to.to_string(), " is full (",
-        p->bound_, "): '", e->tag, "' refused");
+    log(log_level::warning, "node", name, ": mailbox of ", to.to_string(), " is full (", p->bound_,
+        "): '", e->tag, "' refused");
     if (e->call && e->call->claim()) e->call->complete_error(failure(errc::mailbox_full));
     delete e;
     return failure(errc::mailbox_full, to.to_string());
   }
   switch (p->inbox_.push(e)) {
-    case inbox::push_result::queued: break;
-    case inbox::push_result::woke_reader: schedule(p.get()); break;
+    case inbox::push_result::queued:
+      break;
+    case inbox::push_result::woke_reader:
+      schedule(p.get());
+      break;
     case inbox::push_result::closed:
       if (bounded) p->queued_.fetch_sub(1, std::memory_order_relaxed);
       delete e;
@@ -188,9 +194,13 @@ bool node_impl::signal(const pid& to, envelope* e) {
   auto p = find(to);
   if (!p) return false;
   switch (p->inbox_.push(e)) {
-    case inbox::push_result::queued: return true;
-    case inbox::push_result::woke_reader: schedule(p.get()); return true;
-    case inbox::push_result::closed: return false;
+    case inbox::push_result::queued:
+      return true;
+    case inbox::push_result::woke_reader:
+      schedule(p.get());
+      return true;
+    case inbox::push_result::closed:
+      return false;
   }
   return false;
 }
@@ -236,7 +246,11 @@ result<pid> node_impl::start_process(process* raw, const spawn_options& o) {
     p->extras().links.push_back(parent->self_);
   }
   // First turn: the inbox started awake; go idle unless messages arrived during init.
-  if (!p->urgent_.empty() || !p->info_.empty() || !p->inbox_.try_block()) schedule(p.get());
+  // A first turn also arms an idle timeout.
+  if (o.idle_timeout.count() > 0 || !p->urgent_.empty() || !p->info_.empty() ||
+      !p->inbox_.try_block()) {
+    schedule(p.get());
+  }
   return p->self_;
 }
 
@@ -293,7 +307,9 @@ bool node_impl::cancel_timer(timer_ref ref) {
 }
 
 // ---- entry points used by inline templates
-result<void> deliver(node_impl& n, const pid& to, message_envelope* e) { return n.deliver(to, e); }
+result<void> deliver(node_impl& n, const pid& to, message_envelope* e) {
+  return n.deliver(to, e);
+}
 result<pid> start_process(node_impl& n, process* p, const spawn_options& o) {
   return n.start_process(p, o);
 }
@@ -305,7 +321,9 @@ timer_ref start_timer(node_impl& n, std::chrono::steady_clock::duration d, const
                       message_envelope* e) {
   return n.start_timer(d, to, e);
 }
-asio::io_context& node_context(node_impl& n) { return n.ctx; }
+asio::io_context& node_context(node_impl& n) {
+  return n.ctx;
+}
 
 void start_call(node_impl& n, const pid& to, call_state_base* state, message_envelope* request,
                 std::chrono::milliseconds timeout, asio::steady_timer* timer) {
@@ -387,8 +405,8 @@ std::string describe(std::exception_ptr e) {
 }
 
 void log_unhandled(const process& p, const message_envelope& m) {
-  log(log_level::warning, "gen_server", p.self().to_string(), ": no handler for '", m.tag,
-      "' (", m.kind == envelope_kind::cast ? "cast" : "info", "): dropped");
+  log(log_level::warning, "gen_server", p.self().to_string(), ": no handler for '", m.tag, "' (",
+      m.kind == envelope_kind::cast ? "cast" : "info", "): dropped");
 }
 
 void reject(process& p, message_envelope& m, failure f) {
@@ -411,19 +429,37 @@ node::~node() {
   impl_->stop();
   impl_->join();
 }
-void node::start() { impl_->start(); }
+void node::start() {
+  impl_->start();
+}
 void node::stop() {
   impl_->stop();
   impl_->join();
 }
-void node::join() { impl_->join(); }
-bool node::running() const noexcept { return impl_->running(); }
-asio::io_context& node::context() noexcept { return impl_->ctx; }
-const std::string& node::name() const noexcept { return impl_->name; }
-node_atom node::atom() const noexcept { return impl_->atom_; }
-std::uint32_t node::creation() const noexcept { return impl_->creation_; }
-bool node::alive(const pid& p) const { return static_cast<bool>(impl_->find(p)); }
-std::size_t node::process_count() const { return impl_->live_.load(); }
+void node::join() {
+  impl_->join();
+}
+bool node::running() const noexcept {
+  return impl_->running();
+}
+asio::io_context& node::context() noexcept {
+  return impl_->ctx;
+}
+const std::string& node::name() const noexcept {
+  return impl_->name;
+}
+node_atom node::atom() const noexcept {
+  return impl_->atom_;
+}
+std::uint32_t node::creation() const noexcept {
+  return impl_->creation_;
+}
+bool node::alive(const pid& p) const {
+  return static_cast<bool>(impl_->find(p));
+}
+std::size_t node::process_count() const {
+  return impl_->live_.load();
+}
 
 void node::exit(const pid& to, exit_reason reason) {
   auto* e = new detail::signal_envelope(detail::envelope_kind::exit_signal, detail::current_self());
@@ -435,7 +471,19 @@ void node::stop_process(const pid& to, exit_reason reason) {
   e->reason = std::move(reason);
   if (!impl_->signal(to, e)) delete e;
 }
-bool node::cancel_timer(timer_ref ref) { return impl_->cancel_timer(ref); }
+void node::watch_process(const pid& p, std::function<void(const exit_reason&)> on_exit) {
+  auto* e = new detail::signal_envelope(detail::envelope_kind::monitor, pid{});
+  e->on_exit = std::move(on_exit);
+  if (!impl_->signal(p, e)) {
+    auto cb = std::move(e->on_exit);
+    delete e;
+    cb(exit_reason::noproc());
+  }
+}
+
+bool node::cancel_timer(timer_ref ref) {
+  return impl_->cancel_timer(ref);
+}
 
 void node::set_exit_listener(exit_listener listener) {
   std::lock_guard lock(impl_->hooks_mutex);

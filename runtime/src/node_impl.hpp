@@ -26,13 +26,15 @@ struct process_extras {
     monitor_ref ref;
     pid who;
   };
-  std::vector<watcher> monitored_by;  // who monitors me
+  std::vector<watcher> monitored_by;                                    // who monitors me
+  std::vector<std::function<void(const exit_reason&)>> exit_callbacks;  // watch_process
   struct watched {
     monitor_ref ref;
     pid target;
   };
-  std::vector<watched> monitors;                       // whom I monitor
+  std::vector<watched> monitors;                      // whom I monitor
   std::vector<ref_ptr<call_state_base>> outstanding;  // my calls in flight
+  std::vector<ref_ptr<call_state_base>> inbound;      // calls to me not answered yet
   std::optional<exit_reason> reason;                  // set once the process is ending
   exit_reason stop_reason;
   std::chrono::milliseconds idle_timeout{0};
@@ -57,7 +59,9 @@ class node_impl {
   // Signals (urgent lane). Returns false if `to` is not a live local process.
   bool signal(const pid& to, envelope* e);
   void schedule(process* p);
-  pid new_pid() { return pid(atom_, creation_, next_serial_.fetch_add(1, std::memory_order_relaxed)); }
+  pid new_pid() {
+    return pid(atom_, creation_, next_serial_.fetch_add(1, std::memory_order_relaxed));
+  }
   std::uint64_t new_ref() { return next_ref_.fetch_add(1, std::memory_order_relaxed); }
   result<pid> start_process(process* p, const spawn_options& o);
   void publish(process* p);

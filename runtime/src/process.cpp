@@ -12,11 +12,17 @@ thread_local process* this_thread_process = nullptr;
 constexpr int turn_budget = 256;  // messages per turn before yielding the thread (fairness)
 }  // namespace
 
-process* current_process() noexcept { return this_thread_process; }
+process* current_process() noexcept {
+  return this_thread_process;
+}
 
 namespace detail {
-process_scope::process_scope(process* p) : saved_(this_thread_process) { this_thread_process = p; }
-process_scope::~process_scope() { this_thread_process = saved_; }
+process_scope::process_scope(process* p) : saved_(this_thread_process) {
+  this_thread_process = p;
+}
+process_scope::~process_scope() {
+  this_thread_process = saved_;
+}
 
 std::string dropped_reply_reason(process* owner) {
   // The exit reason is recorded before suspended frames and pending replies are dropped; it is
@@ -45,7 +51,9 @@ process::~process() {
   drop(inbox_.close());
 }
 
-otpp::node& process::this_node() const noexcept { return node_->owner; }
+otpp::node& process::this_node() const noexcept {
+  return node_->owner;
+}
 
 detail::process_extras& process::extras() {
   if (!extras_) extras_ = std::make_unique<detail::process_extras>();
@@ -58,8 +66,11 @@ asio::execution_context& process::executor_type::query(asio::execution::context_
 
 void process::executor_type::post_task(detail::task_envelope_base* task) const {
   switch (p_->inbox_.push(task)) {
-    case detail::inbox::push_result::queued: break;
-    case detail::inbox::push_result::woke_reader: p_->node_->schedule(p_.get()); break;
+    case detail::inbox::push_result::queued:
+      break;
+    case detail::inbox::push_result::woke_reader:
+      p_->node_->schedule(p_.get());
+      break;
     case detail::inbox::push_result::closed:
       delete task;  // the process ended: the continuation is dropped, never run
       break;
@@ -72,9 +83,15 @@ void process::fetch() {
     switch (e->kind) {
       case detail::envelope_kind::cast:
       case detail::envelope_kind::info:
-      case detail::envelope_kind::call: user_.push(e); break;
-      case detail::envelope_kind::system_info: deliver_system_info(e); break;
-      default: urgent_.push(e); break;
+      case detail::envelope_kind::call:
+        user_.push(e);
+        break;
+      case detail::envelope_kind::system_info:
+        deliver_system_info(e);
+        break;
+      default:
+        urgent_.push(e);
+        break;
     }
     e = next;
   }
@@ -86,8 +103,8 @@ void process::deliver_system_info(detail::envelope* e) {
     // A down for a monitor already removed (demonitor raced with the target's exit) is dropped.
     auto* d = static_cast<down*>(m->value());
     auto& mons = extras().monitors;
-    auto it = std::find_if(mons.begin(), mons.end(),
-                           [&](const auto& w) { return w.ref == d->ref; });
+    auto it =
+        std::find_if(mons.begin(), mons.end(), [&](const auto& w) { return w.ref == d->ref; });
     if (it == mons.end()) {
       delete e;
       return;
@@ -198,8 +215,8 @@ void process::handle_signal(detail::envelope* e) {
       if (s->reason.is_kill() && !s->from_link) {
         exit_now(exit_reason::killed(), false);
       } else if (trap_exit_) {
-        info_.push(new detail::typed_envelope<exit_message>(
-            envelope_kind::system_info, s->from, exit_message{s->from, s->reason}));
+        info_.push(new detail::typed_envelope<exit_message>(envelope_kind::system_info, s->from,
+                                                            exit_message{s->from, s->reason}));
       } else if (s->reason.is_normal() && s->from != self_) {
         // ignored, as in Erlang
       } else {
@@ -219,15 +236,22 @@ void process::handle_signal(detail::envelope* e) {
       return;
     }
     case envelope_kind::monitor:
-      extras().monitored_by.push_back({s->ref, s->from});
+      if (s->on_exit) {
+        extras().exit_callbacks.push_back(std::move(s->on_exit));
+      } else {
+        extras().monitored_by.push_back({s->ref, s->from});
+      }
       return;
     case envelope_kind::demonitor:
       if (extras_) {
         std::erase_if(extras_->monitored_by, [&](const auto& w) { return w.ref == s->ref; });
       }
       return;
-    case envelope_kind::stop: exit_now(s->reason, true); return;
-    default: return;
+    case envelope_kind::stop:
+      exit_now(s->reason, true);
+      return;
+    default:
+      return;
   }
 }
 
@@ -298,6 +322,14 @@ void process::stop(exit_reason reason) {
   extras().stop_reason = std::move(reason);
 }
 
+void process::hold_inbound(detail::ref_ptr<detail::call_state_base> state) {
+  auto& in = extras().inbound;
+  if (in.size() >= 16) {
+    std::erase_if(in, [](const auto& s) { return s->done(); });
+  }
+  in.push_back(std::move(state));
+}
+
 void process::fail(exit_reason reason) {
   log(log_level::error, "process", self_.to_string(), ": exiting: ", reason.text());
   exit_now(std::move(reason), true);
@@ -322,6 +354,9 @@ void process::exit_now(exit_reason reason, bool call_terminate) {
           ": terminate threw: ", detail::describe(std::current_exception()));
     }
   }
+  for (auto& s : x.inbound)
+    if (s->claim()) s->complete_error(failure(errc::exit, reason.text()));
+  x.inbound.clear();
   dead_ = true;
   node_->unpublish(self_);
   if (x.idle_timer) x.idle_timer->cancel();
@@ -348,7 +383,11 @@ void process::exit_now(exit_reason reason, bool call_terminate) {
       }
     } else if (e->kind == detail::envelope_kind::monitor) {
       auto* s = static_cast<detail::signal_envelope*>(e);
-      x.monitored_by.push_back({s->ref, s->from});
+      if (s->on_exit) {
+        x.exit_callbacks.push_back(std::move(s->on_exit));
+      } else {
+        x.monitored_by.push_back({s->ref, s->from});
+      }
     }
     delete e;
   }
@@ -365,6 +404,15 @@ void process::exit_now(exit_reason reason, bool call_terminate) {
     if (!node_->signal(w.who, d)) delete d;
   }
   x.monitored_by.clear();
+  for (auto& cb : x.exit_callbacks) {
+    try {
+      cb(reason);
+    } catch (...) {
+      log(log_level::error, "process", self_.to_string(),
+          ": exit watcher threw: ", detail::describe(std::current_exception()));
+    }
+  }
+  x.exit_callbacks.clear();
   if (watched_.load()) {
     node::exit_listener listener;
     {

@@ -1,12 +1,18 @@
 // Shared test messages and servers.
 #pragma once
 
+#include <algorithm>
 #include <chrono>
+#include <condition_variable>
 #include <future>
+#include <memory>
+#include <mutex>
 #include <string>
+#include <thread>
+#include <vector>
 
-#include <asio/use_future.hpp>
 #include <gtest/gtest.h>
+#include <asio/use_future.hpp>
 
 #include "otpp/runtime.hpp"
 
@@ -56,6 +62,110 @@ class counter : public otpp::gen_server<counter> {
 
  private:
   int n_;
+};
+
+// Thread-safe event log that tests wait on (bounded waits, never fixed sleeps).
+class recorder {
+ public:
+  void add(std::string event) {
+    {
+      std::lock_guard lock(mutex_);
+      events_.push_back(std::move(event));
+    }
+    cv_.notify_all();
+  }
+  // Waits (bounded) until `pred(events)` holds; returns whether it did.
+  template <class Pred>
+  bool wait(Pred pred, std::chrono::seconds bound = std::chrono::seconds(20)) {
+    std::unique_lock lock(mutex_);
+    return cv_.wait_for(lock, bound, [&] { return pred(events_); });
+  }
+  bool wait_count(std::size_t n, std::chrono::seconds bound = std::chrono::seconds(20)) {
+    return wait([n](const auto& e) { return e.size() >= n; }, bound);
+  }
+  bool wait_for_event(const std::string& ev) {
+    return wait([&](const auto& e) { return std::find(e.begin(), e.end(), ev) != e.end(); });
+  }
+  std::vector<std::string> events() {
+    std::lock_guard lock(mutex_);
+    return events_;
+  }
+  std::size_t count(const std::string& ev) {
+    std::lock_guard lock(mutex_);
+    return static_cast<std::size_t>(std::count(events_.begin(), events_.end(), ev));
+  }
+
+ private:
+  std::mutex mutex_;
+  std::condition_variable cv_;
+  std::vector<std::string> events_;
+};
+
+// A gate that a handler blocks on until the test opens it (bounded).
+class gate {
+ public:
+  void open() {
+    {
+      std::lock_guard lock(mutex_);
+      open_ = true;
+    }
+    cv_.notify_all();
+  }
+  void pass() {
+    std::unique_lock lock(mutex_);
+    cv_.wait_for(lock, std::chrono::seconds(30), [this] { return open_; });
+  }
+
+ private:
+  std::mutex mutex_;
+  std::condition_variable cv_;
+  bool open_ = false;
+};
+
+// Polls `pred` every millisecond up to `bound`.
+template <class Pred>
+bool eventually(Pred pred, std::chrono::seconds bound = std::chrono::seconds(20)) {
+  auto until = std::chrono::steady_clock::now() + bound;
+  while (std::chrono::steady_clock::now() < until) {
+    if (pred()) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  return pred();
+}
+
+// Watches processes: monitors on request and records down / EXIT messages.
+struct watch {
+  static constexpr std::string_view tag = "watch";
+  otpp::pid target;
+  bool link = false;
+  MSGPACK_DEFINE_MAP(target, link)
+};
+class observer : public otpp::gen_server<observer> {
+ public:
+  observer(std::shared_ptr<recorder> r, bool trap) : rec_(std::move(r)), trap_(trap) {}
+  otpp::result<void> init() {
+    trap_exit(trap_);
+    return {};
+  }
+  static void define_handlers(otpp::handlers<observer>& h) {
+    h.info<watch>([](observer& self, watch w) {
+      if (w.link) {
+        self.link(w.target);
+      } else {
+        self.monitor(w.target);
+      }
+      self.rec_->add("watching");
+    });
+    h.info<otpp::down>(
+        [](observer& self, otpp::down d) { self.rec_->add("down:" + d.reason.text()); });
+    h.info<otpp::exit_message>(
+        [](observer& self, otpp::exit_message m) { self.rec_->add("EXIT:" + m.reason.text()); });
+  }
+  void terminate(const otpp::exit_reason& r) { rec_->add("terminate:" + r.text()); }
+
+ private:
+  std::shared_ptr<recorder> rec_;
+  bool trap_;
 };
 
 // Waits for a future with a generous bound: a hang fails the test instead of wedging CI.

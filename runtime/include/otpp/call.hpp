@@ -62,7 +62,8 @@ auto call(node& n, const pid& to, M msg, std::chrono::milliseconds timeout, Toke
   return asio::async_initiate<Token, void(result<R>)>(
       [&n, to, timeout](auto handler, M m) {
         using H = decltype(handler);
-        auto* state = new detail::call_state<R, H>(detail::node_context(n.impl()), std::move(handler));
+        auto* state =
+            new detail::call_state<R, H>(detail::node_context(n.impl()), std::move(handler));
         auto* request = new detail::typed_envelope<M>(detail::envelope_kind::call,
                                                       detail::current_self(), std::move(m));
         detail::start_call(n.impl(), to, state, request, timeout, &state->timer());
@@ -76,20 +77,21 @@ auto call(node& n, const pid& to, M msg, Token&& token) {
 }
 
 // Deferred reply: a call handler taking reply_to<R> may answer later, from anywhere. Dropping
-// it unanswered answers the caller with exit (the callee's exit reason if it ended, else
-// "no_reply") so no caller waits for a reply that cannot come.
+// it unanswered answers the caller with exit ("no_reply"), and a callee that ends with replies
+// outstanding answers them with exit and its exit reason: no caller waits for a reply that
+// cannot come.
 template <class R>
 class reply_to {
  public:
   reply_to() = default;
   explicit reply_to(detail::ref_ptr<detail::call_state_base> s, process* owner)
       : state_(std::move(s)), owner_(owner) {}
-  reply_to(reply_to&&) noexcept = default;
+  reply_to(reply_to&& o) noexcept : state_(std::move(o.state_)), owner_(o.owner_) {}
   reply_to& operator=(reply_to&& o) noexcept {
     if (this != &o) {
       drop();
       state_ = std::move(o.state_);
-      owner_ = std::move(o.owner_);
+      owner_ = o.owner_;
     }
     return *this;
   }
@@ -113,7 +115,7 @@ class reply_to {
  private:
   void drop();
   detail::ref_ptr<detail::call_state_base> state_;
-  detail::ref_ptr<process> owner_;
+  process* owner_ = nullptr;  // identity only: a strong ref would keep a dead owner alive
 };
 
 namespace detail {
@@ -122,7 +124,7 @@ std::string dropped_reply_reason(process* owner);
 
 template <class R>
 void reply_to<R>::drop() {
-  if (state_) fail(failure(errc::exit, detail::dropped_reply_reason(owner_.get())));
+  if (state_) fail(failure(errc::exit, detail::dropped_reply_reason(owner_)));
 }
 
 // Dynamic call: `map` is a msgpack map with a "type" field; the reply comes back encoded.

@@ -32,9 +32,9 @@ enum class errc {
   tls_error,
   cookie_error,
   // supervisor
-  not_found,         // no such child
-  running,           // child already running
-  restarting,        // child is being restarted
+  not_found,   // no such child
+  running,     // child already running
+  restarting,  // child is being restarted
   reached_max_restart_intensity,
 };
 
@@ -50,33 +50,60 @@ class otpp_category final : public std::error_category {
   const char* name() const noexcept override { return "otpp"; }
   std::string message(int value) const override {
     switch (static_cast<errc>(value)) {
-      case errc::ok: return "ok";
-      case errc::timeout: return "timeout";
-      case errc::noproc: return "noproc: no such process or name";
-      case errc::nodedown: return "nodedown: node not reachable";
-      case errc::bad_message: return "bad_message: payload does not match any handler";
-      case errc::exit: return "exit: callee exited during the call";
-      case errc::unknown_behaviour: return "unknown_behaviour";
-      case errc::not_authorised: return "not_authorised";
-      case errc::already_registered: return "already_registered";
-      case errc::mailbox_full: return "mailbox_full: queue over its bound";
-      case errc::node_stopped: return "node_stopped";
-      case errc::init_failed: return "init_failed";
-      case errc::invalid_argument: return "invalid_argument";
-      case errc::frame_too_large: return "frame_too_large";
-      case errc::malformed_frame: return "malformed_frame";
-      case errc::bad_mac: return "bad_mac: frame authentication failed";
-      case errc::version_mismatch: return "version_mismatch";
-      case errc::connection_closed: return "connection_closed";
-      case errc::handshake_failed: return "handshake_failed";
-      case errc::unknown_frame_kind: return "unknown_frame_kind";
-      case errc::heartbeat_timeout: return "heartbeat_timeout";
-      case errc::tls_error: return "tls_error";
-      case errc::cookie_error: return "cookie_error";
-      case errc::not_found: return "not_found";
-      case errc::running: return "running";
-      case errc::restarting: return "restarting";
-      case errc::reached_max_restart_intensity: return "reached_max_restart_intensity";
+      case errc::ok:
+        return "ok";
+      case errc::timeout:
+        return "timeout";
+      case errc::noproc:
+        return "noproc: no such process or name";
+      case errc::nodedown:
+        return "nodedown: node not reachable";
+      case errc::bad_message:
+        return "bad_message: payload does not match any handler";
+      case errc::exit:
+        return "exit: callee exited during the call";
+      case errc::unknown_behaviour:
+        return "unknown_behaviour";
+      case errc::not_authorised:
+        return "not_authorised";
+      case errc::already_registered:
+        return "already_registered";
+      case errc::mailbox_full:
+        return "mailbox_full: queue over its bound";
+      case errc::node_stopped:
+        return "node_stopped";
+      case errc::init_failed:
+        return "init_failed";
+      case errc::invalid_argument:
+        return "invalid_argument";
+      case errc::frame_too_large:
+        return "frame_too_large";
+      case errc::malformed_frame:
+        return "malformed_frame";
+      case errc::bad_mac:
+        return "bad_mac: frame authentication failed";
+      case errc::version_mismatch:
+        return "version_mismatch";
+      case errc::connection_closed:
+        return "connection_closed";
+      case errc::handshake_failed:
+        return "handshake_failed";
+      case errc::unknown_frame_kind:
+        return "unknown_frame_kind";
+      case errc::heartbeat_timeout:
+        return "heartbeat_timeout";
+      case errc::tls_error:
+        return "tls_error";
+      case errc::cookie_error:
+        return "cookie_error";
+      case errc::not_found:
+        return "not_found";
+      case errc::running:
+        return "running";
+      case errc::restarting:
+        return "restarting";
+      case errc::reached_max_restart_intensity:
+        return "reached_max_restart_intensity";
     }
     return "otpp error " + std::to_string(value);
   }

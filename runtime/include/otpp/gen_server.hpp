@@ -71,12 +71,14 @@ class handlers {
   handlers& call(F f) {
     using R = typename M::reply;
     add<M>(detail::envelope_kind::call, [f](D& self, detail::message_envelope& m) {
+      detail::ref_ptr<detail::call_state_base> state = m.call;
       reply_to<R> reply(std::move(m.call), &self);
       std::optional<M> storage;
       M* msg = decode<M>(self, m, storage, reply);
       if (!msg) return;
       if constexpr (std::is_invocable_v<F, D&, M&&, reply_to<R>>) {
         std::invoke(f, self, std::move(*msg), std::move(reply));
+        if (!state->done()) self.hold_inbound(std::move(state));
       } else {
         using ret = std::invoke_result_t<F, D&, M&&>;
         if constexpr (detail::is_awaitable<ret>::value) {
@@ -84,6 +86,7 @@ class handlers {
                                [reply = std::move(reply)](auto&&... value) mutable {
                                  reply(R(std::forward<decltype(value)>(value)...));
                                });
+          if (!state->done()) self.hold_inbound(std::move(state));
         } else {
           static_assert(std::is_convertible_v<ret, R>,
                         "call handler must return the message's reply type");
@@ -137,8 +140,8 @@ class handlers {
       m.body()->convert(*storage);
       return &*storage;
     } catch (const std::exception& e) {
-      log(log_level::warning, "gen_server", self.self().to_string(), ": bad_message for '",
-          m.tag, "': ", e.what());
+      log(log_level::warning, "gen_server", self.self().to_string(), ": bad_message for '", m.tag,
+          "': ", e.what());
       reply.fail(failure(errc::bad_message, std::string(m.tag) + ": " + e.what()));
       return nullptr;
     }
@@ -152,8 +155,8 @@ class handlers {
       try {
         msg = detail::payload_of<M>(m, storage);
       } catch (const std::exception& e) {
-        log(log_level::warning, "gen_server", self.self().to_string(), ": bad_message for '",
-            m.tag, "' dropped: ", e.what());
+        log(log_level::warning, "gen_server", self.self().to_string(), ": bad_message for '", m.tag,
+            "' dropped: ", e.what());
         return;
       }
       using ret = std::invoke_result_t<F, D&, M&&>;
@@ -190,7 +193,9 @@ class gen_server : public process {
 
   result<void> do_init() override {
     D& self = static_cast<D&>(*this);
-    if constexpr (requires { { self.init() } -> std::convertible_to<result<void>>; }) {
+    if constexpr (requires {
+                    { self.init() } -> std::convertible_to<result<void>>;
+                  }) {
       return self.init();
     } else if constexpr (requires { self.init(); }) {
       self.init();
@@ -209,7 +214,8 @@ class gen_server : public process {
     if (const auto* e = table().find(m)) {
       e->run(static_cast<D&>(*this), m);
     } else {
-      detail::reject(*this, m, failure(errc::bad_message, "no handler for '" + std::string(m.tag) + "'"));
+      detail::reject(*this, m,
+                     failure(errc::bad_message, "no handler for '" + std::string(m.tag) + "'"));
     }
   }
 
@@ -218,15 +224,16 @@ class gen_server : public process {
   void start_coroutine(asio::awaitable<T> aw, Done done) {
     mark_suspended(true);
     detail::ref_ptr<process> keep(this);
-    asio::co_spawn(get_executor(), std::move(aw),
-                   [this, keep, done = std::move(done)](std::exception_ptr e, auto&&... value) mutable {
-                     mark_suspended(false);
-                     if (e) {
-                       fail(exit_reason(detail::describe(e)));
-                       return;  // `done` (holding any reply_to) answers exit as it is dropped
-                     }
-                     done(std::forward<decltype(value)>(value)...);
-                   });
+    asio::co_spawn(
+        get_executor(), std::move(aw),
+        [this, keep, done = std::move(done)](std::exception_ptr e, auto&&... value) mutable {
+          mark_suspended(false);
+          if (e) {
+            fail(exit_reason(detail::describe(e)));
+            return;  // `done` (holding any reply_to) answers exit as it is dropped
+          }
+          done(std::forward<decltype(value)>(value)...);
+        });
   }
 };
 

@@ -25,19 +25,19 @@
 
 // MSGPACK_DEFINE_MAP() needs at least one field; a message without fields uses this instead
 // (it packs as an empty map and accepts any map, so the dynamic form {"type": tag} works).
-#define OTPP_NO_FIELDS()                                                               \
-  template <class Packer>                                                              \
-  void msgpack_pack(Packer& out) const {                                               \
-    out.pack_map(0);                                                                   \
-  }                                                                                    \
-  void msgpack_unpack(const msgpack::object& o) {                                      \
-    if (o.type != msgpack::type::MAP) throw msgpack::type_error();                     \
-  }                                                                                    \
-  template <class Object>                                                              \
-  void msgpack_object(Object* o, msgpack::zone&) const {                               \
-    o->type = msgpack::type::MAP;                                                      \
-    o->via.map.size = 0;                                                               \
-    o->via.map.ptr = nullptr;                                                          \
+#define OTPP_NO_FIELDS()                                           \
+  template <class Packer>                                          \
+  void msgpack_pack(Packer& out) const {                           \
+    out.pack_map(0);                                               \
+  }                                                                \
+  void msgpack_unpack(const msgpack::object& o) {                  \
+    if (o.type != msgpack::type::MAP) throw msgpack::type_error(); \
+  }                                                                \
+  template <class Object>                                          \
+  void msgpack_object(Object* o, msgpack::zone&) const {           \
+    o->type = msgpack::type::MAP;                                  \
+    o->via.map.size = 0;                                           \
+    o->via.map.ptr = nullptr;                                      \
   }
 
 namespace otpp {
@@ -45,10 +45,13 @@ namespace otpp {
 template <class M>
 concept message = requires {
   { M::tag } -> std::convertible_to<std::string_view>;
-} && std::move_constructible<M>;
+}
+&&std::move_constructible<M>;
 
 template <class M>
-concept call_message = message<M> && requires { typename M::reply; };
+concept call_message = message<M> && requires {
+  typename M::reply;
+};
 
 // Why a process ended. Erlang's reasons are terms; ours are text with well-known values.
 class exit_reason {
@@ -70,7 +73,9 @@ class exit_reason {
   // special, and transient children are not restarted for them (OTP semantics).
   bool is_failure() const { return !is_normal() && !is_shutdown(); }
   friend bool operator==(const exit_reason& a, const exit_reason& b) = default;
-  friend std::ostream& operator<<(std::ostream& out, const exit_reason& r) { return out << r.text_; }
+  friend std::ostream& operator<<(std::ostream& out, const exit_reason& r) {
+    return out << r.text_;
+  }
   MSGPACK_DEFINE(text_)
 
  private:
@@ -109,10 +114,10 @@ struct message_type {
 
 template <message M>
 const message_type* type_of() {
-  static const message_type type{
-      M::tag, [](msgpack::packer<msgpack::sbuffer>& out, const void* value) {
-        out.pack(*static_cast<const M*>(value));
-      }};
+  static const message_type type{M::tag,
+                                 [](msgpack::packer<msgpack::sbuffer>& out, const void* value) {
+                                   out.pack(*static_cast<const M*>(value));
+                                 }};
   return &type;
 }
 

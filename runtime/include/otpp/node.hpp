@@ -82,13 +82,18 @@ class node {
   // handler is suspended in a coroutine. Urgent: never waits behind queued user messages.
   void stop_process(const pid& to, exit_reason reason = exit_reason::normal());
 
+  // Calls `on_exit(reason)` exactly once when `p` ends (at once, with noproc, if it is not
+  // alive). Runs on the exiting process's thread: keep it short (post elsewhere for more).
+  // Unlike monitor() it needs no mailbox, so a suspended coroutine can await it.
+  void watch_process(const pid& p, std::function<void(const exit_reason&)> on_exit);
+
   // Delivers `msg` to handle_info of `to` after `delay` (urgent lane). Cancel with cancel_timer.
   template <message M>
   timer_ref send_after(std::chrono::steady_clock::duration delay, const pid& to, M msg) {
-    return detail::start_timer(*impl_, delay, to,
-                               new detail::typed_envelope<M>(detail::envelope_kind::system_info,
-                                                             detail::current_self(),
-                                                             std::move(msg)));
+    return detail::start_timer(
+        *impl_, delay, to,
+        new detail::typed_envelope<M>(detail::envelope_kind::system_info, detail::current_self(),
+                                      std::move(msg)));
   }
   // True if the timer was cancelled before it fired.
   bool cancel_timer(timer_ref ref);
@@ -127,6 +132,8 @@ result<void> send(node& n, const pid& to, M msg) {
 result<void> cast_dynamic(node& n, const pid& to, msgpack::object_handle map);
 result<void> send_dynamic(node& n, const pid& to, msgpack::object_handle map);
 
-inline void exit(node& n, const pid& to, exit_reason reason) { n.exit(to, std::move(reason)); }
+inline void exit(node& n, const pid& to, exit_reason reason) {
+  n.exit(to, std::move(reason));
+}
 
 }  // namespace otpp

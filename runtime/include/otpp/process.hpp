@@ -32,8 +32,8 @@ const exit_reason* ending_reason(process* p);
 }  // namespace detail
 
 struct spawn_options {
-  bool link = false;           // link to the spawning process (if spawned from one)
-  bool trap_exit = false;      // start trapping exits
+  bool link = false;              // link to the spawning process (if spawned from one)
+  bool trap_exit = false;         // start trapping exits
   std::size_t mailbox_bound = 0;  // 0: unbounded; else sends over the bound fail with mailbox_full
   std::chrono::milliseconds idle_timeout{0};  // 0: none; else handle_info(idle_timeout{})
 };
@@ -73,6 +73,9 @@ class process : public detail::ref_counted {
   void mark_suspended(bool on) noexcept { suspended_ = on; }
   // Ends the process from inside its own turn (handler exceptions, coroutine failures).
   void fail(exit_reason reason);
+  // A call this process took but has not answered yet (deferred or coroutine): answered with
+  // exit and the exit reason if the process ends first.
+  void hold_inbound(detail::ref_ptr<detail::call_state_base> state);
 
  private:
   friend class detail::node_impl;
@@ -91,9 +94,9 @@ class process : public detail::ref_counted {
   detail::node_impl* node_ = nullptr;
   pid self_;
   detail::inbox inbox_;
-  detail::envelope_fifo user_;    // cast / info / call, in arrival order
-  detail::envelope_fifo urgent_;  // signals and tasks
-  detail::envelope_fifo info_;    // down / EXIT / timers, ahead of user messages
+  detail::envelope_fifo user_;            // cast / info / call, in arrival order
+  detail::envelope_fifo urgent_;          // signals and tasks
+  detail::envelope_fifo info_;            // down / EXIT / timers, ahead of user messages
   std::atomic<std::uint32_t> queued_{0};  // user messages queued (bounded mailboxes only)
   std::uint32_t bound_ = 0;
   bool trap_exit_ = false;
@@ -131,7 +134,9 @@ class process::executor_type {
   detail::ref_ptr<process> p_;
 };
 
-inline process::executor_type process::get_executor() noexcept { return executor_type(this); }
+inline process::executor_type process::get_executor() noexcept {
+  return executor_type(this);
+}
 
 // The process whose handler runs on this thread, or nullptr.
 process* current_process() noexcept;

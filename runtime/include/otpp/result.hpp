@@ -34,9 +34,7 @@ class [[nodiscard]] result {
  public:
   using value_type = T;
 
-  result()
-    requires std::is_default_constructible_v<T>
-      : state_(std::in_place_index<0>) {}
+  result() requires std::is_default_constructible_v<T> : state_(std::in_place_index<0>) {}
   result(T value) : state_(std::in_place_index<0>, std::move(value)) {}
   result(failure f) : state_(std::in_place_index<1>, std::move(f)) {}
   result(errc e, std::string reason = {}) : result(failure(e, std::move(reason))) {}

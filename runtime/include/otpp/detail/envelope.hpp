@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -32,7 +33,9 @@ enum class envelope_kind : std::uint8_t {
   stop,
 };
 
-inline bool is_urgent(envelope_kind k) { return k >= envelope_kind::system_info; }
+inline bool is_urgent(envelope_kind k) {
+  return k >= envelope_kind::system_info;
+}
 
 struct envelope {
   envelope* next = nullptr;
@@ -47,13 +50,13 @@ struct envelope {
 struct message_envelope : envelope {
   pid from;
   std::string_view tag;
-  const message_type* type;  // nullptr: dynamic, decode `body`
+  const message_type* type;       // nullptr: dynamic, decode `body`
   ref_ptr<call_state_base> call;  // set for calls: the caller's pending state
   message_envelope(envelope_kind k, pid f, std::string_view t, const message_type* ty)
       : envelope(k), from(f), tag(t), type(ty) {}
   // A call whose request is destroyed unhandled (its process ended first) answers noproc.
   ~message_envelope() override;
-  virtual void* value() { return nullptr; }                      // typed payload
+  virtual void* value() { return nullptr; }                        // typed payload
   virtual const msgpack::object* body() const { return nullptr; }  // dynamic payload
 };
 
@@ -80,6 +83,7 @@ struct signal_envelope final : envelope {
   exit_reason reason;      // exit_signal, stop
   monitor_ref ref;         // monitor, demonitor
   bool from_link = false;  // exit_signal caused by a link (kill is then trappable)
+  std::function<void(const exit_reason&)> on_exit;  // monitor by callback (watch_process)
   signal_envelope(envelope_kind k, pid f) : envelope(k), from(f) {}
 };
 
@@ -109,7 +113,6 @@ class call_state_base : public ref_counted {
   virtual void complete_error(failure f) = 0;
   // The caller went away (its process died): drop the handler without invoking it.
   virtual void abandon() = 0;
-
 
  private:
   std::atomic<bool> done_{false};

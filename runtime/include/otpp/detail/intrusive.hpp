@@ -30,10 +30,10 @@ class ref_ptr {
  public:
   ref_ptr() = default;
   ref_ptr(std::nullptr_t) {}
-  explicit ref_ptr(T* p) : p_(p) {
+  explicit ref_ptr(T* p) noexcept : p_(p) {
     if (p_) p_->add_ref();
   }
-  ref_ptr(const ref_ptr& o) : p_(o.p_) {
+  ref_ptr(const ref_ptr& o) noexcept : p_(o.p_) {
     if (p_) p_->add_ref();
   }
   ref_ptr(ref_ptr&& o) noexcept : p_(std::exchange(o.p_, nullptr)) {}
@@ -41,7 +41,7 @@ class ref_ptr {
   ref_ptr(ref_ptr<U>&& o) noexcept : p_(o.detach()) {}
   template <class U>
   ref_ptr(const ref_ptr<U>& o) : ref_ptr(o.get()) {}
-  ~ref_ptr() {
+  ~ref_ptr() noexcept {
     if (p_) p_->release();
   }
   ref_ptr& operator=(ref_ptr o) noexcept {
