@@ -14,6 +14,10 @@ namespace detail {
 
 namespace {
 thread_local node_impl* this_thread_node = nullptr;
+// One wake-up per process turn goes to this thread's private queue (no lock, no wake-up: the
+// ping-pong and ring shape); further ones go to the shared queue where an idle worker can
+// take them while this thread is still busy (fan-out, long producer loops).
+thread_local bool deferred_this_turn = false;
 
 std::uint32_t fresh_creation() {
   static std::atomic<std::uint32_t> counter{0};
@@ -25,6 +29,9 @@ std::uint32_t fresh_creation() {
 
 node_impl* current_node() noexcept {
   return this_thread_node;
+}
+void new_turn() noexcept {
+  deferred_this_turn = false;
 }
 
 node_impl::node_impl(node& o, node_options opts)
@@ -40,6 +47,19 @@ node_impl::node_impl(node& o, node_options opts)
 node_impl::~node_impl() {
   stop();
   join();
+  // Calls still waiting (from outside the node) resolve now rather than never.
+  std::vector<call_state_base*> pending;
+  {
+    std::lock_guard lock(deadline_mutex_);
+    for (auto& b : deadline_buckets_)
+      for (auto* s = b->head; s; s = s->deadline_next) pending.push_back(s);
+  }
+  for (auto* s : pending) {
+    s->add_ref();
+    if (s->claim()) s->complete_error(failure(errc::node_stopped));
+    forget_deadline(s);
+    s->release();
+  }
 }
 
 void node_impl::start() {
@@ -153,7 +173,8 @@ void node_impl::schedule(process* p) {
   };
   // From a worker of this node: defer (the thread's private queue, no lock, no wake-up);
   // others still pick it up when this thread is busy. From outside: post.
-  if (this_thread_node == this) {
+  if (this_thread_node == this && !deferred_this_turn) {
+    deferred_this_turn = true;
     asio::defer(ctx, std::move(run));
   } else {
     asio::post(ctx, std::move(run));
@@ -326,18 +347,95 @@ asio::io_context& node_context(node_impl& n) {
 }
 
 void start_call(node_impl& n, const pid& to, call_state_base* state, message_envelope* request,
-                std::chrono::milliseconds timeout, asio::steady_timer* timer) {
+                std::chrono::milliseconds timeout) {
   ref_ptr<call_state_base> keep(state);
   request->call = keep;
   if (process* self = current_process()) node_impl::track_call(*self, keep);
-  // Armed before the request is visible to the callee: only the claim winner touches it after.
-  if (timeout.count() >= 0) {
-    timer->expires_after(timeout);
-    timer->async_wait([keep](const std::error_code& ec) {
-      if (!ec && keep->claim()) keep->complete_error(failure(errc::timeout));
-    });
-  }
+  if (timeout.count() >= 0) n.arm_deadline(state, timeout);
   (void)n.deliver(to, request);
+}
+
+void forget_deadline(node_impl& n, call_state_base* state) {
+  n.forget_deadline(state);
+}
+
+void node_impl::arm_deadline(call_state_base* s, std::chrono::milliseconds timeout) {
+  auto now = std::chrono::steady_clock::now();
+  std::lock_guard lock(deadline_mutex_);
+  deadline_bucket* b = nullptr;
+  for (auto& candidate : deadline_buckets_) {
+    if (candidate->timeout == timeout) {
+      b = candidate.get();
+      break;
+    }
+  }
+  if (!b) {
+    deadline_buckets_.push_back(std::make_unique<deadline_bucket>());
+    b = deadline_buckets_.back().get();
+    b->timeout = timeout;
+  }
+  s->add_ref();  // the list holds a reference
+  s->deadline = now + timeout;
+  s->deadline_bucket = b;
+  s->deadline_next = nullptr;
+  s->deadline_prev = b->tail;
+  if (b->tail) {
+    b->tail->deadline_next = s;
+  } else {
+    b->head = s;
+  }
+  b->tail = s;
+  if (s->deadline < deadline_armed_) rearm_deadline_locked();
+}
+
+void node_impl::forget_deadline(call_state_base* s) {
+  {
+    std::lock_guard lock(deadline_mutex_);
+    auto* b = static_cast<deadline_bucket*>(s->deadline_bucket);
+    if (!b) return;
+    (s->deadline_prev ? s->deadline_prev->deadline_next : b->head) = s->deadline_next;
+    (s->deadline_next ? s->deadline_next->deadline_prev : b->tail) = s->deadline_prev;
+    s->deadline_prev = s->deadline_next = nullptr;
+    s->deadline_bucket = nullptr;
+  }
+  s->release();
+}
+
+void node_impl::rearm_deadline_locked() {
+  auto earliest = std::chrono::steady_clock::time_point::max();
+  for (auto& b : deadline_buckets_)
+    if (b->head && b->head->deadline < earliest) earliest = b->head->deadline;
+  if (earliest == deadline_armed_) return;
+  deadline_armed_ = earliest;
+  if (earliest == std::chrono::steady_clock::time_point::max()) return;  // stays armed: harmless
+  if (!deadline_timer_) deadline_timer_.emplace(ctx);
+  deadline_timer_->expires_at(earliest);  // cancels a pending wait (it sees operation_aborted)
+  deadline_timer_->async_wait([this](const std::error_code& ec) { on_deadline(ec); });
+}
+
+void node_impl::on_deadline(const std::error_code& ec) {
+  if (ec == asio::error::operation_aborted) return;
+  std::vector<call_state_base*> expired;
+  {
+    std::lock_guard lock(deadline_mutex_);
+    auto now = std::chrono::steady_clock::now();
+    for (auto& b : deadline_buckets_) {
+      while (b->head && b->head->deadline <= now) {
+        auto* s = b->head;
+        b->head = s->deadline_next;
+        (b->head ? b->head->deadline_prev : b->tail) = nullptr;
+        s->deadline_next = nullptr;
+        s->deadline_bucket = nullptr;
+        expired.push_back(s);  // keeps the list's reference
+      }
+    }
+    deadline_armed_ = std::chrono::steady_clock::time_point::min();  // force a re-arm
+    rearm_deadline_locked();
+  }
+  for (auto* s : expired) {
+    if (s->claim()) s->complete_error(failure(errc::timeout));
+    s->release();
+  }
 }
 
 namespace {
@@ -367,9 +465,8 @@ result<void> deliver_dynamic(node& n, const pid& to, msgpack::object_handle map,
 
 class dynamic_call_state final : public call_state_base {
  public:
-  dynamic_call_state(asio::io_context& c, std::function<void(result<msgpack::object_handle>)> d)
-      : done_(std::move(d)), timer_(c) {}
-  asio::steady_timer& timer() { return timer_; }
+  dynamic_call_state(node_impl& n, std::function<void(result<msgpack::object_handle>)> d)
+      : node_(n), done_(std::move(d)) {}
   void complete_value(void* value, const value_codec* codec) override {
     msgpack::sbuffer buffer;
     msgpack::packer<msgpack::sbuffer> packer(buffer);
@@ -378,18 +475,18 @@ class dynamic_call_state final : public call_state_base {
   }
   void complete_error(failure f) override { finish(std::move(f)); }
   void abandon() override {
-    timer_.cancel();
+    node_.forget_deadline(this);
     done_ = nullptr;
   }
 
  private:
   void finish(result<msgpack::object_handle> r) {
-    if (r.error() != errc::timeout) timer_.cancel();
+    node_.forget_deadline(this);
     auto d = std::move(done_);
     if (d) d(std::move(r));
   }
+  node_impl& node_;
   std::function<void(result<msgpack::object_handle>)> done_;
-  asio::steady_timer timer_;
 };
 }  // namespace
 
@@ -507,14 +604,9 @@ result<void> send_dynamic(node& n, const pid& to, msgpack::object_handle map) {
 void call_dynamic(node& n, const pid& to, msgpack::object_handle map,
                   std::chrono::milliseconds timeout,
                   std::function<void(result<msgpack::object_handle>)> done) {
-  auto* state = new detail::dynamic_call_state(n.context(), std::move(done));
+  auto* state = new detail::dynamic_call_state(n.impl(), std::move(done));
   detail::ref_ptr<detail::call_state_base> keep(state);
-  if (timeout.count() >= 0) {
-    state->timer().expires_after(timeout);
-    state->timer().async_wait([keep](const std::error_code& ec) {
-      if (!ec && keep->claim()) keep->complete_error(failure(errc::timeout));
-    });
-  }
+  if (timeout.count() >= 0) n.impl().arm_deadline(state, timeout);
   (void)detail::deliver_dynamic(n, to, std::move(map), detail::envelope_kind::call, keep);
 }
 

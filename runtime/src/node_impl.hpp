@@ -72,6 +72,13 @@ class node_impl {
   timer_ref start_timer(std::chrono::steady_clock::duration d, const pid& to, message_envelope* e);
   bool cancel_timer(timer_ref ref);
 
+  // Call timeouts without an asio timer per call (that cost a timerfd syscall and a reactor
+  // wake-up per call): calls with the same timeout expire in the order they started, so each
+  // timeout value keeps a FIFO list, and one asio timer is armed at the earliest head. A reply
+  // unlinks its entry in O(1); the timer is re-armed only when an earlier deadline appears.
+  void arm_deadline(call_state_base* s, std::chrono::milliseconds timeout);
+  void forget_deadline(call_state_base* s);
+
   node& owner;
   asio::io_context ctx;
   std::string name;
@@ -110,6 +117,19 @@ class node_impl {
     std::unique_ptr<message_envelope> message;
     explicit timer_entry(asio::io_context& c) : timer(c) {}
   };
+  struct deadline_bucket {
+    std::chrono::milliseconds timeout;
+    call_state_base* head = nullptr;
+    call_state_base* tail = nullptr;
+  };
+  void on_deadline(const std::error_code& ec);
+  void rearm_deadline_locked();
+  std::mutex deadline_mutex_;
+  std::vector<std::unique_ptr<deadline_bucket>> deadline_buckets_;
+  std::optional<asio::steady_timer> deadline_timer_;
+  std::chrono::steady_clock::time_point deadline_armed_ =
+      std::chrono::steady_clock::time_point::max();
+
   std::mutex timers_mutex_;
   std::unordered_map<std::uint64_t, std::shared_ptr<timer_entry>> timers_;
 
@@ -117,6 +137,7 @@ class node_impl {
 };
 
 node_impl* current_node() noexcept;
+void new_turn() noexcept;  // a process turn starts on this thread
 
 // Makes `p` the current process of this thread for a scope (init runs as the new process).
 class process_scope {

@@ -116,6 +116,7 @@ void process::deliver_system_info(detail::envelope* e) {
 
 void process::run() {
   detail::process_scope scope(this);
+  detail::new_turn();
   int budget = turn_budget;
   while (!dead_) {
     fetch();

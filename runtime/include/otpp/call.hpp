@@ -11,7 +11,6 @@
 #include <asio/associated_executor.hpp>
 #include <asio/async_result.hpp>
 #include <asio/dispatch.hpp>
-#include <asio/steady_timer.hpp>
 
 #include "otpp/node.hpp"
 
@@ -24,34 +23,35 @@ namespace detail {
 
 // Arms the timeout, registers the call with the calling process and delivers the request.
 void start_call(node_impl& n, const pid& to, call_state_base* state, message_envelope* request,
-                std::chrono::milliseconds timeout, asio::steady_timer* timer);
+                std::chrono::milliseconds timeout);
+// Removes a completed call from the node's deadline list (no-op if not listed).
+void forget_deadline(node_impl& n, call_state_base* state);
 asio::io_context& node_context(node_impl& n);
 
 template <class R, class Handler>
 class call_state final : public call_state_base {
  public:
-  call_state(asio::io_context& ctx, Handler&& h) : handler_(std::move(h)), timer_(ctx) {}
-  asio::steady_timer& timer() { return timer_; }
+  call_state(node_impl& n, Handler&& h) : node_(n), handler_(std::move(h)) {}
 
   void complete_value(void* value, const value_codec*) override {
     finish(result<R>(std::move(*static_cast<R*>(value))));
   }
   void complete_error(failure f) override { finish(result<R>(std::move(f))); }
   void abandon() override {
-    timer_.cancel();
+    forget_deadline(node_, this);
     handler_.reset();
   }
 
  private:
   void finish(result<R> r) {
-    if (r.error() != errc::timeout) timer_.cancel();
+    forget_deadline(node_, this);
     Handler h = std::move(*handler_);
     handler_.reset();
-    auto ex = asio::get_associated_executor(h, timer_.get_executor());
+    auto ex = asio::get_associated_executor(h, node_context(node_).get_executor());
     asio::dispatch(ex, [h = std::move(h), r = std::move(r)]() mutable { h(std::move(r)); });
   }
+  node_impl& node_;
   std::optional<Handler> handler_;
-  asio::steady_timer timer_;
 };
 
 }  // namespace detail
@@ -62,11 +62,10 @@ auto call(node& n, const pid& to, M msg, std::chrono::milliseconds timeout, Toke
   return asio::async_initiate<Token, void(result<R>)>(
       [&n, to, timeout](auto handler, M m) {
         using H = decltype(handler);
-        auto* state =
-            new detail::call_state<R, H>(detail::node_context(n.impl()), std::move(handler));
+        auto* state = new detail::call_state<R, H>(n.impl(), std::move(handler));
         auto* request = new detail::typed_envelope<M>(detail::envelope_kind::call,
                                                       detail::current_self(), std::move(m));
-        detail::start_call(n.impl(), to, state, request, timeout, &state->timer());
+        detail::start_call(n.impl(), to, state, request, timeout);
       },
       token, std::move(msg));
 }

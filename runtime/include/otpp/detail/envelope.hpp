@@ -1,6 +1,7 @@
 // Mailbox entries. One heap allocation per message (the message itself), nothing else.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <string>
@@ -113,6 +114,13 @@ class call_state_base : public ref_counted {
   virtual void complete_error(failure f) = 0;
   // The caller went away (its process died): drop the handler without invoking it.
   virtual void abandon() = 0;
+
+  // Call timeouts: a node-wide list per timeout value (see node_impl::arm_deadline). Guarded
+  // by the node's deadline mutex.
+  call_state_base* deadline_prev = nullptr;
+  call_state_base* deadline_next = nullptr;
+  std::chrono::steady_clock::time_point deadline{};
+  void* deadline_bucket = nullptr;  // non-null while listed
 
  private:
   std::atomic<bool> done_{false};
