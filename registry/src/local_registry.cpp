@@ -31,7 +31,7 @@ std::shared_ptr<name_table> table_of(node& n) {
   if (!slot) {
     slot = std::make_shared<name_table>();
     std::weak_ptr<name_table> weak = slot;
-    n.set_exit_listener([weak](const pid& p, const exit_reason&) {
+    n.add_exit_listener([weak](const pid& p, const exit_reason&) {
       if (auto table = weak.lock()) {
         std::lock_guard lock(table->mutex);
         auto it = table->by_pid.find(p);

@@ -14,10 +14,17 @@ namespace detail {
 
 namespace {
 thread_local node_impl* this_thread_node = nullptr;
-// One wake-up per process turn goes to this thread's private queue (no lock, no wake-up: the
-// ping-pong and ring shape); further ones go to the shared queue where an idle worker can
-// take them while this thread is still busy (fan-out, long producer loops).
-thread_local bool deferred_this_turn = false;
+// Scheduling from inside a process turn: the first process woken goes to this thread's private
+// queue (no lock, no wake-up of another thread: the ping-pong and ring shape, where the turn
+// ends right after the send). Asio runs private work only after the current turn returns, so
+// if the turn goes on sending (a producer loop) the woken process is also posted to the shared
+// queue, where an idle worker takes it; whichever copy runs first wins (sched_epoch_).
+// Further wake-ups in the same turn go to the shared queue directly (fan-out).
+thread_local process* deferred_in_turn = nullptr;
+thread_local std::uint32_t deferred_epoch = 0;
+thread_local std::uint32_t sends_in_turn = 0;
+thread_local bool deferred_used = false;
+constexpr std::uint32_t promote_after_sends = 32;
 
 std::uint32_t fresh_creation() {
   static std::atomic<std::uint32_t> counter{0};
@@ -31,7 +38,9 @@ node_impl* current_node() noexcept {
   return this_thread_node;
 }
 void new_turn() noexcept {
-  deferred_this_turn = false;
+  deferred_in_turn = nullptr;
+  deferred_used = false;
+  sends_in_turn = 0;
 }
 
 node_impl::node_impl(node& o, node_options opts)
@@ -167,17 +176,24 @@ void node_impl::unpublish(const pid& p) {
 
 void node_impl::schedule(process* p) {
   p->add_ref();
-  auto run = [p] {
-    p->run();
-    p->release();
-  };
-  // From a worker of this node: defer (the thread's private queue, no lock, no wake-up);
-  // others still pick it up when this thread is busy. From outside: post.
-  if (this_thread_node == this && !deferred_this_turn) {
-    deferred_this_turn = true;
-    asio::defer(ctx, std::move(run));
+  auto epoch = p->sched_epoch_.load(std::memory_order_acquire);
+  if (this_thread_node == this && current_process() && !deferred_used) {
+    deferred_used = true;
+    deferred_in_turn = p;
+    deferred_epoch = epoch;
+    asio::defer(ctx, node_impl::run_op(p, epoch));
   } else {
-    asio::post(ctx, std::move(run));
+    asio::post(ctx, node_impl::run_op(p, epoch));
+  }
+}
+
+void node_impl::note_send() {
+  if (deferred_in_turn && ++sends_in_turn == promote_after_sends) {
+    process* p = deferred_in_turn;
+    deferred_in_turn = nullptr;
+    if (p->node_ != this) return;
+    p->add_ref();  // the deferred copy still holds its own reference
+    asio::post(ctx, node_impl::run_op(p, deferred_epoch));
   }
 }
 
@@ -199,6 +215,7 @@ result<void> node_impl::deliver(const pid& to, message_envelope* e) {
   }
   switch (p->inbox_.push(e)) {
     case inbox::push_result::queued:
+      note_send();
       break;
     case inbox::push_result::woke_reader:
       schedule(p.get());
@@ -582,9 +599,9 @@ bool node::cancel_timer(timer_ref ref) {
   return impl_->cancel_timer(ref);
 }
 
-void node::set_exit_listener(exit_listener listener) {
+void node::add_exit_listener(exit_listener listener) {
   std::lock_guard lock(impl_->hooks_mutex);
-  impl_->exit_listener = std::move(listener);
+  impl_->exit_listeners.push_back(std::move(listener));
 }
 void node::watch_exit(const pid& p, bool on) {
   if (auto proc = impl_->find(p)) proc->watched_.store(on);

@@ -59,6 +59,17 @@ class node_impl {
   // Signals (urgent lane). Returns false if `to` is not a live local process.
   bool signal(const pid& to, envelope* e);
   void schedule(process* p);
+  void note_send();  // a send from the current turn (see schedule)
+  // The scheduled unit of work: runs `p` unless another copy of this wake-up already did.
+  static auto run_op(process* p, std::uint32_t epoch) {
+    return [p, epoch] {
+      auto expected = epoch;
+      if (p->sched_epoch_.compare_exchange_strong(expected, epoch + 1, std::memory_order_acq_rel)) {
+        p->run();
+      }
+      p->release();
+    };
+  }
   pid new_pid() {
     return pid(atom_, creation_, next_serial_.fetch_add(1, std::memory_order_relaxed));
   }
@@ -85,7 +96,7 @@ class node_impl {
   node_atom atom_;
   std::uint32_t creation_;
   std::mutex hooks_mutex;
-  node::exit_listener exit_listener;
+  std::vector<node::exit_listener> exit_listeners;
   std::vector<std::function<void()>> stop_hooks;
 
  private:
@@ -137,7 +148,7 @@ class node_impl {
 };
 
 node_impl* current_node() noexcept;
-void new_turn() noexcept;  // a process turn starts on this thread
+void new_turn() noexcept;  // a process turn starts or ends on this thread
 
 // Makes `p` the current process of this thread for a scope (init runs as the new process).
 class process_scope {

@@ -117,6 +117,9 @@ void process::deliver_system_info(detail::envelope* e) {
 void process::run() {
   detail::process_scope scope(this);
   detail::new_turn();
+  struct turn_end {
+    ~turn_end() { detail::new_turn(); }
+  } end_of_turn;
   int budget = turn_budget;
   while (!dead_) {
     fetch();
@@ -415,12 +418,12 @@ void process::exit_now(exit_reason reason, bool call_terminate) {
   }
   x.exit_callbacks.clear();
   if (watched_.load()) {
-    node::exit_listener listener;
+    std::vector<node::exit_listener> listeners;
     {
       std::lock_guard lock(node_->hooks_mutex);
-      listener = node_->exit_listener;
+      listeners = node_->exit_listeners;
     }
-    if (listener) listener(self_, reason);
+    for (auto& l : listeners) l(self_, reason);
   }
   if (reason.is_failure()) {
     log(log_level::info, "process", self_.to_string(), " exited: ", reason.text());

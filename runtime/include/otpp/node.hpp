@@ -101,7 +101,7 @@ class node {
   // Extension points for upper layers (registry, supervisor, cluster).
   // Called on the exiting process's thread for processes flagged with watch_exit().
   using exit_listener = std::function<void(const pid&, const exit_reason&)>;
-  void set_exit_listener(exit_listener listener);
+  void add_exit_listener(exit_listener listener);
   void watch_exit(const pid& p, bool on);
   // Run at the start of stop(), last added first.
   void add_stop_hook(std::function<void()> hook);

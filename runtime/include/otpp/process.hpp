@@ -103,7 +103,9 @@ class process : public detail::ref_counted {
   bool suspended_ = false;
   bool dead_ = false;
   bool stop_requested_ = false;
-  std::atomic<bool> watched_{false};  // notify the node's exit listener (registry names)
+  std::atomic<bool> watched_{false};
+  std::atomic<std::uint32_t> sched_epoch_{0};  // one run per schedule, even if queued twice  //
+                                               // notify the node's exit listener (registry names)
   std::unique_ptr<detail::process_extras> extras_;  // links, monitors, timers: often empty
 };
 
