@@ -89,6 +89,17 @@ void process::fetch() {
       case detail::envelope_kind::system_info:
         deliver_system_info(e);
         break;
+      case detail::envelope_kind::exit_signal: {
+        // An untrappable kill overtakes signals queued before it (a stop sent earlier to a
+        // process stuck in a handler must not make it run terminate after the kill).
+        auto* s = static_cast<detail::signal_envelope*>(e);
+        if (s->reason.is_kill() && !s->from_link) {
+          urgent_.push_front(e);
+        } else {
+          urgent_.push(e);
+        }
+        break;
+      }
       default:
         urgent_.push(e);
         break;
@@ -363,6 +374,16 @@ void process::exit_now(exit_reason reason, bool call_terminate) {
   x.inbound.clear();
   dead_ = true;
   node_->unpublish(self_);
+  // Names go before anyone learns of the exit (links, monitors, watchers), as in Erlang: a
+  // supervisor restarting the child on its EXIT must find the name free.
+  if (watched_.load()) {
+    std::vector<node::exit_listener> listeners;
+    {
+      std::lock_guard lock(node_->hooks_mutex);
+      listeners = node_->exit_listeners;
+    }
+    for (auto& l : listeners) l(self_, reason);
+  }
   if (x.idle_timer) x.idle_timer->cancel();
 
   // Everything still queued: calls answer noproc (as their requests are destroyed), link and
@@ -417,14 +438,6 @@ void process::exit_now(exit_reason reason, bool call_terminate) {
     }
   }
   x.exit_callbacks.clear();
-  if (watched_.load()) {
-    std::vector<node::exit_listener> listeners;
-    {
-      std::lock_guard lock(node_->hooks_mutex);
-      listeners = node_->exit_listeners;
-    }
-    for (auto& l : listeners) l(self_, reason);
-  }
   if (reason.is_failure()) {
     log(log_level::info, "process", self_.to_string(), " exited: ", reason.text());
   }

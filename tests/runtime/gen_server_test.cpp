@@ -456,3 +456,24 @@ TEST_F(RuntimeTest, CrashStormLeavesNodeHealthy) {
 }
 
 }  // namespace
+
+namespace {
+
+TEST_F(RuntimeTest, KillOvertakesAQueuedStop) {
+  auto g = std::make_shared<gate>();
+  auto rec = std::make_shared<recorder>();
+  auto b = *node.spawn<blocker>(g, rec);
+  std::promise<std::string> reason;
+  node.watch_process(b, [&](const otpp::exit_reason& r) { reason.set_value(r.text()); });
+  auto busy = otpp::call(node, b, block{}, asio::use_future);
+  ASSERT_TRUE(rec->wait_for_event("blocked"));
+  node.stop_process(b, otpp::exit_reason::shutdown());
+  node.exit(b, otpp::exit_reason::kill());
+  g->open();
+  auto f = reason.get_future();
+  EXPECT_EQ(get(f), "killed");
+  EXPECT_EQ(rec->count("terminate:shutdown"), 0u);
+  EXPECT_EQ(*get(busy), 1);  // the running handler finished; nothing ran after it
+}
+
+}  // namespace

@@ -88,6 +88,11 @@ struct envelope_fifo {
     }
     tail = e;
   }
+  void push_front(envelope* e) {
+    e->next = head;
+    head = e;
+    if (!tail) tail = e;
+  }
   envelope* pop() {
     envelope* e = head;
     if (e) {
