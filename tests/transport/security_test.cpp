@@ -1,0 +1,305 @@
+// Hostile and broken peers, played by a raw socket speaking the protocol by hand.
+#include <gtest/gtest.h>
+
+#include "test_support.hpp"
+
+namespace otpp::transport {
+namespace {
+
+using namespace test;
+
+struct server_fixture {
+  io_runner run;
+  recorder ev;
+  std::unique_ptr<endpoint> ep;
+  std::uint16_t port = 0;
+  explicit server_fixture(config cfg = test_config("server")) {
+    auto e = endpoint::create(run.io, cfg, ev.events());
+    EXPECT_TRUE(e);
+    ep = std::move(*e);
+    auto b = ep->listen(loopback());
+    EXPECT_TRUE(b);
+    port = b->port();
+  }
+  ~server_fixture() {
+    ep->close();
+    run.stop();
+  }
+  raw_peer authenticated_raw() {
+    auto raw = raw_peer::connect_to(port);
+    EXPECT_TRUE(raw.valid());
+    auto hs = raw.handshake_as_initiator({});
+    EXPECT_TRUE(hs && *hs == 0);
+    EXPECT_TRUE(ev.wait([](recorder& r) { return r.ups.size() == 1; }));
+    return raw;
+  }
+  failure wait_down() {
+    EXPECT_TRUE(ev.wait([](recorder& r) { return !r.downs.empty(); }));
+    std::lock_guard l(ev.mu);
+    return ev.downs.empty() ? failure() : ev.downs[0];
+  }
+  std::size_t frames() {
+    std::lock_guard l(ev.mu);
+    return ev.frames.size();
+  }
+};
+
+const std::uint8_t payload[] = {0x93, 0x01, 0x02, 0x03};  // msgpack [1,2,3]
+
+TEST(Security, WrongSecretFailsOnBothEndsWithNothingDelivered) {
+  for (int side = 0; side < 2; ++side) {
+    io_runner run;
+    recorder es, ec;
+    auto s = endpoint::create(run.io, test_config("server", side ? "alpha" : "beta"), es.events());
+    auto c = endpoint::create(run.io, test_config("client", side ? "beta" : "alpha"), ec.events());
+    ASSERT_TRUE(s && c);
+    auto b = (*s)->listen(loopback());
+    ASSERT_TRUE(b);
+    auto r = connect_sync(**c, *b, "server");
+    EXPECT_EQ(r.error(), make_error_code(errc::not_authorised));
+    ASSERT_TRUE(es.wait([](recorder& x) { return !x.rejected.empty(); }));
+    EXPECT_EQ(es.locked_rejected()[0].code, make_error_code(errc::not_authorised));
+    EXPECT_TRUE(es.locked_ups().empty());
+    EXPECT_TRUE(ec.locked_ups().empty());
+    EXPECT_TRUE(es.locked_frames().empty());
+    EXPECT_FALSE((*s)->find("client"));
+    (*s)->close();
+    (*c)->close();
+    run.stop();
+  }
+}
+
+TEST(Security, RawPeerWithWrongSecretIsRefusedAndToldSo) {
+  server_fixture f;
+  auto raw = raw_peer::connect_to(f.port);
+  raw_peer::hs_options o;
+  o.secret = "guess";
+  auto hs = raw.handshake_as_initiator(o);
+  ASSERT_TRUE(hs);
+  EXPECT_EQ(*hs, static_cast<std::uint32_t>(errc::not_authorised));
+  EXPECT_TRUE(raw.wait_closed());
+  ASSERT_TRUE(f.ev.wait([](recorder& r) { return !r.rejected.empty(); }));
+  EXPECT_EQ(f.ev.locked_rejected()[0].code, make_error_code(errc::not_authorised));
+}
+
+TEST(Security, VersionMismatchOnBothEnds) {
+  {  // endpoint accepts, raw peer speaks version 2
+    server_fixture f;
+    auto raw = raw_peer::connect_to(f.port);
+    raw_peer::hs_options o;
+    o.version = 2;
+    auto hs = raw.handshake_as_initiator(o);  // the server's hello is version 1: fine to parse
+    (void)hs;
+    ASSERT_TRUE(f.ev.wait([](recorder& r) { return !r.rejected.empty(); }));
+    EXPECT_EQ(f.ev.locked_rejected()[0].code, make_error_code(errc::version_mismatch));
+  }
+  {  // endpoint connects, raw listener answers with version 2
+    io_runner run;
+    recorder ec;
+    auto c = endpoint::create(run.io, test_config("client"), ec.events());
+    ASSERT_TRUE(c);
+    raw_listener l;
+    waiter<result<connection_ptr>> w;
+    (*c)->connect(loopback(l.port()), [&](result<connection_ptr> r) { w.set(std::move(r)); });
+    auto raw = l.accept_one();
+    ASSERT_TRUE(raw.valid());
+    raw_peer::hs_options o;
+    o.version = 2;
+    auto hs = raw.handshake_as_acceptor(o);
+    // The endpoint stops after the hello exchange: no proof ever reaches the raw peer.
+    EXPECT_FALSE(hs);
+    auto r = w.get();
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->error(), make_error_code(errc::version_mismatch));
+    (*c)->close();
+    run.stop();
+  }
+}
+
+TEST(Security, ReplayedFrameRejected) {
+  server_fixture f;
+  auto raw = f.authenticated_raw();
+  const auto fr = raw.seal(0x20, payload);
+  ASSERT_TRUE(raw.write_all(fr));
+  ASSERT_TRUE(raw.write_all(fr));
+  EXPECT_EQ(f.wait_down().code, make_error_code(errc::bad_mac));
+  EXPECT_EQ(f.frames(), 1u);
+}
+
+TEST(Security, ReorderedFramesRejected) {
+  server_fixture f;
+  auto raw = f.authenticated_raw();
+  const auto f0 = raw.seal(0x20, payload);
+  const auto f1 = raw.seal(0x20, payload);
+  ASSERT_TRUE(raw.write_all(f1));
+  ASSERT_TRUE(raw.write_all(f0));
+  EXPECT_EQ(f.wait_down().code, make_error_code(errc::bad_mac));
+  EXPECT_EQ(f.frames(), 0u);
+}
+
+TEST(Security, BitFlippedFrameRejected) {
+  for (std::size_t pos : {std::size_t{4}, std::size_t{6}, std::size_t{9}, std::size_t{12}}) {
+    server_fixture f;
+    auto raw = f.authenticated_raw();
+    auto fr = raw.seal(0x20, payload);
+    fr[pos] ^= 0x01;  // kind, payload, payload end, MAC
+    ASSERT_TRUE(raw.write_all(fr));
+    EXPECT_EQ(f.wait_down().code, make_error_code(errc::bad_mac)) << pos;
+    EXPECT_EQ(f.frames(), 0u);
+  }
+}
+
+TEST(Security, ReflectedFrameRejected) {
+  server_fixture f;
+  auto raw = f.authenticated_raw();
+  auto conn = f.ep->find("raw");
+  ASSERT_TRUE(conn);
+  ASSERT_TRUE(conn->send(0x20, payload));
+  auto got = raw.read_sealed();
+  ASSERT_TRUE(got);
+  // Send the server's own frame (sequence 0 or a heartbeat's) back to it.
+  ASSERT_TRUE(raw.write_all(raw.last_raw_frame()));
+  EXPECT_EQ(f.wait_down().code, make_error_code(errc::bad_mac));
+  EXPECT_EQ(f.frames(), 0u);
+}
+
+TEST(Security, InjectedUnauthenticatedFrameRejected) {
+  server_fixture f;
+  auto raw = f.authenticated_raw();
+  std::vector<std::uint8_t> fr;
+  append_plain_frame(0x20, payload, fr);
+  fr.resize(fr.size() + mac_size, 0);  // a frame with a made-up tag
+  ASSERT_TRUE(raw.write_all(fr));
+  EXPECT_EQ(f.wait_down().code, make_error_code(errc::bad_mac));
+  EXPECT_EQ(f.frames(), 0u);
+}
+
+TEST(Security, OversizeFrameClosesBeforeReadingIt) {
+  server_fixture f;  // max 1 MiB
+  auto raw = f.authenticated_raw();
+  std::uint8_t hdr[5];
+  put_u32(hdr, (1u << 20) + 2);  // payload one byte over the limit
+  hdr[4] = 0x20;
+  ASSERT_TRUE(raw.write_all(hdr));
+  EXPECT_EQ(f.wait_down().code, make_error_code(errc::frame_too_large));
+  EXPECT_TRUE(raw.wait_closed());
+}
+
+TEST(Security, TruncatedFramePeerClosesMidFrame) {
+  server_fixture f;
+  auto raw = f.authenticated_raw();
+  const auto good = raw.seal(0x20, payload);
+  const auto fr = raw.seal(0x20, std::vector<std::uint8_t>(1000, 0x55));
+  ASSERT_TRUE(raw.write_all(good));
+  ASSERT_TRUE(raw.write_all(bytes_view(fr).first(fr.size() / 2)));
+  raw.close();
+  EXPECT_EQ(f.wait_down().code, make_error_code(errc::malformed_frame));
+  EXPECT_EQ(f.frames(), 1u);
+}
+
+TEST(Security, ZeroLengthFrameIsMalformed) {
+  server_fixture f;
+  auto raw = f.authenticated_raw();
+  const std::uint8_t zero[4] = {0, 0, 0, 0};
+  ASSERT_TRUE(raw.write_all(zero));
+  EXPECT_EQ(f.wait_down().code, make_error_code(errc::malformed_frame));
+}
+
+TEST(Security, UnknownFrameKindRefused) {
+  auto cfg = test_config("server");
+  cfg.accepted_kinds.reset(0x42);
+  for (std::uint8_t k : {std::uint8_t{0x07}, std::uint8_t{0x42}}) {
+    server_fixture f(cfg);
+    auto raw = f.authenticated_raw();
+    ASSERT_TRUE(raw.write_all(raw.seal(k, payload)));
+    EXPECT_EQ(f.wait_down().code, make_error_code(errc::unknown_frame_kind));
+    EXPECT_EQ(f.frames(), 0u);
+  }
+}
+
+TEST(Security, GarbageHandshakeRejected) {
+  server_fixture f;
+  auto raw = raw_peer::connect_to(f.port);
+  std::vector<std::uint8_t> fr;
+  const std::uint8_t junk[] = {0xde, 0xad, 0xbe, 0xef};
+  append_plain_frame(kind::hello, junk, fr);
+  ASSERT_TRUE(raw.write_all(fr));
+  ASSERT_TRUE(f.ev.wait([](recorder& r) { return !r.rejected.empty(); }));
+  EXPECT_EQ(f.ev.locked_rejected()[0].code, make_error_code(errc::handshake_failed));
+  // An oversize handshake frame is refused from its header.
+  auto raw2 = raw_peer::connect_to(f.port);
+  std::uint8_t hdr[5];
+  put_u32(hdr, 1u << 24);
+  hdr[4] = kind::hello;
+  ASSERT_TRUE(raw2.write_all(hdr));
+  ASSERT_TRUE(f.ev.wait([](recorder& r) { return r.rejected.size() == 2; }));
+  EXPECT_EQ(f.ev.locked_rejected()[1].code, make_error_code(errc::handshake_failed));
+}
+
+TEST(Security, HandshakeTimeout) {
+  auto cfg = test_config("server");
+  cfg.handshake_timeout = std::chrono::milliseconds(100);
+  server_fixture f(cfg);
+  auto raw = raw_peer::connect_to(f.port);  // connects, says nothing
+  ASSERT_TRUE(f.ev.wait([](recorder& r) { return !r.rejected.empty(); }));
+  EXPECT_EQ(f.ev.locked_rejected()[0].code, make_error_code(errc::handshake_failed));
+  EXPECT_TRUE(raw.wait_closed());
+}
+
+TEST(Security, FramesSplitAtEveryByteBoundary) {
+  server_fixture f;
+  auto raw = f.authenticated_raw();
+  // Frame i is written in two parts cut at byte i, so every cut point of the frame layout
+  // reaches the decoder (TCP_NODELAY on both sides; the kernel may still merge some).
+  std::vector<std::uint8_t> body(40);
+  for (std::size_t i = 0; i < body.size(); ++i) body[i] = static_cast<std::uint8_t>(i);
+  const std::size_t total = frame_sealer::sealed_size(body.size());
+  for (std::size_t cut = 0; cut <= total; ++cut) {
+    body[0] = static_cast<std::uint8_t>(cut);
+    const auto fr = raw.seal(0x20, body);
+    ASSERT_TRUE(raw.write_all(bytes_view(fr).first(cut)));
+    ASSERT_TRUE(raw.write_all(bytes_view(fr).subspan(cut)));
+  }
+  // Then a whole stream dribbled one byte per write.
+  std::vector<std::uint8_t> stream;
+  for (int i = 0; i < 5; ++i) {
+    const auto fr = raw.seal(0x21, bytes_view(body).first(static_cast<std::size_t>(i)));
+    stream.insert(stream.end(), fr.begin(), fr.end());
+  }
+  for (auto b : stream) ASSERT_TRUE(raw.write_all(bytes_view(&b, 1)));
+  const std::size_t expected = total + 1 + 5;
+  ASSERT_TRUE(f.ev.wait([&](recorder& r) { return r.frames.size() == expected; }));
+  for (std::size_t cut = 0; cut <= total; ++cut) {
+    EXPECT_EQ(f.ev.locked_frames()[cut].payload.size(), body.size());
+    EXPECT_EQ(f.ev.locked_frames()[cut].payload[0], static_cast<std::uint8_t>(cut));
+  }
+  for (std::size_t i = 0; i < 5; ++i)
+    EXPECT_EQ(f.ev.locked_frames()[total + 1 + i].payload.size(), i);
+  EXPECT_TRUE(f.ev.locked_downs().empty());
+}
+
+TEST(Security, FrameBeforeHandshakeCompletesIsRefused) {
+  server_fixture f;
+  auto raw = raw_peer::connect_to(f.port);
+  std::vector<std::uint8_t> fr;
+  append_plain_frame(0x20, payload, fr);  // data instead of hello
+  ASSERT_TRUE(raw.write_all(fr));
+  ASSERT_TRUE(f.ev.wait([](recorder& r) { return !r.rejected.empty(); }));
+  EXPECT_EQ(f.ev.locked_rejected()[0].code, make_error_code(errc::handshake_failed));
+  EXPECT_EQ(f.frames(), 0u);
+}
+
+TEST(Security, InsecureModeStillAuthenticatesFrames) {
+  auto cfg = test_config("server");
+  cfg.insecure = true;
+  cfg.secret.clear();
+  server_fixture f(cfg);
+  auto raw = raw_peer::connect_to(f.port);
+  raw_peer::hs_options o;  // secret "test-secret" is not the insecure-mode secret
+  auto hs = raw.handshake_as_initiator(o);
+  ASSERT_TRUE(hs);
+  EXPECT_EQ(*hs, static_cast<std::uint32_t>(errc::not_authorised));
+}
+
+}  // namespace
+}  // namespace otpp::transport

@@ -1,0 +1,206 @@
+// TLS (and mutual TLS) with certificates generated at test time through the OpenSSL C API.
+#include <gtest/gtest.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
+#include <openssl/x509v3.h>
+
+#include <cstdio>
+
+#include "test_support.hpp"
+
+namespace otpp::transport {
+namespace {
+
+using namespace test;
+
+struct key_cert {
+  EVP_PKEY* key = nullptr;
+  X509* cert = nullptr;
+  key_cert() = default;
+  key_cert(const key_cert&) = delete;
+  key_cert& operator=(const key_cert&) = delete;
+  ~key_cert() {
+    X509_free(cert);
+    EVP_PKEY_free(key);
+  }
+};
+
+void add_ext(X509* cert, X509* issuer, int nid, const char* value) {
+  X509V3_CTX ctx;
+  X509V3_set_ctx_nodb(&ctx);
+  X509V3_set_ctx(&ctx, issuer, cert, nullptr, nullptr, 0);
+  X509_EXTENSION* ext = X509V3_EXT_conf_nid(nullptr, &ctx, nid, value);
+  ASSERT_NE(ext, nullptr);
+  X509_add_ext(cert, ext, -1);
+  X509_EXTENSION_free(ext);
+}
+
+// Self-signed CA when issuer is null, else a leaf for localhost/127.0.0.1 signed by issuer.
+void make_cert(key_cert& out, const char* cn, const key_cert* issuer) {
+  out.key = EVP_EC_gen("P-256");
+  ASSERT_NE(out.key, nullptr);
+  out.cert = X509_new();
+  X509_set_version(out.cert, 2);
+  static long serial = 1;
+  ASN1_INTEGER_set(X509_get_serialNumber(out.cert), serial++);
+  X509_gmtime_adj(X509_getm_notBefore(out.cert), -3600);
+  X509_gmtime_adj(X509_getm_notAfter(out.cert), 3600L * 24);
+  X509_set_pubkey(out.cert, out.key);
+  X509_NAME* name = X509_get_subject_name(out.cert);
+  X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC, reinterpret_cast<const unsigned char*>(cn),
+                             -1, -1, 0);
+  X509* issuer_cert = issuer ? issuer->cert : out.cert;
+  X509_set_issuer_name(out.cert, X509_get_subject_name(issuer_cert));
+  if (!issuer) {
+    add_ext(out.cert, issuer_cert, NID_basic_constraints, "critical,CA:TRUE");
+    add_ext(out.cert, issuer_cert, NID_key_usage, "critical,keyCertSign,cRLSign");
+  } else {
+    add_ext(out.cert, issuer_cert, NID_basic_constraints, "critical,CA:FALSE");
+    add_ext(out.cert, issuer_cert, NID_subject_alt_name, "DNS:localhost,IP:127.0.0.1");
+  }
+  ASSERT_GT(X509_sign(out.cert, issuer ? issuer->key : out.key, EVP_sha256()), 0);
+}
+
+void write_pem(const std::filesystem::path& p, const key_cert& kc, bool key) {
+  FILE* f = std::fopen(p.c_str(), "w");
+  ASSERT_NE(f, nullptr);
+  if (key)
+    PEM_write_PrivateKey(f, kc.key, nullptr, nullptr, 0, nullptr, nullptr);
+  else
+    PEM_write_X509(f, kc.cert);
+  std::fclose(f);
+}
+
+// Two independent CAs, each with one leaf.
+struct pki {
+  temp_dir dir;
+  key_cert ca1, ca2, leaf1, leaf2;
+  pki() {
+    make_cert(ca1, "otpp test CA 1", nullptr);
+    make_cert(ca2, "otpp test CA 2", nullptr);
+    make_cert(leaf1, "node signed by CA 1", &ca1);
+    make_cert(leaf2, "node signed by CA 2", &ca2);
+    write_pem(path("ca1.pem"), ca1, false);
+    write_pem(path("ca2.pem"), ca2, false);
+    write_pem(path("leaf1.pem"), leaf1, false);
+    write_pem(path("leaf1.key"), leaf1, true);
+    write_pem(path("leaf2.pem"), leaf2, false);
+    write_pem(path("leaf2.key"), leaf2, true);
+  }
+  std::string path(const char* f) const { return (dir.path / f).string(); }
+  // A config presenting leaf N and trusting CA M.
+  config node(std::string id, int leaf, int ca, bool mutual) const {
+    config c = test_config(std::move(id));
+    c.tls.enabled = true;
+    c.tls.certificate_file = path(leaf == 1 ? "leaf1.pem" : "leaf2.pem");
+    c.tls.private_key_file = path(leaf == 1 ? "leaf1.key" : "leaf2.key");
+    c.tls.ca_file = path(ca == 1 ? "ca1.pem" : "ca2.pem");
+    c.tls.mutual = mutual;
+    return c;
+  }
+};
+
+struct tls_pair {
+  io_runner run;
+  recorder es, ec;
+  std::unique_ptr<endpoint> server, client;
+  asio::ip::tcp::endpoint addr;
+  tls_pair(const config& s, const config& c) {
+    auto a = endpoint::create(run.io, s, es.events());
+    auto b = endpoint::create(run.io, c, ec.events());
+    EXPECT_TRUE(a) << a.fail().message();
+    EXPECT_TRUE(b) << b.fail().message();
+    server = std::move(*a);
+    client = std::move(*b);
+    addr = *server->listen(loopback());
+  }
+  ~tls_pair() {
+    client->close();
+    server->close();
+    run.stop();
+  }
+};
+
+TEST(Tls, RoundTripWithVerifiedCertificates) {
+  pki p;
+  auto s = p.node("server", 1, 1, false);
+  auto c = p.node("client", 1, 1, false);
+  c.tls.server_name = "localhost";
+  tls_pair t(s, c);
+  auto r = connect_sync(*t.client, t.addr, "server");
+  ASSERT_TRUE(r) << r.fail().message();
+  EXPECT_TRUE((*r)->uses_tls());
+  std::vector<std::uint8_t> big(100000, 0x5a);
+  ASSERT_TRUE((*r)->send(0x20, big));
+  ASSERT_TRUE((*r)->send(0x20, {}));
+  ASSERT_TRUE(t.es.wait([](recorder& x) { return x.frames.size() == 2; }));
+  EXPECT_EQ(t.es.locked_frames()[0].payload, big);
+  auto back = t.server->find("client");
+  ASSERT_TRUE(back);
+  const std::uint8_t one = 1;
+  ASSERT_TRUE(back->send(0x21, bytes_view(&one, 1)));
+  ASSERT_TRUE(t.ec.wait([](recorder& x) { return x.frames.size() == 1; }));
+}
+
+TEST(Tls, ServerCertificateFromUntrustedCaRefused) {
+  pki p;
+  auto s = p.node("server", 2, 2, false);  // leaf of CA 2
+  auto c = p.node("client", 1, 1, false);  // trusts CA 1 only
+  tls_pair t(s, c);
+  auto r = connect_sync(*t.client, t.addr, "server");
+  EXPECT_EQ(r.error(), make_error_code(errc::tls_error)) << r.fail().message();
+  EXPECT_TRUE(t.es.locked_ups().empty());
+}
+
+TEST(Tls, WrongHostNameRefused) {
+  pki p;
+  auto s = p.node("server", 1, 1, false);
+  auto c = p.node("client", 1, 1, false);
+  c.tls.server_name = "not-this-host.example";
+  tls_pair t(s, c);
+  auto r = connect_sync(*t.client, t.addr, "server");
+  EXPECT_EQ(r.error(), make_error_code(errc::tls_error)) << r.fail().message();
+}
+
+TEST(Tls, MutualTlsRefusesClientFromUntrustedCa) {
+  pki p;
+  auto s = p.node("server", 1, 1, true);  // requires a client certificate from CA 1
+  auto good = p.node("client", 1, 1, false);
+  {
+    tls_pair t(s, good);
+    auto r = connect_sync(*t.client, t.addr, "server");
+    ASSERT_TRUE(r) << r.fail().message();
+  }
+  auto bad = p.node("client", 2, 1, false);  // trusts the server, presents a CA 2 leaf
+  tls_pair t(s, bad);
+  auto r = connect_sync(*t.client, t.addr, "server");
+  EXPECT_FALSE(r);
+  ASSERT_TRUE(t.es.wait([](recorder& x) { return !x.rejected.empty(); }));
+  EXPECT_EQ(t.es.locked_rejected()[0].code, make_error_code(errc::tls_error));
+  EXPECT_TRUE(t.es.locked_ups().empty());
+}
+
+TEST(Tls, PlainClientCannotTalkToTlsServer) {
+  pki p;
+  auto s = p.node("server", 1, 1, false);
+  auto c = test_config("client");
+  c.handshake_timeout = std::chrono::milliseconds(2000);
+  tls_pair t(s, c);
+  auto r = connect_sync(*t.client, t.addr, "server");
+  EXPECT_FALSE(r);
+  EXPECT_TRUE(t.es.wait([](recorder& x) { return !x.rejected.empty(); }));
+  EXPECT_EQ(t.es.locked_rejected()[0].code, make_error_code(errc::tls_error));
+}
+
+TEST(Tls, MissingFilesAreAnError) {
+  asio::io_context io;
+  auto c = test_config("x");
+  c.tls.enabled = true;
+  c.tls.certificate_file = "/nonexistent/cert.pem";
+  c.tls.private_key_file = "/nonexistent/key.pem";
+  EXPECT_EQ(endpoint::create(io, c, {}).error(), make_error_code(errc::tls_error));
+}
+
+}  // namespace
+}  // namespace otpp::transport

@@ -1,0 +1,351 @@
+// otpp_bench_transport: authenticated frames over loopback next to the raw TCP floor,
+// measured by the same binary in the same run. One JSON object per line:
+//   {"name":"transport.frames_64b","unit":"frames/s","value":...,"floor_value":...,"ratio":...}
+// ratio = value / floor_value for throughput (higher is better) and value / floor_value for
+// latency (lower is better; the DESIGN target is <= 1.3 for round trips).
+//
+// Options: --quick (smaller counts, for CI smoke runs)
+// A standard header first: Asio 1.22 decides between aligned_alloc/free and operator
+// new/delete from a libstdc++ macro, so every translation unit must see <cstddef> before
+// any Asio header or the choice differs between TUs (alloc-dealloc mismatch under ASan).
+#include <cstddef>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <asio/executor_work_guard.hpp>
+#include <asio/io_context.hpp>
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdio>
+#include <cstring>
+#include <future>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "otpp/log.hpp"
+#include "otpp/transport/transport.hpp"
+
+using namespace otpp::transport;
+using otpp::result;
+using clock_type = std::chrono::steady_clock;
+
+namespace {
+
+bool quick = false;
+
+void emit(const std::string& name, const char* unit, double value, double floor = 0) {
+  if (floor > 0)
+    std::printf(
+        "{\"name\":\"%s\",\"unit\":\"%s\",\"value\":%.3f,\"floor_value\":%.3f,\"ratio\":%.3f}\n",
+        name.c_str(), unit, value, floor, value / floor);
+  else
+    std::printf("{\"name\":\"%s\",\"unit\":\"%s\",\"value\":%.3f}\n", name.c_str(), unit, value);
+  std::fflush(stdout);
+}
+
+std::string size_label(std::size_t n) {
+  return n >= 1024 ? std::to_string(n / 1024) + "k" : std::to_string(n) + "b";
+}
+
+double seconds_since(clock_type::time_point t) {
+  return std::chrono::duration<double>(clock_type::now() - t).count();
+}
+
+double percentile(std::vector<double> v, double p) {
+  std::sort(v.begin(), v.end());
+  return v[std::min(v.size() - 1, static_cast<std::size_t>(p * static_cast<double>(v.size())))];
+}
+
+// ---------------------------------------------------------------------------------------
+// Raw TCP floor: blocking sockets, length-prefixed records, no MAC.
+
+struct raw_pair {
+  int a = -1, b = -1;
+  raw_pair() {
+    int l = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ::bind(l, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
+    ::listen(l, 1);
+    socklen_t len = sizeof addr;
+    ::getsockname(l, reinterpret_cast<sockaddr*>(&addr), &len);
+    a = ::socket(AF_INET, SOCK_STREAM, 0);
+    ::connect(a, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
+    b = ::accept(l, nullptr, nullptr);
+    ::close(l);
+    int one = 1;
+    ::setsockopt(a, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    ::setsockopt(b, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  }
+  ~raw_pair() {
+    ::close(a);
+    ::close(b);
+  }
+};
+
+bool write_all(int fd, const std::uint8_t* p, std::size_t n) {
+  while (n > 0) {
+    const ssize_t w = ::send(fd, p, n, MSG_NOSIGNAL);
+    if (w <= 0) return false;
+    p += w;
+    n -= static_cast<std::size_t>(w);
+  }
+  return true;
+}
+bool read_all(int fd, std::uint8_t* p, std::size_t n) {
+  while (n > 0) {
+    const ssize_t r = ::recv(fd, p, n, 0);
+    if (r <= 0) return false;
+    p += r;
+    n -= static_cast<std::size_t>(r);
+  }
+  return true;
+}
+
+// Streams `count` records of `size` bytes; the writer coalesces records into large writes
+// (as the transport does) when `batched`, else one send() per record.
+double raw_stream(std::size_t size, std::size_t count, bool batched) {
+  raw_pair p;
+  const auto start = clock_type::now();
+  std::thread reader([&] {
+    std::vector<std::uint8_t> buf(std::size_t{1} << 20);
+    std::size_t have = 0, got = 0, sum = 0;
+    while (got < count) {
+      const ssize_t r = ::recv(p.b, buf.data() + have, buf.size() - have, 0);
+      if (r <= 0) return;
+      have += static_cast<std::size_t>(r);
+      std::size_t off = 0;
+      while (have - off >= 4) {
+        const std::size_t len = get_u32(buf.data() + off);
+        if (have - off < 4 + len) break;
+        sum += buf[off + 4];
+        off += 4 + len;
+        ++got;
+      }
+      std::memmove(buf.data(), buf.data() + off, have - off);
+      have -= off;
+    }
+    (void)sum;
+  });
+  std::vector<std::uint8_t> rec(4 + size, 0x5a);
+  put_u32(rec.data(), static_cast<std::uint32_t>(size));
+  if (batched) {
+    std::vector<std::uint8_t> out;
+    out.reserve(std::size_t{256} << 10);
+    for (std::size_t i = 0; i < count; ++i) {
+      out.insert(out.end(), rec.begin(), rec.end());
+      if (out.size() >= (std::size_t{64} << 10)) {
+        write_all(p.a, out.data(), out.size());
+        out.clear();
+      }
+    }
+    write_all(p.a, out.data(), out.size());
+  } else {
+    for (std::size_t i = 0; i < count; ++i) write_all(p.a, rec.data(), rec.size());
+  }
+  reader.join();
+  return static_cast<double>(count) / seconds_since(start);
+}
+
+std::vector<double> raw_pingpong(std::size_t size, std::size_t rounds) {
+  raw_pair p;
+  std::thread echo([&] {
+    std::vector<std::uint8_t> buf(4 + size);
+    for (std::size_t i = 0; i < rounds; ++i) {
+      if (!read_all(p.b, buf.data(), buf.size())) return;
+      write_all(p.b, buf.data(), buf.size());
+    }
+  });
+  std::vector<std::uint8_t> buf(4 + size, 1);
+  put_u32(buf.data(), static_cast<std::uint32_t>(size));
+  std::vector<double> us;
+  us.reserve(rounds);
+  for (std::size_t i = 0; i < rounds; ++i) {
+    const auto t = clock_type::now();
+    write_all(p.a, buf.data(), buf.size());
+    read_all(p.a, buf.data(), buf.size());
+    us.push_back(seconds_since(t) * 1e6);
+  }
+  echo.join();
+  return us;
+}
+
+// ---------------------------------------------------------------------------------------
+// Transport: two endpoints, each on its own io_context run by one thread.
+
+struct transport_pair {
+  // One I/O thread per node: tell Asio so (concurrency hint 1 drops cross-thread wakeups).
+  asio::io_context io_s{1}, io_c{1};
+  asio::executor_work_guard<asio::io_context::executor_type> gs{io_s.get_executor()},
+      gc{io_c.get_executor()};
+  std::thread ts, tc;
+  std::unique_ptr<endpoint> server, client;
+  connection_ptr conn;   // client -> server
+  connection_ptr sconn;  // server side
+  std::function<void(const connection_ptr&, frame_view)> on_server_frame, on_client_frame;
+
+  transport_pair() {
+    config s, c;
+    s.node_id = "bench-server";
+    c.node_id = "bench-client";
+    s.secret = c.secret = "benchmark secret";
+    s.max_queue_bytes = c.max_queue_bytes = std::size_t{8} << 20;
+    connection_events es, ec;
+    es.on_frame = [this](const connection_ptr& x, frame_view f) { on_server_frame(x, f); };
+    ec.on_frame = [this](const connection_ptr& x, frame_view f) { on_client_frame(x, f); };
+    server = std::move(*endpoint::create(io_s, s, es));
+    client = std::move(*endpoint::create(io_c, c, ec));
+    auto addr = *server->listen({asio::ip::make_address("127.0.0.1"), 0});
+    ts = std::thread([this] { io_s.run(); });
+    tc = std::thread([this] { io_c.run(); });
+    std::promise<result<connection_ptr>> p;
+    auto fut = p.get_future();
+    client->connect(
+        addr, [&](result<connection_ptr> r) { p.set_value(std::move(r)); }, "bench-server");
+    conn = fut.get().value();
+    while (!(sconn = server->find("bench-client"))) std::this_thread::yield();
+  }
+  ~transport_pair() {
+    conn.reset();
+    sconn.reset();
+    client->close();
+    server->close();
+    gs.reset();
+    gc.reset();
+    io_s.stop();
+    io_c.stop();
+    ts.join();
+    tc.join();
+  }
+};
+
+double transport_stream(std::size_t size, std::size_t count) {
+  transport_pair t;
+  std::atomic<std::size_t> got{0};
+  std::promise<void> done;
+  t.on_server_frame = [&](const connection_ptr&, frame_view) {
+    if (got.fetch_add(1, std::memory_order_relaxed) + 1 == count) done.set_value();
+  };
+  t.on_client_frame = [](const connection_ptr&, frame_view) {};
+  std::vector<std::uint8_t> payload(size, 0x5a);
+  const auto start = clock_type::now();
+  for (std::size_t i = 0; i < count;) {
+    if (t.conn->send(0x20, payload))
+      ++i;
+    else  // mailbox_full: back off instead of spinning on a core the I/O threads need
+      std::this_thread::sleep_for(std::chrono::microseconds(50));
+  }
+  done.get_future().wait();
+  return static_cast<double>(count) / seconds_since(start);
+}
+
+std::vector<double> transport_pingpong(std::size_t size, std::size_t rounds) {
+  transport_pair t;
+  std::vector<double> us;
+  us.reserve(rounds);
+  std::vector<std::uint8_t> payload(size, 1);
+  std::promise<void> done;
+  clock_type::time_point sent;
+  // Echo on the server's I/O thread; the next ping leaves from the client's I/O thread.
+  t.on_server_frame = [](const connection_ptr& c, frame_view f) {
+    (void)c->send(f.kind, f.payload);
+  };
+  t.on_client_frame = [&](const connection_ptr& c, frame_view) {
+    us.push_back(seconds_since(sent) * 1e6);
+    if (us.size() == rounds) {
+      done.set_value();
+      return;
+    }
+    sent = clock_type::now();
+    (void)c->send(0x20, payload);
+  };
+  sent = clock_type::now();
+  (void)t.conn->send(0x20, payload);
+  done.get_future().wait();
+  return us;
+}
+
+double hmac_ns(std::size_t size, std::size_t count) {
+  session_key k{};
+  frame_sealer s(k, direction::initiator_to_acceptor);
+  std::vector<std::uint8_t> payload(size, 1), out;
+  out.reserve(frame_sealer::sealed_size(size) * 1024);
+  const auto start = clock_type::now();
+  for (std::size_t i = 0; i < count; ++i) {
+    if ((i & 1023) == 0) out.clear();
+    s.seal(0x20, payload, out);
+  }
+  return seconds_since(start) * 1e9 / static_cast<double>(count);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  for (int i = 1; i < argc; ++i)
+    if (std::string(argv[i]) == "--quick") quick = true;
+  otpp::set_log_level(otpp::log_level::error);
+  const std::size_t scale = quick ? 10 : 1;
+
+  emit("transport.seal_64b", "ns/frame", hmac_ns(64, 1'000'000 / scale));
+
+  struct stream_case {
+    std::size_t size, count;
+  };
+  // Floor and transport runs alternate in slices, so both see the same background load on
+  // a shared machine; the figures are over all slices.
+  constexpr int slices = 4;
+  for (auto c :
+       {stream_case{64, 2'000'000}, stream_case{1024, 600'000}, stream_case{65536, 20'000}}) {
+    const std::size_t n = c.count / scale / slices;
+    double floor_time = 0, time = 0, unbatched_time = 0;
+    for (int i = 0; i < slices; ++i) {
+      floor_time += static_cast<double>(n) / raw_stream(c.size, n, true);
+      if (c.size == 64)
+        unbatched_time += static_cast<double>(n / 4) / raw_stream(c.size, n / 4, false);
+      time += static_cast<double>(n) / transport_stream(c.size, n);
+    }
+    const double total = static_cast<double>(n * slices);
+    const double floor = total / floor_time, value = total / time;
+    const std::string l = size_label(c.size);
+    emit("transport.floor.stream_" + l, "frames/s", floor);
+    if (unbatched_time > 0)
+      emit("transport.floor.stream_unbatched_" + l, "frames/s",
+           static_cast<double>(n / 4 * slices) / unbatched_time);
+    emit("transport.frames_" + l, "frames/s", value, floor);
+    emit("transport.mbps_" + l, "MB/s", value * static_cast<double>(c.size) / 1e6,
+         floor * static_cast<double>(c.size) / 1e6);
+  }
+
+  const std::size_t rounds = 20'000 / scale / slices;
+  for (std::size_t size : {std::size_t{64}, std::size_t{1024}}) {
+    std::vector<double> raw, tr;
+    for (int i = 0; i < slices; ++i) {
+      const auto r = raw_pingpong(size, rounds);
+      const auto t = transport_pingpong(size, rounds);
+      raw.insert(raw.end(), r.begin(), r.end());
+      tr.insert(tr.end(), t.begin(), t.end());
+    }
+    const std::string l = size_label(size);
+    const double raw_p50 = percentile(raw, 0.5), raw_p99 = percentile(raw, 0.99);
+    const double p50 = percentile(tr, 0.5), p99 = percentile(tr, 0.99);
+    double raw_sum = 0, sum = 0;
+    for (double v : raw) raw_sum += v;
+    for (double v : tr) sum += v;
+    emit("transport.floor.rtt_" + l + ".p50", "us", raw_p50);
+    emit("transport.floor.rtt_" + l + ".p99", "us", raw_p99);
+    emit("transport.rtt_" + l + ".p50", "us", p50, raw_p50);
+    emit("transport.rtt_" + l + ".p99", "us", p99, raw_p99);
+    emit("transport.roundtrips_" + l, "rt/s", 1e6 * static_cast<double>(tr.size()) / sum,
+         1e6 * static_cast<double>(raw.size()) / raw_sum);
+  }
+  return 0;
+}

@@ -1,0 +1,154 @@
+// One authenticated connection to a peer node. Created by an endpoint (endpoint.hpp),
+// handed to the application once the handshake succeeded, always as a shared_ptr.
+#pragma once
+
+// A standard header first: Asio 1.22 decides between aligned_alloc/free and operator
+// new/delete from a libstdc++ macro, so every translation unit must see <cstddef> before
+// any Asio header or the choice differs between TUs (alloc-dealloc mismatch under ASan).
+#include <cstddef>
+
+#include <asio/any_io_executor.hpp>
+#include <asio/ip/tcp.hpp>
+#include <asio/ssl/stream.hpp>
+#include <asio/steady_timer.hpp>
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "otpp/result.hpp"
+#include "otpp/transport/frame.hpp"
+#include "otpp/transport/handshake.hpp"
+
+namespace otpp::transport {
+
+class connection;
+namespace detail {
+struct endpoint_state;
+}
+
+using connection_ptr = std::shared_ptr<connection>;
+using connect_handler = std::function<void(result<connection_ptr>)>;
+
+class connection : public std::enable_shared_from_this<connection> {
+  struct passkey {};
+
+ public:
+  // Queues one frame. Thread-safe, never blocks; frames from one thread leave in call order.
+  // The payload is copied (sealed with its MAC) before send returns.
+  //   invalid_argument   kind below kind::first_app (reserved for the transport)
+  //   frame_too_large    payload larger than config::max_frame_size
+  //   mailbox_full       the outgoing queue would exceed config::max_queue_bytes (overload:
+  //                      nothing was queued; a frame is always accepted into an empty queue)
+  //   connection_closed  the connection is closing or closed
+  result<void> send(std::uint8_t kind, bytes_view payload);
+
+  // Graceful close: refuses further sends, flushes what is queued, then closes.
+  // on_down reports connection_closed ("closed locally"). Thread-safe, idempotent.
+  void close();
+  // Immediate close with the given reason (reported to on_down). Thread-safe, idempotent.
+  void abort(failure reason);
+
+  // Authenticated identity of the peer (valid once on_up / the connect handler ran).
+  const std::string& peer_id() const noexcept { return peer_id_; }
+  std::uint32_t peer_creation() const noexcept { return peer_creation_; }
+  // True when this node opened the TCP connection.
+  bool initiated_locally() const noexcept { return initiator_; }
+  bool is_open() const noexcept { return open_.load(std::memory_order_acquire); }
+  // True once the connection began closing (its failure is being or has been reported).
+  bool has_failed() const noexcept { return failed_.load(std::memory_order_acquire); }
+  bool uses_tls() const noexcept { return tls_.has_value(); }
+  // Remote address as "ip:port" (empty if unknown).
+  const std::string& remote_address() const noexcept { return remote_; }
+  // Time any byte last arrived from the peer (heartbeats included): for failure detectors.
+  std::chrono::steady_clock::time_point last_receive() const noexcept;
+  // Bytes queued or being written.
+  std::size_t queued_bytes() const;
+  std::uint64_t frames_sent() const noexcept {
+    return frames_sent_.load(std::memory_order_relaxed);
+  }
+  std::uint64_t frames_received() const noexcept {
+    return frames_received_.load(std::memory_order_relaxed);
+  }
+
+  ~connection();
+  connection(passkey, std::shared_ptr<detail::endpoint_state> state, asio::ip::tcp::socket socket,
+             bool initiator);
+  connection(const connection&) = delete;
+  connection& operator=(const connection&) = delete;
+
+ private:
+  friend class endpoint;
+  friend struct detail::endpoint_state;
+  enum class phase { tcp, tls, hello, wait_proof, wait_accept, established, closed };
+
+  void start(connect_handler handler, std::string expected_peer);  // socket connected
+  void start_tls();
+  void start_handshake();
+  void arm_handshake_timer();
+  void on_read(const std::error_code& ec, std::size_t n);
+  void do_read();
+  void process_input();
+  void on_handshake_frame(const frame_view& f);
+  void on_hello(const frame_view& f);
+  void on_proof(const frame_view& f);
+  void on_accept(const frame_view& f);
+  void establish(const std::vector<std::uint8_t>& accept);
+  void enqueue_plain(std::uint8_t kind, const std::vector<std::uint8_t>& payload);
+  void kick_writer();
+  void do_write();
+  void on_write(const std::error_code& ec);
+  void fail(failure reason, bool flush = false);
+  void close_socket();
+  void arm_heartbeat();
+  void on_heartbeat_tick();
+  template <class F>
+  void with_stream(F&& f);
+
+  std::shared_ptr<detail::endpoint_state> state_;
+  asio::any_io_executor ex_;  // a strand: every handler of this connection runs on it
+  asio::ip::tcp::socket socket_;
+  std::optional<asio::ssl::stream<asio::ip::tcp::socket&>> tls_;
+  asio::steady_timer timer_;
+  const bool initiator_;
+  std::string remote_;
+
+  // Strand-only state.
+  phase phase_ = phase::tcp;
+  std::string expected_peer_;
+  connect_handler connect_handler_;
+  std::vector<std::uint8_t> my_hello_, peer_hello_;
+  digest transcript_{};
+  frame_opener opener_;
+  std::vector<std::uint8_t> rbuf_;
+  std::size_t rbeg_ = 0, rend_ = 0, need_ = 0;
+  byte_buffer wbuf_;  // being written
+  bool close_after_flush_ = false;
+  bool socket_closed_ = false;
+
+  // Written once during the handshake (before publication).
+  std::string peer_id_;
+  std::uint32_t peer_creation_ = 0;
+
+  // Send side, guarded by mu_.
+  mutable std::mutex mu_;
+  frame_sealer sealer_;
+  byte_buffer pending_;       // sealed frames waiting for the writer
+  std::size_t inflight_ = 0;  // bytes of wbuf_
+  bool writing_ = false;      // a write is scheduled or in flight
+  bool send_open_ = false;    // established and not closing
+
+  std::atomic<bool> open_{false};
+  std::atomic<bool> failed_{false};  // fail() ran: the connection is closing or closed
+  std::atomic<std::int64_t> last_receive_{0};
+  std::atomic<std::int64_t> last_send_{0};
+  std::atomic<std::uint64_t> frames_sent_{0};
+  std::atomic<std::uint64_t> frames_received_{0};
+};
+
+}  // namespace otpp::transport

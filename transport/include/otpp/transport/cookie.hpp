@@ -1,0 +1,18 @@
+// Per-user cookie file (Erlang's model): the shared secret when none is configured.
+#pragma once
+
+#include <string>
+
+#include "otpp/result.hpp"
+
+namespace otpp::transport {
+
+// $HOME/.otpp.cookie (the password database's home directory when HOME is unset).
+std::string default_cookie_path();
+
+// Reads the cookie at `path`; when the file does not exist, creates it with mode 0400 and
+// 32 random bytes (hex encoded). Refuses (errc::cookie_error) a file that is not a regular
+// file, not owned by the current user, readable or writable by group or others, or empty.
+result<std::string> load_or_create_cookie(const std::string& path);
+
+}  // namespace otpp::transport

@@ -1,0 +1,585 @@
+#include "otpp/transport/connection.hpp"
+
+#include <openssl/ssl.h>
+#include <asio/dispatch.hpp>
+#include <asio/post.hpp>
+#include <asio/ssl/host_name_verification.hpp>
+#include <asio/write.hpp>
+
+#include <algorithm>
+#include <cstring>
+
+#include "endpoint_state.hpp"
+#include "otpp/log.hpp"
+
+namespace otpp::transport {
+
+namespace {
+constexpr std::size_t initial_read_buffer = std::size_t{128} << 10;
+constexpr std::size_t min_read_space = std::size_t{16} << 10;
+constexpr std::size_t shrink_threshold = std::size_t{4} << 20;
+
+std::int64_t now_ns() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+std::string address_of(const asio::ip::tcp::socket& s) {
+  std::error_code ec;
+  auto ep = s.remote_endpoint(ec);
+  if (ec) return {};
+  if (ep.address().is_v6())
+    return "[" + ep.address().to_string() + "]:" + std::to_string(ep.port());
+  return ep.address().to_string() + ":" + std::to_string(ep.port());
+}
+
+bool is_known_errc(std::uint32_t v) {
+  return v > 0 && v <= static_cast<std::uint32_t>(errc::reached_max_restart_intensity);
+}
+}  // namespace
+
+connection::connection(passkey, std::shared_ptr<detail::endpoint_state> state,
+                       asio::ip::tcp::socket socket, bool initiator)
+    : state_(std::move(state)),
+      ex_(socket.get_executor()),
+      socket_(std::move(socket)),
+      timer_(ex_),
+      initiator_(initiator) {
+  last_receive_.store(now_ns(), std::memory_order_relaxed);
+  last_send_.store(now_ns(), std::memory_order_relaxed);
+}
+
+connection::~connection() = default;
+
+std::chrono::steady_clock::time_point connection::last_receive() const noexcept {
+  return std::chrono::steady_clock::time_point(
+      std::chrono::nanoseconds(last_receive_.load(std::memory_order_relaxed)));
+}
+
+std::size_t connection::queued_bytes() const {
+  std::lock_guard lock(mu_);
+  return pending_.size() + inflight_;
+}
+
+template <class F>
+void connection::with_stream(F&& f) {
+  if (tls_)
+    f(*tls_);
+  else
+    f(socket_);
+}
+
+// ---------------------------------------------------------------------------------------
+// Start: TCP is connected (or accepted).
+
+void connection::start(connect_handler handler, std::string expected_peer) {
+  connect_handler_ = std::move(handler);
+  expected_peer_ = std::move(expected_peer);
+  remote_ = address_of(socket_);
+  std::error_code ec;
+  socket_.set_option(asio::ip::tcp::no_delay(true), ec);
+  arm_handshake_timer();
+  if (state_->cfg.tls.enabled)
+    start_tls();
+  else
+    start_handshake();
+}
+
+void connection::arm_handshake_timer() {
+  timer_.expires_after(state_->cfg.handshake_timeout);
+  timer_.async_wait([self = shared_from_this()](const std::error_code& ec) {
+    if (ec || self->phase_ == phase::established || self->phase_ == phase::closed) return;
+    self->fail(failure(errc::handshake_failed, "handshake timed out"));
+  });
+}
+
+void connection::start_tls() {
+  phase_ = phase::tls;
+  auto& ctx = initiator_ ? *state_->tls_client : *state_->tls_server;
+  tls_.emplace(socket_, ctx);
+  const auto& opts = state_->cfg.tls;
+  if (initiator_ && !opts.server_name.empty()) {
+    SSL_set_tlsext_host_name(tls_->native_handle(), opts.server_name.c_str());
+    tls_->set_verify_callback(asio::ssl::host_name_verification(opts.server_name));
+  }
+  tls_->async_handshake(
+      initiator_ ? asio::ssl::stream_base::client : asio::ssl::stream_base::server,
+      [self = shared_from_this()](const std::error_code& ec) {
+        if (self->phase_ == phase::closed) return;
+        if (ec) {
+          self->fail(failure(errc::tls_error, "TLS handshake: " + ec.message()));
+          return;
+        }
+        self->start_handshake();
+      });
+}
+
+void connection::start_handshake() {
+  phase_ = phase::hello;
+  hello_message hello;
+  hello.node_id = state_->cfg.node_id;
+  hello.creation = state_->cfg.creation;
+  random_bytes(hello.challenge);
+  my_hello_ = encode_hello(hello);
+  enqueue_plain(kind::hello, my_hello_);
+  do_read();
+}
+
+// ---------------------------------------------------------------------------------------
+// Reading.
+
+void connection::do_read() {
+  if (phase_ == phase::closed) return;
+  if (rbeg_ == rend_) {
+    rbeg_ = rend_ = 0;
+    if (rbuf_.size() > shrink_threshold && need_ <= initial_read_buffer) {
+      std::vector<std::uint8_t>().swap(rbuf_);
+    }
+  }
+  // Until the peer is authenticated it gets a small buffer (handshake frames are <= 1 KiB).
+  const bool up = phase_ == phase::established;
+  const std::size_t space = up ? min_read_space : 512;
+  const std::size_t base = up ? initial_read_buffer : 2048;
+  const std::size_t need = std::max(need_, (rend_ - rbeg_) + 1);
+  if (rbeg_ > 0 && (rbuf_.size() - rbeg_ < need || rbuf_.size() - rend_ < space)) {
+    std::memmove(rbuf_.data(), rbuf_.data() + rbeg_, rend_ - rbeg_);
+    rend_ -= rbeg_;
+    rbeg_ = 0;
+  }
+  if (rbuf_.size() < std::max(need, rend_ + space)) {
+    rbuf_.resize(std::max({need, rend_ + space, base}));
+  }
+  with_stream([&](auto& s) {
+    s.async_read_some(asio::buffer(rbuf_.data() + rend_, rbuf_.size() - rend_),
+                      [self = shared_from_this()](const std::error_code& ec, std::size_t n) {
+                        self->on_read(ec, n);
+                      });
+  });
+}
+
+void connection::on_read(const std::error_code& ec, std::size_t n) {
+  if (phase_ == phase::closed) return;
+  if (ec) {
+    const std::size_t partial = rend_ - rbeg_;
+    if (partial > 0) {
+      fail(failure(errc::malformed_frame, "truncated frame: peer closed after " +
+                                              std::to_string(partial) + " bytes of a frame (" +
+                                              ec.message() + ")"));
+    } else if (phase_ != phase::established) {
+      fail(failure(errc::handshake_failed, "peer closed during the handshake: " + ec.message()));
+    } else {
+      fail(failure(errc::connection_closed, "peer closed: " + ec.message()));
+    }
+    return;
+  }
+  rend_ += n;
+  last_receive_.store(now_ns(), std::memory_order_relaxed);
+  process_input();
+  do_read();
+}
+
+void connection::process_input() {
+  const connection_ptr self = shared_from_this();
+  std::uint64_t delivered = 0;
+  while (phase_ != phase::closed && rend_ > rbeg_) {
+    const bytes_view avail(rbuf_.data() + rbeg_, rend_ - rbeg_);
+    if (phase_ == phase::established) {
+      const decode_step step = opener_.open(avail);
+      if (step.error) {
+        fail(failure(step.error, "frame #" + std::to_string(opener_.next_sequence()) +
+                                     " rejected (limit " + std::to_string(opener_.max_payload()) +
+                                     " bytes)"));
+        break;
+      }
+      if (step.consumed == 0) {
+        need_ = step.needed;
+        break;
+      }
+      rbeg_ += step.consumed;
+      need_ = 0;
+      const std::uint8_t k = step.frame.kind;
+      if (k == kind::heartbeat) continue;
+      if (k < kind::first_app || !state_->cfg.accepted_kinds.test(k)) {
+        fail(failure(errc::unknown_frame_kind, "frame kind " + std::to_string(k)));
+        break;
+      }
+      ++delivered;
+      if (state_->events.on_frame) state_->events.on_frame(self, step.frame);
+    } else {
+      const decode_step step = decode_plain_frame(avail);
+      if (step.error) {
+        fail(failure(errc::handshake_failed,
+                     "bad handshake frame: " +
+                         make_error_code(static_cast<errc>(step.error.value())).message()));
+        break;
+      }
+      if (step.consumed == 0) {
+        need_ = step.needed;
+        break;
+      }
+      rbeg_ += step.consumed;
+      need_ = 0;
+      on_handshake_frame(step.frame);
+    }
+  }
+  if (delivered) frames_received_.fetch_add(delivered, std::memory_order_relaxed);
+}
+
+// ---------------------------------------------------------------------------------------
+// Handshake.
+
+void connection::on_handshake_frame(const frame_view& f) {
+  switch (phase_) {
+    case phase::hello:
+      if (f.kind != kind::hello) break;
+      on_hello(f);
+      return;
+    case phase::wait_proof:
+      if (f.kind != kind::proof) break;
+      on_proof(f);
+      return;
+    case phase::wait_accept:
+      if (f.kind != kind::accept) break;
+      on_accept(f);
+      return;
+    default:
+      break;
+  }
+  fail(
+      failure(errc::handshake_failed, "unexpected handshake frame kind " + std::to_string(f.kind)));
+}
+
+void connection::on_hello(const frame_view& f) {
+  auto hello = parse_hello(f.payload);
+  if (!hello) {
+    fail(hello.fail(), true);
+    return;
+  }
+  if (hello->node_id == state_->cfg.node_id) {
+    fail(failure(errc::handshake_failed, "peer has our own node id " + hello->node_id));
+    return;
+  }
+  if (initiator_ && !expected_peer_.empty() && hello->node_id != expected_peer_) {
+    fail(failure(errc::handshake_failed,
+                 "expected peer " + expected_peer_ + ", reached " + hello->node_id));
+    return;
+  }
+  peer_id_ = hello->node_id;
+  peer_creation_ = hello->creation;
+  peer_hello_.assign(f.payload.begin(), f.payload.end());
+  if (initiator_) {
+    transcript_ = transcript_hash(my_hello_, peer_hello_);
+    if (expected_peer_.empty()) state_->add_pending(shared_from_this(), peer_id_);
+    enqueue_plain(kind::proof, encode_proof(initiator_proof(state_->secret_bytes(), transcript_)));
+    phase_ = phase::wait_accept;
+  } else {
+    transcript_ = transcript_hash(peer_hello_, my_hello_);
+    phase_ = phase::wait_proof;
+  }
+}
+
+void connection::on_proof(const frame_view& f) {
+  auto proof = parse_proof(f.payload);
+  if (!proof) {
+    fail(proof.fail());
+    return;
+  }
+  const digest expected = initiator_proof(state_->secret_bytes(), transcript_);
+  if (!constant_time_equal(expected, *proof)) {
+    accept_message refuse;
+    refuse.status = static_cast<std::uint32_t>(errc::not_authorised);
+    enqueue_plain(kind::accept, encode_accept(refuse));
+    fail(failure(errc::not_authorised,
+                 "peer " + peer_id_ + " failed the challenge (different secret/cookie)"),
+         true);
+    return;
+  }
+  connection_ptr victim;
+  std::string why;
+  if (!state_->decide_incoming(shared_from_this(), victim, why)) {
+    accept_message refuse;
+    refuse.status = static_cast<std::uint32_t>(errc::connection_closed);
+    enqueue_plain(kind::accept, encode_accept(refuse));
+    fail(failure(errc::connection_closed, why), true);
+    return;
+  }
+  accept_message ok;
+  ok.proof = acceptor_proof(state_->secret_bytes(), transcript_);
+  establish(encode_accept(ok));
+  if (victim) victim->abort(failure(errc::connection_closed, "superseded by a newer connection"));
+}
+
+void connection::on_accept(const frame_view& f) {
+  auto acc = parse_accept(f.payload);
+  if (!acc) {
+    fail(acc.fail());
+    return;
+  }
+  if (acc->status != 0) {
+    if (acc->status == static_cast<std::uint32_t>(errc::connection_closed)) {
+      fail(
+          failure(errc::connection_closed, "duplicate connection: peer " + peer_id_ +
+                                               " kept the connection opened by the lower node id"));
+    } else if (acc->status == static_cast<std::uint32_t>(errc::not_authorised)) {
+      fail(failure(
+          errc::not_authorised,
+          "peer " + peer_id_ + " refused our challenge response (different secret/cookie)"));
+    } else if (is_known_errc(acc->status)) {
+      fail(failure(static_cast<errc>(acc->status), "refused by peer " + peer_id_));
+    } else {
+      fail(failure(errc::handshake_failed,
+                   "refused by peer with status " + std::to_string(acc->status)));
+    }
+    return;
+  }
+  const digest expected = acceptor_proof(state_->secret_bytes(), transcript_);
+  if (!constant_time_equal(expected, acc->proof)) {
+    fail(failure(errc::not_authorised, "peer " + peer_id_ + " failed the challenge"));
+    return;
+  }
+  connection_ptr victim = state_->establish_outgoing(shared_from_this());
+  establish({});
+  if (victim) victim->abort(failure(errc::connection_closed, "superseded by a newer connection"));
+}
+
+// Acceptor: `accept` is the ACCEPT payload; it is queued ahead of any sealed frame but only
+// leaves once this side is fully up (is_open, in the table), so the peer never sees the
+// connection up before we do.
+void connection::establish(const std::vector<std::uint8_t>& accept) {
+  const session_keys keys = derive_session_keys(state_->secret_bytes(), transcript_);
+  const auto in_dir =
+      initiator_ ? direction::acceptor_to_initiator : direction::initiator_to_acceptor;
+  const auto out_dir =
+      initiator_ ? direction::initiator_to_acceptor : direction::acceptor_to_initiator;
+  opener_ = frame_opener(initiator_ ? keys.acceptor_to_initiator : keys.initiator_to_acceptor,
+                         in_dir, state_->cfg.max_frame_size);
+  bool kick = false;
+  {
+    std::lock_guard lock(mu_);
+    if (!accept.empty()) {
+      append_plain_frame(kind::accept, accept, pending_);
+      if (!writing_) kick = writing_ = true;
+    }
+    sealer_ =
+        frame_sealer(initiator_ ? keys.initiator_to_acceptor : keys.acceptor_to_initiator, out_dir);
+    send_open_ = true;
+  }
+  phase_ = phase::established;
+  open_.store(true, std::memory_order_release);
+  if (kick) do_write();
+  std::vector<std::uint8_t>().swap(my_hello_);
+  std::vector<std::uint8_t>().swap(peer_hello_);
+  timer_.cancel();
+  arm_heartbeat();
+  const connection_ptr self = shared_from_this();
+  if (state_->events.on_up) state_->events.on_up(self);
+  if (connect_handler_) {
+    auto h = std::move(connect_handler_);
+    connect_handler_ = nullptr;
+    if (phase_ == phase::established) {
+      h(self);
+    } else {
+      h(failure(errc::connection_closed, "closed before the connect handler ran"));
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+// Writing.
+
+result<void> connection::send(std::uint8_t k, bytes_view payload) {
+  if (k < kind::first_app) return failure(errc::invalid_argument, "reserved frame kind");
+  if (payload.size() > state_->cfg.max_frame_size)
+    return failure(errc::frame_too_large, std::to_string(payload.size()) + " bytes");
+  const std::size_t size = frame_sealer::sealed_size(payload.size());
+  bool kick = false;
+  {
+    std::lock_guard lock(mu_);
+    if (!send_open_) return failure(errc::connection_closed);
+    const std::size_t queued = pending_.size() + inflight_;
+    if (queued > 0 && queued + size > state_->cfg.max_queue_bytes)
+      return failure(errc::mailbox_full,
+                     "outgoing queue holds " + std::to_string(queued) + " bytes");
+    sealer_.seal(k, payload, pending_);
+    if (!writing_) kick = writing_ = true;
+  }
+  frames_sent_.fetch_add(1, std::memory_order_relaxed);
+  last_send_.store(now_ns(), std::memory_order_relaxed);
+  if (kick) asio::dispatch(ex_, [self = shared_from_this()] { self->do_write(); });
+  return {};
+}
+
+void connection::enqueue_plain(std::uint8_t k, const std::vector<std::uint8_t>& payload) {
+  bool kick = false;
+  {
+    std::lock_guard lock(mu_);
+    append_plain_frame(k, payload, pending_);
+    if (!writing_) kick = writing_ = true;
+  }
+  if (kick) asio::dispatch(ex_, [self = shared_from_this()] { self->do_write(); });
+}
+
+void connection::do_write() {
+  if (socket_closed_) return;
+  {
+    std::lock_guard lock(mu_);
+    if (pending_.empty()) {
+      writing_ = false;
+      return;
+    }
+    wbuf_.swap(pending_);
+    inflight_ = wbuf_.size();
+  }
+  with_stream([&](auto& s) {
+    asio::async_write(s, asio::buffer(wbuf_.data(), wbuf_.size()),
+                      [self = shared_from_this()](const std::error_code& ec, std::size_t) {
+                        self->on_write(ec);
+                      });
+  });
+}
+
+void connection::on_write(const std::error_code& ec) {
+  if (ec) {
+    {
+      std::lock_guard lock(mu_);
+      inflight_ = 0;
+      writing_ = false;
+      send_open_ = false;
+    }
+    if (phase_ != phase::closed) {
+      fail(failure(errc::connection_closed, "write failed: " + ec.message()));
+    }
+    close_socket();
+    return;
+  }
+  wbuf_.clear();
+  if (wbuf_.capacity() > shrink_threshold) wbuf_.release();
+  bool more;
+  {
+    std::lock_guard lock(mu_);
+    inflight_ = 0;
+    more = !pending_.empty() && !socket_closed_;
+    if (!more) {
+      // The write chain ends here; the next send() starts a new one (writing_ is the token:
+      // exactly one chain at a time, so wbuf_ is never swapped while a write is in flight).
+      writing_ = false;
+      if (pending_.capacity() > shrink_threshold) pending_.release();
+    }
+  }
+  if (!more) {
+    if (close_after_flush_) close_socket();
+    return;
+  }
+  do_write();
+}
+
+// ---------------------------------------------------------------------------------------
+// Heartbeats and closing.
+
+void connection::arm_heartbeat() {
+  if (state_->cfg.heartbeat_interval.count() <= 0) return;
+  timer_.expires_after(state_->cfg.heartbeat_interval);
+  timer_.async_wait([self = shared_from_this()](const std::error_code& ec) {
+    if (ec || self->phase_ != phase::established) return;
+    self->on_heartbeat_tick();
+  });
+}
+
+void connection::on_heartbeat_tick() {
+  const std::int64_t now = now_ns();
+  const auto& cfg = state_->cfg;
+  const auto silence =
+      std::chrono::nanoseconds(now - last_receive_.load(std::memory_order_relaxed));
+  if (silence > cfg.silence_timeout) {
+    fail(failure(
+        errc::heartbeat_timeout,
+        "no data from " + peer_id_ + " for " +
+            std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(silence).count()) +
+            " ms"));
+    return;
+  }
+  const auto idle = std::chrono::nanoseconds(now - last_send_.load(std::memory_order_relaxed));
+  if (idle >= cfg.heartbeat_interval / 2) {
+    bool kick = false;
+    {
+      std::lock_guard lock(mu_);
+      if (send_open_) {
+        sealer_.seal(kind::heartbeat, {}, pending_);  // control frame: not subject to the bound
+        if (!writing_) kick = writing_ = true;
+      }
+    }
+    last_send_.store(now, std::memory_order_relaxed);
+    if (kick) do_write();
+  }
+  arm_heartbeat();
+}
+
+void connection::close() {
+  asio::dispatch(ex_, [self = shared_from_this()] {
+    if (self->phase_ == phase::closed) return;
+    if (self->phase_ != phase::established) {
+      self->fail(failure(errc::connection_closed, "closed locally"));
+      return;
+    }
+    self->fail(failure(errc::connection_closed, "closed locally"), true);
+  });
+}
+
+void connection::abort(failure reason) {
+  asio::dispatch(ex_, [self = shared_from_this(), reason = std::move(reason)]() mutable {
+    self->fail(std::move(reason));
+  });
+}
+
+void connection::fail(failure reason, bool flush) {
+  if (phase_ == phase::closed) return;
+  const bool was_established = phase_ == phase::established;
+  phase_ = phase::closed;
+  failed_.store(true, std::memory_order_release);
+  open_.store(false, std::memory_order_release);
+  bool writes_pending;
+  {
+    std::lock_guard lock(mu_);
+    send_open_ = false;
+    writes_pending = writing_;
+  }
+  timer_.cancel();
+  // Ordinary ends of a connection are informational; every rejected input is a warning.
+  const bool ordinary = reason.code == make_error_code(errc::connection_closed);
+  otpp::log(ordinary ? log_level::info : log_level::warning, "transport", "connection ",
+            initiator_ ? "to " : "from ", peer_id_.empty() ? remote_ : peer_id_, " (", remote_,
+            ") closed: ", reason.message());
+  if (flush && writes_pending) {
+    close_after_flush_ = true;
+    // Do not wait forever for a peer that does not read.
+    timer_.expires_after(std::chrono::seconds(2));
+    timer_.async_wait([self = shared_from_this()](const std::error_code& ec) {
+      if (!ec) self->close_socket();
+    });
+  } else {
+    close_socket();
+  }
+  state_->remove(this, peer_id_);
+  const connection_ptr self = shared_from_this();
+  if (was_established) {
+    if (state_->events.on_down) state_->events.on_down(self, reason);
+  } else if (connect_handler_) {
+    auto h = std::move(connect_handler_);
+    connect_handler_ = nullptr;
+    h(std::move(reason));
+  } else if (!initiator_ && state_->events.on_rejected) {
+    state_->events.on_rejected(reason, remote_);
+  }
+}
+
+void connection::close_socket() {
+  if (socket_closed_) return;
+  socket_closed_ = true;
+  timer_.cancel();
+  std::error_code ec;
+  socket_.shutdown(asio::ip::tcp::socket::shutdown_both, ec);
+  socket_.close(ec);
+}
+
+}  // namespace otpp::transport

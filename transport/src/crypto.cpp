@@ -1,0 +1,151 @@
+// The low-level SHA-256 functions are deprecated in OpenSSL 3 but remain the fastest way to
+// reuse a keyed HMAC state by value (see frame_mac in crypto.hpp).
+#define OPENSSL_SUPPRESS_DEPRECATED 1
+#include "otpp/transport/crypto.hpp"
+
+#include <openssl/core_names.h>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/rand.h>
+#include <openssl/sha.h>
+
+#include <cstring>
+#include <stdexcept>
+
+namespace otpp::transport {
+
+namespace {
+EVP_MAC* hmac_algorithm() {
+  // Fetched once; lives for the process (a fetched algorithm is reference counted by OpenSSL).
+  static EVP_MAC* mac = EVP_MAC_fetch(nullptr, "HMAC", nullptr);
+  if (mac == nullptr) throw std::runtime_error("otpp transport: EVP_MAC_fetch(HMAC) failed");
+  return mac;
+}
+}  // namespace
+
+hmac_sha256::~hmac_sha256() {
+  EVP_MAC_CTX_free(ctx_);
+}
+
+hmac_sha256& hmac_sha256::operator=(hmac_sha256&& other) noexcept {
+  if (this != &other) {
+    EVP_MAC_CTX_free(ctx_);
+    ctx_ = other.ctx_;
+    other.ctx_ = nullptr;
+  }
+  return *this;
+}
+
+void hmac_sha256::set_key(bytes_view key) {
+  if (ctx_ == nullptr) {
+    ctx_ = EVP_MAC_CTX_new(hmac_algorithm());
+    if (ctx_ == nullptr) throw std::runtime_error("otpp transport: EVP_MAC_CTX_new failed");
+  }
+  char digest_name[] = "SHA256";
+  OSSL_PARAM params[] = {OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, digest_name, 0),
+                         OSSL_PARAM_construct_end()};
+  static const unsigned char empty_key = 0;
+  const unsigned char* k = key.empty() ? &empty_key : key.data();
+  if (EVP_MAC_init(ctx_, k, key.size(), params) != 1)
+    throw std::runtime_error("otpp transport: EVP_MAC_init failed");
+}
+
+void hmac_sha256::begin() {
+  if (EVP_MAC_init(ctx_, nullptr, 0, nullptr) != 1)
+    throw std::runtime_error("otpp transport: EVP_MAC_init (rekey-free) failed");
+}
+
+void hmac_sha256::update(bytes_view data) {
+  if (!data.empty()) EVP_MAC_update(ctx_, data.data(), data.size());
+}
+
+digest hmac_sha256::finish() {
+  digest out{};
+  std::size_t len = 0;
+  if (EVP_MAC_final(ctx_, out.data(), &len, out.size()) != 1 || len != out.size())
+    throw std::runtime_error("otpp transport: EVP_MAC_final failed");
+  return out;
+}
+
+digest hmac_sha256::compute(bytes_view key, std::initializer_list<bytes_view> parts) {
+  hmac_sha256 h(key);
+  for (auto p : parts) h.update(p);
+  return h.finish();
+}
+
+static_assert(sizeof(SHA256_CTX) <= sizeof(std::array<std::uint64_t, 16>));
+
+namespace {
+SHA256_CTX* ctx_of(std::array<std::uint64_t, 16>& s) {
+  return reinterpret_cast<SHA256_CTX*>(s.data());
+}
+}  // namespace
+
+frame_mac::frame_mac(bytes_view key) {
+  std::uint8_t k[64] = {};
+  if (key.size() > 64) {
+    const digest d = sha256({key});
+    std::memcpy(k, d.data(), d.size());
+  } else if (!key.empty()) {
+    std::memcpy(k, key.data(), key.size());
+  }
+  std::uint8_t ipad[64], opad[64];
+  for (int i = 0; i < 64; ++i) {
+    ipad[i] = static_cast<std::uint8_t>(k[i] ^ 0x36);
+    opad[i] = static_cast<std::uint8_t>(k[i] ^ 0x5c);
+  }
+  SHA256_Init(ctx_of(inner_));
+  SHA256_Update(ctx_of(inner_), ipad, sizeof ipad);
+  SHA256_Init(ctx_of(outer_));
+  SHA256_Update(ctx_of(outer_), opad, sizeof opad);
+  OPENSSL_cleanse(k, sizeof k);
+  OPENSSL_cleanse(ipad, sizeof ipad);
+  OPENSSL_cleanse(opad, sizeof opad);
+}
+
+void frame_mac::begin() noexcept {
+  work_ = inner_;
+}
+
+void frame_mac::update(bytes_view data) noexcept {
+  if (!data.empty()) SHA256_Update(ctx_of(work_), data.data(), data.size());
+}
+
+digest frame_mac::finish() noexcept {
+  digest inner{};
+  SHA256_Final(inner.data(), ctx_of(work_));
+  work_ = outer_;
+  SHA256_Update(ctx_of(work_), inner.data(), inner.size());
+  digest out{};
+  SHA256_Final(out.data(), ctx_of(work_));
+  return out;
+}
+
+digest sha256(std::initializer_list<bytes_view> parts) {
+  EVP_MD_CTX* ctx = EVP_MD_CTX_new();
+  if (ctx == nullptr || EVP_DigestInit_ex(ctx, EVP_sha256(), nullptr) != 1) {
+    EVP_MD_CTX_free(ctx);
+    throw std::runtime_error("otpp transport: SHA-256 init failed");
+  }
+  for (auto p : parts)
+    if (!p.empty()) EVP_DigestUpdate(ctx, p.data(), p.size());
+  digest out{};
+  unsigned int len = 0;
+  EVP_DigestFinal_ex(ctx, out.data(), &len);
+  EVP_MD_CTX_free(ctx);
+  return out;
+}
+
+void random_bytes(std::span<std::uint8_t> out) {
+  if (out.empty()) return;
+  if (RAND_bytes(out.data(), static_cast<int>(out.size())) != 1)
+    throw std::runtime_error("otpp transport: RAND_bytes failed");
+}
+
+bool constant_time_equal(bytes_view a, bytes_view b) noexcept {
+  if (a.size() != b.size()) return false;
+  if (a.empty()) return true;
+  return CRYPTO_memcmp(a.data(), b.data(), a.size()) == 0;
+}
+
+}  // namespace otpp::transport

@@ -1,0 +1,326 @@
+#include "otpp/transport/endpoint.hpp"
+
+#include <openssl/ssl.h>
+#include <asio/connect.hpp>
+#include <asio/dispatch.hpp>
+#include <asio/ip/tcp.hpp>
+#include <asio/ip/v6_only.hpp>
+#include <asio/post.hpp>
+#include <asio/ssl/context.hpp>
+#include <asio/strand.hpp>
+
+#include <algorithm>
+
+#include "endpoint_state.hpp"
+#include "otpp/log.hpp"
+#include "otpp/transport/cookie.hpp"
+
+namespace otpp::transport {
+
+namespace detail {
+
+bool endpoint_state::add_live(const connection_ptr& c) {
+  std::lock_guard lock(mu);
+  if (closed) return false;
+  live.emplace(c.get(), c);
+  return true;
+}
+
+void endpoint_state::add_pending(const connection_ptr& c, const std::string& peer) {
+  std::lock_guard lock(mu);
+  peers[peer].pending_out.push_back(c);
+}
+
+namespace {
+void prune(std::vector<std::weak_ptr<connection>>& v, const connection* drop = nullptr) {
+  std::erase_if(v, [drop](const std::weak_ptr<connection>& w) {
+    auto p = w.lock();
+    return !p || p.get() == drop || !p->initiated_locally() || p->has_failed();
+  });
+}
+}  // namespace
+
+bool endpoint_state::decide_incoming(const connection_ptr& c, connection_ptr& victim,
+                                     std::string& why) {
+  std::lock_guard lock(mu);
+  if (closed) {
+    why = "endpoint closed";
+    return false;
+  }
+  const std::string& peer = c->peer_id();
+  auto& entry = peers[peer];
+  const bool self_lower = cfg.node_id < peer;
+  connection_ptr est = entry.established.lock();
+  // A table entry stays authoritative until its connection fails (is_open() would also be
+  // false in the instant between an outgoing connection's registration and its establish()).
+  if (est && est->has_failed()) est.reset();
+  prune(entry.pending_out);
+  if (self_lower) {
+    if (est && est->initiated_locally() && est->peer_creation() == c->peer_creation()) {
+      why = "duplicate connection: " + cfg.node_id + " < " + peer +
+            ", so our established outgoing connection wins";
+      return false;
+    }
+    if (!entry.pending_out.empty()) {
+      why = "duplicate connection: " + cfg.node_id + " < " + peer +
+            ", so our own outgoing connection (in handshake) wins";
+      return false;
+    }
+  }
+  victim = est;
+  entry.established = c;
+  return true;
+}
+
+connection_ptr endpoint_state::establish_outgoing(const connection_ptr& c) {
+  std::lock_guard lock(mu);
+  auto& entry = peers[c->peer_id()];
+  prune(entry.pending_out, c.get());
+  connection_ptr est = entry.established.lock();
+  entry.established = c;
+  if (est == c) est.reset();
+  return est;
+}
+
+void endpoint_state::remove(connection* c, const std::string& peer) {
+  std::lock_guard lock(mu);
+  live.erase(c);
+  if (peer.empty()) return;
+  auto it = peers.find(peer);
+  if (it == peers.end()) return;
+  auto& entry = it->second;
+  if (auto est = entry.established.lock(); !est || est.get() == c) entry.established.reset();
+  prune(entry.pending_out, c);
+  if (entry.established.expired() && entry.pending_out.empty()) peers.erase(it);
+}
+
+}  // namespace detail
+
+namespace {
+constexpr std::string_view insecure_secret = "otpp insecure mode: public well-known secret";
+
+std::string describe(const asio::ip::tcp::endpoint& ep) {
+  if (ep.address().is_v6())
+    return "[" + ep.address().to_string() + "]:" + std::to_string(ep.port());
+  return ep.address().to_string() + ":" + std::to_string(ep.port());
+}
+
+result<void> setup_tls(detail::endpoint_state& st) {
+  const auto& o = st.cfg.tls;
+  try {
+    auto server = std::make_unique<asio::ssl::context>(asio::ssl::context::tls_server);
+    auto client = std::make_unique<asio::ssl::context>(asio::ssl::context::tls_client);
+    for (auto* ctx : {server.get(), client.get()}) {
+      ctx->set_options(asio::ssl::context::default_workarounds | asio::ssl::context::no_sslv2 |
+                       asio::ssl::context::no_sslv3 | asio::ssl::context::no_tlsv1 |
+                       asio::ssl::context::no_tlsv1_1);
+      SSL_CTX_set_min_proto_version(ctx->native_handle(), TLS1_2_VERSION);
+      if (!o.ca_file.empty())
+        ctx->load_verify_file(o.ca_file);
+      else
+        ctx->set_default_verify_paths();
+    }
+    if (o.certificate_file.empty() || o.private_key_file.empty())
+      return failure(errc::tls_error, "TLS needs certificate_file and private_key_file");
+    server->use_certificate_chain_file(o.certificate_file);
+    server->use_private_key_file(o.private_key_file, asio::ssl::context::pem);
+    if (o.mutual) {
+      server->set_verify_mode(asio::ssl::verify_peer | asio::ssl::verify_fail_if_no_peer_cert);
+    } else {
+      server->set_verify_mode(asio::ssl::verify_none);
+    }
+    // A client presents its certificate when asked (mutual TLS on the peer).
+    client->use_certificate_chain_file(o.certificate_file);
+    client->use_private_key_file(o.private_key_file, asio::ssl::context::pem);
+    client->set_verify_mode(o.verify_peer ? asio::ssl::verify_peer : asio::ssl::verify_none);
+    if (!o.verify_peer)
+      otpp::log(log_level::warning, "transport",
+                "TLS peer verification is OFF: the server certificate is not checked");
+    st.tls_server = std::move(server);
+    st.tls_client = std::move(client);
+  } catch (const std::system_error& e) {
+    return failure(errc::tls_error, std::string("TLS setup: ") + e.what());
+  }
+  return {};
+}
+
+}  // namespace
+
+void detail::endpoint_state::accept_loop(const std::shared_ptr<endpoint_state>& st,
+                                         const std::shared_ptr<asio::ip::tcp::acceptor>& acc) {
+  acc->async_accept(asio::make_strand(st->io), [st, acc](const std::error_code& ec,
+                                                         asio::ip::tcp::socket socket) {
+    if (ec) {
+      if (ec == asio::error::operation_aborted || !acc->is_open()) return;
+      otpp::log(log_level::warning, "transport", "accept: ", ec.message());
+    } else {
+      auto c = std::make_shared<connection>(connection::passkey{}, st, std::move(socket), false);
+      if (st->add_live(c)) {
+        asio::dispatch(c->ex_, [c] { c->start(nullptr, {}); });
+      }
+    }
+    accept_loop(st, acc);
+  });
+}
+
+endpoint::endpoint(passkey, std::shared_ptr<detail::endpoint_state> state)
+    : state_(std::move(state)) {}
+
+endpoint::~endpoint() {
+  close();
+}
+
+result<std::unique_ptr<endpoint>> endpoint::create(asio::io_context& io, config cfg,
+                                                   connection_events events) {
+  if (!valid_node_id(cfg.node_id))
+    return failure(errc::invalid_argument, "transport node id must be 1-255 printable characters");
+  if (cfg.max_frame_size > 0xfffffff0u)
+    return failure(errc::invalid_argument, "max_frame_size must be below 4 GiB");
+  if (cfg.heartbeat_interval.count() > 0 && cfg.silence_timeout <= cfg.heartbeat_interval)
+    return failure(errc::invalid_argument, "silence_timeout must exceed heartbeat_interval");
+  std::string secret;
+  if (cfg.insecure) {
+    otpp::log(log_level::warning, "transport", "!!! INSECURE MODE: node ", cfg.node_id,
+              " uses a public well-known secret; anyone can connect and forge frames. "
+              "For tests only !!!");
+    secret = insecure_secret;
+  } else if (!cfg.secret.empty()) {
+    secret = cfg.secret;
+  } else {
+    const std::string path = cfg.cookie_path.empty() ? default_cookie_path() : cfg.cookie_path;
+    auto cookie = load_or_create_cookie(path);
+    if (!cookie) {
+      otpp::log(log_level::error, "transport", cookie.fail().message());
+      return cookie.fail();
+    }
+    secret = std::move(*cookie);
+  }
+  auto st = std::make_shared<detail::endpoint_state>(io, std::move(cfg), std::move(secret),
+                                                     std::move(events));
+  if (st->cfg.tls.enabled) {
+    if (auto r = setup_tls(*st); !r) return r.fail();
+  }
+  return std::make_unique<endpoint>(passkey{}, std::move(st));
+}
+
+result<asio::ip::tcp::endpoint> endpoint::listen(const asio::ip::tcp::endpoint& where) {
+  auto acc = std::make_shared<asio::ip::tcp::acceptor>(asio::make_strand(state_->io));
+  std::error_code ec;
+  acc->open(where.protocol(), ec);
+  if (!ec && where.address().is_v6()) acc->set_option(asio::ip::v6_only(true), ec);
+  if (!ec) acc->set_option(asio::ip::tcp::acceptor::reuse_address(true), ec);
+  if (!ec) acc->bind(where, ec);
+  if (!ec) acc->listen(asio::socket_base::max_listen_connections, ec);
+  if (ec) return failure(ec, "listen on " + describe(where));
+  auto bound = acc->local_endpoint(ec);
+  if (ec) return failure(ec, "listen on " + describe(where));
+  {
+    std::lock_guard lock(state_->mu);
+    if (state_->closed) return failure(errc::connection_closed, "endpoint closed");
+    state_->acceptors.push_back(acc);
+  }
+  asio::dispatch(acc->get_executor(),
+                 [st = state_, acc] { detail::endpoint_state::accept_loop(st, acc); });
+  return bound;
+}
+
+void detail::endpoint_state::connect(const std::shared_ptr<endpoint_state>& st,
+                                     const asio::ip::tcp::endpoint& remote, connect_handler handler,
+                                     std::string expected_peer) {
+  auto c = std::make_shared<connection>(connection::passkey{}, st,
+                                        asio::ip::tcp::socket(asio::make_strand(st->io)), true);
+  if (!st->add_live(c)) {
+    asio::post(c->ex_, [h = std::move(handler)] {
+      h(failure(errc::connection_closed, "endpoint closed"));
+    });
+    return;
+  }
+  if (!expected_peer.empty()) st->add_pending(c, expected_peer);
+  asio::dispatch(c->ex_, [c, remote, h = std::move(handler),
+                          peer = std::move(expected_peer)]() mutable {
+    c->connect_handler_ = std::move(h);
+    c->expected_peer_ = peer;
+    c->peer_id_ = peer;  // for the table; checked against the authenticated id
+    c->remote_ = describe(remote);
+    c->arm_handshake_timer();
+    c->socket_.async_connect(remote, [c](const std::error_code& ec) {
+      if (c->phase_ == connection::phase::closed) return;
+      if (ec) {
+        c->fail(failure(errc::connection_closed, "connect to " + c->remote_ + ": " + ec.message()));
+        return;
+      }
+      auto h2 = std::move(c->connect_handler_);
+      c->connect_handler_ = nullptr;
+      c->start(std::move(h2), c->expected_peer_);
+    });
+  });
+}
+
+void endpoint::connect(const asio::ip::tcp::endpoint& remote, connect_handler handler,
+                       std::string expected_peer) {
+  detail::endpoint_state::connect(state_, remote, std::move(handler), std::move(expected_peer));
+}
+
+void endpoint::connect(std::string host, std::uint16_t port, connect_handler handler,
+                       std::string expected_peer) {
+  std::error_code ec;
+  auto addr = asio::ip::make_address(host, ec);
+  if (!ec) {
+    connect(asio::ip::tcp::endpoint(addr, port), std::move(handler), std::move(expected_peer));
+    return;
+  }
+  auto resolver = std::make_shared<asio::ip::tcp::resolver>(state_->io);
+  resolver->async_resolve(
+      host, std::to_string(port),
+      [st = state_, resolver, host, h = std::move(handler), peer = std::move(expected_peer)](
+          const std::error_code& rec, asio::ip::tcp::resolver::results_type results) mutable {
+        if (rec || results.empty()) {
+          h(failure(errc::nodedown, "resolve " + host + ": " + rec.message()));
+          return;
+        }
+        detail::endpoint_state::connect(st, results.begin()->endpoint(), std::move(h),
+                                        std::move(peer));
+      });
+}
+
+connection_ptr endpoint::find(std::string_view peer_id) const {
+  std::lock_guard lock(state_->mu);
+  auto it = state_->peers.find(std::string(peer_id));
+  if (it == state_->peers.end()) return nullptr;
+  auto c = it->second.established.lock();
+  return c && c->is_open() ? c : nullptr;
+}
+
+std::vector<connection_ptr> endpoint::connections() const {
+  std::vector<connection_ptr> out;
+  std::lock_guard lock(state_->mu);
+  for (auto& [_, entry] : state_->peers)
+    if (auto c = entry.established.lock(); c && c->is_open()) out.push_back(std::move(c));
+  return out;
+}
+
+void endpoint::close() {
+  if (!state_) return;
+  std::vector<std::shared_ptr<asio::ip::tcp::acceptor>> accs;
+  std::vector<connection_ptr> conns;
+  {
+    std::lock_guard lock(state_->mu);
+    if (state_->closed) return;
+    state_->closed = true;
+    accs.swap(state_->acceptors);
+    for (auto& [_, w] : state_->live)
+      if (auto c = w.lock()) conns.push_back(std::move(c));
+  }
+  for (auto& acc : accs)
+    asio::dispatch(acc->get_executor(), [acc] {
+      std::error_code ec;
+      acc->close(ec);
+    });
+  for (auto& c : conns) c->abort(failure(errc::connection_closed, "endpoint closed"));
+}
+
+const config& endpoint::local_config() const {
+  return state_->cfg;
+}
+
+}  // namespace otpp::transport

@@ -1,0 +1,62 @@
+// Internal: state shared by an endpoint and its connections (kept alive by both).
+#pragma once
+
+// A standard header first: Asio 1.22 decides between aligned_alloc/free and operator
+// new/delete from a libstdc++ macro, so every translation unit must see <cstddef> before
+// any Asio header or the choice differs between TUs (alloc-dealloc mismatch under ASan).
+#include <cstddef>
+
+#include <asio/ip/tcp.hpp>
+#include <asio/ssl/context.hpp>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "otpp/transport/config.hpp"
+#include "otpp/transport/connection.hpp"
+#include "otpp/transport/endpoint.hpp"
+
+namespace otpp::transport::detail {
+
+struct endpoint_state {
+  asio::io_context& io;
+  config cfg;
+  std::string secret;
+  connection_events events;
+  std::unique_ptr<asio::ssl::context> tls_client, tls_server;
+
+  endpoint_state(asio::io_context& i, config c, std::string s, connection_events e)
+      : io(i), cfg(std::move(c)), secret(std::move(s)), events(std::move(e)) {}
+
+  bytes_view secret_bytes() const { return as_bytes(secret); }
+
+  // Connection table (see endpoint.hpp for the rule).
+  struct peer_entry {
+    std::weak_ptr<connection> established;
+    std::vector<std::weak_ptr<connection>> pending_out;  // our outgoing, peer id known
+  };
+  mutable std::mutex mu;
+  bool closed = false;
+  std::unordered_map<std::string, peer_entry> peers;
+  std::unordered_map<connection*, std::weak_ptr<connection>> live;
+  std::vector<std::shared_ptr<asio::ip::tcp::acceptor>> acceptors;
+
+  // Returns false if the endpoint is closed.
+  bool add_live(const connection_ptr& c);
+  void add_pending(const connection_ptr& c, const std::string& peer);
+  // Acceptor side: may `c` (authenticated, inbound) be established? Fills `victim` with a
+  // connection it replaces.
+  bool decide_incoming(const connection_ptr& c, connection_ptr& victim, std::string& why);
+  // Initiator side: the acceptor said yes; `c` replaces any previous connection to the peer.
+  connection_ptr establish_outgoing(const connection_ptr& c);
+  void remove(connection* c, const std::string& peer);
+  static void connect(const std::shared_ptr<endpoint_state>& st,
+                      const asio::ip::tcp::endpoint& remote, connect_handler handler,
+                      std::string expected_peer);
+  static void accept_loop(const std::shared_ptr<endpoint_state>& st,
+                          const std::shared_ptr<asio::ip::tcp::acceptor>& acc);
+};
+
+}  // namespace otpp::transport::detail
