@@ -36,14 +36,7 @@ class inbox {
     if (h == nullptr || h == blocked_tag() || h == closed_tag()) return nullptr;
     h = head_.exchange(nullptr, std::memory_order_acquire);
     if (h == nullptr || h == blocked_tag() || h == closed_tag()) return nullptr;
-    envelope* fifo = nullptr;
-    while (h) {
-      envelope* n = h->next;
-      h->next = fifo;
-      fifo = h;
-      h = n;
-    }
-    return fifo;
+    return reverse(h);
   }
 
   // The reader goes idle; fails if something arrived meanwhile (then take_all and go on).
@@ -56,6 +49,14 @@ class inbox {
   envelope* close() noexcept {
     envelope* h = head_.exchange(closed_tag(), std::memory_order_acq_rel);
     if (h == blocked_tag() || h == closed_tag()) return nullptr;
+    return reverse(h);
+  }
+
+  bool closed() const noexcept { return head_.load(std::memory_order_acquire) == closed_tag(); }
+
+ private:
+  // The stack is newest first; consumers want oldest first.
+  static envelope* reverse(envelope* h) noexcept {
     envelope* fifo = nullptr;
     while (h) {
       envelope* n = h->next;
@@ -65,10 +66,6 @@ class inbox {
     }
     return fifo;
   }
-
-  bool closed() const noexcept { return head_.load(std::memory_order_acquire) == closed_tag(); }
-
- private:
   static envelope* blocked_tag() noexcept { return reinterpret_cast<envelope*>(std::uintptr_t{1}); }
   static envelope* closed_tag() noexcept { return reinterpret_cast<envelope*>(std::uintptr_t{2}); }
   std::atomic<envelope*> head_{nullptr};
