@@ -477,3 +477,43 @@ TEST_F(RuntimeTest, KillOvertakesAQueuedStop) {
 }
 
 }  // namespace
+
+namespace {
+
+struct quit {
+  static constexpr std::string_view tag = "quit";
+  std::string reason;
+  MSGPACK_DEFINE_MAP(reason)
+};
+class quitter : public otpp::gen_server<quitter> {
+ public:
+  explicit quitter(std::shared_ptr<recorder> r) : rec_(std::move(r)) {}
+  static void define_handlers(otpp::handlers<quitter>& h) {
+    h.cast<quit>([](quitter& self, quit q) {
+      self.stop(otpp::exit_reason(q.reason));
+      self.rec_->add("handler-returned");
+    });
+    h.cast<note>([](quitter& self, note n) { self.rec_->add(n.text); });
+  }
+  void terminate(const otpp::exit_reason& r) { rec_->add("terminate:" + r.text()); }
+
+ private:
+  std::shared_ptr<recorder> rec_;
+};
+
+TEST_F(RuntimeTest, StopFromHandlerRunsTerminateWithReasonAndDropsTheRest) {
+  for (std::string reason : {"normal", "shutdown", "custom"}) {
+    auto rec = std::make_shared<recorder>();
+    auto q = *node.spawn<quitter>(rec);
+    std::promise<std::string> seen;
+    node.watch_process(q, [&](const otpp::exit_reason& r) { seen.set_value(r.text()); });
+    ASSERT_TRUE(otpp::cast(node, q, quit{reason}));
+    (void)otpp::cast(node, q, note{"after-stop"});  // may be queued or refused: never handled
+    auto f = seen.get_future();
+    EXPECT_EQ(get(f), reason);
+    EXPECT_EQ(rec->events(), (std::vector<std::string>{"handler-returned", "terminate:" + reason}));
+    EXPECT_EQ(otpp::cast(node, q, note{"late"}).error(), otpp::errc::noproc);
+  }
+}
+
+}  // namespace
