@@ -1,11 +1,16 @@
-// Fuzz target: the frame decoder (length check, MAC check, plain handshake frames).
+// Fuzz target: the record decoder (length check, MAC check, frame parsing inside an
+// authenticated record), the outgoing record batch, and plain handshake frames.
 //
 // Input byte 0 picks a mode:
-//   even: the rest is an untrusted byte stream fed to a frame_opener and to the plain frame
-//         decoder in chunks (sizes taken from byte 1); must never crash or over-read.
-//   odd:  the rest is a list of frames (kind, len, payload) sealed with a known key; one byte
-//         of the sealed stream is optionally corrupted; the opener must return exactly the
-//         sealed frames, or reject the stream at or before the corrupted frame.
+//   even: the rest is an untrusted byte stream fed to a record_opener and to the plain frame
+//         decoder in chunks (sizes taken from byte 1); must never crash or over-read. Some
+//         of the stream is also sealed as record bodies with the right key, so the frame
+//         parser behind the MAC check sees arbitrary (authentic) bodies too.
+//   odd:  the rest is a list of frames (kind, len, payload) grouped into records (byte 2
+//         sets the frames per record, 0: one record_batch) and sealed with a known key; one
+//         byte of the sealed stream is optionally corrupted; the opener must return exactly
+//         the sealed frames, or reject the stream at or before the corrupted record.
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
@@ -26,9 +31,21 @@ const session_key& test_key() {
   return k;
 }
 
+void check_body(bytes_view body, std::size_t max_payload) {
+  // A body handed out by the opener parses completely into frames within the limit.
+  std::size_t total = 0;
+  frame_view f;
+  for (frame_reader r(body); r.next(f);) {
+    if (f.payload.size() > max_payload) std::abort();
+    total += header_size + f.payload.size();
+  }
+  if (total != body.size()) std::abort();
+}
+
 void decode_stream(const std::uint8_t* data, std::size_t size) {
   const std::size_t chunk = size > 0 ? (data[0] % 64) + 1 : 1;
-  frame_opener opener(test_key(), direction::initiator_to_acceptor, 4096);
+  constexpr std::size_t limit = 4096;
+  record_opener opener(test_key(), direction::initiator_to_acceptor, limit);
   std::vector<std::uint8_t> buf;
   std::size_t fed = 0;
   bool dead = false;
@@ -42,10 +59,26 @@ void decode_stream(const std::uint8_t* data, std::size_t size) {
         dead = true;
         break;
       }
-      if (!step.consumed) break;
-      if (step.frame.payload.size() + header_size + mac_size != step.consumed) std::abort();
+      if (!step.consumed) {
+        if (step.needed <= buf.size()) std::abort();
+        break;
+      }
+      if (step.body.size() + record_overhead != step.consumed) std::abort();
+      check_body(step.body, limit);
       buf.erase(buf.begin(), buf.begin() + static_cast<std::ptrdiff_t>(step.consumed));
     }
+  }
+  // The input as the body of an authentic record: the parser behind the MAC check.
+  if (size > 0) {
+    record_sealer sealer(test_key(), direction::acceptor_to_initiator);
+    record_opener authentic(test_key(), direction::acceptor_to_initiator, 255);
+    std::vector<std::uint8_t> rec(record_overhead + size);
+    std::memcpy(rec.data() + record_header_size, data, size);
+    sealer.seal_in_place(rec.data(), size);
+    auto step = authentic.open(rec);
+    if (step.error == std::error_code() && step.consumed != rec.size()) std::abort();
+    if (step.consumed) check_body(step.body, 255);
+    if (authentic.next_sequence() != 1) std::abort();  // the MAC always passes here
   }
   // The plain (handshake) decoder on the whole input.
   std::size_t off = 0;
@@ -58,10 +91,11 @@ void decode_stream(const std::uint8_t* data, std::size_t size) {
 }
 
 void round_trip(const std::uint8_t* data, std::size_t size) {
-  if (size < 2) return;
+  if (size < 3) return;
   const std::size_t corrupt_at = static_cast<std::size_t>(data[0]) * 7 + data[1];
-  data += 2;
-  size -= 2;
+  const std::size_t per_record = data[2] % 8;  // 0: everything in one record_batch
+  data += 3;
+  size -= 3;
   struct item {
     std::uint8_t kind;
     std::vector<std::uint8_t> payload;
@@ -74,35 +108,54 @@ void round_trip(const std::uint8_t* data, std::size_t size) {
     items.push_back({k, {data + off + 2, data + off + 2 + len}});
     off += 2 + len;
   }
-  frame_sealer sealer(test_key(), direction::acceptor_to_initiator);
+  if (items.empty()) return;
+  record_sealer sealer(test_key(), direction::acceptor_to_initiator);
   std::vector<std::uint8_t> wire;
-  std::vector<std::size_t> ends;
-  for (auto& it : items) {
-    sealer.seal(it.kind, it.payload, wire);
+  std::vector<std::size_t> ends;        // end offset of each record
+  std::vector<std::size_t> first_item;  // index of each record's first item
+  if (per_record == 0) {
+    record_batch batch;
+    for (auto& it : items) batch.add_frame(it.kind, it.payload);
+    batch.seal(sealer);
+    if (batch.records() != 1) std::abort();  // far below record_body_target
+    wire.assign(batch.data(), batch.data() + batch.size());
     ends.push_back(wire.size());
+    first_item.push_back(0);
+  } else {
+    for (std::size_t i = 0; i < items.size(); i += per_record) {
+      std::vector<frame_view> fs;
+      for (std::size_t j = i; j < std::min(items.size(), i + per_record); ++j)
+        fs.push_back({items[j].kind, items[j].payload});
+      sealer.seal(fs, wire);
+      ends.push_back(wire.size());
+      first_item.push_back(i);
+    }
   }
   const bool corrupt = corrupt_at < wire.size();
   if (corrupt) wire[corrupt_at] ^= 0x20;
-  frame_opener opener(test_key(), direction::acceptor_to_initiator, 255);
-  std::size_t pos = 0, i = 0;
+  record_opener opener(test_key(), direction::acceptor_to_initiator, 255);
+  std::size_t pos = 0, r = 0, i = 0;
   while (pos < wire.size()) {
     auto step = opener.open({wire.data() + pos, wire.size() - pos});
     if (step.error || !step.consumed) {
-      // Only a corrupted stream may fail, and only at the corrupted frame.
-      if (!corrupt || corrupt_at >= ends[i]) std::abort();
+      // Only a corrupted stream may fail, and only at the corrupted record.
+      if (!corrupt || corrupt_at >= ends[r]) std::abort();
       return;
     }
     if (corrupt && corrupt_at < pos + step.consumed) std::abort();  // forgery accepted
-    if (i >= items.size() || step.frame.kind != items[i].kind ||
-        step.frame.payload.size() != items[i].payload.size() ||
-        (!items[i].payload.empty() &&
-         std::memcmp(step.frame.payload.data(), items[i].payload.data(), items[i].payload.size()) !=
-             0))
-      std::abort();
+    if (i != first_item[r]) std::abort();
+    frame_view f;
+    for (frame_reader rd(step.body); rd.next(f); ++i) {
+      if (i >= items.size() || f.kind != items[i].kind ||
+          f.payload.size() != items[i].payload.size() ||
+          (!items[i].payload.empty() &&
+           std::memcmp(f.payload.data(), items[i].payload.data(), items[i].payload.size()) != 0))
+        std::abort();
+    }
     pos += step.consumed;
-    ++i;
+    ++r;
   }
-  if (i != items.size()) std::abort();
+  if (i != items.size() || r != ends.size()) std::abort();
 }
 }  // namespace
 

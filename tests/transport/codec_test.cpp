@@ -48,32 +48,66 @@ TEST(Hmac, ReinitialisedContextMatchesOneShot) {
   EXPECT_TRUE(std::equal(expect, expect + 4, d.begin()));
 }
 
-TEST(Frame, SealOpenRoundTripSizes) {
-  frame_sealer s(key_of(1), direction::initiator_to_acceptor);
-  frame_opener o(key_of(1), direction::initiator_to_acceptor, 70000);
+std::vector<frame_view> frames_of(bytes_view body) {
+  std::vector<frame_view> out;
+  frame_view f;
+  for (frame_reader r(body); r.next(f);) out.push_back(f);
+  return out;
+}
+
+TEST(Record, SealOpenRoundTripSizes) {
+  record_sealer s(key_of(1), direction::initiator_to_acceptor);
+  record_opener o(key_of(1), direction::initiator_to_acceptor, 70000);
   for (std::size_t n : {0u, 1u, 2u, 64u, 65536u, 70000u}) {
     std::vector<std::uint8_t> wire;
     const auto p = bytes(n);
     s.seal(0x20, p, wire);
-    ASSERT_EQ(wire.size(), frame_sealer::sealed_size(n));
+    ASSERT_EQ(wire.size(), record_sealer::sealed_size(n));
     auto step = o.open(wire);
     ASSERT_FALSE(step.error) << n;
     ASSERT_EQ(step.consumed, wire.size());
-    EXPECT_EQ(step.frame.kind, 0x20);
-    EXPECT_TRUE(
-        std::equal(p.begin(), p.end(), step.frame.payload.begin(), step.frame.payload.end()));
+    const auto fs = frames_of(step.body);
+    ASSERT_EQ(fs.size(), 1u);
+    EXPECT_EQ(fs[0].kind, 0x20);
+    EXPECT_TRUE(std::equal(p.begin(), p.end(), fs[0].payload.begin(), fs[0].payload.end()));
+  }
+  EXPECT_EQ(s.next_sequence(), 6u);
+  EXPECT_EQ(o.next_sequence(), 6u);
+}
+
+TEST(Record, SeveralFramesInOneRecord) {
+  record_sealer s(key_of(1), direction::acceptor_to_initiator);
+  record_opener o(key_of(1), direction::acceptor_to_initiator, 1000);
+  const auto a = bytes(0), b = bytes(1), c = bytes(1000);
+  const frame_view in[] = {{0x11, a}, {0x12, b}, {0x13, c}, {0x14, a}};
+  std::vector<std::uint8_t> wire;
+  s.seal(in, wire);
+  EXPECT_EQ(wire.size(), record_overhead + 4 * header_size + 1001);
+  auto step = o.open(wire);
+  ASSERT_FALSE(step.error);
+  ASSERT_EQ(step.consumed, wire.size());
+  const auto fs = frames_of(step.body);
+  ASSERT_EQ(fs.size(), 4u);
+  for (std::size_t i = 0; i < 4; ++i) {
+    EXPECT_EQ(fs[i].kind, in[i].kind);
+    EXPECT_TRUE(std::equal(in[i].payload.begin(), in[i].payload.end(), fs[i].payload.begin(),
+                           fs[i].payload.end()));
   }
 }
 
-TEST(Frame, EveryByteBoundaryNeedsMoreThenDecodes) {
-  frame_sealer s(key_of(2), direction::acceptor_to_initiator);
+TEST(Record, EveryByteBoundaryNeedsMoreThenDecodes) {
+  record_sealer s(key_of(2), direction::acceptor_to_initiator);
   std::vector<std::uint8_t> wire;
+  const auto p1 = bytes(1), p300 = bytes(300);
   s.seal(0x11, bytes(0), wire);
-  s.seal(0x12, bytes(1), wire);
-  s.seal(0x13, bytes(300), wire);
-  // Feed every prefix of the stream: frames appear exactly when complete.
+  const frame_view two[] = {{0x12, p1}, {0x13, p300}};
+  s.seal(two, wire);
+  s.seal(0x14, p1, wire);
+  const std::size_t r0 = record_sealer::sealed_size(0);
+  const std::size_t r1 = r0 + record_overhead + 2 * header_size + 301;
+  // Feed every prefix of the stream: records appear exactly when complete.
   for (std::size_t cut = 0; cut <= wire.size(); ++cut) {
-    frame_opener o(key_of(2), direction::acceptor_to_initiator, 1000);
+    record_opener o(key_of(2), direction::acceptor_to_initiator, 1000);
     std::size_t off = 0;
     int got = 0;
     for (;;) {
@@ -86,57 +120,159 @@ TEST(Frame, EveryByteBoundaryNeedsMoreThenDecodes) {
       off += step.consumed;
       ++got;
     }
-    const int complete = cut >= wire.size() ? 3 : cut >= 21 + 22 ? 2 : cut >= 21 ? 1 : 0;
+    const int complete = cut >= wire.size() ? 3 : cut >= r1 ? 2 : cut >= r0 ? 1 : 0;
     EXPECT_EQ(got, complete) << "cut " << cut;
   }
 }
 
-TEST(Frame, OversizeAndZeroLengthRejectedFromHeader) {
-  frame_opener o(key_of(3), direction::initiator_to_acceptor, 100);
-  std::uint8_t hdr[5] = {0, 0, 0, 102, 0x20};  // 101 bytes of payload
+TEST(Record, OversizeAndZeroLengthRejectedFromHeader) {
+  record_opener o(key_of(3), direction::initiator_to_acceptor, 100);
+  // The bound is the larger of the batching target and one maximal frame.
+  EXPECT_EQ(max_record_body(100), record_body_target);
+  EXPECT_EQ(max_record_body(1u << 20), header_size + (1u << 20));
+  std::uint8_t hdr[4];
+  put_u32(hdr, static_cast<std::uint32_t>(record_body_target + 1));
   EXPECT_EQ(o.open(hdr).error, make_error_code(errc::frame_too_large));
   std::uint8_t huge[4] = {0xff, 0xff, 0xff, 0xff};
   EXPECT_EQ(o.open(huge).error, make_error_code(errc::frame_too_large));
-  std::uint8_t zero[5] = {0, 0, 0, 0, 0};
+  std::uint8_t zero[4] = {0, 0, 0, 0};
   EXPECT_EQ(o.open(zero).error, make_error_code(errc::malformed_frame));
-  std::uint8_t exact[5] = {0, 0, 0, 101, 0x20};  // 100 bytes: allowed, needs more
-  auto step = o.open(exact);
+  put_u32(hdr, static_cast<std::uint32_t>(record_body_target));  // allowed, needs more
+  auto step = o.open(hdr);
   EXPECT_FALSE(step.error);
-  EXPECT_EQ(step.needed, 4u + 101u + mac_size);
+  EXPECT_EQ(step.needed, record_body_target + record_overhead);
 }
 
-TEST(Frame, ReplayReorderBitFlipReflectionWrongKeyRejected) {
-  frame_sealer s(key_of(4), direction::initiator_to_acceptor);
+TEST(Record, MalformedOrOversizeFramesInsideAuthenticRecord) {
+  struct bad_case {
+    std::vector<std::uint8_t> body;
+    errc expect;
+  };
+  const std::vector<bad_case> cases = {
+      {{0, 0, 0, 2, 0x20}, errc::malformed_frame},              // frame runs past the end
+      {{0, 0, 0, 1, 0x20, 0, 0, 0, 0}, errc::malformed_frame},  // zero frame length
+      {{0, 0, 0, 1, 0x20, 0}, errc::malformed_frame},           // trailing byte
+      {{0, 0, 0}, errc::malformed_frame},                       // truncated frame header
+      {{0, 0, 0, 102, 0x20}, errc::frame_too_large},            // 101 bytes of payload
+  };
+  for (const auto& c : cases) {
+    record_sealer s(key_of(3), direction::initiator_to_acceptor);
+    record_opener o(key_of(3), direction::initiator_to_acceptor, 100);
+    std::vector<std::uint8_t> rec(record_overhead + c.body.size());
+    std::copy(c.body.begin(), c.body.end(), rec.begin() + record_header_size);
+    s.seal_in_place(rec.data(), c.body.size());
+    auto step = o.open(rec);
+    EXPECT_EQ(step.error, make_error_code(c.expect));
+    EXPECT_EQ(step.consumed, 0u);
+    EXPECT_EQ(o.next_sequence(), 1u);  // the MAC was checked (and passed) first
+  }
+}
+
+TEST(Record, ReplayReorderBitFlipReflectionWrongKeyRejected) {
+  record_sealer s(key_of(4), direction::initiator_to_acceptor);
   std::vector<std::uint8_t> f0, f1;
-  s.seal(0x20, bytes(10, 1), f0);
-  s.seal(0x20, bytes(10, 2), f1);
+  const auto p1 = bytes(10, 1), p2 = bytes(10, 2);
+  const frame_view two[] = {{0x20, p1}, {0x21, p2}};
+  s.seal(two, f0);
+  s.seal(0x20, p2, f1);
   {  // replay
-    frame_opener o(key_of(4), direction::initiator_to_acceptor, 100);
+    record_opener o(key_of(4), direction::initiator_to_acceptor, 100);
     ASSERT_FALSE(o.open(f0).error);
     EXPECT_EQ(o.open(f0).error, make_error_code(errc::bad_mac));
   }
   {  // reorder
-    frame_opener o(key_of(4), direction::initiator_to_acceptor, 100);
+    record_opener o(key_of(4), direction::initiator_to_acceptor, 100);
     EXPECT_EQ(o.open(f1).error, make_error_code(errc::bad_mac));
   }
-  {  // every single bit flipped, in header, payload and tag
+  {  // every single bit flipped, in the record header, frame headers, payloads and tag
     for (std::size_t bit = 0; bit < f0.size() * 8; ++bit) {
       auto bad = f0;
       bad[bit / 8] ^= static_cast<std::uint8_t>(1u << (bit % 8));
-      frame_opener o(key_of(4), direction::initiator_to_acceptor, 100);
+      record_opener o(key_of(4), direction::initiator_to_acceptor, 100);
       auto step = o.open(bad);
-      // A flipped length bit may also make the frame too large, or merely incomplete.
+      // A flipped record length bit may also make the record too large, or incomplete.
       EXPECT_TRUE(step.error || step.consumed == 0) << "bit " << bit;
+      if (bit >= 32) {
+        EXPECT_EQ(step.error, make_error_code(errc::bad_mac)) << "bit " << bit;
+      }
     }
   }
   {  // reflection: same key, other direction
-    frame_opener o(key_of(4), direction::acceptor_to_initiator, 100);
+    record_opener o(key_of(4), direction::acceptor_to_initiator, 100);
     EXPECT_EQ(o.open(f0).error, make_error_code(errc::bad_mac));
   }
   {  // wrong key
-    frame_opener o(key_of(5), direction::initiator_to_acceptor, 100);
+    record_opener o(key_of(5), direction::initiator_to_acceptor, 100);
     EXPECT_EQ(o.open(f0).error, make_error_code(errc::bad_mac));
   }
+  {  // a record cut short and re-labelled with a smaller length
+    auto cut = f0;
+    put_u32(cut.data(), static_cast<std::uint32_t>(header_size + p1.size()));
+    record_opener o(key_of(4), direction::initiator_to_acceptor, 100);
+    EXPECT_EQ(o.open(cut).error, make_error_code(errc::bad_mac));
+  }
+}
+
+TEST(Record, BatchGroupsFramesIntoRecordsAndSealsInPlace) {
+  record_batch batch;
+  std::vector<std::vector<std::uint8_t>> sent;
+  std::vector<std::uint8_t> kinds;
+  // Plain frame first (as the acceptor's ACCEPT), then many small frames, one frame larger
+  // than the batching target, then small ones again.
+  batch.add_plain_frame(kind::accept, bytes(7));
+  for (int i = 0; i < 3000; ++i) {
+    sent.push_back(bytes(100 + static_cast<std::size_t>(i % 50), static_cast<std::uint8_t>(i)));
+    kinds.push_back(static_cast<std::uint8_t>(0x20 + i % 7));
+  }
+  sent.push_back(bytes(record_body_target + 10, 9));
+  kinds.push_back(0x30);
+  for (int i = 0; i < 10; ++i) {
+    sent.push_back(bytes(static_cast<std::size_t>(i)));
+    kinds.push_back(0x31);
+  }
+  for (std::size_t i = 0; i < sent.size(); ++i) batch.add_frame(kinds[i], sent[i]);
+  record_sealer s(key_of(6), direction::initiator_to_acceptor);
+  batch.seal(s);
+  EXPECT_EQ(s.next_sequence(), batch.records());
+  EXPECT_GE(batch.records(), 3u);
+
+  bytes_view wire(batch.data(), batch.size());
+  auto plain = decode_plain_frame(wire);
+  ASSERT_TRUE(plain.consumed);
+  EXPECT_EQ(plain.frame.kind, kind::accept);
+  wire = wire.subspan(plain.consumed);
+  record_opener o(key_of(6), direction::initiator_to_acceptor, record_body_target + 10);
+  std::size_t i = 0, records = 0;
+  while (!wire.empty()) {
+    auto step = o.open(wire);
+    ASSERT_FALSE(step.error);
+    ASSERT_TRUE(step.consumed);
+    EXPECT_LE(step.body.size(), max_record_body(record_body_target + 10));
+    // Only a record holding one big frame exceeds the target.
+    const auto fs = frames_of(step.body);
+    if (step.body.size() > record_body_target) {
+      EXPECT_EQ(fs.size(), 1u);
+    }
+    for (const auto& f : fs) {
+      ASSERT_LT(i, sent.size());
+      EXPECT_EQ(f.kind, kinds[i]);
+      EXPECT_TRUE(std::equal(sent[i].begin(), sent[i].end(), f.payload.begin(), f.payload.end()));
+      ++i;
+    }
+    wire = wire.subspan(step.consumed);
+    ++records;
+  }
+  EXPECT_EQ(i, sent.size());
+  EXPECT_EQ(records, batch.records());
+
+  // Cleared and reused: a fresh batch, sequence numbers continue.
+  batch.clear();
+  EXPECT_TRUE(batch.empty());
+  batch.add_frame(0x20, bytes(3));
+  batch.seal(s);
+  auto step = o.open(bytes_view(batch.data(), batch.size()));
+  ASSERT_FALSE(step.error);
+  EXPECT_EQ(step.consumed, batch.size());
 }
 
 TEST(Handshake, MessagesRoundTrip) {

@@ -207,7 +207,7 @@ TEST(Endpoint, QueueBoundReportsOverload) {
     }
   }
   EXPECT_TRUE(overloaded);
-  EXPECT_LE(conn->queued_bytes(), cfg.max_queue_bytes + frame_sealer::sealed_size(1024));
+  EXPECT_LE(conn->queued_bytes(), cfg.max_queue_bytes + record_batch::cost(1024));
   conn.reset();
   (*ep)->close();
   run.stop();

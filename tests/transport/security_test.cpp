@@ -138,11 +138,13 @@ TEST(Security, ReorderedFramesRejected) {
 }
 
 TEST(Security, BitFlippedFrameRejected) {
-  for (std::size_t pos : {std::size_t{4}, std::size_t{6}, std::size_t{9}, std::size_t{12}}) {
+  // Record length (a shorter record), frame length, kind, payload, payload end, MAC.
+  for (std::size_t pos : {std::size_t{3}, std::size_t{7}, std::size_t{8}, std::size_t{10},
+                          std::size_t{12}, std::size_t{16}}) {
     server_fixture f;
     auto raw = f.authenticated_raw();
     auto fr = raw.seal(0x20, payload);
-    fr[pos] ^= 0x01;  // kind, payload, payload end, MAC
+    fr[pos] ^= 0x01;
     ASSERT_TRUE(raw.write_all(fr));
     EXPECT_EQ(f.wait_down().code, make_error_code(errc::bad_mac)) << pos;
     EXPECT_EQ(f.frames(), 0u);
@@ -157,8 +159,8 @@ TEST(Security, ReflectedFrameRejected) {
   ASSERT_TRUE(conn->send(0x20, payload));
   auto got = raw.read_sealed();
   ASSERT_TRUE(got);
-  // Send the server's own frame (sequence 0 or a heartbeat's) back to it.
-  ASSERT_TRUE(raw.write_all(raw.last_raw_frame()));
+  // Send the server's own record (sequence 0) back to it.
+  ASSERT_TRUE(raw.write_all(raw.last_raw_record()));
   EXPECT_EQ(f.wait_down().code, make_error_code(errc::bad_mac));
   EXPECT_EQ(f.frames(), 0u);
 }
@@ -166,20 +168,88 @@ TEST(Security, ReflectedFrameRejected) {
 TEST(Security, InjectedUnauthenticatedFrameRejected) {
   server_fixture f;
   auto raw = f.authenticated_raw();
-  std::vector<std::uint8_t> fr;
+  std::vector<std::uint8_t> fr(record_header_size);
   append_plain_frame(0x20, payload, fr);
-  fr.resize(fr.size() + mac_size, 0);  // a frame with a made-up tag
+  put_u32(fr.data(), static_cast<std::uint32_t>(fr.size() - record_header_size));
+  fr.resize(fr.size() + mac_size, 0);  // a record with a made-up tag
   ASSERT_TRUE(raw.write_all(fr));
   EXPECT_EQ(f.wait_down().code, make_error_code(errc::bad_mac));
+  EXPECT_EQ(f.frames(), 0u);
+}
+
+TEST(Security, RecordOfSeveralFramesDeliveredInOrderAndReplayRejected) {
+  server_fixture f;
+  auto raw = f.authenticated_raw();
+  const std::uint8_t p1[] = {0x01}, p2[] = {0x02};
+  const frame_view frames[] = {{0x20, payload}, {0x21, {}}, {0x22, p1}, {0x23, p2}};
+  const auto rec = raw.seal_record(frames);
+  ASSERT_TRUE(raw.write_all(rec));
+  ASSERT_TRUE(f.ev.wait([](recorder& r) { return r.frames.size() == 4; }));
+  const auto got = f.ev.locked_frames();
+  for (std::size_t i = 0; i < 4; ++i) {
+    EXPECT_EQ(got[i].kind, frames[i].kind);
+    EXPECT_TRUE(std::equal(got[i].payload.begin(), got[i].payload.end(), frames[i].payload.begin(),
+                           frames[i].payload.end()));
+  }
+  ASSERT_TRUE(raw.write_all(rec));  // the same record again
+  EXPECT_EQ(f.wait_down().code, make_error_code(errc::bad_mac));
+  EXPECT_EQ(f.frames(), 4u);
+}
+
+TEST(Security, MalformedFrameInsideAuthenticRecordDeliversNothing) {
+  // Bodies that carry a valid MAC but do not parse as frames: a frame running past the end
+  // of the record, a zero frame length, a truncated frame header, trailing bytes.
+  std::vector<std::vector<std::uint8_t>> bodies;
+  {
+    std::vector<std::uint8_t> b;
+    append_plain_frame(0x20, payload, b);
+    b.push_back(0);
+    b.push_back(0);
+    b.push_back(0);
+    b.push_back(9);  // next frame claims 9 bytes
+    b.push_back(0x20);
+    bodies.push_back(b);
+  }
+  {
+    std::vector<std::uint8_t> b;
+    append_plain_frame(0x20, payload, b);
+    b.insert(b.end(), {0, 0, 0, 0});
+    bodies.push_back(b);
+  }
+  bodies.push_back({0, 0, 0});
+  {
+    std::vector<std::uint8_t> b;
+    append_plain_frame(0x20, payload, b);
+    b.push_back(0x20);
+    bodies.push_back(b);
+  }
+  for (const auto& body : bodies) {
+    server_fixture f;
+    auto raw = f.authenticated_raw();
+    ASSERT_TRUE(raw.write_all(raw.seal_raw_body(body)));
+    EXPECT_EQ(f.wait_down().code, make_error_code(errc::malformed_frame));
+    EXPECT_EQ(f.frames(), 0u);
+  }
+}
+
+TEST(Security, OversizeFrameInsideRecordRejected) {
+  auto cfg = test_config("server");
+  cfg.max_frame_size = 16;
+  server_fixture f(cfg);
+  auto raw = f.authenticated_raw();
+  const std::vector<std::uint8_t> big(17, 0x90);
+  const frame_view frames[] = {{0x20, payload}, {0x20, big}};
+  ASSERT_TRUE(raw.write_all(raw.seal_record(frames)));
+  EXPECT_EQ(f.wait_down().code, make_error_code(errc::frame_too_large));
   EXPECT_EQ(f.frames(), 0u);
 }
 
 TEST(Security, OversizeFrameClosesBeforeReadingIt) {
   server_fixture f;  // max 1 MiB
   auto raw = f.authenticated_raw();
-  std::uint8_t hdr[5];
-  put_u32(hdr, (1u << 20) + 2);  // payload one byte over the limit
-  hdr[4] = 0x20;
+  std::uint8_t hdr[4];
+  // A record one byte longer than the largest one frame can need.
+  put_u32(hdr, static_cast<std::uint32_t>(max_record_body(1u << 20) + 1));
   ASSERT_TRUE(raw.write_all(hdr));
   EXPECT_EQ(f.wait_down().code, make_error_code(errc::frame_too_large));
   EXPECT_TRUE(raw.wait_closed());
@@ -253,7 +323,7 @@ TEST(Security, FramesSplitAtEveryByteBoundary) {
   // reaches the decoder (TCP_NODELAY on both sides; the kernel may still merge some).
   std::vector<std::uint8_t> body(40);
   for (std::size_t i = 0; i < body.size(); ++i) body[i] = static_cast<std::uint8_t>(i);
-  const std::size_t total = frame_sealer::sealed_size(body.size());
+  const std::size_t total = record_sealer::sealed_size(body.size());
   for (std::size_t cut = 0; cut <= total; ++cut) {
     body[0] = static_cast<std::uint8_t>(cut);
     const auto fr = raw.seal(0x20, body);

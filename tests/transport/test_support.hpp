@@ -21,6 +21,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstring>
+#include <deque>
 #include <filesystem>
 #include <functional>
 #include <mutex>
@@ -252,27 +253,49 @@ class raw_peer {
       if (!fill()) return std::nullopt;
     }
   }
-  // Reads one sealed frame (heartbeats skipped); nullopt on error/timeout.
+  // Reads one frame out of the peer's records (heartbeats skipped); nullopt on
+  // error/timeout. The frames of a record are handed out one by one.
   std::optional<recorder::frame_copy> read_sealed(bool skip_heartbeats = true) {
     for (;;) {
+      while (!unread_.empty()) {
+        recorder::frame_copy f = std::move(unread_.front());
+        unread_.pop_front();
+        if (skip_heartbeats && f.kind == kind::heartbeat) continue;
+        return f;
+      }
       auto step = opener_.open(buf_);
       if (step.error) return std::nullopt;
       if (step.consumed) {
-        recorder::frame_copy f{step.frame.kind,
-                               {step.frame.payload.begin(), step.frame.payload.end()}};
+        frame_view fv;
+        for (frame_reader r(step.body); r.next(fv);)
+          unread_.push_back({fv.kind, {fv.payload.begin(), fv.payload.end()}});
         raw_last_.assign(buf_.begin(), buf_.begin() + static_cast<std::ptrdiff_t>(step.consumed));
         buf_.erase(buf_.begin(), buf_.begin() + static_cast<std::ptrdiff_t>(step.consumed));
-        if (skip_heartbeats && f.kind == kind::heartbeat) continue;
-        return f;
+        continue;
       }
       if (!fill()) return std::nullopt;
     }
   }
-  const std::vector<std::uint8_t>& last_raw_frame() const { return raw_last_; }
+  // The last whole record read_sealed took off the wire.
+  const std::vector<std::uint8_t>& last_raw_record() const { return raw_last_; }
 
+  // One record holding one frame, sealed with the next sequence number.
   std::vector<std::uint8_t> seal(std::uint8_t k, bytes_view payload) {
     std::vector<std::uint8_t> out;
     sealer_.seal(k, payload, out);
+    return out;
+  }
+  // One record holding several frames.
+  std::vector<std::uint8_t> seal_record(std::span<const frame_view> frames) {
+    std::vector<std::uint8_t> out;
+    sealer_.seal(frames, out);
+    return out;
+  }
+  // A record whose body is given verbatim (which need not parse as frames), properly MACed.
+  std::vector<std::uint8_t> seal_raw_body(bytes_view body) {
+    std::vector<std::uint8_t> out(record_overhead + body.size());
+    if (!body.empty()) std::memcpy(out.data() + record_header_size, body.data(), body.size());
+    sealer_.seal_in_place(out.data(), body.size());
     return out;
   }
 
@@ -311,8 +334,8 @@ class raw_peer {
     if (!constant_time_equal(a->proof, acceptor_proof(as_bytes(o.secret), t)))
       return failure(errc::not_authorised, "acceptor proof");
     const auto keys = derive_session_keys(as_bytes(o.secret), t);
-    sealer_ = frame_sealer(keys.initiator_to_acceptor, direction::initiator_to_acceptor);
-    opener_ = frame_opener(keys.acceptor_to_initiator, direction::acceptor_to_initiator, 1u << 30);
+    sealer_ = record_sealer(keys.initiator_to_acceptor, direction::initiator_to_acceptor);
+    opener_ = record_opener(keys.acceptor_to_initiator, direction::acceptor_to_initiator, 1u << 30);
     return 0u;
   }
 
@@ -344,8 +367,8 @@ class raw_peer {
     append_plain_frame(kind::accept, encode_accept(a), out);
     if (!write_all(out)) return failure(errc::connection_closed, "write accept");
     const auto keys = derive_session_keys(as_bytes(o.secret), t);
-    sealer_ = frame_sealer(keys.acceptor_to_initiator, direction::acceptor_to_initiator);
-    opener_ = frame_opener(keys.initiator_to_acceptor, direction::initiator_to_acceptor, 1u << 30);
+    sealer_ = record_sealer(keys.acceptor_to_initiator, direction::acceptor_to_initiator);
+    opener_ = record_opener(keys.initiator_to_acceptor, direction::initiator_to_acceptor, 1u << 30);
     return {};
   }
 
@@ -353,8 +376,9 @@ class raw_peer {
 
  private:
   int fd_ = -1;
-  frame_sealer sealer_;
-  frame_opener opener_;
+  record_sealer sealer_;
+  record_opener opener_;
+  std::deque<recorder::frame_copy> unread_;
   std::vector<std::uint8_t> buf_;
   std::vector<std::uint8_t> raw_last_;
 };

@@ -185,11 +185,11 @@ void connection::process_input() {
   while (phase_ != phase::closed && rend_ > rbeg_) {
     const bytes_view avail(rbuf_.data() + rbeg_, rend_ - rbeg_);
     if (phase_ == phase::established) {
-      const decode_step step = opener_.open(avail);
+      const std::uint64_t seq = opener_.next_sequence();
+      const record_step step = opener_.open(avail);
       if (step.error) {
-        fail(failure(step.error, "frame #" + std::to_string(opener_.next_sequence()) +
-                                     " rejected (limit " + std::to_string(opener_.max_payload()) +
-                                     " bytes)"));
+        fail(failure(step.error, "record #" + std::to_string(seq) + " rejected (frame limit " +
+                                     std::to_string(opener_.max_payload()) + " bytes)"));
         break;
       }
       if (step.consumed == 0) {
@@ -198,14 +198,25 @@ void connection::process_input() {
       }
       rbeg_ += step.consumed;
       need_ = 0;
-      const std::uint8_t k = step.frame.kind;
-      if (k == kind::heartbeat) continue;
-      if (k < kind::first_app || !state_->cfg.accepted_kinds.test(k)) {
-        fail(failure(errc::unknown_frame_kind, "frame kind " + std::to_string(k)));
-        break;
+      // The record is authentic and well formed; refuse it whole if any kind is not
+      // accepted, so nothing of a rejected record is delivered.
+      frame_view f;
+      bool refused = false;
+      for (frame_reader r(step.body); r.next(f);) {
+        if (f.kind != kind::heartbeat &&
+            (f.kind < kind::first_app || !state_->cfg.accepted_kinds.test(f.kind))) {
+          fail(failure(errc::unknown_frame_kind, "frame kind " + std::to_string(f.kind)));
+          refused = true;
+          break;
+        }
       }
-      ++delivered;
-      if (state_->events.on_frame) state_->events.on_frame(self, step.frame);
+      if (refused) break;
+      // body points into rbuf_, which only do_read (after this loop) moves or resizes.
+      for (frame_reader r(step.body); phase_ != phase::closed && r.next(f);) {
+        if (f.kind == kind::heartbeat) continue;
+        ++delivered;
+        if (state_->events.on_frame) state_->events.on_frame(self, f);
+      }
     } else {
       const decode_step step = decode_plain_frame(avail);
       if (step.error) {
@@ -352,17 +363,18 @@ void connection::establish(const std::vector<std::uint8_t>& accept) {
       initiator_ ? direction::acceptor_to_initiator : direction::initiator_to_acceptor;
   const auto out_dir =
       initiator_ ? direction::initiator_to_acceptor : direction::acceptor_to_initiator;
-  opener_ = frame_opener(initiator_ ? keys.acceptor_to_initiator : keys.initiator_to_acceptor,
-                         in_dir, state_->cfg.max_frame_size);
+  opener_ = record_opener(initiator_ ? keys.acceptor_to_initiator : keys.initiator_to_acceptor,
+                          in_dir, state_->cfg.max_frame_size);
+  // Set before any record can be queued (send_open_ below); only the writer uses it.
+  sealer_ =
+      record_sealer(initiator_ ? keys.initiator_to_acceptor : keys.acceptor_to_initiator, out_dir);
   bool kick = false;
   {
     std::lock_guard lock(mu_);
     if (!accept.empty()) {
-      append_plain_frame(kind::accept, accept, pending_);
+      pending_.add_plain_frame(kind::accept, accept);
       if (!writing_) kick = writing_ = true;
     }
-    sealer_ =
-        frame_sealer(initiator_ ? keys.initiator_to_acceptor : keys.acceptor_to_initiator, out_dir);
     send_open_ = true;
   }
   phase_ = phase::established;
@@ -392,7 +404,7 @@ result<void> connection::send(std::uint8_t k, bytes_view payload) {
   if (k < kind::first_app) return failure(errc::invalid_argument, "reserved frame kind");
   if (payload.size() > state_->cfg.max_frame_size)
     return failure(errc::frame_too_large, std::to_string(payload.size()) + " bytes");
-  const std::size_t size = frame_sealer::sealed_size(payload.size());
+  const std::size_t size = record_batch::cost(payload.size());
   bool kick = false;
   {
     std::lock_guard lock(mu_);
@@ -401,11 +413,11 @@ result<void> connection::send(std::uint8_t k, bytes_view payload) {
     if (queued > 0 && queued + size > state_->cfg.max_queue_bytes)
       return failure(errc::mailbox_full,
                      "outgoing queue holds " + std::to_string(queued) + " bytes");
-    sealer_.seal(k, payload, pending_);
+    pending_.add_frame(k, payload);
     if (!writing_) kick = writing_ = true;
   }
   frames_sent_.fetch_add(1, std::memory_order_relaxed);
-  last_send_.store(now_ns(), std::memory_order_relaxed);
+  // last_send_ (heartbeat idleness) is stamped by the writer, once per batch.
   if (kick) asio::dispatch(ex_, [self = shared_from_this()] { self->do_write(); });
   return {};
 }
@@ -414,7 +426,7 @@ void connection::enqueue_plain(std::uint8_t k, const std::vector<std::uint8_t>& 
   bool kick = false;
   {
     std::lock_guard lock(mu_);
-    append_plain_frame(k, payload, pending_);
+    pending_.add_plain_frame(k, payload);
     if (!writing_) kick = writing_ = true;
   }
   if (kick) asio::dispatch(ex_, [self = shared_from_this()] { self->do_write(); });
@@ -431,6 +443,11 @@ void connection::do_write() {
     wbuf_.swap(pending_);
     inflight_ = wbuf_.size();
   }
+  // The batch is ours now: MAC its records outside the lock (senders keep appending to the
+  // fresh pending_ meanwhile). Only this write chain uses sealer_, so the record sequence
+  // follows the byte order on the wire.
+  wbuf_.seal(sealer_);
+  last_send_.store(now_ns(), std::memory_order_relaxed);
   with_stream([&](auto& s) {
     asio::async_write(s, asio::buffer(wbuf_.data(), wbuf_.size()),
                       [self = shared_from_this()](const std::error_code& ec, std::size_t) {
@@ -505,7 +522,7 @@ void connection::on_heartbeat_tick() {
     {
       std::lock_guard lock(mu_);
       if (send_open_) {
-        sealer_.seal(kind::heartbeat, {}, pending_);  // control frame: not subject to the bound
+        pending_.add_frame(kind::heartbeat, {});  // control frame: not subject to the bound
         if (!writing_) kick = writing_ = true;
       }
     }

@@ -8,29 +8,9 @@
 namespace otpp::transport {
 
 namespace {
-// Checks the length prefix of a frame; returns an error or the total size needed.
-decode_step check_header(bytes_view in, std::size_t max_payload, std::size_t trailer) noexcept {
-  decode_step step;
-  if (in.size() < length_size) {
-    step.needed = header_size + trailer;
-    return step;
-  }
-  const std::uint32_t length = get_u32(in.data());
-  if (length == 0) {
-    step.error = make_error_code(errc::malformed_frame);
-    return step;
-  }
-  if (std::size_t{length} - 1 > max_payload) {
-    step.error = make_error_code(errc::frame_too_large);
-    return step;
-  }
-  step.needed = length_size + std::size_t{length} + trailer;
-  return step;
-}
-
-void append_header(std::uint8_t kind, std::size_t payload, std::uint8_t* p) noexcept {
-  put_u32(p, static_cast<std::uint32_t>(payload + 1));
-  p[4] = kind;
+void put_prefix(direction dir, std::uint64_t seq, std::uint8_t (&prefix)[9]) noexcept {
+  prefix[0] = static_cast<std::uint8_t>(dir);
+  for (int i = 0; i < 8; ++i) prefix[1 + i] = static_cast<std::uint8_t>(seq >> (56 - 8 * i));
 }
 }  // namespace
 
@@ -47,73 +27,189 @@ std::uint8_t* byte_buffer::grow(std::size_t n) {
   return at;
 }
 
-void append_plain_frame(std::uint8_t kind, bytes_view payload, byte_buffer& out) {
-  std::uint8_t* p = out.grow(header_size + payload.size());
-  append_header(kind, payload.size(), p);
+void write_frame(std::uint8_t kind, bytes_view payload, std::uint8_t* p) noexcept {
+  put_u32(p, static_cast<std::uint32_t>(payload.size() + 1));
+  p[length_size] = kind;
   if (!payload.empty()) std::memcpy(p + header_size, payload.data(), payload.size());
+}
+
+void append_plain_frame(std::uint8_t kind, bytes_view payload, byte_buffer& out) {
+  write_frame(kind, payload, out.grow(header_size + payload.size()));
 }
 
 void append_plain_frame(std::uint8_t kind, bytes_view payload, std::vector<std::uint8_t>& out) {
   const std::size_t at = out.size();
   out.resize(at + header_size + payload.size());
-  append_header(kind, payload.size(), out.data() + at);
-  if (!payload.empty()) std::memcpy(out.data() + at + header_size, payload.data(), payload.size());
+  write_frame(kind, payload, out.data() + at);
 }
 
-decode_step decode_plain_frame(bytes_view in) noexcept {
-  decode_step step = check_header(in, max_plain_payload, 0);
-  if (step.error || in.size() < step.needed) return step;
+decode_step decode_frame(bytes_view in, std::size_t max_payload) noexcept {
+  decode_step step;
+  if (in.size() < length_size) {
+    step.needed = header_size;
+    return step;
+  }
+  const std::uint32_t length = get_u32(in.data());
+  if (length == 0) {
+    step.error = make_error_code(errc::malformed_frame);
+    return step;
+  }
+  if (std::size_t{length} - 1 > max_payload) {
+    step.error = make_error_code(errc::frame_too_large);
+    return step;
+  }
+  step.needed = length_size + std::size_t{length};
+  if (in.size() < step.needed) return step;
   step.consumed = step.needed;
   step.frame.kind = in[length_size];
   step.frame.payload = in.subspan(header_size, step.needed - header_size);
   return step;
 }
 
-void frame_sealer::seal(std::uint8_t kind, bytes_view payload, std::vector<std::uint8_t>& out) {
-  const std::size_t at = out.size();
-  out.resize(at + sealed_size(payload.size()));
-  seal_into(kind, payload, out.data() + at);
-}
+// ---------------------------------------------------------------------------------------
+// Records.
 
-void frame_sealer::seal(std::uint8_t kind, bytes_view payload, byte_buffer& out) {
-  seal_into(kind, payload, out.grow(sealed_size(payload.size())));
-}
-
-void frame_sealer::seal_into(std::uint8_t kind, bytes_view payload, std::uint8_t* p) noexcept {
-  append_header(kind, payload.size(), p);
-  if (!payload.empty()) std::memcpy(p + header_size, payload.data(), payload.size());
+void record_sealer::seal_in_place(std::uint8_t* record, std::size_t body_size) noexcept {
+  put_u32(record, static_cast<std::uint32_t>(body_size));
   std::uint8_t prefix[9];
-  prefix[0] = static_cast<std::uint8_t>(dir_);
-  for (int i = 0; i < 8; ++i) prefix[1 + i] = static_cast<std::uint8_t>(seq_ >> (56 - 8 * i));
+  put_prefix(dir_, seq_, prefix);
   mac_.begin();
   mac_.update(prefix);
-  mac_.update(bytes_view(p, header_size + payload.size()));
+  mac_.update(bytes_view(record, record_header_size + body_size));
   const digest tag = mac_.finish();
-  std::memcpy(p + header_size + payload.size(), tag.data(), mac_size);
+  std::memcpy(record + record_header_size + body_size, tag.data(), mac_size);
   ++seq_;
 }
 
-decode_step frame_opener::open(bytes_view in) {
-  decode_step step = check_header(in, max_payload_, mac_size);
-  if (step.error || in.size() < step.needed) return step;
-  const std::size_t body = step.needed - mac_size;  // length prefix + kind + payload
+void record_sealer::seal(std::span<const frame_view> frames, std::vector<std::uint8_t>& out) {
+  std::size_t body = 0;
+  for (const auto& f : frames) body += header_size + f.payload.size();
+  const std::size_t at = out.size();
+  out.resize(at + record_overhead + body);
+  std::uint8_t* p = out.data() + at + record_header_size;
+  for (const auto& f : frames) {
+    write_frame(f.kind, f.payload, p);
+    p += header_size + f.payload.size();
+  }
+  seal_in_place(out.data() + at, body);
+}
+
+void record_sealer::seal(std::uint8_t kind, bytes_view payload, std::vector<std::uint8_t>& out) {
+  const frame_view f{kind, payload};
+  seal(std::span<const frame_view>(&f, 1), out);
+}
+
+record_step record_opener::open(bytes_view in) {
+  record_step step;
+  if (in.size() < record_header_size) {
+    step.needed = record_overhead + header_size;
+    return step;
+  }
+  const std::uint32_t length = get_u32(in.data());
+  if (length == 0) {
+    step.error = make_error_code(errc::malformed_frame);
+    return step;
+  }
+  if (std::size_t{length} > max_record_body(max_payload_)) {
+    step.error = make_error_code(errc::frame_too_large);
+    return step;
+  }
+  const std::size_t total = record_overhead + std::size_t{length};
+  if (in.size() < total) {
+    step.needed = total;
+    return step;
+  }
+  // Authenticate the whole record before any byte of its body is interpreted.
+  const std::size_t covered = record_header_size + std::size_t{length};
   std::uint8_t prefix[9];
-  prefix[0] = static_cast<std::uint8_t>(dir_);
-  for (int i = 0; i < 8; ++i) prefix[1 + i] = static_cast<std::uint8_t>(seq_ >> (56 - 8 * i));
+  put_prefix(dir_, seq_, prefix);
   mac_.begin();
   mac_.update(prefix);
-  mac_.update(in.first(body));
+  mac_.update(in.first(covered));
   const digest tag = mac_.finish();
-  if (!constant_time_equal(bytes_view(tag.data(), mac_size), in.subspan(body, mac_size))) {
+  if (!constant_time_equal(bytes_view(tag.data(), mac_size), in.subspan(covered, mac_size))) {
     step.error = make_error_code(errc::bad_mac);
-    step.needed = 0;
     return step;
   }
   ++seq_;
-  step.consumed = step.needed;
-  step.frame.kind = in[length_size];
-  step.frame.payload = in.subspan(header_size, body - header_size);
+  // Authentic: the body must be an exact sequence of well-formed frames.
+  bytes_view body = in.subspan(record_header_size, length);
+  for (bytes_view rest = body; !rest.empty();) {
+    const decode_step f = decode_frame(rest, max_payload_);
+    if (f.error) {
+      step.error = f.error;
+      return step;
+    }
+    if (f.consumed == 0) {  // a frame runs past the end of the record
+      step.error = make_error_code(errc::malformed_frame);
+      return step;
+    }
+    rest = rest.subspan(f.consumed);
+  }
+  step.consumed = total;
+  step.body = body;
   return step;
+}
+
+bool frame_reader::next(frame_view& f) noexcept {
+  if (rest_.size() < header_size) return false;
+  const std::size_t n = length_size + get_u32(rest_.data());
+  if (n > rest_.size()) return false;  // cannot happen on a validated body
+  f.kind = rest_[length_size];
+  f.payload = rest_.subspan(header_size, n - header_size);
+  rest_ = rest_.subspan(n);
+  return true;
+}
+
+// ---------------------------------------------------------------------------------------
+// Outgoing batches.
+
+void record_batch::add_frame(std::uint8_t kind, bytes_view payload) {
+  const std::size_t n = header_size + payload.size();
+  if (open_ && records_.back().body > 0 && records_.back().body + n > record_body_target)
+    close_record();
+  if (!open_) {
+    records_.push_back({buf_.size(), 0});
+    buf_.grow(record_header_size);  // the length, written when sealed
+    open_ = true;
+  }
+  write_frame(kind, payload, buf_.grow(n));
+  records_.back().body += n;
+}
+
+void record_batch::add_plain_frame(std::uint8_t kind, bytes_view payload) {
+  close_record();
+  append_plain_frame(kind, payload, buf_);
+}
+
+void record_batch::close_record() {
+  if (!open_) return;
+  buf_.grow(mac_size);  // the MAC, written when sealed
+  open_ = false;
+}
+
+void record_batch::seal(record_sealer& sealer) {
+  close_record();
+  std::uint8_t* base = buf_.data();
+  for (const record& r : records_) sealer.seal_in_place(base + r.offset, r.body);
+}
+
+void record_batch::clear() noexcept {
+  buf_.clear();
+  records_.clear();
+  open_ = false;
+}
+
+void record_batch::release() noexcept {
+  buf_.release();
+  std::vector<record>().swap(records_);
+  open_ = false;
+}
+
+void record_batch::swap(record_batch& other) noexcept {
+  buf_.swap(other.buf_);
+  records_.swap(other.records_);
+  std::swap(open_, other.open_);
 }
 
 }  // namespace otpp::transport

@@ -40,7 +40,7 @@ class connection : public std::enable_shared_from_this<connection> {
 
  public:
   // Queues one frame. Thread-safe, never blocks; frames from one thread leave in call order.
-  // The payload is copied (sealed with its MAC) before send returns.
+  // The payload is copied before send returns (the writer MACs it with its record).
   //   invalid_argument   kind below kind::first_app (reserved for the transport)
   //   frame_too_large    payload larger than config::max_frame_size
   //   mailbox_full       the outgoing queue would exceed config::max_queue_bytes (overload:
@@ -124,10 +124,11 @@ class connection : public std::enable_shared_from_this<connection> {
   connect_handler connect_handler_;
   std::vector<std::uint8_t> my_hello_, peer_hello_;
   digest transcript_{};
-  frame_opener opener_;
+  record_opener opener_;
+  record_sealer sealer_;  // used by the writer only (do_write runs on the strand)
   std::vector<std::uint8_t> rbuf_;
   std::size_t rbeg_ = 0, rend_ = 0, need_ = 0;
-  byte_buffer wbuf_;  // being written
+  record_batch wbuf_;  // being sealed or written
   bool close_after_flush_ = false;
   bool socket_closed_ = false;
 
@@ -137,8 +138,7 @@ class connection : public std::enable_shared_from_this<connection> {
 
   // Send side, guarded by mu_.
   mutable std::mutex mu_;
-  frame_sealer sealer_;
-  byte_buffer pending_;       // sealed frames waiting for the writer
+  record_batch pending_;      // frames waiting for the writer (sealed by it, outside mu_)
   std::size_t inflight_ = 0;  // bytes of wbuf_
   bool writing_ = false;      // a write is scheduled or in flight
   bool send_open_ = false;    // established and not closing

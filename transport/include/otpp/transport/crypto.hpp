@@ -53,9 +53,9 @@ class hmac_sha256 {
   EVP_MAC_CTX* ctx_ = nullptr;
 };
 
-// HMAC-SHA256 for the per-frame hot path: the inner and outer SHA-256 states after the
+// HMAC-SHA256 for the per-record hot path: the inner and outer SHA-256 states after the
 // key pads are computed once; each message starts from a plain struct copy of them, so a
-// frame costs two SHA-256 finishes and no allocation. (EVP_MAC re-initialisation in
+// record costs two SHA-256 finishes and no allocation. (EVP_MAC re-initialisation in
 // OpenSSL 3.0 duplicates provider contexts on the heap and measured ~2.8x slower for
 // 64-byte frames: 480 ns vs 170 ns.) Cross-checked against hmac_sha256 in the tests.
 class frame_mac {

@@ -43,8 +43,8 @@ namespace otpp::transport {
 struct connection_events {
   // A connection finished its handshake (either direction). Runs before any on_frame of it.
   std::function<void(const connection_ptr&)> on_up;
-  // A frame arrived: MAC verified, kind in config::accepted_kinds. The payload view is valid
-  // only during the call. Frames of a connection arrive in order, none lost or duplicated.
+  // A frame arrived: its record's MAC verified, kind in config::accepted_kinds. The payload view is
+  // valid only during the call. Frames of a connection arrive in order, none lost or duplicated.
   std::function<void(const connection_ptr&, frame_view)> on_frame;
   // An established connection ended; exactly once per on_up. Reasons: connection_closed,
   // heartbeat_timeout, frame_too_large, malformed_frame, bad_mac, unknown_frame_kind, ...

@@ -1,21 +1,34 @@
-// Wire frames (DESIGN section 5).
+// Wire format (DESIGN section 5): authenticated records carrying frames.
 //
-//   +----------------+------+-------------------+--------------------+
-//   | length u32 BE  | kind | payload (msgpack) | MAC (16 bytes)     |
-//   +----------------+------+-------------------+--------------------+
-//   length = 1 + payload size (the kind byte and the payload; the MAC is not counted)
+//   record: +---------------+----------------------------+----------------+
+//           | length u32 BE | body: one or more frames   | MAC (16 bytes) |
+//           +---------------+----------------------------+----------------+
+//           length = body size (the MAC is not counted)
+//   frame:  +---------------+------+-------------------+
+//           | length u32 BE | kind | payload (msgpack) |
+//           +---------------+------+-------------------+
+//           length = 1 + payload size
 //
 // MAC = first 16 bytes of HMAC-SHA256(direction key,
-//                                     direction byte || sequence u64 BE || length || kind ||
-//                                     payload)
-// The sequence number is implicit (each direction counts its frames from 0 after the
-// handshake), so a replayed, dropped, reordered or injected frame fails the check; the
-// direction byte and the per-direction key make a reflected frame fail too. The tag is
-// truncated to 128 bits: a forgery succeeds with probability 2^-128 per attempt and the first
-// failed check closes the connection, so an attacker gets one guess per connection (the
-// truncation is sanctioned by RFC 2104 section 5 / NIST SP 800-107 for tags >= 80 bits).
+//                                     direction byte || sequence u64 BE || length || body)
+// One MAC per record (a write batch), not per frame: small frames cost a memcpy, and the
+// HMAC runs once over the whole batch at bulk SHA-256 speed. The sequence number is
+// implicit (each direction counts its records from 0 after the handshake), so a replayed,
+// dropped, reordered or injected record fails the check; the direction byte and the
+// per-direction key make a reflected record fail too. The receiver buffers a whole record
+// (its length is bounded before anything is buffered), verifies the MAC in constant time,
+// and only then parses the frames inside: no byte of a frame is looked at before it is
+// authenticated, and a record whose frames do not parse exactly closes the connection. The
+// tag is truncated to 128 bits: a forgery succeeds with probability 2^-128 per attempt and
+// the first failed check closes the connection, so an attacker gets one guess per
+// connection (the truncation is sanctioned by RFC 2104 section 5 / NIST SP 800-107 for tags
+// >= 80 bits).
 //
-// Handshake frames are "plain": the same length + kind + msgpack layout without a MAC
+// A writer fills records up to record_body_target bytes; a single frame larger than that
+// forms a record of its own, so a record body never exceeds
+// max(record_body_target, header_size + max frame payload) (max_record_body).
+//
+// Handshake frames are "plain": a bare frame (length + kind + msgpack) outside any record
 // (their payload is authenticated by the challenge-response that follows).
 #pragma once
 
@@ -33,9 +46,18 @@
 namespace otpp::transport {
 
 inline constexpr std::size_t length_size = 4;
-inline constexpr std::size_t header_size = 5;  // length + kind
+inline constexpr std::size_t header_size = 5;  // frame: length + kind
 inline constexpr std::size_t mac_size = 16;
+inline constexpr std::size_t record_header_size = 4;  // record: length
+inline constexpr std::size_t record_overhead = record_header_size + mac_size;
+inline constexpr std::size_t record_body_target = std::size_t{256} << 10;
 inline constexpr std::size_t max_plain_payload = 1024;  // handshake frames
+
+// Largest record body a peer may send when frames carry at most max_payload bytes.
+constexpr std::size_t max_record_body(std::size_t max_payload) noexcept {
+  return header_size + max_payload > record_body_target ? header_size + max_payload
+                                                        : record_body_target;
+}
 
 // Frame kinds. Kinds below first_app_kind belong to the transport; the rest are carried
 // to the application (the cluster layer), which declares the kinds it understands in
@@ -73,6 +95,7 @@ class byte_buffer {
  public:
   std::uint8_t* grow(std::size_t n);  // appends n uninitialised bytes; returns their start
   const std::uint8_t* data() const noexcept { return data_.get(); }
+  std::uint8_t* data() noexcept { return data_.get(); }
   std::size_t size() const noexcept { return size_; }
   std::size_t capacity() const noexcept { return capacity_; }
   bool empty() const noexcept { return size_ == 0; }
@@ -92,34 +115,46 @@ class byte_buffer {
   std::size_t size_ = 0, capacity_ = 0;
 };
 
+// Writes one frame (length, kind, payload: header_size + payload.size() bytes) at dst.
+void write_frame(std::uint8_t kind, bytes_view payload, std::uint8_t* dst) noexcept;
+
 // Appends a plain (handshake) frame to out.
 void append_plain_frame(std::uint8_t kind, bytes_view payload, std::vector<std::uint8_t>& out);
 void append_plain_frame(std::uint8_t kind, bytes_view payload, byte_buffer& out);
 
-// Result of one decoding step.
+// Result of one frame decoding step.
 struct decode_step {
-  std::error_code error;     // set: the stream is bad (frame_too_large, malformed_frame, bad_mac)
+  std::error_code error;     // set: the input is bad (frame_too_large, malformed_frame)
   std::size_t consumed = 0;  // >0: a frame was decoded, `frame` is valid (points into the input)
   std::size_t needed = 0;    // consumed == 0 and no error: total bytes the next frame needs
   frame_view frame;
 };
 
-// Decodes one plain frame at the start of `in` (payload limit max_plain_payload).
-decode_step decode_plain_frame(bytes_view in) noexcept;
+// Decodes one frame at the start of `in` whose payload may hold up to max_payload bytes.
+decode_step decode_frame(bytes_view in, std::size_t max_payload) noexcept;
+// Decodes one plain (handshake) frame at the start of `in` (limit max_plain_payload).
+inline decode_step decode_plain_frame(bytes_view in) noexcept {
+  return decode_frame(in, max_plain_payload);
+}
 
-// Seals frames for one direction: appends length, kind, payload and MAC to a buffer.
-class frame_sealer {
+// Seals records for one direction: writes the length and the MAC around a body of frames.
+class record_sealer {
  public:
-  frame_sealer() = default;
-  frame_sealer(const session_key& key, direction dir) : mac_(key), dir_(dir) {}
+  record_sealer() = default;
+  record_sealer(const session_key& key, direction dir) : mac_(key), dir_(dir) {}
 
+  // `record` holds record_header_size bytes of room, then a body of body_size bytes, then
+  // mac_size bytes of room: writes the length and the MAC, and advances the sequence.
+  void seal_in_place(std::uint8_t* record, std::size_t body_size) noexcept;
+  // Appends one record holding the given frames (tests and tools; the connection seals
+  // record_batch contents in place).
+  void seal(std::span<const frame_view> frames, std::vector<std::uint8_t>& out);
+  // Appends one record holding a single frame.
   void seal(std::uint8_t kind, bytes_view payload, std::vector<std::uint8_t>& out);
-  void seal(std::uint8_t kind, bytes_view payload, byte_buffer& out);
-  // Writes the sealed frame at dst (sealed_size(payload.size()) bytes).
-  void seal_into(std::uint8_t kind, bytes_view payload, std::uint8_t* dst) noexcept;
   std::uint64_t next_sequence() const noexcept { return seq_; }
+  // Wire size of a record holding one frame of `payload` bytes.
   static constexpr std::size_t sealed_size(std::size_t payload) noexcept {
-    return header_size + payload + mac_size;
+    return record_overhead + header_size + payload;
   }
 
  private:
@@ -128,15 +163,25 @@ class frame_sealer {
   std::uint64_t seq_ = 0;
 };
 
-// Opens frames of one direction: checks the length against the limit, verifies the MAC
-// (constant time) before anything else looks at kind or payload, then advances the sequence.
-class frame_opener {
+// Result of one record opening step.
+struct record_step {
+  std::error_code error;     // set: the stream is bad (frame_too_large, malformed_frame, bad_mac)
+  std::size_t consumed = 0;  // >0: a record was authenticated, `body` holds its frames
+  std::size_t needed = 0;    // consumed == 0 and no error: total bytes the next record needs
+  bytes_view body;           // points into the input; walk it with frame_reader
+};
+
+// Opens records of one direction: checks the record length against the limit before
+// anything is buffered, verifies the MAC (constant time) over the whole record, advances
+// the sequence, and only then checks that the body is a sequence of well-formed frames
+// (each within max_payload). A body returned without error always parses completely.
+class record_opener {
  public:
-  frame_opener() = default;
-  frame_opener(const session_key& key, direction dir, std::size_t max_payload)
+  record_opener() = default;
+  record_opener(const session_key& key, direction dir, std::size_t max_payload)
       : mac_(key), dir_(dir), max_payload_(max_payload) {}
 
-  decode_step open(bytes_view in);
+  record_step open(bytes_view in);
   std::uint64_t next_sequence() const noexcept { return seq_; }
   std::size_t max_payload() const noexcept { return max_payload_; }
 
@@ -145,6 +190,53 @@ class frame_opener {
   direction dir_ = direction::initiator_to_acceptor;
   std::size_t max_payload_ = 0;
   std::uint64_t seq_ = 0;
+};
+
+// Walks the frames of a body returned by record_opener::open (already validated).
+class frame_reader {
+ public:
+  explicit frame_reader(bytes_view body) noexcept : rest_(body) {}
+  bool next(frame_view& f) noexcept;
+
+ private:
+  bytes_view rest_;
+};
+
+// Outgoing frames grouped into records in place: a record reserves its length before its
+// first frame and its MAC after its last, so a whole batch is one contiguous buffer once
+// sealed. Frames join the open record while its body stays within record_body_target (a
+// larger frame gets a record of its own). Plain frames sit between records.
+class record_batch {
+ public:
+  // Appends a frame to the open record, or to a new one.
+  void add_frame(std::uint8_t kind, bytes_view payload);
+  // Closes the open record and appends a plain (handshake) frame.
+  void add_plain_frame(std::uint8_t kind, bytes_view payload);
+  // Closes the open record (reserves its MAC); later frames start a new record.
+  void close_record();
+  // Closes the open record and seals every record with consecutive sequence numbers.
+  void seal(record_sealer& sealer);
+  // Upper bound of the bytes one frame adds to a batch.
+  static constexpr std::size_t cost(std::size_t payload) noexcept {
+    return record_overhead + header_size + payload;
+  }
+  std::size_t records() const noexcept { return records_.size(); }
+
+  const std::uint8_t* data() const noexcept { return buf_.data(); }
+  std::size_t size() const noexcept { return buf_.size(); }
+  std::size_t capacity() const noexcept { return buf_.capacity(); }
+  bool empty() const noexcept { return buf_.empty(); }
+  void clear() noexcept;
+  void release() noexcept;
+  void swap(record_batch& other) noexcept;
+
+ private:
+  struct record {
+    std::size_t offset, body;
+  };
+  byte_buffer buf_;
+  std::vector<record> records_;  // the last one is open while open_
+  bool open_ = false;
 };
 
 }  // namespace otpp::transport
