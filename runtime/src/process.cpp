@@ -10,6 +10,8 @@ namespace otpp {
 namespace {
 thread_local process* this_thread_process = nullptr;
 constexpr int turn_budget = 256;  // messages per turn before yielding the thread (fairness)
+constexpr int stream_turn = 64;   // a turn this long means a stream is arriving
+constexpr int stream_spin = 256;  // polls (a few microseconds) before going idle
 }  // namespace
 
 process* current_process() noexcept {
@@ -132,6 +134,7 @@ void process::run() {
     ~turn_end() { detail::new_turn(); }
   } end_of_turn;
   int budget = turn_budget;
+  bool spun = false;
   while (!dead_) {
     fetch();
     while (auto* e = urgent_.pop()) {
@@ -196,6 +199,13 @@ void process::run() {
       });
     }
     if ((user_.empty() && info_.empty()) || suspended_) {
+      // A process that has just drained a stream of messages is likely fed by a sender on
+      // another thread: wait a moment before going idle, so the sender does not pay a
+      // wake-up (a syscall) for every few messages. Not after short turns (ping-pong).
+      if (!suspended_ && turn_budget - budget >= stream_turn && !spun) {
+        spun = true;
+        if (inbox_.wait_for_more(stream_spin)) continue;
+      }
       if (inbox_.try_block()) return;
     }
   }

@@ -52,7 +52,21 @@ class inbox {
     return reverse(h);
   }
 
-  bool closed() const noexcept { return head_.load(std::memory_order_acquire) == closed_tag(); }
+  // Polls up to `polls` times for a new arrival (the reader only). True if one came.
+  bool wait_for_more(int polls) noexcept {
+    for (int i = 0; i < polls; ++i) {
+      envelope* h = head_.load(std::memory_order_relaxed);
+      if (h != nullptr && h != blocked_tag() && h != closed_tag()) return true;
+#if defined(__x86_64__) || defined(__i386__)
+      __builtin_ia32_pause();
+#endif
+    }
+    return false;
+  }
+
+  bool closed() const noexcept {
+    return head_.load(std::memory_order_acquire) == closed_tag();
+  }
 
  private:
   // The stack is newest first; consumers want oldest first.
@@ -66,8 +80,12 @@ class inbox {
     }
     return fifo;
   }
-  static envelope* blocked_tag() noexcept { return reinterpret_cast<envelope*>(std::uintptr_t{1}); }
-  static envelope* closed_tag() noexcept { return reinterpret_cast<envelope*>(std::uintptr_t{2}); }
+  static envelope* blocked_tag() noexcept {
+    return reinterpret_cast<envelope*>(std::uintptr_t{1});
+  }
+  static envelope* closed_tag() noexcept {
+    return reinterpret_cast<envelope*>(std::uintptr_t{2});
+  }
   std::atomic<envelope*> head_{nullptr};
 };
 
