@@ -30,8 +30,9 @@ struct sum_of {  // asks an aggregator to call several accounts and add their to
   std::vector<otpp::pid> accounts;
   MSGPACK_DEFINE_MAP(accounts)
 };
-struct watch {
+struct watch {  // a call, so the monitor is in place before the caller goes on
   static constexpr std::string_view tag = "watch";
+  using reply = bool;
   otpp::pid who;
   MSGPACK_DEFINE_MAP(who)
 };
@@ -65,7 +66,10 @@ class aggregator : public otpp::gen_server<aggregator> {
       }
       co_return sum;
     });
-    h.info<watch>([](aggregator& self, watch w) { self.monitor(w.who); });
+    h.call<watch>([](aggregator& self, watch w) {
+      self.monitor(w.who);
+      return true;
+    });
     h.info<otpp::down>([](aggregator& self, otpp::down d) {
       std::printf("  monitor fired: %s is down, reason '%s'\n", d.who.to_string().c_str(),
                   d.reason.text().c_str());
@@ -99,7 +103,7 @@ int main() {
   auto sum = otpp::call(node, *agg, sum_of{{*alice, *bob}}, asio::use_future).get();
   std::printf("aggregator (coroutine calling both) -> %ld\n", sum ? *sum : -1);
 
-  (void)otpp::send(node, *agg, watch{*bob});
+  (void)otpp::call(node, *agg, watch{*bob}, asio::use_future).get();
   auto crashed = otpp::call(node, *bob, fail_now{"disk on fire"}, asio::use_future).get();
   std::printf("call bob fail_now -> error '%s', reason '%s'\n", crashed.error().message().c_str(),
               crashed.reason().c_str());
