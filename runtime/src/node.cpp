@@ -34,9 +34,6 @@ std::uint32_t fresh_creation() {
 }
 }  // namespace
 
-node_impl* current_node() noexcept {
-  return this_thread_node;
-}
 void new_turn() noexcept {
   deferred_in_turn = nullptr;
   deferred_used = false;
@@ -45,13 +42,12 @@ void new_turn() noexcept {
 
 node_impl::node_impl(node& o, node_options opts)
     : owner(o),
-      ctx(static_cast<int>(opts.threads ? opts.threads
-                                        : std::max(1u, std::thread::hardware_concurrency()))),
+      thread_count_(opts.threads ? opts.threads
+                                 : std::max(1u, std::thread::hardware_concurrency())),
+      ctx(static_cast<int>(thread_count_)),
       name(opts.name),
       atom_(node_atom::intern(opts.name)),
-      creation_(opts.creation ? opts.creation : fresh_creation()),
-      thread_count_(opts.threads ? opts.threads
-                                 : std::max(1u, std::thread::hardware_concurrency())) {}
+      creation_(opts.creation ? opts.creation : fresh_creation()) {}
 
 node_impl::~node_impl() {
   stop();
@@ -213,29 +209,26 @@ result<void> node_impl::deliver(const pid& to, message_envelope* e) {
     delete e;
     return failure(errc::mailbox_full, to.to_string());
   }
-  switch (p->inbox_.push(e)) {
-    case inbox::push_result::queued:
-      note_send();
-      break;
-    case inbox::push_result::woke_reader:
-      schedule(p.get());
-      break;
-    case inbox::push_result::closed:
-      if (bounded) p->queued_.fetch_sub(1, std::memory_order_relaxed);
-      delete e;
-      return failure(errc::noproc, to.to_string());
+  if (!enqueue(*p, e)) {
+    if (bounded) p->queued_.fetch_sub(1, std::memory_order_relaxed);
+    delete e;
+    return failure(errc::noproc, to.to_string());
   }
   return {};
 }
 
 bool node_impl::signal(const pid& to, envelope* e) {
   auto p = find(to);
-  if (!p) return false;
-  switch (p->inbox_.push(e)) {
+  return p && enqueue(*p, e);
+}
+
+bool node_impl::enqueue(process& p, envelope* e) {
+  switch (p.inbox_.push(e)) {
     case inbox::push_result::queued:
+      note_send();
       return true;
     case inbox::push_result::woke_reader:
-      schedule(p.get());
+      schedule(&p);
       return true;
     case inbox::push_result::closed:
       return false;
@@ -518,19 +511,13 @@ std::string describe(std::exception_ptr e) {
   return "unknown";
 }
 
-void log_unhandled(const process& p, const message_envelope& m) {
-  log(log_level::warning, "gen_server", p.self().to_string(), ": no handler for '", m.tag, "' (",
-      m.kind == envelope_kind::cast ? "cast" : "info", "): dropped");
-}
-
 void reject(process& p, message_envelope& m, failure f) {
+  const char* what = m.call ? "call" : m.kind == envelope_kind::cast ? "cast" : "info";
+  log(log_level::warning, "gen_server", p.self().to_string(), ": ", what, " '", m.tag,
+      "' refused: ", f.message());
   if (m.call) {
-    log(log_level::warning, "gen_server", p.self().to_string(), ": call '", m.tag,
-        "' refused: ", f.message());
     if (m.call->claim()) m.call->complete_error(std::move(f));
     m.call.reset();
-  } else {
-    log_unhandled(p, m);
   }
 }
 

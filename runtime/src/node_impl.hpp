@@ -58,6 +58,8 @@ class node_impl {
   result<void> deliver(const pid& to, message_envelope* e);
   // Signals (urgent lane). Returns false if `to` is not a live local process.
   bool signal(const pid& to, envelope* e);
+  // Pushes onto `p`'s inbox and schedules it on the idle edge; false if it has ended.
+  bool enqueue(process& p, envelope* e);
   void schedule(process* p);
   void note_send();  // a send from the current turn (see schedule)
   // The scheduled unit of work: runs `p` unless another copy of this wake-up already did.
@@ -91,6 +93,11 @@ class node_impl {
   void forget_deadline(call_state_base* s);
 
   node& owner;
+
+ private:
+  std::size_t thread_count_;  // before ctx: its concurrency hint
+
+ public:
   asio::io_context ctx;
   std::string name;
   node_atom atom_;
@@ -137,7 +144,6 @@ class node_impl {
     return shards_[serial % shard_count];
   }
 
-  std::size_t thread_count_;
   std::atomic<state> state_{state::idle};
   mutable std::array<shard, shard_count> shards_;
   std::atomic<std::uint64_t> next_serial_{1};
@@ -174,7 +180,6 @@ class node_impl {
   friend class otpp::node;
 };
 
-node_impl* current_node() noexcept;
 void new_turn() noexcept;  // a process turn starts or ends on this thread
 
 // Makes `p` the current process of this thread for a scope (init runs as the new process).

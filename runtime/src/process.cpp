@@ -67,16 +67,8 @@ asio::execution_context& process::executor_type::query(asio::execution::context_
 }
 
 void process::executor_type::post_task(detail::task_envelope_base* task) const {
-  switch (p_->inbox_.push(task)) {
-    case detail::inbox::push_result::queued:
-      break;
-    case detail::inbox::push_result::woke_reader:
-      p_->node_->schedule(p_.get());
-      break;
-    case detail::inbox::push_result::closed:
-      delete task;  // the process ended: the continuation is dropped, never run
-      break;
-  }
+  // The process ended: the continuation is dropped, never run.
+  if (!p_->node_->enqueue(*p_, task)) delete task;
 }
 
 void process::fetch() {
@@ -152,17 +144,17 @@ void process::run() {
         if (extras_ && extras_->idle_timeout.count() > 0) {
           extras_->last_active = std::chrono::steady_clock::now();
         }
+        std::unique_ptr<detail::message_envelope> owned(m);
         try {
           dispatch(*m);
         } catch (...) {
-          std::string why = detail::describe(std::current_exception());
-          log(log_level::error, "process", self_.to_string(), ": handler for '", m->tag,
-              "' threw: ", why);
-          delete m;
-          exit_now(exit_reason(why), true);
+          auto why = exit_reason(detail::describe(std::current_exception()));
+          auto where = "handler for '" + std::string(m->tag) + "'";
+          owned.reset();
+          fail(std::move(why), where);
           return;
         }
-        delete m;
+        owned.reset();
         if (stop_requested_ && !suspended_) {
           exit_now(extras().stop_reason, true);
           return;
@@ -214,17 +206,15 @@ void process::run() {
 void process::handle_signal(detail::envelope* e) {
   using detail::envelope_kind;
   if (e->kind == envelope_kind::task) {
-    auto* t = static_cast<detail::task_envelope_base*>(e);
+    std::unique_ptr<detail::task_envelope_base> t(static_cast<detail::task_envelope_base*>(e));
     try {
       t->run();
     } catch (...) {
-      std::string why = detail::describe(std::current_exception());
-      delete t;
-      log(log_level::error, "process", self_.to_string(), ": continuation threw: ", why);
-      exit_now(exit_reason(why), true);
+      t.reset();
+      fail(exit_reason(detail::describe(std::current_exception())), "continuation");
       return;
     }
-    delete t;
+    t.reset();
     if (stop_requested_ && !suspended_) exit_now(extras().stop_reason, true);
     return;
   }
@@ -355,8 +345,8 @@ void process::hold_inbound(detail::ref_ptr<detail::call_state_base> state) {
   in.push_back(std::move(state));
 }
 
-void process::fail(exit_reason reason) {
-  log(log_level::error, "process", self_.to_string(), ": exiting: ", reason.text());
+void process::fail(exit_reason reason, std::string_view where) {
+  log(log_level::error, "process", self_.to_string(), ": ", where, " threw: ", reason.text());
   exit_now(std::move(reason), true);
 }
 

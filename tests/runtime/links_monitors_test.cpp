@@ -68,11 +68,15 @@ TEST_F(LinksMonitors, DemonitorDropsTheMonitor) {
   auto target = *node.spawn<counter>();
   auto f = *node.spawn<forgetter>(rec);
   EXPECT_EQ(*call_sync(node, f, watch_then_forget{target}), 0);
-  node.stop_process(target, otpp::exit_reason("gone"));
   // The second monitor (of a dead pid) proves downs are flowing; the first never fires.
   ASSERT_TRUE(rec->wait_for_event("down:noproc"));
-  ASSERT_TRUE(eventually([&] { return !node.alive(target); }));
-  (void)call_sync(node, f, watch_then_forget{target});  // a round trip after the exit
+  std::promise<void> exited;  // watchers run after the target sent its downs
+  node.watch_process(target, [&](const otpp::exit_reason&) { exited.set_value(); });
+  node.stop_process(target, otpp::exit_reason("gone"));
+  auto done = exited.get_future();
+  get(done);
+  // A round trip after the exit: a down already queued for f is handled before this call.
+  (void)call_sync(node, f, watch_then_forget{target});
   EXPECT_EQ(rec->count("down:gone"), 0u);
 }
 
@@ -101,13 +105,18 @@ TEST_F(LinksMonitors, NormalExitDoesNotKillLinkedProcess) {
   auto b = observe(a, true, false);
   auto m = observe(b, false, false);
   wait_watching(2);
+  std::promise<void> a_exited;  // watchers run after a signalled its links
+  node.watch_process(a, [&](const otpp::exit_reason&) { a_exited.set_value(); });
   node.stop_process(a, otpp::exit_reason::normal());
-  ASSERT_TRUE(eventually([&] { return !node.alive(a); }));
+  auto done = a_exited.get_future();
+  get(done);
   node.exit(b, otpp::exit_reason::normal());  // ignored too
-  auto probe = *node.spawn<counter>();
-  EXPECT_TRUE(call_sync(node, probe, get_count{}));
+  // Signals go ahead of messages: once b handles a message sent after them, it has acted on
+  // both exit signals.
+  ASSERT_TRUE(otpp::send(node, b, watch{m, false}));
+  wait_watching(3);
   EXPECT_TRUE(node.alive(b));
-  (void)m;
+  EXPECT_EQ(rec->count("down:normal"), 0u);  // m monitors b
 }
 
 TEST_F(LinksMonitors, ShutdownReasonKillsUntrappedLinkedProcess) {
@@ -123,7 +132,8 @@ TEST_F(LinksMonitors, KillCannotBeTrapped) {
   observe(t, false, false);
   wait_watching();
   node.exit(t, otpp::exit_reason("polite"));
-  ASSERT_TRUE(eventually([&] { return node.alive(t); }));
+  ASSERT_TRUE(rec->wait_for_event("EXIT:polite"));  // trapped: a message, t lives on
+  EXPECT_TRUE(node.alive(t));
   node.exit(t, otpp::exit_reason::kill());
   EXPECT_TRUE(rec->wait_for_event("down:killed"));
   EXPECT_FALSE(node.alive(t));

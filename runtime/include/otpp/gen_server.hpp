@@ -43,17 +43,9 @@ struct is_awaitable<asio::awaitable<T, E>> : std::true_type {
 };
 
 std::string describe(std::exception_ptr e);
-void log_unhandled(const process& p, const message_envelope& m);
-// Answers a call with `f`, or logs a dropped cast/info.
+// Logs a message no handler takes (or whose payload does not decode); a call is answered `f`.
 void reject(process& p, message_envelope& m, failure f);
 
-template <message M>
-M* payload_of(message_envelope& m, std::optional<M>& storage) {
-  if (m.type == type_of<M>()) return static_cast<M*>(m.value());
-  storage.emplace();
-  m.body()->convert(*storage);  // throws msgpack::type_error on a mismatch
-  return &*storage;
-}
 }  // namespace detail
 
 template <class D>
@@ -71,31 +63,30 @@ class handlers {
   handlers& call(F f) {
     using R = typename M::reply;
     add<M>(detail::envelope_kind::call, [f](D& self, detail::message_envelope& m) {
-      detail::ref_ptr<detail::call_state_base> state = m.call;
-      reply_to<R> reply(std::move(m.call), &self);
       std::optional<M> storage;
-      M* msg = decode<M>(self, m, storage, reply);
+      M* msg = decode<M>(self, m, storage);
       if (!msg) return;
       if constexpr (std::is_invocable_v<F, D&, M&&, reply_to<R>>) {
-        std::invoke(f, self, std::move(*msg), std::move(reply));
-        if (!state->done()) self.hold_inbound(std::move(state));
+        auto state = m.call;
+        std::invoke(f, self, std::move(*msg), reply_to<R>(std::move(m.call), &self));
+        hold_if_unanswered(self, std::move(state));
+      } else if constexpr (detail::is_awaitable<std::invoke_result_t<F, D&, M&&>>::value) {
+        auto state = m.call;
+        self.start_coroutine(
+            std::invoke(f, self, std::move(*msg)),
+            [reply = reply_to<R>(std::move(m.call), &self)](auto&&... value) mutable {
+              reply(R(std::forward<decltype(value)>(value)...));
+            });
+        hold_if_unanswered(self, std::move(state));
       } else {
-        using ret = std::invoke_result_t<F, D&, M&&>;
-        if constexpr (detail::is_awaitable<ret>::value) {
-          self.start_coroutine(std::invoke(f, self, std::move(*msg)),
-                               [reply = std::move(reply)](auto&&... value) mutable {
-                                 reply(R(std::forward<decltype(value)>(value)...));
-                               });
-          if (!state->done()) self.hold_inbound(std::move(state));
-        } else {
-          static_assert(std::is_convertible_v<ret, R>,
-                        "call handler must return the message's reply type");
-          try {
-            reply(std::invoke(f, self, std::move(*msg)));
-          } catch (...) {
-            reply.fail(failure(errc::exit, detail::describe(std::current_exception())));
-            throw;
-          }
+        static_assert(std::is_convertible_v<std::invoke_result_t<F, D&, M&&>, R>,
+                      "call handler must return the message's reply type");
+        reply_to<R> reply(std::move(m.call), &self);
+        try {
+          reply(std::invoke(f, self, std::move(*msg)));
+        } catch (...) {
+          reply.fail(failure(errc::exit, detail::describe(std::current_exception())));
+          throw;
         }
       }
     });
@@ -131,34 +122,33 @@ class handlers {
     entries_.push_back(entry{lane, type_of<M>(), M::tag, std::move(t)});
   }
 
-  template <message M, class R>
-  static M* decode(D& self, detail::message_envelope& m, std::optional<M>& storage,
-                   reply_to<R>& reply) {
+  // The payload as an M: the typed value on the local path, else decoded from msgpack. A
+  // payload that does not decode is refused (a call is answered bad_message) and logged.
+  template <message M>
+  static M* decode(D& self, detail::message_envelope& m, std::optional<M>& storage) {
     if (m.type == type_of<M>()) return static_cast<M*>(m.value());
     try {
       storage.emplace();
       m.body()->convert(*storage);
       return &*storage;
     } catch (const std::exception& e) {
-      log(log_level::warning, "gen_server", self.self().to_string(), ": bad_message for '", m.tag,
-          "': ", e.what());
-      reply.fail(failure(errc::bad_message, std::string(m.tag) + ": " + e.what()));
+      detail::reject(self, m, failure(errc::bad_message, std::string(m.tag) + ": " + e.what()));
       return nullptr;
     }
+  }
+
+  // A deferred or coroutine handler still holds the reply: the process answers it with exit if
+  // it ends first.
+  static void hold_if_unanswered(D& self, detail::ref_ptr<detail::call_state_base> state) {
+    if (!state->done()) self.hold_inbound(std::move(state));
   }
 
   template <message M, class F>
   static thunk one_way(F f) {
     return [f](D& self, detail::message_envelope& m) {
       std::optional<M> storage;
-      M* msg = nullptr;
-      try {
-        msg = detail::payload_of<M>(m, storage);
-      } catch (const std::exception& e) {
-        log(log_level::warning, "gen_server", self.self().to_string(), ": bad_message for '", m.tag,
-            "' dropped: ", e.what());
-        return;
-      }
+      M* msg = decode<M>(self, m, storage);
+      if (!msg) return;
       using ret = std::invoke_result_t<F, D&, M&&>;
       if constexpr (detail::is_awaitable<ret>::value) {
         self.start_coroutine(std::invoke(f, self, std::move(*msg)), [](auto&&...) {});

@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include <asio/any_io_executor.hpp>
@@ -72,7 +73,7 @@ class process : public detail::ref_counted {
   // Coroutine handlers: the process takes no user message until `done` ran.
   void mark_suspended(bool on) noexcept { suspended_ = on; }
   // Ends the process from inside its own turn (handler exceptions, coroutine failures).
-  void fail(exit_reason reason);
+  void fail(exit_reason reason, std::string_view where = "coroutine handler");
   // A call this process took but has not answered yet (deferred or coroutine): answered with
   // exit and the exit reason if the process ends first.
   void hold_inbound(detail::ref_ptr<detail::call_state_base> state);

@@ -34,10 +34,6 @@ enum class envelope_kind : std::uint8_t {
   stop,
 };
 
-inline bool is_urgent(envelope_kind k) {
-  return k >= envelope_kind::system_info;
-}
-
 struct envelope {
   envelope* next = nullptr;
   envelope_kind kind;
