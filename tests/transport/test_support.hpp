@@ -305,25 +305,41 @@ class raw_peer {
     std::uint32_t version = protocol_version;
     std::uint32_t creation = 7;
   };
-  // Runs the initiator side of the handshake. Returns the accept status (0: accepted),
-  // or failure if the exchange broke.
-  result<std::uint32_t> handshake_as_initiator(const hs_options& o) {
+  struct hello_exchange {
+    std::vector<std::uint8_t> mine;    // our HELLO payload
+    std::vector<std::uint8_t> theirs;  // the peer's HELLO payload
+    hello_message peer;
+  };
+  // Both sides send HELLO at once: send ours, read and parse theirs.
+  result<hello_exchange> exchange_hello(const hs_options& o) {
     hello_message h;
     h.version = o.version;
     h.node_id = o.id;
     h.creation = o.creation;
     random_bytes(h.challenge);
-    const auto mine = encode_hello(h);
+    hello_exchange x;
+    x.mine = encode_hello(h);
     std::vector<std::uint8_t> out;
-    append_plain_frame(kind::hello, mine, out);
+    append_plain_frame(kind::hello, x.mine, out);
     if (!write_all(out)) return failure(errc::connection_closed, "write hello");
     auto theirs = read_plain();
     if (!theirs || theirs->kind != kind::hello) return failure(errc::connection_closed, "hello");
     auto peer = parse_hello(theirs->payload);
     if (!peer) return peer.fail();
-    peer_id = peer->node_id;
-    const digest t = transcript_hash(mine, theirs->payload);
-    out.clear();
+    x.theirs.assign(theirs->payload.begin(), theirs->payload.end());
+    x.peer = std::move(*peer);
+    return x;
+  }
+
+  // Runs the initiator side of the handshake. Returns the accept status (0: accepted),
+  // or failure if the exchange broke.
+  result<std::uint32_t> handshake_as_initiator(const hs_options& o) {
+    auto hx = exchange_hello(o);
+    if (!hx) return hx.fail();
+    const auto& mine = hx->mine;
+    peer_id = hx->peer.node_id;
+    const digest t = transcript_hash(mine, hx->theirs);
+    std::vector<std::uint8_t> out;
     append_plain_frame(kind::proof, encode_proof(initiator_proof(as_bytes(o.secret), t)), out);
     if (!write_all(out)) return failure(errc::connection_closed, "write proof");
     auto acc = read_plain();
@@ -341,20 +357,10 @@ class raw_peer {
 
   // Runs the acceptor side (for an endpoint that connected to us).
   result<void> handshake_as_acceptor(const hs_options& o) {
-    hello_message h;
-    h.version = o.version;
-    h.node_id = o.id;
-    h.creation = o.creation;
-    random_bytes(h.challenge);
-    const auto mine = encode_hello(h);
-    std::vector<std::uint8_t> out;
-    append_plain_frame(kind::hello, mine, out);
-    if (!write_all(out)) return failure(errc::connection_closed, "write hello");
-    auto theirs = read_plain();
-    if (!theirs || theirs->kind != kind::hello) return failure(errc::connection_closed, "hello");
-    auto peer = parse_hello(theirs->payload);
-    if (!peer) return peer.fail();
-    const digest t = transcript_hash(theirs->payload, mine);
+    auto hx = exchange_hello(o);
+    if (!hx) return hx.fail();
+    const auto& mine = hx->mine;
+    const digest t = transcript_hash(hx->theirs, mine);
     auto pr = read_plain();
     if (!pr || pr->kind != kind::proof) return failure(errc::connection_closed, "proof");
     auto p = parse_proof(pr->payload);
@@ -363,7 +369,7 @@ class raw_peer {
       return failure(errc::not_authorised);
     accept_message a;
     a.proof = acceptor_proof(as_bytes(o.secret), t);
-    out.clear();
+    std::vector<std::uint8_t> out;
     append_plain_frame(kind::accept, encode_accept(a), out);
     if (!write_all(out)) return failure(errc::connection_closed, "write accept");
     const auto keys = derive_session_keys(as_bytes(o.secret), t);
