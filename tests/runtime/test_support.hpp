@@ -14,6 +14,7 @@
 #include <gtest/gtest.h>
 #include <asio/use_future.hpp>
 
+#include "common/eventually.hpp"
 #include "otpp/runtime.hpp"
 
 namespace otpp_test {
@@ -121,17 +122,6 @@ class gate {
   std::condition_variable cv_;
   bool open_ = false;
 };
-
-// Polls `pred` every millisecond up to `bound`.
-template <class Pred>
-bool eventually(Pred pred, std::chrono::seconds bound = std::chrono::seconds(20)) {
-  auto until = std::chrono::steady_clock::now() + bound;
-  while (std::chrono::steady_clock::now() < until) {
-    if (pred()) return true;
-    std::this_thread::sleep_for(std::chrono::milliseconds(1));
-  }
-  return pred();
-}
 
 // Watches processes: monitors on request and records down / EXIT messages.
 struct watch {

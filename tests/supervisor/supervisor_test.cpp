@@ -15,6 +15,7 @@
 #include <asio/use_awaitable.hpp>
 #include <asio/use_future.hpp>
 
+#include "common/eventually.hpp"
 #include "otpp/registry.hpp"
 #include "otpp/supervisor.hpp"
 
@@ -54,16 +55,7 @@ class probe {
   std::vector<std::string> events_;
 };
 
-// Bounded polling on state: every 1 ms, up to 10 s.
-template <class Pred>
-bool eventually(Pred pred, std::chrono::milliseconds bound = 10s) {
-  auto deadline = std::chrono::steady_clock::now() + bound;
-  while (std::chrono::steady_clock::now() < deadline) {
-    if (pred()) return true;
-    std::this_thread::sleep_for(1ms);
-  }
-  return pred();
-}
+using otpp_test::eventually;
 
 struct die {
   static constexpr std::string_view tag = "die";
