@@ -449,8 +449,9 @@ void node_impl::on_deadline(const std::error_code& ec) {
 }
 
 namespace {
-result<void> deliver_dynamic(node& n, const pid& to, msgpack::object_handle map, envelope_kind k,
-                             ref_ptr<call_state_base> call = {}) {
+// A dynamic message as an envelope: the map's string "type" field is the tag.
+result<dynamic_envelope*> make_dynamic(node& n, const pid& to, msgpack::object_handle map,
+                                       envelope_kind k) {
   const msgpack::object& o = map.get();
   std::string tag;
   if (o.type == msgpack::type::MAP) {
@@ -465,12 +466,15 @@ result<void> deliver_dynamic(node& n, const pid& to, msgpack::object_handle map,
   if (tag.empty()) {
     log(log_level::warning, "node", n.name(), ": dynamic message to ", to.to_string(),
         " has no string 'type' field: refused");
-    if (call && call->claim()) call->complete_error(failure(errc::bad_message, "no 'type' field"));
     return failure(errc::bad_message, "dynamic message needs a map with a string 'type' field");
   }
-  auto* e = new dynamic_envelope(k, current_self(), std::move(tag), std::move(map));
-  e->call = std::move(call);
-  return n.impl().deliver(to, e);
+  return new dynamic_envelope(k, current_self(), std::move(tag), std::move(map));
+}
+
+result<void> deliver_dynamic(node& n, const pid& to, msgpack::object_handle map, envelope_kind k) {
+  auto e = make_dynamic(n, to, std::move(map), k);
+  if (!e) return e.fail();
+  return n.impl().deliver(to, *e);
 }
 
 class dynamic_call_state final : public call_state_base {
@@ -610,8 +614,12 @@ void call_dynamic(node& n, const pid& to, msgpack::object_handle map,
                   std::function<void(result<msgpack::object_handle>)> done) {
   auto* state = new detail::dynamic_call_state(n.impl(), std::move(done));
   detail::ref_ptr<detail::call_state_base> keep(state);
-  if (timeout.count() >= 0) n.impl().arm_deadline(state, timeout);
-  (void)detail::deliver_dynamic(n, to, std::move(map), detail::envelope_kind::call, keep);
+  auto request = detail::make_dynamic(n, to, std::move(map), detail::envelope_kind::call);
+  if (!request) {
+    if (state->claim()) state->complete_error(request.fail());
+    return;
+  }
+  detail::start_call(n.impl(), to, state, *request, timeout);
 }
 
 }  // namespace otpp
