@@ -1,69 +1,91 @@
+// The node: lifecycle, the process table, services, send_after timers and the public facade.
 #include <algorithm>
-#include <chrono>
-#include <ctime>
-
-#include <asio/defer.hpp>
-#include <asio/post.hpp>
+#include <random>
 
 #include "node_impl.hpp"
 #include "otpp/call.hpp"
+#include "otpp/gen_server.hpp"
 #include "otpp/log.hpp"
+#include "otpp/router.hpp"
+#include "scheduler_slot.hpp"
 
 namespace otpp {
 namespace detail {
 
 namespace {
-thread_local node_impl* this_thread_node = nullptr;
-// Scheduling from inside a process turn: the first process woken goes to this thread's private
-// queue (no lock, no wake-up of another thread: the ping-pong and ring shape, where the turn
-// ends right after the send). Asio runs private work only after the current turn returns, so
-// if the turn goes on sending (a producer loop) the woken process is also posted to the shared
-// queue, where an idle worker takes it; whichever copy runs first wins (sched_epoch_).
-// Further wake-ups in the same turn go to the shared queue directly (fan-out).
-thread_local process* deferred_in_turn = nullptr;
-thread_local std::uint32_t deferred_epoch = 0;
-thread_local std::uint32_t sends_in_turn = 0;
-thread_local bool deferred_used = false;
-constexpr std::uint32_t promote_after_sends = 32;
-
+// A fresh incarnation per start: random, so two OS processes starting the same node name at
+// the same moment still differ, and never 0 (0 means "choose one").
 std::uint32_t fresh_creation() {
-  static std::atomic<std::uint32_t> counter{0};
-  auto now = static_cast<std::uint32_t>(std::time(nullptr));
-  std::uint32_t c = now * 64u + (counter.fetch_add(1) % 64u);
-  return c == 0 ? 1 : c;
+  std::random_device rd;
+  std::uint32_t c = 0;
+  while (c == 0) c = rd();
+  return c;
 }
+
+// send_after: the envelope waits in the timer service, then goes through the door.
+struct message_timer final : timer_entry {
+  node_impl* node;
+  pid to;
+  message_envelope* message;
+  message_timer(node_impl* n, pid t, message_envelope* m) : node(n), to(t), message(m) {}
+  void expire() override {
+    (void)node->route(to, message);
+    delete this;
+  }
+  void discard() override {
+    delete message;
+    delete this;
+  }
+};
+
+std::atomic<std::size_t> next_service_index{0};
 }  // namespace
 
-void new_turn() noexcept {
-  deferred_in_turn = nullptr;
-  deferred_used = false;
-  sends_in_turn = 0;
+std::size_t new_service_index() noexcept {
+  return next_service_index.fetch_add(1, std::memory_order_relaxed);
 }
 
 node_impl::node_impl(node& o, node_options opts)
-    : owner(o),
+    : owner_(o),
       thread_count_(opts.threads ? opts.threads
                                  : std::max(1u, std::thread::hardware_concurrency())),
-      ctx(static_cast<int>(thread_count_)),
-      name(opts.name),
+      manual_(opts.manual),
+      ctx_(manual_ ? 1 : static_cast<int>(thread_count_)),
+      name_(opts.name),
       atom_(node_atom::intern(opts.name)),
-      creation_(opts.creation ? opts.creation : fresh_creation()) {}
+      creation_(opts.creation ? opts.creation : fresh_creation()),
+      timers_(ctx_, std::move(opts.clock)) {}
 
 node_impl::~node_impl() {
   stop();
   join();
-  // Calls still waiting (from outside the node) resolve now rather than never.
-  std::vector<call_state_base*> pending;
+  // Layer state goes after every process ended, last created first.
   {
-    std::lock_guard lock(deadline_mutex_);
-    for (auto& b : deadline_buckets_)
-      for (auto* s = b->head; s; s = s->deadline_next) pending.push_back(s);
+    std::lock_guard lock(services_mutex_);
+    while (!services_.empty()) services_.pop_back();
   }
-  for (auto* s : pending) {
-    s->add_ref();
-    if (s->claim()) s->complete_error(failure(errc::node_stopped));
-    forget_deadline(s);
-    s->release();
+  // Calls still waiting (from outside the node) resolve now (node_stopped), and timers that
+  // never fired free their messages.
+  timers_.discard_all();
+  fail_remote_calls_all();
+}
+
+void node_impl::fail_remote_calls_all() {
+  std::unordered_map<std::uint64_t, remote_call> all;
+  {
+    std::lock_guard lock(remote_calls_mutex_);
+    all.swap(remote_calls_);
+  }
+  for (auto& [id, c] : all)
+    if (c.state->claim()) c.state->complete_error(failure(errc::node_stopped, name_));
+}
+
+void node_impl::start_threads_locked() {
+  if (manual_) return;
+  work_.emplace(asio::make_work_guard(ctx_));
+  for (std::size_t i = 0; i < thread_count_; ++i) slots_.push_back(std::make_unique<worker_slot>());
+  for (std::size_t i = 0; i < thread_count_; ++i) {
+    threads_.emplace_back([this, slot = slots_[i].get()] { worker(slot); });
   }
 }
 
@@ -71,22 +93,7 @@ void node_impl::start() {
   std::lock_guard lock(threads_mutex_);
   auto expected = state::idle;
   if (!state_.compare_exchange_strong(expected, state::running)) return;
-  work_.emplace(asio::make_work_guard(ctx));
-  for (std::size_t i = 0; i < thread_count_; ++i) threads_.emplace_back([this] { worker(); });
-}
-
-void node_impl::worker() {
-  this_thread_node = this;
-  for (;;) {
-    try {
-      ctx.run();
-      break;
-    } catch (const std::exception& e) {
-      // A handler escaped every process-level catch: log and keep the thread serving.
-      log(log_level::error, "node", name, ": exception escaped a handler: ", e.what());
-    }
-  }
-  this_thread_node = nullptr;
+  start_threads_locked();
 }
 
 void node_impl::stop() {
@@ -94,24 +101,20 @@ void node_impl::stop() {
     std::lock_guard lock(threads_mutex_);
     auto s = state_.load();
     if (s == state::stopping || s == state::stopped) return;
-    if (s == state::idle) {
-      // Never started: processes may exist (init ran inline); start threads to stop them.
-      state_ = state::running;
-      work_.emplace(asio::make_work_guard(ctx));
-      for (std::size_t i = 0; i < thread_count_; ++i) threads_.emplace_back([this] { worker(); });
-    }
+    // Never started: processes may exist (init ran inline); start threads to stop them.
+    if (s == state::idle) start_threads_locked();
     state_ = state::stopping;
   }
   std::vector<std::function<void()>> hooks;
   {
-    std::lock_guard lock(hooks_mutex);
-    hooks.swap(stop_hooks);
+    std::lock_guard lock(hooks_mutex_);
+    hooks.swap(stop_hooks_);
   }
   for (auto it = hooks.rbegin(); it != hooks.rend(); ++it) {
     try {
       (*it)();
     } catch (const std::exception& e) {
-      log(log_level::error, "node", name, ": stop hook failed: ", e.what());
+      log(log_level::error, "node", name_, ": stop hook failed: ", e.what());
     }
   }
   std::vector<pid> all;
@@ -119,18 +122,25 @@ void node_impl::stop() {
     std::lock_guard lock(s.mutex);
     for (auto& [serial, p] : s.table) all.push_back(p->self());
   }
-  for (const auto& p : all) {
-    auto* e = new signal_envelope(envelope_kind::stop, pid{});
-    e->reason = exit_reason::shutdown();
-    if (!signal(p, e)) delete e;
-  }
-  std::lock_guard lock(timers_mutex_);
-  for (auto& [id, t] : timers_) t->timer.cancel();
-  timers_.clear();
+  for (const auto& p : all) send_signal(envelope_kind::stop, pid{}, p, exit_reason::shutdown());
 }
 
 void node_impl::join() {
-  if (this_thread_node == this) return;  // a handler cannot wait for its own node
+  if (current_node() == this) return;  // a handler cannot wait for its own node
+  if (manual_) {
+    // Run the stop here; a process that never ends (waiting on virtual time nobody advances)
+    // is reported rather than waited for forever.
+    for (int idle_rounds = 0; live_.load() > 0 && idle_rounds < 3;) {
+      idle_rounds = poll() == 0 ? idle_rounds + 1 : 0;
+    }
+    if (live_.load() > 0) {
+      log(log_level::warning, "node", name_, ": manual node joined with ", live_.load(),
+          " processes still alive (advance its clock or poll it until they end)");
+    }
+    std::lock_guard lock(threads_mutex_);
+    if (state_.load() != state::idle) state_ = state::stopped;
+    return;
+  }
   {
     std::unique_lock lock(life_mutex_);
     life_cv_.wait(lock, [this] { return live_.load() == 0 || state_.load() == state::idle; });
@@ -138,7 +148,7 @@ void node_impl::join() {
   std::lock_guard lock(threads_mutex_);
   if (state_.load() == state::idle) return;
   work_.reset();
-  ctx.stop();
+  ctx_.stop();
   for (auto& t : threads_)
     if (t.joinable()) t.join();
   threads_.clear();
@@ -170,78 +180,9 @@ void node_impl::unpublish(const pid& p) {
   }
 }
 
-void node_impl::schedule(process* p) {
-  p->add_ref();
-  auto epoch = p->sched_epoch_.load(std::memory_order_acquire);
-  if (this_thread_node == this && current_process() && !deferred_used) {
-    deferred_used = true;
-    deferred_in_turn = p;
-    deferred_epoch = epoch;
-    asio::defer(ctx, node_impl::run_op(p, epoch));
-  } else {
-    asio::post(ctx, node_impl::run_op(p, epoch));
-  }
-}
-
-void node_impl::note_send() {
-  if (deferred_in_turn && ++sends_in_turn == promote_after_sends) {
-    process* p = deferred_in_turn;
-    deferred_in_turn = nullptr;
-    if (p->node_ != this) return;
-    p->add_ref();  // the deferred copy still holds its own reference
-    asio::post(ctx, node_impl::run_op(p, deferred_epoch));
-  }
-}
-
-result<void> node_impl::deliver(const pid& to, message_envelope* e) {
-  auto p = find(to);
-  if (!p) {
-    log(log_level::debug, "node", name, ": message '", e->tag, "' to ", to.to_string(), ": noproc");
-    delete e;  // a call request answers noproc as it is destroyed
-    return failure(errc::noproc, to.to_string());
-  }
-  const bool bounded = p->bound_ != 0;
-  if (bounded && p->queued_.fetch_add(1, std::memory_order_relaxed) >= p->bound_) {
-    p->queued_.fetch_sub(1, std::memory_order_relaxed);
-    log(log_level::warning, "node", name, ": mailbox of ", to.to_string(), " is full (", p->bound_,
-        "): '", e->tag, "' refused");
-    if (e->call && e->call->claim()) e->call->complete_error(failure(errc::mailbox_full));
-    delete e;
-    return failure(errc::mailbox_full, to.to_string());
-  }
-  if (!enqueue(*p, e)) {
-    if (bounded) p->queued_.fetch_sub(1, std::memory_order_relaxed);
-    delete e;
-    return failure(errc::noproc, to.to_string());
-  }
-  return {};
-}
-
-bool node_impl::signal(const pid& to, envelope* e) {
-  auto p = find(to);
-  return p && enqueue(*p, e);
-}
-
-bool node_impl::enqueue(process& p, envelope* e) {
-  switch (p.inbox_.push(e)) {
-    case inbox::push_result::queued:
-      note_send();
-      return true;
-    case inbox::push_result::woke_reader:
-      schedule(&p);
-      return true;
-    case inbox::push_result::closed:
-      return false;
-  }
-  return false;
-}
-
 result<pid> node_impl::start_process(process* raw, const spawn_options& o) {
   ref_ptr<process> p(raw);
-  auto s = state_.load();
-  if (s == state::stopping || s == state::stopped) {
-    return failure(errc::node_stopped, name);
-  }
+  if (stopping()) return failure(errc::node_stopped, name_);
   p->node_ = this;
   p->self_ = new_pid();
   p->trap_exit_ = o.trap_exit;
@@ -265,7 +206,7 @@ result<pid> node_impl::start_process(process* raw, const spawn_options& o) {
   auto r = init();
   if (!r) {
     std::string why = r.reason().empty() ? r.error().message() : r.reason();
-    log(log_level::info, "node", name, ": init of ", p->self_.to_string(), " failed: ", why);
+    log(log_level::info, "node", name_, ": init of ", p->self_.to_string(), " failed: ", why);
     {
       process_scope guard(p.get());
       p->exit_now(exit_reason(why), false);
@@ -276,21 +217,14 @@ result<pid> node_impl::start_process(process* raw, const spawn_options& o) {
     parent->extras().links.push_back(p->self_);
     p->extras().links.push_back(parent->self_);
   }
-  // First turn: the inbox started awake; go idle unless messages arrived during init.
-  // A first turn also arms an idle timeout.
-  if (o.idle_timeout.count() > 0 || !p->urgent_.empty() || !p->info_.empty() ||
+  // First turn: the inbox started awake; go idle unless work arrived during init (init may
+  // have moved messages into the process's own queues, e.g. through demonitor's flush). A
+  // first turn also arms an idle timeout.
+  if (o.idle_timeout.count() > 0 || !p->urgent_.empty() || !p->user_.empty() ||
       !p->inbox_.try_block()) {
     schedule(p.get());
   }
   return p->self_;
-}
-
-void node_impl::track_call(process& self, const ref_ptr<call_state_base>& state) {
-  auto& out = self.extras().outstanding;
-  if (out.size() >= 16) {
-    std::erase_if(out, [](const ref_ptr<call_state_base>& s) { return s->done(); });
-  }
-  out.push_back(state);
 }
 
 void node_impl::process_exited(process&, const exit_reason&) {
@@ -300,46 +234,66 @@ void node_impl::process_exited(process&, const exit_reason&) {
   }
 }
 
-timer_ref node_impl::start_timer(std::chrono::steady_clock::duration d, const pid& to,
-                                 message_envelope* e) {
-  timer_ref ref{new_ref()};
-  auto entry = std::make_shared<timer_entry>(ctx);
-  entry->to = to;
-  entry->message.reset(e);
-  entry->timer.expires_after(d);
+void node_impl::notify_exit_listeners(const pid& p, const exit_reason& reason) {
+  std::vector<node::exit_listener> listeners;
   {
-    std::lock_guard lock(timers_mutex_);
-    timers_.emplace(ref.id, entry);
-    // Armed under the lock so cancel_timer never touches a timer being set up.
-    entry->timer.async_wait([this, id = ref.id](const std::error_code& ec) {
-      if (ec) return;
-      std::shared_ptr<timer_entry> fired;
-      {
-        std::lock_guard lock(timers_mutex_);
-        auto it = timers_.find(id);
-        if (it == timers_.end()) return;  // cancelled
-        fired = std::move(it->second);
-        timers_.erase(it);
-      }
-      auto* msg = fired->message.release();
-      if (!signal(fired->to, msg)) delete msg;
-    });
+    std::lock_guard lock(hooks_mutex_);
+    listeners = exit_listeners_;
   }
+  for (auto& l : listeners) {
+    try {
+      l(p, reason);
+    } catch (...) {
+      // The exit goes on: links, monitors and the live count must still hear of it.
+      log(log_level::error, "node", name_, ": exit listener threw for ", p.to_string(), ": ",
+          describe(std::current_exception()));
+    }
+  }
+}
+
+void node_impl::add_exit_listener(node::exit_listener l) {
+  std::lock_guard lock(hooks_mutex_);
+  exit_listeners_.push_back(std::move(l));
+}
+
+void node_impl::add_stop_hook(std::function<void()> hook) {
+  std::lock_guard lock(hooks_mutex_);
+  stop_hooks_.push_back(std::move(hook));
+}
+
+timer_ref node_impl::start_timer(clock_type::duration d, const pid& to, message_envelope* e) {
+  timer_ref ref{new_ref()};
+  auto* t = new message_timer(this, to, e);
+  t->timer_id = ref.id;
+  timers_.arm(t, d);
   return ref;
 }
 
 bool node_impl::cancel_timer(timer_ref ref) {
-  std::lock_guard lock(timers_mutex_);
-  auto it = timers_.find(ref.id);
-  if (it == timers_.end()) return false;
-  it->second->timer.cancel();
-  timers_.erase(it);
+  timer_entry* t = timers_.cancel_id(ref.id);
+  if (!t) return false;
+  t->discard();
   return true;
 }
 
+node_service& node_impl::service(std::size_t index, node_service* (*make)(node&)) {
+  if (index >= max_services) {
+    log(log_level::error, "node", name_, ": more than ", max_services, " service types");
+    std::terminate();
+  }
+  if (auto* s = service_slots_[index].load(std::memory_order_acquire)) return *s;
+  std::lock_guard lock(services_mutex_);
+  if (auto* s = service_slots_[index].load(std::memory_order_acquire)) return *s;
+  std::unique_ptr<node_service> made(make(owner_));
+  auto* s = made.get();
+  services_.push_back(std::move(made));
+  service_slots_[index].store(s, std::memory_order_release);
+  return *s;
+}
+
 // ---- entry points used by inline templates
-result<void> deliver(node_impl& n, const pid& to, message_envelope* e) {
-  return n.deliver(to, e);
+result<void> route(node_impl& n, const pid& to, message_envelope* e) {
+  return n.route(to, e);
 }
 result<pid> start_process(node_impl& n, process* p, const spawn_options& o) {
   return n.start_process(p, o);
@@ -348,161 +302,12 @@ pid current_self() noexcept {
   auto* p = current_process();
   return p ? p->self() : pid{};
 }
-timer_ref start_timer(node_impl& n, std::chrono::steady_clock::duration d, const pid& to,
-                      message_envelope* e) {
+timer_ref start_timer(node_impl& n, clock_type::duration d, const pid& to, message_envelope* e) {
   return n.start_timer(d, to, e);
 }
-asio::io_context& node_context(node_impl& n) {
-  return n.ctx;
+node_service& find_service(node_impl& n, std::size_t index, node_service* (*make)(node&)) {
+  return n.service(index, make);
 }
-
-void start_call(node_impl& n, const pid& to, call_state_base* state, message_envelope* request,
-                std::chrono::milliseconds timeout) {
-  ref_ptr<call_state_base> keep(state);
-  request->call = keep;
-  if (process* self = current_process()) node_impl::track_call(*self, keep);
-  if (timeout.count() >= 0) n.arm_deadline(state, timeout);
-  (void)n.deliver(to, request);
-}
-
-void forget_deadline(node_impl& n, call_state_base* state) {
-  n.forget_deadline(state);
-}
-
-void node_impl::arm_deadline(call_state_base* s, std::chrono::milliseconds timeout) {
-  auto now = std::chrono::steady_clock::now();
-  std::lock_guard lock(deadline_mutex_);
-  deadline_bucket* b = nullptr;
-  for (auto& candidate : deadline_buckets_) {
-    if (candidate->timeout == timeout) {
-      b = candidate.get();
-      break;
-    }
-  }
-  if (!b) {
-    deadline_buckets_.push_back(std::make_unique<deadline_bucket>());
-    b = deadline_buckets_.back().get();
-    b->timeout = timeout;
-  }
-  s->add_ref();  // the list holds a reference
-  s->deadline = now + timeout;
-  s->deadline_bucket = b;
-  s->deadline_next = nullptr;
-  s->deadline_prev = b->tail;
-  if (b->tail) {
-    b->tail->deadline_next = s;
-  } else {
-    b->head = s;
-  }
-  b->tail = s;
-  if (s->deadline < deadline_armed_) rearm_deadline_locked();
-}
-
-void node_impl::forget_deadline(call_state_base* s) {
-  {
-    std::lock_guard lock(deadline_mutex_);
-    auto* b = static_cast<deadline_bucket*>(s->deadline_bucket);
-    if (!b) return;
-    (s->deadline_prev ? s->deadline_prev->deadline_next : b->head) = s->deadline_next;
-    (s->deadline_next ? s->deadline_next->deadline_prev : b->tail) = s->deadline_prev;
-    s->deadline_prev = s->deadline_next = nullptr;
-    s->deadline_bucket = nullptr;
-  }
-  s->release();
-}
-
-void node_impl::rearm_deadline_locked() {
-  auto earliest = std::chrono::steady_clock::time_point::max();
-  for (auto& b : deadline_buckets_)
-    if (b->head && b->head->deadline < earliest) earliest = b->head->deadline;
-  if (earliest == deadline_armed_) return;
-  deadline_armed_ = earliest;
-  if (earliest == std::chrono::steady_clock::time_point::max()) return;  // stays armed: harmless
-  if (!deadline_timer_) deadline_timer_.emplace(ctx);
-  deadline_timer_->expires_at(earliest);  // cancels a pending wait (it sees operation_aborted)
-  deadline_timer_->async_wait([this](const std::error_code& ec) { on_deadline(ec); });
-}
-
-void node_impl::on_deadline(const std::error_code& ec) {
-  if (ec == asio::error::operation_aborted) return;
-  std::vector<call_state_base*> expired;
-  {
-    std::lock_guard lock(deadline_mutex_);
-    auto now = std::chrono::steady_clock::now();
-    for (auto& b : deadline_buckets_) {
-      while (b->head && b->head->deadline <= now) {
-        auto* s = b->head;
-        b->head = s->deadline_next;
-        (b->head ? b->head->deadline_prev : b->tail) = nullptr;
-        s->deadline_next = nullptr;
-        s->deadline_bucket = nullptr;
-        expired.push_back(s);  // keeps the list's reference
-      }
-    }
-    deadline_armed_ = std::chrono::steady_clock::time_point::min();  // force a re-arm
-    rearm_deadline_locked();
-  }
-  for (auto* s : expired) {
-    if (s->claim()) s->complete_error(failure(errc::timeout));
-    s->release();
-  }
-}
-
-namespace {
-// A dynamic message as an envelope: the map's string "type" field is the tag.
-result<dynamic_envelope*> make_dynamic(node& n, const pid& to, msgpack::object_handle map,
-                                       envelope_kind k) {
-  const msgpack::object& o = map.get();
-  std::string tag;
-  if (o.type == msgpack::type::MAP) {
-    for (std::uint32_t i = 0; i < o.via.map.size; ++i) {
-      const auto& kv = o.via.map.ptr[i];
-      if (kv.key.type == msgpack::type::STR && kv.key.as<std::string_view>() == "type" &&
-          kv.val.type == msgpack::type::STR) {
-        tag = kv.val.as<std::string>();
-      }
-    }
-  }
-  if (tag.empty()) {
-    log(log_level::warning, "node", n.name(), ": dynamic message to ", to.to_string(),
-        " has no string 'type' field: refused");
-    return failure(errc::bad_message, "dynamic message needs a map with a string 'type' field");
-  }
-  return new dynamic_envelope(k, current_self(), std::move(tag), std::move(map));
-}
-
-result<void> deliver_dynamic(node& n, const pid& to, msgpack::object_handle map, envelope_kind k) {
-  auto e = make_dynamic(n, to, std::move(map), k);
-  if (!e) return e.fail();
-  return n.impl().deliver(to, *e);
-}
-
-class dynamic_call_state final : public call_state_base {
- public:
-  dynamic_call_state(node_impl& n, std::function<void(result<msgpack::object_handle>)> d)
-      : node_(n), done_(std::move(d)) {}
-  void complete_value(void* value, const value_codec* codec) override {
-    msgpack::sbuffer buffer;
-    msgpack::packer<msgpack::sbuffer> packer(buffer);
-    codec->pack(packer, value);
-    finish(msgpack::unpack(buffer.data(), buffer.size()));
-  }
-  void complete_error(failure f) override { finish(std::move(f)); }
-  void abandon() override {
-    node_.forget_deadline(this);
-    done_ = nullptr;
-  }
-
- private:
-  void finish(result<msgpack::object_handle> r) {
-    node_.forget_deadline(this);
-    auto d = std::move(done_);
-    if (d) d(std::move(r));
-  }
-  node_impl& node_;
-  std::function<void(result<msgpack::object_handle>)> done_;
-};
-}  // namespace
 
 std::string describe(std::exception_ptr e) {
   try {
@@ -544,42 +349,46 @@ void node::stop() {
 void node::join() {
   impl_->join();
 }
+std::size_t node::poll() {
+  return impl_->poll();
+}
 bool node::running() const noexcept {
   return impl_->running();
 }
 asio::io_context& node::context() noexcept {
-  return impl_->ctx;
+  return impl_->context();
 }
 const std::string& node::name() const noexcept {
-  return impl_->name;
+  return impl_->name();
 }
 node_atom node::atom() const noexcept {
-  return impl_->atom_;
+  return impl_->atom();
 }
 std::uint32_t node::creation() const noexcept {
-  return impl_->creation_;
+  return impl_->creation();
+}
+time_point node::now() const noexcept {
+  return impl_->now();
 }
 bool node::alive(const pid& p) const {
   return static_cast<bool>(impl_->find(p));
 }
 std::size_t node::process_count() const {
-  return impl_->live_.load();
+  return impl_->live();
 }
 
 void node::exit(const pid& to, exit_reason reason) {
-  auto* e = new detail::signal_envelope(detail::envelope_kind::exit_signal, detail::current_self());
-  e->reason = std::move(reason);
-  if (!impl_->signal(to, e)) delete e;
+  impl_->send_signal(detail::envelope_kind::exit_signal, detail::current_self(), to,
+                     std::move(reason));
 }
 void node::stop_process(const pid& to, exit_reason reason) {
-  auto* e = new detail::signal_envelope(detail::envelope_kind::stop, detail::current_self());
-  e->reason = std::move(reason);
-  if (!impl_->signal(to, e)) delete e;
+  impl_->send_signal(detail::envelope_kind::stop, detail::current_self(), to, std::move(reason));
 }
 void node::watch_process(const pid& p, std::function<void(const exit_reason&)> on_exit) {
   auto* e = new detail::signal_envelope(detail::envelope_kind::monitor, pid{});
   e->on_exit = std::move(on_exit);
-  if (!impl_->signal(p, e)) {
+  // A callback cannot cross the wire: only local processes can be watched this way.
+  if (!impl_->is_local(p) || impl_->dispatch(p, e) != detail::node_impl::outcome::delivered) {
     auto cb = std::move(e->on_exit);
     delete e;
     cb(exit_reason::noproc());
@@ -591,35 +400,17 @@ bool node::cancel_timer(timer_ref ref) {
 }
 
 void node::add_exit_listener(exit_listener listener) {
-  std::lock_guard lock(impl_->hooks_mutex);
-  impl_->exit_listeners.push_back(std::move(listener));
+  impl_->add_exit_listener(std::move(listener));
 }
 void node::watch_exit(const pid& p, bool on) {
   if (auto proc = impl_->find(p)) proc->watched_.store(on);
 }
 void node::add_stop_hook(std::function<void()> hook) {
-  std::lock_guard lock(impl_->hooks_mutex);
-  impl_->stop_hooks.push_back(std::move(hook));
+  impl_->add_stop_hook(std::move(hook));
 }
 
-result<void> cast_dynamic(node& n, const pid& to, msgpack::object_handle map) {
-  return detail::deliver_dynamic(n, to, std::move(map), detail::envelope_kind::cast);
-}
-result<void> send_dynamic(node& n, const pid& to, msgpack::object_handle map) {
-  return detail::deliver_dynamic(n, to, std::move(map), detail::envelope_kind::info);
-}
-
-void call_dynamic(node& n, const pid& to, msgpack::object_handle map,
-                  std::chrono::milliseconds timeout,
-                  std::function<void(result<msgpack::object_handle>)> done) {
-  auto* state = new detail::dynamic_call_state(n.impl(), std::move(done));
-  detail::ref_ptr<detail::call_state_base> keep(state);
-  auto request = detail::make_dynamic(n, to, std::move(map), detail::envelope_kind::call);
-  if (!request) {
-    if (state->claim()) state->complete_error(request.fail());
-    return;
-  }
-  detail::start_call(n.impl(), to, state, *request, timeout);
+void set_router(node& n, router* r) {
+  n.impl().set_router(r);
 }
 
 }  // namespace otpp

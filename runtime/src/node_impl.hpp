@@ -1,4 +1,5 @@
-// Private: the node's process table, scheduler and timers.
+// Private: the node's process table, scheduler, routing, calls, timers and services. Each part
+// has its own source file (scheduler.cpp, routing.cpp, calls.cpp, timers.cpp, node.cpp).
 #pragma once
 
 #include <array>
@@ -13,11 +14,14 @@
 
 #include <asio/executor_work_guard.hpp>
 #include <asio/io_context.hpp>
-#include <asio/steady_timer.hpp>
 
 #include "otpp/node.hpp"
+#include "otpp/router.hpp"
+#include "timers.hpp"
 
 namespace otpp::detail {
+
+struct worker_slot;
 
 // Per-process state that most processes never use: allocated on first need.
 struct process_extras {
@@ -37,10 +41,15 @@ struct process_extras {
   std::vector<ref_ptr<call_state_base>> inbound;      // calls to me not answered yet
   std::optional<exit_reason> reason;                  // set once the process is ending
   exit_reason stop_reason;
-  std::chrono::milliseconds idle_timeout{0};
-  std::chrono::steady_clock::time_point last_active;
-  std::unique_ptr<asio::steady_timer> idle_timer;
-  bool idle_armed = false;
+  clock_type::duration idle_timeout{0};
+  time_point last_active{};
+  // Idle timeout: one timer entry, re-armed when it fires early (activity since it was armed).
+  struct idle_timer final : timer_entry {
+    process* owner = nullptr;
+    void expire() override;
+    void discard() override;
+  };
+  idle_timer idle;
 };
 
 class node_impl {
@@ -48,67 +57,107 @@ class node_impl {
   node_impl(node& owner, node_options o);
   ~node_impl();
 
+  // ---- lifecycle (node.cpp)
   void start();
   void stop();
   void join();
   bool running() const { return state_.load() == state::running; }
+  bool stopping() const {
+    auto s = state_.load();
+    return s == state::stopping || s == state::stopped;
+  }
+  bool started() const { return state_.load() != state::idle; }
+  bool manual() const noexcept { return manual_; }
+  std::size_t poll();  // manual scheduler: runs ready work on this thread
 
+  node& owner() noexcept { return owner_; }
+  asio::io_context& context() noexcept { return ctx_; }
+  const std::string& name() const noexcept { return name_; }
+  node_atom atom() const noexcept { return atom_; }
+  std::uint32_t creation() const noexcept { return creation_; }
+  std::size_t live() const noexcept { return live_.load(); }
+
+  // ---- process table (node.cpp)
   ref_ptr<process> find(const pid& p) const;
   bool is_local(const pid& p) const { return p.node() == atom_ && p.creation() == creation_; }
-  result<void> deliver(const pid& to, message_envelope* e);
-  // Signals (urgent lane). Returns false if `to` is not a live local process.
-  bool signal(const pid& to, envelope* e);
-  // Pushes onto `p`'s inbox and schedules it on the idle edge; false if it has ended.
-  bool enqueue(process& p, envelope* e);
-  void schedule(process* p);
-  void note_send();  // a send from the current turn (see schedule)
-  // The scheduled unit of work: runs `p` unless another copy of this wake-up already did.
-  static auto run_op(process* p, std::uint32_t epoch) {
-    return [p, epoch] {
-      auto expected = epoch;
-      if (p->sched_epoch_.compare_exchange_strong(expected, epoch + 1, std::memory_order_acq_rel)) {
-        p->run();
-      }
-      p->release();
-    };
-  }
   pid new_pid() {
     return pid(atom_, creation_, next_serial_.fetch_add(1, std::memory_order_relaxed));
   }
   std::uint64_t new_ref() { return next_ref_.fetch_add(1, std::memory_order_relaxed); }
   result<pid> start_process(process* p, const spawn_options& o);
-  void publish(process* p);
   void unpublish(const pid& p);
   void process_exited(process& p, const exit_reason& reason);
+  void notify_exit_listeners(const pid& p, const exit_reason& reason);
+  void add_exit_listener(node::exit_listener l);
+  void add_stop_hook(std::function<void()> hook);
+
+  // ---- routing: the one door every envelope leaving a process goes through (routing.cpp)
+  enum class outcome { delivered, dead, refused };
+  // Delivers `e` to a local inbox, or forwards it through the router (then frees it). On
+  // `dead` or `refused` (bounded mailbox full, router failure: `why` says which) the caller
+  // still owns `e`. route() and send_signal() below are the owning wrappers.
+  outcome dispatch(const pid& to, envelope* e, failure* why = nullptr);
+  // Messages: takes ownership; a call that cannot be delivered is answered at once.
+  result<void> route(const pid& to, message_envelope* e);
+  // Signals: takes ownership; false if `to` is dead or unreachable.
+  bool send_signal(const pid& to, envelope* e);
+  bool send_signal(envelope_kind k, const pid& from, const pid& to, exit_reason reason = {},
+                   monitor_ref ref = {}, bool from_link = false);
+  void set_router(otpp::router* r) { router_.store(r, std::memory_order_release); }
+  otpp::router* router() const { return router_.load(std::memory_order_acquire); }
+
+  // ---- scheduler (scheduler.cpp)
+  // Pushes onto `p`'s inbox and schedules it on the idle edge; false if it has ended.
+  bool enqueue(process& p, envelope* e);
+  void schedule(process* p);
+
+  // ---- calls (calls.cpp)
+  void start_call(const pid& to, call_state_base* state, message_envelope* request,
+                  std::chrono::milliseconds timeout);
+  // A completed call leaves the deadline lists and the pending-remote table.
+  void call_finished(call_state_base* s);
   // Remembers a call made by `self` so its continuation is dropped if `self` ends first.
   static void track_call(process& self, const ref_ptr<call_state_base>& state);
-  timer_ref start_timer(std::chrono::steady_clock::duration d, const pid& to, message_envelope* e);
+  result<void> complete_remote_call(std::uint64_t call_id, result<msgpack::object_handle> reply);
+  std::size_t fail_remote_calls(node_atom peer, const failure& why);
+  std::size_t pending_remote_calls() const;
+
+  // ---- timers (timers.cpp / node.cpp)
+  timer_service& timers() noexcept { return timers_; }
+  time_point now() const noexcept { return timers_.now(); }
+  timer_ref start_timer(clock_type::duration d, const pid& to, message_envelope* e);
   bool cancel_timer(timer_ref ref);
 
-  // Call timeouts without an asio timer per call (that cost a timerfd syscall and a reactor
-  // wake-up per call): calls with the same timeout expire in the order they started, so each
-  // timeout value keeps a FIFO list, and one asio timer is armed at the earliest head. A reply
-  // unlinks its entry in O(1); the timer is re-armed only when an earlier deadline appears.
-  void arm_deadline(call_state_base* s, std::chrono::milliseconds timeout);
-  void forget_deadline(call_state_base* s);
-
-  node& owner;
-
- private:
-  std::size_t thread_count_;  // before ctx: its concurrency hint
-
- public:
-  asio::io_context ctx;
-  std::string name;
-  node_atom atom_;
-  std::uint32_t creation_;
-  std::mutex hooks_mutex;
-  std::vector<node::exit_listener> exit_listeners;
-  std::vector<std::function<void()>> stop_hooks;
+  // ---- services (node.cpp)
+  node_service& service(std::size_t index, node_service* (*make)(node&));
 
  private:
   enum class state { idle, running, stopping, stopped };
-  void worker();
+  void worker(worker_slot* slot);
+  void run_worker_loop(worker_slot* slot);
+  bool spin_for_work();
+  void steal_stale_deferred(std::vector<std::pair<process*, std::uint64_t>>& seen);
+  auto run_op(process* p, std::uint32_t epoch, bool posted);
+  void post_run(process* p, std::uint32_t epoch);
+  void start_threads_locked();
+  void register_remote_call(call_state_base* s, const pid& to);
+  void fail_remote_calls_all();
+  outcome dispatch_local(const pid& to, envelope* e, failure* why);
+  outcome dispatch_remote(const pid& to, envelope* e, failure* why);
+
+  node& owner_;
+  std::size_t thread_count_;  // before ctx_: its concurrency hint
+  bool manual_;
+  asio::io_context ctx_;
+  std::string name_;
+  node_atom atom_;
+  std::uint32_t creation_;
+  timer_service timers_;
+  std::atomic<otpp::router*> router_{nullptr};
+
+  std::mutex hooks_mutex_;
+  std::vector<node::exit_listener> exit_listeners_;
+  std::vector<std::function<void()>> stop_hooks_;
 
   static constexpr std::size_t shard_count = 32;
   // Shard lock for the process table: the critical sections are one hash lookup, so a
@@ -143,6 +192,7 @@ class node_impl {
   shard& shard_of(std::uint64_t serial) const {
     return shards_[serial % shard_count];
   }
+  void publish(process* p);
 
   std::atomic<state> state_{state::idle};
   mutable std::array<shard, shard_count> shards_;
@@ -154,33 +204,44 @@ class node_impl {
   std::optional<asio::executor_work_guard<asio::io_context::executor_type>> work_;
   std::vector<std::thread> threads_;
   std::mutex threads_mutex_;
+  // Scheduler: posted wake-ups not yet run, whether a worker is spinning for them, whether
+  // one naps as the watchman, and each worker's deferred wake-up.
+  std::atomic<std::int64_t> posted_{0};
+  std::atomic<bool> spinner_{false};
+  std::atomic<bool> watchman_{false};
+  std::vector<std::unique_ptr<worker_slot>> slots_;
 
-  struct timer_entry {
-    asio::steady_timer timer;
-    pid to;
-    std::unique_ptr<message_envelope> message;
-    explicit timer_entry(asio::io_context& c) : timer(c) {}
+  // Calls whose request left for another node, by call id: the reply finds them here.
+  struct remote_call {
+    ref_ptr<call_state_base> state;
+    node_atom peer;
   };
-  struct deadline_bucket {
-    std::chrono::milliseconds timeout;
-    call_state_base* head = nullptr;
-    call_state_base* tail = nullptr;
-  };
-  void on_deadline(const std::error_code& ec);
-  void rearm_deadline_locked();
-  std::mutex deadline_mutex_;
-  std::vector<std::unique_ptr<deadline_bucket>> deadline_buckets_;
-  std::optional<asio::steady_timer> deadline_timer_;
-  std::chrono::steady_clock::time_point deadline_armed_ =
-      std::chrono::steady_clock::time_point::max();
+  mutable std::mutex remote_calls_mutex_;
+  std::unordered_map<std::uint64_t, remote_call> remote_calls_;
 
-  std::mutex timers_mutex_;
-  std::unordered_map<std::uint64_t, std::shared_ptr<timer_entry>> timers_;
+  static constexpr std::size_t max_services = 64;
+  std::recursive_mutex services_mutex_;
+  std::array<std::atomic<node_service*>, max_services> service_slots_{};
+  std::vector<std::unique_ptr<node_service>> services_;  // creation order
 
   friend class otpp::node;
+  friend class otpp::process;
 };
 
-void new_turn() noexcept;  // a process turn starts or ends on this thread
+void new_turn() noexcept;            // a process turn starts or ends on this thread
+node_impl* current_node() noexcept;  // the node whose work runs on this thread, if any
+
+// Marks this thread as running `n`'s work for a scope (workers, manual poll).
+class node_scope {
+ public:
+  explicit node_scope(node_impl* n);
+  ~node_scope();
+  node_scope(const node_scope&) = delete;
+  node_scope& operator=(const node_scope&) = delete;
+
+ private:
+  node_impl* saved_;
+};
 
 // Makes `p` the current process of this thread for a scope (init runs as the new process).
 class process_scope {

@@ -1,5 +1,7 @@
 #include <algorithm>
 
+#include <asio/post.hpp>
+
 #include "node_impl.hpp"
 #include "otpp/call.hpp"
 #include "otpp/gen_server.hpp"
@@ -26,13 +28,23 @@ process_scope::~process_scope() {
   this_thread_process = saved_;
 }
 
-std::string dropped_reply_reason(process* owner) {
-  // The exit reason is recorded before suspended frames and pending replies are dropped; it is
-  // only read on the owner's own thread (elsewhere the owner may be running).
-  if (owner && owner == this_thread_process) {
-    if (const exit_reason* r = ending_reason(owner)) return r->text();
+exit_reason exception_reason(std::exception_ptr e) {
+  // An exception's text must never read as a reason with a meaning of its own (a transient
+  // child that throws "shutdown: disk full" must still be restarted).
+  exit_reason r(describe(e));
+  if (!r.is_failure() || r.is_kill() || r == exit_reason::killed()) {
+    return exit_reason("exception: " + r.text());
   }
-  return "no_reply";
+  return r;
+}
+
+void process_extras::idle_timer::expire() {
+  // The timer thread is not the process: the check runs as a task on the process.
+  asio::post(owner->get_executor(), [p = owner] { p->on_idle_timer(); });
+  owner->release();  // the listing's reference
+}
+void process_extras::idle_timer::discard() {
+  owner->release();
 }
 }  // namespace detail
 
@@ -49,12 +61,11 @@ process::~process() {
   };
   drop(user_.head);
   drop(urgent_.head);
-  drop(info_.head);
   drop(inbox_.close());
 }
 
 otpp::node& process::this_node() const noexcept {
-  return node_->owner;
+  return node_->owner();
 }
 
 detail::process_extras& process::extras() {
@@ -63,7 +74,7 @@ detail::process_extras& process::extras() {
 }
 
 asio::execution_context& process::executor_type::query(asio::execution::context_t) const noexcept {
-  return p_->node_->ctx;
+  return p_->node_->context();
 }
 
 void process::executor_type::post_task(detail::task_envelope_base* task) const {
@@ -81,14 +92,18 @@ void process::fetch() {
         user_.push(e);
         break;
       case detail::envelope_kind::system_info:
-        deliver_system_info(e);
+        if (accept_system_info(e)) user_.push(e);
         break;
       case detail::envelope_kind::exit_signal: {
-        // An untrappable kill overtakes signals queued before it (a stop sent earlier to a
-        // process stuck in a handler must not make it run terminate after the kill).
         auto* s = static_cast<detail::signal_envelope*>(e);
-        if (s->reason.is_kill() && !s->from_link) {
+        const bool untrappable = s->reason.is_kill() && !s->from_link;
+        if (untrappable) {
+          // An untrappable kill overtakes signals queued before it (a stop sent earlier to a
+          // process stuck in a handler must not make it run terminate after the kill).
           urgent_.push_front(e);
+        } else if (trap_exit_) {
+          // Trapped: it becomes an EXIT message here, in order with the sender's messages.
+          handle_signal(e);
         } else {
           urgent_.push(e);
         }
@@ -102,7 +117,7 @@ void process::fetch() {
   }
 }
 
-void process::deliver_system_info(detail::envelope* e) {
+bool process::accept_system_info(detail::envelope* e) {
   auto* m = static_cast<detail::message_envelope*>(e);
   if (m->type == type_of<down>()) {
     // A down for a monitor already removed (demonitor raced with the target's exit) is dropped.
@@ -112,11 +127,11 @@ void process::deliver_system_info(detail::envelope* e) {
         std::find_if(mons.begin(), mons.end(), [&](const auto& w) { return w.ref == d->ref; });
     if (it == mons.end()) {
       delete e;
-      return;
+      return false;
     }
     mons.erase(it);
   }
-  info_.push(e);
+  return true;
 }
 
 void process::run() {
@@ -134,21 +149,17 @@ void process::run() {
       if (dead_) return;
     }
     if (!suspended_) {
-      detail::envelope* e = info_.pop();
-      if (!e) {
-        e = user_.pop();
-        if (e && bound_) queued_.fetch_sub(1, std::memory_order_relaxed);
-      }
-      if (e) {
-        auto* m = static_cast<detail::message_envelope*>(e);
-        if (extras_ && extras_->idle_timeout.count() > 0) {
-          extras_->last_active = std::chrono::steady_clock::now();
+      if (auto* e = user_.pop()) {
+        if (bound_ && e->kind <= detail::envelope_kind::call) {
+          queued_.fetch_sub(1, std::memory_order_relaxed);
         }
+        auto* m = static_cast<detail::message_envelope*>(e);
+        if (extras_ && extras_->idle_timeout.count() > 0) extras_->last_active = node_->now();
         std::unique_ptr<detail::message_envelope> owned(m);
         try {
           dispatch(*m);
         } catch (...) {
-          auto why = exit_reason(detail::describe(std::current_exception()));
+          auto why = detail::exception_reason(std::current_exception());
           auto where = "handler for '" + std::string(m->tag) + "'";
           owned.reset();
           fail(std::move(why), where);
@@ -167,30 +178,12 @@ void process::run() {
       }
     }
     if (!urgent_.empty()) continue;
-    // Nothing runnable. Idle timeout: (re)arm when going idle with no user work.
-    if (extras_ && extras_->idle_timeout.count() > 0 && !extras_->idle_armed && !suspended_ &&
-        user_.empty() && info_.empty()) {
-      auto& x = *extras_;
-      if (!x.idle_timer) x.idle_timer = std::make_unique<asio::steady_timer>(node_->ctx);
-      if (x.last_active == std::chrono::steady_clock::time_point{}) {
-        x.last_active = std::chrono::steady_clock::now();
-      }
-      x.idle_armed = true;
-      x.idle_timer->expires_at(x.last_active + x.idle_timeout);
-      x.idle_timer->async_wait([ex = get_executor()](const std::error_code& ec) {
-        if (ec) return;
-        asio::execution::execute(ex, [p = ex.owner()] {
-          auto& x = p->extras();
-          x.idle_armed = false;
-          if (std::chrono::steady_clock::now() - x.last_active >= x.idle_timeout) {
-            x.last_active = std::chrono::steady_clock::now();
-            p->info_.push(new detail::typed_envelope<idle_timeout>(
-                detail::envelope_kind::system_info, p->self_, idle_timeout{}));
-          }
-        });
-      });
+    // Nothing runnable: going idle.
+    if (extras_ && extras_->idle_timeout.count() > 0 && !idle_armed_ && !suspended_ &&
+        user_.empty()) {
+      arm_idle_timer();
     }
-    if ((user_.empty() && info_.empty()) || suspended_) {
+    if (user_.empty() || suspended_) {
       // A process that has just drained a stream of messages is likely fed by a sender on
       // another thread: wait a moment before going idle, so the sender does not pay a
       // wake-up (a syscall) for every few messages. Not after short turns (ping-pong).
@@ -203,6 +196,30 @@ void process::run() {
   }
 }
 
+void process::arm_idle_timer() {
+  auto& x = *extras_;
+  auto now = node_->now();
+  if (x.last_active == time_point{}) x.last_active = now;
+  auto remaining = x.last_active + x.idle_timeout - now;
+  if (remaining < clock_type::duration::zero()) remaining = clock_type::duration::zero();
+  idle_armed_ = true;
+  x.idle.owner = this;
+  add_ref();  // the timer listing's reference
+  node_->timers().arm(&x.idle, remaining);
+}
+
+void process::on_idle_timer() {
+  idle_armed_ = false;
+  if (dead_) return;
+  auto& x = extras();
+  if (node_->now() - x.last_active >= x.idle_timeout) {
+    x.last_active = node_->now();
+    user_.push(new detail::typed_envelope<idle_timeout>(detail::envelope_kind::system_info, self_,
+                                                        idle_timeout{}));
+  }
+  // Not idle long enough (a message came meanwhile): the run loop re-arms when it goes idle.
+}
+
 void process::handle_signal(detail::envelope* e) {
   using detail::envelope_kind;
   if (e->kind == envelope_kind::task) {
@@ -211,7 +228,7 @@ void process::handle_signal(detail::envelope* e) {
       t->run();
     } catch (...) {
       t.reset();
-      fail(exit_reason(detail::describe(std::current_exception())), "continuation");
+      fail(detail::exception_reason(std::current_exception()), "continuation");
       return;
     }
     t.reset();
@@ -230,7 +247,7 @@ void process::handle_signal(detail::envelope* e) {
       if (s->reason.is_kill() && !s->from_link) {
         exit_now(exit_reason::killed(), false);
       } else if (trap_exit_) {
-        info_.push(new detail::typed_envelope<exit_message>(envelope_kind::system_info, s->from,
+        user_.push(new detail::typed_envelope<exit_message>(envelope_kind::system_info, s->from,
                                                             exit_message{s->from, s->reason}));
       } else if (s->reason.is_normal() && s->from != self_) {
         // ignored, as in Erlang
@@ -275,9 +292,7 @@ void process::link(const pid& other) {
   auto& links = extras().links;
   if (std::find(links.begin(), links.end(), other) != links.end()) return;
   links.push_back(other);
-  auto* e = new detail::signal_envelope(detail::envelope_kind::link, self_);
-  if (!node_->signal(other, e)) {
-    delete e;
+  if (!node_->send_signal(detail::envelope_kind::link, self_, other)) {
     // Linking to a dead process: an exit signal noproc, as in Erlang.
     auto* x = new detail::signal_envelope(detail::envelope_kind::exit_signal, other);
     x->reason = exit_reason::noproc();
@@ -289,19 +304,15 @@ void process::link(const pid& other) {
 void process::unlink(const pid& other) {
   if (!extras_) return;
   if (std::erase(extras_->links, other) == 0) return;
-  auto* e = new detail::signal_envelope(detail::envelope_kind::unlink, self_);
-  if (!node_->signal(other, e)) delete e;
+  node_->send_signal(detail::envelope_kind::unlink, self_, other);
 }
 
 monitor_ref process::monitor(const pid& other) {
   monitor_ref ref{node_->new_ref()};
   extras().monitors.push_back({ref, other});
-  auto* e = new detail::signal_envelope(detail::envelope_kind::monitor, self_);
-  e->ref = ref;
-  if (!node_->signal(other, e)) {
-    delete e;
+  if (!node_->send_signal(detail::envelope_kind::monitor, self_, other, {}, ref)) {
     extras().monitors.pop_back();
-    info_.push(new detail::typed_envelope<down>(detail::envelope_kind::system_info, other,
+    user_.push(new detail::typed_envelope<down>(detail::envelope_kind::system_info, other,
                                                 down{ref, other, exit_reason::noproc()}));
   }
   return ref;
@@ -314,14 +325,12 @@ void process::demonitor(monitor_ref ref) {
   if (it != mons.end()) {
     auto target = it->target;
     mons.erase(it);
-    auto* e = new detail::signal_envelope(detail::envelope_kind::demonitor, self_);
-    e->ref = ref;
-    if (!node_->signal(target, e)) delete e;
+    node_->send_signal(detail::envelope_kind::demonitor, self_, target, {}, ref);
   }
   // Flush a down already delivered to the local queue (Erlang's demonitor(Ref, [flush])).
   fetch();
   detail::envelope_fifo keep;
-  while (auto* e = info_.pop()) {
+  while (auto* e = user_.pop()) {
     auto* m = static_cast<detail::message_envelope*>(e);
     if (m->type == type_of<down>() && static_cast<down*>(m->value())->ref == ref) {
       delete e;
@@ -329,7 +338,7 @@ void process::demonitor(monitor_ref ref) {
       keep.push(e);
     }
   }
-  info_ = keep;
+  user_ = keep;
 }
 
 void process::stop(exit_reason reason) {
@@ -376,15 +385,9 @@ void process::exit_now(exit_reason reason, bool call_terminate) {
   node_->unpublish(self_);
   // Names go before anyone learns of the exit (links, monitors, watchers), as in Erlang: a
   // supervisor restarting the child on its EXIT must find the name free.
-  if (watched_.load()) {
-    std::vector<node::exit_listener> listeners;
-    {
-      std::lock_guard lock(node_->hooks_mutex);
-      listeners = node_->exit_listeners;
-    }
-    for (auto& l : listeners) l(self_, reason);
-  }
-  if (x.idle_timer) x.idle_timer->cancel();
+  if (watched_.load()) node_->notify_exit_listeners(self_, reason);
+  if (idle_armed_ && node_->timers().cancel(&x.idle)) release();  // the listing's reference
+  idle_armed_ = false;
 
   // Everything still queued: calls answer noproc (as their requests are destroyed), link and
   // monitor requests are answered as for a dead process, the rest is dropped.
@@ -393,7 +396,6 @@ void process::exit_now(exit_reason reason, bool call_terminate) {
     while (auto* e = f.pop()) rest.push(e);
   };
   drain(urgent_);
-  drain(info_);
   drain(user_);
   for (auto* e = inbox_.close(); e;) {
     auto* n = e->next;
@@ -417,16 +419,12 @@ void process::exit_now(exit_reason reason, bool call_terminate) {
     delete e;
   }
   for (const auto& l : x.links) {
-    auto* s = new detail::signal_envelope(detail::envelope_kind::exit_signal, self_);
-    s->reason = reason;
-    s->from_link = true;
-    if (!node_->signal(l, s)) delete s;
+    node_->send_signal(detail::envelope_kind::exit_signal, self_, l, reason, {}, true);
   }
   x.links.clear();
   for (const auto& w : x.monitored_by) {
-    auto* d = new detail::typed_envelope<down>(detail::envelope_kind::system_info, self_,
-                                               down{w.ref, self_, reason});
-    if (!node_->signal(w.who, d)) delete d;
+    node_->send_signal(w.who, new detail::typed_envelope<down>(detail::envelope_kind::system_info,
+                                                               self_, down{w.ref, self_, reason}));
   }
   x.monitored_by.clear();
   for (auto& cb : x.exit_callbacks) {

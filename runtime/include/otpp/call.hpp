@@ -1,8 +1,18 @@
 // call: request/reply with a timeout, completed through any Asio completion token
 // (callback, asio::use_awaitable, asio::use_future). Completion signature: void(result<R>),
-// where R is the message's ::reply type. Resolves exactly once: reply, timeout, noproc,
-// mailbox_full, bad_message (no handler / payload does not decode), exit (the callee ended
-// during the call, its reason in result::reason()).
+// where R is the message's ::reply type. Resolves exactly once with the reply or one of:
+//   timeout       no reply in time (a late reply is dropped)
+//   noproc        no such process (or it ended before taking the call)
+//   mailbox_full  the callee's bounded mailbox is full
+//   bad_message   no handler for the message, or its payload/reply does not decode
+//   exit          the callee ended during the call (its reason in result::reason())
+//   no_reply      the callee dropped its reply_to unanswered
+//   node_stopped  the node stopped (or was destroyed) with the call waiting
+//   not_started   the node was never started
+//   calling_self  a process called itself
+//   would_block   use_future from a process thread (future.get() would block the thread)
+//   nodedown / not_serializable / any error a router returns, for calls to other nodes
+// A plain callback runs as a handler of its own on the node's pool (never as the callee).
 #pragma once
 
 #include <chrono>
@@ -11,6 +21,8 @@
 #include <asio/associated_executor.hpp>
 #include <asio/async_result.hpp>
 #include <asio/dispatch.hpp>
+#include <asio/post.hpp>
+#include <asio/use_future.hpp>
 
 #include "otpp/node.hpp"
 
@@ -21,12 +33,17 @@ inline constexpr std::chrono::milliseconds infinity{-1};
 
 namespace detail {
 
-// Arms the timeout, registers the call with the calling process and delivers the request.
+// Arms the timeout, registers the call with the calling process and routes the request.
 void start_call(node_impl& n, const pid& to, call_state_base* state, message_envelope* request,
                 std::chrono::milliseconds timeout);
-// Removes a completed call from the node's deadline list (no-op if not listed).
-void forget_deadline(node_impl& n, call_state_base* state);
+// A completed call leaves the node's deadline lists and pending-remote table.
+void call_finished(node_impl& n, call_state_base* state);
 asio::io_context& node_context(node_impl& n);
+
+template <class Token>
+inline constexpr bool is_use_future = false;
+template <class A>
+inline constexpr bool is_use_future<asio::use_future_t<A>> = true;
 
 template <class R, class Handler>
 class call_state final : public call_state_base {
@@ -37,21 +54,55 @@ class call_state final : public call_state_base {
     finish(result<R>(std::move(*static_cast<R*>(value))));
   }
   void complete_error(failure f) override { finish(result<R>(std::move(f))); }
+  void complete_encoded(const msgpack::object& reply) override {
+    if constexpr (wire_encodable<R>) {
+      try {
+        finish(result<R>(reply.as<R>()));
+      } catch (const std::exception& e) {
+        finish(result<R>(failure(errc::bad_message, std::string("reply: ") + e.what())));
+      }
+    } else {
+      finish(result<R>(failure(errc::not_serializable, "the reply type has no msgpack mapping")));
+    }
+  }
   void abandon() override {
-    forget_deadline(node_, this);
+    call_finished(node_, this);
     handler_.reset();
   }
 
  private:
   void finish(result<R> r) {
-    forget_deadline(node_, this);
+    call_finished(node_, this);
     Handler h = std::move(*handler_);
     handler_.reset();
-    auto ex = asio::get_associated_executor(h, node_context(node_).get_executor());
-    asio::dispatch(ex, [h = std::move(h), r = std::move(r)]() mutable { h(std::move(r)); });
+    auto fallback = node_context(node_).get_executor();
+    auto ex = asio::get_associated_executor(h, fallback);
+    if constexpr (std::is_same_v<decltype(ex), decltype(fallback)>) {
+      // A plain callback: run it as a handler of its own, never inline in the turn of the
+      // process that answered (it would run as that process: its sends and calls would be
+      // the callee's).
+      asio::post(ex, [h = std::move(h), r = std::move(r)]() mutable { h(std::move(r)); });
+    } else {
+      asio::dispatch(ex, [h = std::move(h), r = std::move(r)]() mutable { h(std::move(r)); });
+    }
   }
   node_impl& node_;
   std::optional<Handler> handler_;
+};
+
+// A call whose reply is wanted encoded (dynamic callers, and callers on other nodes).
+class encoded_call_state final : public call_state_base {
+ public:
+  encoded_call_state(node_impl& n, std::function<void(result<msgpack::object_handle>)> done);
+  void complete_value(void* value, const value_codec* codec) override;
+  void complete_error(failure f) override;
+  void complete_encoded(const msgpack::object& reply) override;
+  void abandon() override;
+
+ private:
+  void finish(result<msgpack::object_handle> r);
+  node_impl& node_;
+  std::function<void(result<msgpack::object_handle>)> done_;
 };
 
 }  // namespace detail
@@ -62,6 +113,16 @@ auto call(node& n, const pid& to, M msg, std::chrono::milliseconds timeout, Toke
   return asio::async_initiate<Token, void(result<R>)>(
       [&n, to, timeout](auto handler, M m) {
         using H = decltype(handler);
+        if constexpr (detail::is_use_future<std::decay_t<Token>>) {
+          // future.get() on a process thread blocks that thread: the callee may need it (one
+          // thread: a hang). Refused at once (the promise is set inline) instead of a timeout
+          // or a deadlock.
+          if (current_process()) {
+            handler(result<R>(
+                failure(errc::would_block, "use_future inside a handler: use use_awaitable")));
+            return;
+          }
+        }
         auto* state = new detail::call_state<R, H>(n.impl(), std::move(handler));
         auto* request = new detail::typed_envelope<M>(detail::envelope_kind::call,
                                                       detail::current_self(), std::move(m));
@@ -76,7 +137,7 @@ auto call(node& n, const pid& to, M msg, Token&& token) {
 }
 
 // Deferred reply: a call handler taking reply_to<R> may answer later, from anywhere. Dropping
-// it unanswered answers the caller with exit ("no_reply"), and a callee that ends with replies
+// it unanswered answers the caller with no_reply, and a callee that ends with replies
 // outstanding answers them with exit and its exit reason: no caller waits for a reply that
 // cannot come.
 template <class R>
@@ -118,12 +179,19 @@ class reply_to {
 };
 
 namespace detail {
+// The owner's exit reason if it is ending on this thread, else empty.
 std::string dropped_reply_reason(process* owner);
-}
+}  // namespace detail
 
 template <class R>
 void reply_to<R>::drop() {
-  if (state_) fail(failure(errc::exit, detail::dropped_reply_reason(owner_)));
+  if (!state_) return;
+  auto ending = detail::dropped_reply_reason(owner_);
+  if (ending.empty()) {
+    fail(failure(errc::no_reply, "the reply_to was dropped unanswered"));
+  } else {
+    fail(failure(errc::exit, std::move(ending)));
+  }
 }
 
 // Dynamic call: `map` is a msgpack map with a "type" field; the reply comes back encoded.

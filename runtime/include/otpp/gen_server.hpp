@@ -42,7 +42,16 @@ struct is_awaitable<asio::awaitable<T, E>> : std::true_type {
   using value_type = T;
 };
 
+template <class T>
+struct is_result : std::false_type {};
+template <class T>
+struct is_result<result<T>> : std::true_type {
+  using value_type = T;
+};
+
 std::string describe(std::exception_ptr e);
+// The exit reason for an exception a handler threw (never reads as normal/shutdown/killed).
+exit_reason exception_reason(std::exception_ptr e);
 // Logs a message no handler takes (or whose payload does not decode); a call is answered `f`.
 void reject(process& p, message_envelope& m, failure f);
 
@@ -78,14 +87,35 @@ class handlers {
               reply(R(std::forward<decltype(value)>(value)...));
             });
         hold_if_unanswered(self, std::move(state));
+      } else if constexpr (detail::is_result<std::invoke_result_t<F, D&, M&&>>::value) {
+        // A handler may answer an error value (a domain error reaches the caller intact).
+        static_assert(
+            std::is_convertible_v<
+                typename detail::is_result<std::invoke_result_t<F, D&, M&&>>::value_type, R>,
+            "a call handler returning result<T> needs T convertible to the message's reply type");
+        reply_to<R> reply(std::move(m.call), &self);
+        try {
+          auto r = std::invoke(f, self, std::move(*msg));
+          if (r) {
+            reply(R(std::move(*r)));
+          } else {
+            reply.fail(r.fail());
+          }
+        } catch (...) {
+          reply.fail(
+              failure(errc::exit, detail::exception_reason(std::current_exception()).text()));
+          throw;
+        }
       } else {
         static_assert(std::is_convertible_v<std::invoke_result_t<F, D&, M&&>, R>,
-                      "call handler must return the message's reply type");
+                      "a call handler returns the message's reply type R, result<R>, "
+                      "asio::awaitable<R>, or takes otpp::reply_to<R> as its last parameter");
         reply_to<R> reply(std::move(m.call), &self);
         try {
           reply(std::invoke(f, self, std::move(*msg)));
         } catch (...) {
-          reply.fail(failure(errc::exit, detail::describe(std::current_exception())));
+          reply.fail(
+              failure(errc::exit, detail::exception_reason(std::current_exception()).text()));
           throw;
         }
       }
@@ -110,8 +140,9 @@ class handlers {
       for (const auto& e : entries_)
         if (e.type == m.type && e.lane == lane) return &e;
     } else {
+      // Dynamic payloads never reach the runtime's own message types (no forged DOWN/EXIT).
       for (const auto& e : entries_)
-        if (e.tag == m.tag && e.lane == lane) return &e;
+        if (e.tag == m.tag && e.lane == lane && !e.type->system) return &e;
     }
     return nullptr;
   }
@@ -127,12 +158,19 @@ class handlers {
   template <message M>
   static M* decode(D& self, detail::message_envelope& m, std::optional<M>& storage) {
     if (m.type == type_of<M>()) return static_cast<M*>(m.value());
-    try {
-      storage.emplace();
-      m.body()->convert(*storage);
-      return &*storage;
-    } catch (const std::exception& e) {
-      detail::reject(self, m, failure(errc::bad_message, std::string(m.tag) + ": " + e.what()));
+    if constexpr (wire_encodable<M> && std::is_default_constructible_v<M>) {
+      try {
+        storage.emplace();
+        m.body()->convert(*storage);
+        return &*storage;
+      } catch (const std::exception& e) {
+        detail::reject(self, m, failure(errc::bad_message, std::string(m.tag) + ": " + e.what()));
+        return nullptr;
+      }
+    } else {
+      // A local-only type (no msgpack mapping) cannot come in dynamic form.
+      detail::reject(self, m,
+                     failure(errc::bad_message, std::string(m.tag) + ": local-only message type"));
       return nullptr;
     }
   }
@@ -219,7 +257,7 @@ class gen_server : public process {
         [this, keep, done = std::move(done)](std::exception_ptr e, auto&&... value) mutable {
           mark_suspended(false);
           if (e) {
-            fail(exit_reason(detail::describe(e)));
+            fail(detail::exception_reason(e));
             return;  // `done` (holding any reply_to) answers exit as it is dropped
           }
           done(std::forward<decltype(value)>(value)...);

@@ -14,10 +14,16 @@
 #include <atomic>
 #include <concepts>
 #include <cstdint>
+#include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
+#include <tuple>
+#include <type_traits>
+#include <unordered_map>
 #include <utility>
+#include <vector>
 
 #include <msgpack.hpp>
 
@@ -47,6 +53,10 @@ concept message = requires {
   { M::tag } -> std::convertible_to<std::string_view>;
 }
 &&std::move_constructible<M>;
+
+// Specialised true for the runtime's own messages (see down, exit_message below).
+template <class M>
+struct is_system_message : std::false_type {};
 
 template <class M>
 concept call_message = message<M> && requires {
@@ -105,19 +115,76 @@ struct idle_timeout {
   OTPP_NO_FIELDS()
 };
 
+// System messages come only from the runtime: a dynamic message (a tool, another node's
+// payload) with one of these tags never reaches their handlers, so it cannot forge an exit.
+template <>
+struct is_system_message<down> : std::true_type {};
+template <>
+struct is_system_message<exit_message> : std::true_type {};
+template <>
+struct is_system_message<idle_timeout> : std::true_type {};
+
+// Types that can cross the wire (or the dynamic path): those with a msgpack mapping. msgpack's
+// own adaptors cannot be detected without instantiating them (a hard error), so this trait
+// knows the common shapes; a type with its own msgpack adaptor specialises wire_type.
+template <class T>
+struct wire_type : std::false_type {};
+
+namespace detail {
+template <class T>
+concept has_msgpack_members = requires(T& t, const msgpack::object& o) {
+  t.msgpack_unpack(o);
+};
+template <class T>
+struct is_wire
+    : std::bool_constant<std::is_arithmetic_v<T> || has_msgpack_members<T> || wire_type<T>::value> {
+};
+template <>
+struct is_wire<std::string> : std::true_type {};
+template <>
+struct is_wire<pid> : std::true_type {};
+template <class T, class A>
+struct is_wire<std::vector<T, A>> : is_wire<T> {};
+template <class K, class V, class C, class A>
+struct is_wire<std::map<K, V, C, A>> : std::bool_constant<is_wire<K>::value && is_wire<V>::value> {
+};
+template <class K, class V, class H, class E, class A>
+struct is_wire<std::unordered_map<K, V, H, E, A>>
+    : std::bool_constant<is_wire<K>::value && is_wire<V>::value> {};
+template <class T>
+struct is_wire<std::optional<T>> : is_wire<T> {};
+template <class A, class B>
+struct is_wire<std::pair<A, B>> : std::bool_constant<is_wire<A>::value && is_wire<B>::value> {};
+template <class... T>
+struct is_wire<std::tuple<T...>> : std::bool_constant<(is_wire<T>::value && ...)> {};
+}  // namespace detail
+
+template <class T>
+concept wire_encodable = detail::is_wire<std::remove_cv_t<T>>::value;
+
 // How a message type is encoded, found and decoded. One static instance per type: its
 // address is the type's identity on the local path (no string compare per message).
 struct message_type {
   std::string_view tag;
+  // nullptr: the type has no msgpack mapping (it never leaves the node).
   void (*pack)(msgpack::packer<msgpack::sbuffer>&, const void* value);
+  bool system = false;  // made only by the runtime (down, EXIT, idle_timeout): never decoded
 };
 
 template <message M>
 const message_type* type_of() {
-  static const message_type type{M::tag,
-                                 [](msgpack::packer<msgpack::sbuffer>& out, const void* value) {
-                                   out.pack(*static_cast<const M*>(value));
-                                 }};
+  static const message_type type{
+      M::tag,
+      [] {
+        void (*pack)(msgpack::packer<msgpack::sbuffer>&, const void*) = nullptr;
+        if constexpr (wire_encodable<M>) {
+          pack = [](msgpack::packer<msgpack::sbuffer>& out, const void* value) {
+            out.pack(*static_cast<const M*>(value));
+          };
+        }
+        return pack;
+      }(),
+      is_system_message<M>::value};
   return &type;
 }
 
@@ -126,12 +193,17 @@ struct value_codec {
   void (*pack)(msgpack::packer<msgpack::sbuffer>&, const void* value);
 };
 
+// nullptr for a type without a msgpack mapping: its values never leave the node.
 template <class T>
 const value_codec* codec_of() {
-  static const value_codec codec{[](msgpack::packer<msgpack::sbuffer>& out, const void* value) {
-    out.pack(*static_cast<const T*>(value));
-  }};
-  return &codec;
+  if constexpr (wire_encodable<T>) {
+    static const value_codec codec{[](msgpack::packer<msgpack::sbuffer>& out, const void* value) {
+      out.pack(*static_cast<const T*>(value));
+    }};
+    return &codec;
+  } else {
+    return nullptr;
+  }
 }
 
 }  // namespace otpp

@@ -6,9 +6,11 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <type_traits>
 
 #include <asio/io_context.hpp>
 
+#include "otpp/clock.hpp"
 #include "otpp/detail/envelope.hpp"
 #include "otpp/message.hpp"
 #include "otpp/pid.hpp"
@@ -20,17 +22,36 @@ namespace otpp {
 struct node_options {
   std::string name = "nonode@nohost";  // node id; cluster nodes use name@host:port
   std::size_t threads = 0;             // worker threads; 0: hardware threads
-  std::uint32_t creation = 0;          // incarnation; 0: chosen so a restart differs
+  std::uint32_t creation = 0;          // incarnation; 0: a fresh random one per start
+  // Time source of every timer of the node; null: the steady clock. Tests share one
+  // manual_clock between nodes and step it.
+  std::shared_ptr<otpp::clock> clock{};
+  // No worker threads: the owner runs the node's work on its own thread with poll(). With a
+  // manual_clock this makes a node (or several) fully deterministic.
+  bool manual = false;
+};
+
+// State of an upper layer (registry, cluster, ...) owned by a node: created on first
+// use_service, destroyed with the node after every process ended, last created first.
+class node_service {
+ public:
+  virtual ~node_service() = default;
 };
 
 namespace detail {
 class node_impl;
 // Non-template entry points used by the inline templates below.
-result<void> deliver(node_impl& n, const pid& to, message_envelope* e);
+result<void> route(node_impl& n, const pid& to, message_envelope* e);
 result<pid> start_process(node_impl& n, process* p, const spawn_options& o);
 pid current_self() noexcept;
-timer_ref start_timer(node_impl& n, std::chrono::steady_clock::duration d, const pid& to,
-                      message_envelope* e);
+timer_ref start_timer(node_impl& n, clock_type::duration d, const pid& to, message_envelope* e);
+node_service& find_service(node_impl& n, std::size_t index, node_service* (*make)(node&));
+std::size_t new_service_index() noexcept;
+template <class S>
+std::size_t service_index() {
+  static const std::size_t index = new_service_index();
+  return index;
+}
 }  // namespace detail
 
 class node {
@@ -48,10 +69,24 @@ class node {
   void join();
   bool running() const noexcept;
 
+  // Manual nodes (options.manual): runs every ready piece of work on this thread, including
+  // work that running it makes ready; returns how many ran. Not for threaded nodes.
+  std::size_t poll();
+
   asio::io_context& context() noexcept;
   const std::string& name() const noexcept;
   node_atom atom() const noexcept;
   std::uint32_t creation() const noexcept;
+  // The node's time (its clock option): what timers and timeouts are measured against.
+  time_point now() const noexcept;
+
+  // The node's instance of service S (constructed as S(node&) on first use; thread-safe).
+  template <class S>
+  S& use_service() {
+    static_assert(std::is_base_of_v<node_service, S>, "a service derives from node_service");
+    return static_cast<S&>(detail::find_service(*impl_, detail::service_index<S>(),
+                                                [](node& n) -> node_service* { return new S(n); }));
+  }
 
   // Constructs Server(args...) and runs its init() on this thread before returning: the
   // process exists (and is linked if asked) exactly when this returns a pid.
@@ -87,9 +122,9 @@ class node {
   // Unlike monitor() it needs no mailbox, so a suspended coroutine can await it.
   void watch_process(const pid& p, std::function<void(const exit_reason&)> on_exit);
 
-  // Delivers `msg` to handle_info of `to` after `delay` (urgent lane). Cancel with cancel_timer.
+  // Delivers `msg` to handle_info of `to` after `delay` (node time). Cancel with cancel_timer.
   template <message M>
-  timer_ref send_after(std::chrono::steady_clock::duration delay, const pid& to, M msg) {
+  timer_ref send_after(clock_type::duration delay, const pid& to, M msg) {
     return detail::start_timer(
         *impl_, delay, to,
         new detail::typed_envelope<M>(detail::envelope_kind::system_info, detail::current_self(),
@@ -99,7 +134,8 @@ class node {
   bool cancel_timer(timer_ref ref);
 
   // Extension points for upper layers (registry, supervisor, cluster).
-  // Called on the exiting process's thread for processes flagged with watch_exit().
+  // Called on the exiting process's thread for processes flagged with watch_exit(), after
+  // the process left the process table and before links and monitors hear of the exit.
   using exit_listener = std::function<void(const pid&, const exit_reason&)>;
   void add_exit_listener(exit_listener listener);
   void watch_exit(const pid& p, bool on);
@@ -116,16 +152,16 @@ class node {
 // is known locally at once; like Erlang, a sent message may still be lost if the target dies.
 template <message M>
 result<void> cast(node& n, const pid& to, M msg) {
-  return detail::deliver(n.impl(), to,
-                         new detail::typed_envelope<M>(detail::envelope_kind::cast,
-                                                       detail::current_self(), std::move(msg)));
+  return detail::route(n.impl(), to,
+                       new detail::typed_envelope<M>(detail::envelope_kind::cast,
+                                                     detail::current_self(), std::move(msg)));
 }
 // A plain message: reaches handle_info.
 template <message M>
 result<void> send(node& n, const pid& to, M msg) {
-  return detail::deliver(n.impl(), to,
-                         new detail::typed_envelope<M>(detail::envelope_kind::info,
-                                                       detail::current_self(), std::move(msg)));
+  return detail::route(n.impl(), to,
+                       new detail::typed_envelope<M>(detail::envelope_kind::info,
+                                                     detail::current_self(), std::move(msg)));
 }
 // Dynamic form: a msgpack map with a "type" field naming the tag; reaches the same handlers.
 // kind: cast or info.

@@ -29,6 +29,7 @@ class process;
 namespace detail {
 class node_impl;
 struct process_extras;
+
 const exit_reason* ending_reason(process* p);
 }  // namespace detail
 
@@ -80,6 +81,7 @@ class process : public detail::ref_counted {
 
  private:
   friend class detail::node_impl;
+  friend struct detail::process_extras;
   friend class otpp::node;
   friend class executor_type;
   friend const exit_reason* detail::ending_reason(process* p);
@@ -87,26 +89,32 @@ class process : public detail::ref_counted {
   // Called by the node's scheduler on a worker thread.
   void run();
   void handle_signal(detail::envelope* e);
-  void deliver_system_info(detail::envelope* e);
+  bool accept_system_info(detail::envelope* e);
   void exit_now(exit_reason reason, bool call_terminate);
   void fetch();
+  void arm_idle_timer();
+  void on_idle_timer();
   detail::process_extras& extras();
 
   detail::node_impl* node_ = nullptr;
   pid self_;
   detail::inbox inbox_;
-  detail::envelope_fifo user_;            // cast / info / call, in arrival order
+  // Messages (cast, info, call, and the runtime's down / EXIT / timer messages) in arrival
+  // order: a DOWN never overtakes a message its process sent before exiting.
+  detail::envelope_fifo user_;
   detail::envelope_fifo urgent_;          // signals and tasks
-  detail::envelope_fifo info_;            // down / EXIT / timers, ahead of user messages
   std::atomic<std::uint32_t> queued_{0};  // user messages queued (bounded mailboxes only)
   std::uint32_t bound_ = 0;
   bool trap_exit_ = false;
   bool suspended_ = false;
   bool dead_ = false;
   bool stop_requested_ = false;
+  bool idle_armed_ = false;
+  // Tells the node's exit listeners (registry names) when this process exits.
   std::atomic<bool> watched_{false};
-  std::atomic<std::uint32_t> sched_epoch_{0};  // one run per schedule, even if queued twice  //
-                                               // notify the node's exit listener (registry names)
+  // Counts runs: a wake-up runs the process only if the epoch it saw is still current, so a
+  // wake-up queued twice (deferred and posted) runs once.
+  std::atomic<std::uint32_t> sched_epoch_{0};
   std::unique_ptr<detail::process_extras> extras_;  // links, monitors, timers: often empty
 };
 

@@ -11,6 +11,7 @@
 #include <msgpack.hpp>
 
 #include "otpp/detail/intrusive.hpp"
+#include "otpp/detail/timer_entry.hpp"
 #include "otpp/message.hpp"
 #include "otpp/result.hpp"
 
@@ -18,13 +19,14 @@ namespace otpp::detail {
 
 class call_state_base;
 
-// User lane: cast / info / call. Urgent lane: everything from system_info on (DESIGN section 3:
-// signals never wait behind user messages nor behind a suspended handler, never bounded).
+// Messages (cast, info, call, system_info) are handled in arrival order, one at a time, and
+// wait while a coroutine handler is suspended. Signals (task and everything after it) are
+// urgent: they never wait behind messages nor behind a suspended handler, and are never bounded.
 enum class envelope_kind : std::uint8_t {
   cast,
   info,
   call,
-  system_info,  // down / EXIT / timer / idle timeout: handled before user messages
+  system_info,  // down / EXIT / timer / idle timeout: made by the runtime, never bounded
   task,         // a continuation to run on the process (coroutine resumption)
   exit_signal,
   link,
@@ -55,6 +57,16 @@ struct message_envelope : envelope {
   ~message_envelope() override;
   virtual void* value() { return nullptr; }                        // typed payload
   virtual const msgpack::object* body() const { return nullptr; }  // dynamic payload
+  // The payload as msgpack (what crosses the wire); false if its type has no msgpack mapping.
+  bool pack_body(msgpack::packer<msgpack::sbuffer>& out) {
+    if (type) {
+      if (!type->pack) return false;
+      type->pack(out, value());
+      return true;
+    }
+    out.pack(*body());
+    return true;
+  }
 };
 
 template <message M>
@@ -97,8 +109,10 @@ struct task_envelope final : task_envelope_base {
 };
 
 // The caller's side of a call. Completed exactly once: by a reply, a timeout, noproc, or the
-// callee's exit. Subclasses hold the caller's completion handler.
-class call_state_base : public ref_counted {
+// callee's exit. Subclasses hold the caller's completion handler. A call is found by its
+// pointer when both ends are local, and by its id (set when the request leaves the node) when
+// the reply comes back over the wire.
+class call_state_base : public ref_counted, public timer_entry {
  public:
   // Claim the right to complete. Exactly one claimant wins.
   bool claim() noexcept { return !done_.exchange(true, std::memory_order_acq_rel); }
@@ -106,17 +120,27 @@ class call_state_base : public ref_counted {
 
   // value points to an object of the call's reply type (the handler was registered for the
   // message whose ::reply is that type), or is encoded through `codec` for dynamic callers.
+  // A null codec means the reply type has no msgpack mapping (local replies only).
   virtual void complete_value(void* value, const value_codec* codec) = 0;
   virtual void complete_error(failure f) = 0;
+  // A reply that came back encoded (from another node): decoded to the call's reply type, or
+  // answered bad_message if it does not decode.
+  virtual void complete_encoded(const msgpack::object& reply) = 0;
   // The caller went away (its process died): drop the handler without invoking it.
   virtual void abandon() = 0;
 
-  // Call timeouts: a node-wide list per timeout value (see node_impl::arm_deadline). Guarded
-  // by the node's deadline mutex.
-  call_state_base* deadline_prev = nullptr;
-  call_state_base* deadline_next = nullptr;
-  std::chrono::steady_clock::time_point deadline{};
-  void* deadline_bucket = nullptr;  // non-null while listed
+  // Timeout (the node's timer service lists the call while it waits; the list holds a
+  // reference).
+  void expire() override {
+    if (claim()) complete_error(failure(errc::timeout));
+    release();
+  }
+  void discard() override {
+    if (claim()) complete_error(failure(errc::node_stopped));
+    release();
+  }
+
+  std::uint64_t call_id = 0;  // non-zero once the request left for another node
 
  private:
   std::atomic<bool> done_{false};

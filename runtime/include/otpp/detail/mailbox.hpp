@@ -23,7 +23,11 @@ class inbox {
     for (;;) {
       if (old == closed_tag()) return push_result::closed;
       e->next = old == blocked_tag() ? nullptr : old;
-      if (head_.compare_exchange_weak(old, e, std::memory_order_release,
+      // acq_rel: release publishes `e` to the reader; acquire pairs with the reader's
+      // try_block, so a producer that wakes the reader sees everything the reader did before
+      // going idle (its scheduling epoch among it: a stale epoch would make the wake-up a no-op
+      // and the process would never run again; x86 hides this, ARM and POWER do not).
+      if (head_.compare_exchange_weak(old, e, std::memory_order_acq_rel,
                                       std::memory_order_relaxed)) {
         return old == blocked_tag() ? push_result::woke_reader : push_result::queued;
       }
@@ -62,10 +66,6 @@ class inbox {
 #endif
     }
     return false;
-  }
-
-  bool closed() const noexcept {
-    return head_.load(std::memory_order_acquire) == closed_tag();
   }
 
  private:

@@ -6,36 +6,45 @@
 
 namespace otpp {
 
+// Values are pinned: they are stable across releases (logs, persisted codes). The wire does
+// not carry them: the transport and the cluster have their own status enums mapped at the edge.
 enum class errc {
   ok = 0,
-  timeout = 1,         // call did not complete in time
-  noproc,              // no such process or name
-  nodedown,            // node not reachable / connection lost
-  bad_message,         // payload does not decode to the handler's type, or no handler for it
-  exit,                // callee exited during the call (reason carried in the result)
-  unknown_behaviour,   // remote spawn of a behaviour name nobody registered
-  not_authorised,      // authentication failed
-  already_registered,  // name taken
-  mailbox_full,        // bounded mailbox or outgoing queue over its limit
-  node_stopped,        // the node is stopping or stopped
-  init_failed,         // gen_server init refused to start
-  invalid_argument,    // malformed input (node id, option)
+  timeout = 1,             // call did not complete in time
+  noproc = 2,              // no such process or name
+  nodedown = 3,            // node not reachable / connection lost
+  bad_message = 4,         // payload does not decode to the handler's type, or no handler for it
+  exit = 5,                // callee exited during the call (reason carried in the result)
+  unknown_behaviour = 6,   // remote spawn of a behaviour name nobody registered
+  not_authorised = 7,      // authentication failed
+  already_registered = 8,  // name taken
+  mailbox_full = 9,        // bounded mailbox or outgoing queue over its limit
+  node_stopped = 10,       // the node is stopping or stopped
+  init_failed = 11,        // gen_server init refused to start
+  invalid_argument = 12,   // malformed input (node id, option)
   // transport / wire
-  frame_too_large,
-  malformed_frame,
-  bad_mac,
-  version_mismatch,
-  connection_closed,
-  handshake_failed,
-  unknown_frame_kind,
-  heartbeat_timeout,
-  tls_error,
-  cookie_error,
+  frame_too_large = 13,
+  malformed_frame = 14,
+  bad_mac = 15,
+  version_mismatch = 16,
+  connection_closed = 17,
+  handshake_failed = 18,
+  unknown_frame_kind = 19,
+  heartbeat_timeout = 20,
+  tls_error = 21,
+  cookie_error = 22,
   // supervisor
-  not_found,   // no such child
-  running,     // child already running
-  restarting,  // child is being restarted
-  reached_max_restart_intensity,
+  not_found = 23,   // no such child
+  running = 24,     // child already running
+  restarting = 25,  // child is being restarted
+  reached_max_restart_intensity = 26,
+  // runtime
+  calling_self = 27,  // a process called itself (it would wait out its own timeout)
+  would_block = 28,   // a blocking wait from a process thread (it could deadlock the node)
+  not_started = 29,   // the node has not been started (nothing would ever run the call)
+  no_reply = 30,      // the callee dropped the reply without answering
+  not_serializable =
+      31,  // the message or reply type has no msgpack mapping (cannot leave the node)
 };
 
 const std::error_category& error_category() noexcept;
@@ -104,6 +113,16 @@ class otpp_category final : public std::error_category {
         return "restarting";
       case errc::reached_max_restart_intensity:
         return "reached_max_restart_intensity";
+      case errc::calling_self:
+        return "calling_self: a process cannot call itself";
+      case errc::would_block:
+        return "would_block: blocking wait on a process thread";
+      case errc::not_started:
+        return "not_started: the node was not started";
+      case errc::no_reply:
+        return "no_reply: the callee dropped the reply";
+      case errc::not_serializable:
+        return "not_serializable: type has no msgpack mapping";
     }
     return "otpp error " + std::to_string(value);
   }

@@ -1,0 +1,48 @@
+// The seam between a node and the rest of a cluster. Every envelope that leaves a process goes
+// through one door of the node (routing.cpp): a pid of this node incarnation is delivered
+// locally; a pid of an earlier incarnation of this node is dead; a pid of any other node goes
+// to the router the node holds. With no router, a node is a complete single-machine runtime
+// and other nodes' pids answer noproc.
+#pragma once
+
+#include <cstdint>
+
+#include <msgpack.hpp>
+
+#include "otpp/detail/envelope.hpp"
+#include "otpp/pid.hpp"
+#include "otpp/result.hpp"
+
+namespace otpp {
+
+class node;
+
+class router {
+ public:
+  virtual ~router() = default;
+
+  // Forwards `e` (kind, sender, and for a message its tag and msgpack body through
+  // message_envelope::pack_body; for a call its reference: e.from and e.call->call_id; for a
+  // signal its reason, monitor ref and link flag) toward `to`, serialising it once. Runs on the
+  // sender's thread: must not block. The node frees `e` afterwards. On failure the node answers
+  // a call in `e` with the returned error at once, and a link or monitor signal as for a dead
+  // process.
+  virtual result<void> route(const pid& to, detail::envelope& e) = 0;
+};
+
+// Installs `r` (nullptr: none) on node `n`. `r` must outlive every send through it: keep it in
+// a service of the node (see node::use_service) or remove it before destroying it.
+void set_router(node& n, router* r);
+
+// A reply that came back over the wire for call `call_id` (a node-unique reference set when
+// the request left this node). The waiting caller gets it decoded to its reply type (or
+// bad_message); a reply for a call already resolved (timed out, answered) is dropped and
+// answers not_found.
+result<void> complete_remote_call(node& n, std::uint64_t call_id,
+                                  result<msgpack::object_handle> reply);
+// Completes every call waiting on node `peer` with `why` (a peer going down): returns how many.
+std::size_t fail_remote_calls(node& n, node_atom peer, const failure& why);
+// Calls whose request left this node and that wait for a reply.
+std::size_t pending_remote_calls(node& n);
+
+}  // namespace otpp

@@ -1,0 +1,231 @@
+// Calls: start, deadlines, completion from the wire, dynamic calls.
+#include "node_impl.hpp"
+#include "otpp/call.hpp"
+#include "otpp/log.hpp"
+
+namespace otpp {
+namespace detail {
+
+void node_impl::start_call(const pid& to, call_state_base* state, message_envelope* request,
+                           std::chrono::milliseconds timeout) {
+  ref_ptr<call_state_base> keep(state);
+  request->call = keep;
+  process* self = current_process();
+  // Fail fast where waiting could only end in a timeout (Erlang: calling_self).
+  if (self && self->self() == to) {
+    log(log_level::warning, "node", name_, ": ", to.to_string(), " called itself ('", request->tag,
+        "'): calling_self");
+    if (state->claim()) state->complete_error(failure(errc::calling_self, to.to_string()));
+    delete request;
+    return;
+  }
+  if (!started()) {
+    log(log_level::warning, "node", name_, ": call '", request->tag,
+        "' before node.start(): not_started");
+    if (state->claim()) state->complete_error(failure(errc::not_started, name_));
+    delete request;
+    return;
+  }
+  if (self) track_call(*self, keep);
+  if (timeout.count() >= 0) {
+    state->add_ref();  // the timer list holds a reference
+    timers_.arm(state, timeout);
+  }
+  (void)route(to, request);
+}
+
+void node_impl::call_finished(call_state_base* s) {
+  if (timers_.cancel(s)) s->release();
+  if (s->call_id) {
+    ref_ptr<call_state_base> drop;  // released outside the lock
+    std::lock_guard lock(remote_calls_mutex_);
+    auto it = remote_calls_.find(s->call_id);
+    if (it != remote_calls_.end() && it->second.state.get() == s) {
+      drop = std::move(it->second.state);
+      remote_calls_.erase(it);
+    }
+  }
+}
+
+void node_impl::register_remote_call(call_state_base* s, const pid& to) {
+  if (!s->call_id) s->call_id = new_ref();
+  std::lock_guard lock(remote_calls_mutex_);
+  remote_calls_[s->call_id] = remote_call{ref_ptr<call_state_base>(s), to.node()};
+}
+
+result<void> node_impl::complete_remote_call(std::uint64_t call_id,
+                                             result<msgpack::object_handle> reply) {
+  ref_ptr<call_state_base> s;
+  {
+    std::lock_guard lock(remote_calls_mutex_);
+    auto it = remote_calls_.find(call_id);
+    if (it != remote_calls_.end()) {
+      s = std::move(it->second.state);
+      remote_calls_.erase(it);
+    }
+  }
+  if (!s || !s->claim()) {
+    log(log_level::debug, "node", name_, ": late reply to call ", call_id, " dropped");
+    return failure(errc::not_found, "call " + std::to_string(call_id) + " is not waiting");
+  }
+  if (reply) {
+    s->complete_encoded(reply->get());
+  } else {
+    s->complete_error(reply.fail());
+  }
+  return {};
+}
+
+std::size_t node_impl::fail_remote_calls(node_atom peer, const failure& why) {
+  std::vector<ref_ptr<call_state_base>> failed;
+  {
+    std::lock_guard lock(remote_calls_mutex_);
+    for (auto it = remote_calls_.begin(); it != remote_calls_.end();) {
+      if (it->second.peer == peer) {
+        failed.push_back(std::move(it->second.state));
+        it = remote_calls_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+  }
+  std::size_t n = 0;
+  for (auto& s : failed) {
+    if (s->claim()) {
+      s->complete_error(why);
+      ++n;
+    }
+  }
+  return n;
+}
+
+std::size_t node_impl::pending_remote_calls() const {
+  std::lock_guard lock(remote_calls_mutex_);
+  return remote_calls_.size();
+}
+
+void node_impl::track_call(process& self, const ref_ptr<call_state_base>& state) {
+  auto& out = self.extras().outstanding;
+  if (out.size() >= 16) {
+    std::erase_if(out, [](const ref_ptr<call_state_base>& s) { return s->done(); });
+  }
+  out.push_back(state);
+}
+
+// ---- entry points used by inline templates
+void start_call(node_impl& n, const pid& to, call_state_base* state, message_envelope* request,
+                std::chrono::milliseconds timeout) {
+  n.start_call(to, state, request, timeout);
+}
+void call_finished(node_impl& n, call_state_base* state) {
+  n.call_finished(state);
+}
+asio::io_context& node_context(node_impl& n) {
+  return n.context();
+}
+
+std::string dropped_reply_reason(process* owner) {
+  // The exit reason is recorded before suspended frames and pending replies are dropped; it is
+  // only read on the owner's own thread (elsewhere the owner may be running).
+  if (owner && owner == current_process()) {
+    if (const exit_reason* r = ending_reason(owner)) return r->text();
+  }
+  return {};
+}
+
+encoded_call_state::encoded_call_state(node_impl& n,
+                                       std::function<void(result<msgpack::object_handle>)> d)
+    : node_(n), done_(std::move(d)) {}
+
+void encoded_call_state::complete_value(void* value, const value_codec* codec) {
+  if (!codec) {
+    finish(failure(errc::not_serializable, "the reply type has no msgpack mapping"));
+    return;
+  }
+  msgpack::sbuffer buffer;
+  msgpack::packer<msgpack::sbuffer> packer(buffer);
+  codec->pack(packer, value);
+  finish(msgpack::unpack(buffer.data(), buffer.size()));
+}
+void encoded_call_state::complete_error(failure f) {
+  finish(std::move(f));
+}
+void encoded_call_state::complete_encoded(const msgpack::object& reply) {
+  auto zone = std::make_unique<msgpack::zone>();
+  msgpack::object copy(reply, *zone);
+  finish(msgpack::object_handle(copy, std::move(zone)));
+}
+void encoded_call_state::abandon() {
+  node_.call_finished(this);
+  done_ = nullptr;
+}
+void encoded_call_state::finish(result<msgpack::object_handle> r) {
+  node_.call_finished(this);
+  auto d = std::move(done_);
+  if (d) d(std::move(r));
+}
+
+namespace {
+// A dynamic message as an envelope: the map's string "type" field is the tag.
+result<dynamic_envelope*> make_dynamic(node& n, const pid& to, msgpack::object_handle map,
+                                       envelope_kind k) {
+  const msgpack::object& o = map.get();
+  std::string tag;
+  if (o.type == msgpack::type::MAP) {
+    for (std::uint32_t i = 0; i < o.via.map.size; ++i) {
+      const auto& kv = o.via.map.ptr[i];
+      if (kv.key.type == msgpack::type::STR && kv.key.as<std::string_view>() == "type" &&
+          kv.val.type == msgpack::type::STR) {
+        tag = kv.val.as<std::string>();
+      }
+    }
+  }
+  if (tag.empty()) {
+    log(log_level::warning, "node", n.name(), ": dynamic message to ", to.to_string(),
+        " has no string 'type' field: refused");
+    return failure(errc::bad_message, "dynamic message needs a map with a string 'type' field");
+  }
+  return new dynamic_envelope(k, current_self(), std::move(tag), std::move(map));
+}
+
+result<void> route_dynamic(node& n, const pid& to, msgpack::object_handle map, envelope_kind k) {
+  auto e = make_dynamic(n, to, std::move(map), k);
+  if (!e) return e.fail();
+  return n.impl().route(to, *e);
+}
+}  // namespace
+
+}  // namespace detail
+
+result<void> cast_dynamic(node& n, const pid& to, msgpack::object_handle map) {
+  return detail::route_dynamic(n, to, std::move(map), detail::envelope_kind::cast);
+}
+result<void> send_dynamic(node& n, const pid& to, msgpack::object_handle map) {
+  return detail::route_dynamic(n, to, std::move(map), detail::envelope_kind::info);
+}
+
+void call_dynamic(node& n, const pid& to, msgpack::object_handle map,
+                  std::chrono::milliseconds timeout,
+                  std::function<void(result<msgpack::object_handle>)> done) {
+  auto* state = new detail::encoded_call_state(n.impl(), std::move(done));
+  detail::ref_ptr<detail::call_state_base> keep(state);
+  auto request = detail::make_dynamic(n, to, std::move(map), detail::envelope_kind::call);
+  if (!request) {
+    if (state->claim()) state->complete_error(request.fail());
+    return;
+  }
+  n.impl().start_call(to, state, *request, timeout);
+}
+
+result<void> complete_remote_call(node& n, std::uint64_t call_id,
+                                  result<msgpack::object_handle> reply) {
+  return n.impl().complete_remote_call(call_id, std::move(reply));
+}
+std::size_t fail_remote_calls(node& n, node_atom peer, const failure& why) {
+  return n.impl().fail_remote_calls(peer, why);
+}
+std::size_t pending_remote_calls(node& n) {
+  return n.impl().pending_remote_calls();
+}
+
+}  // namespace otpp

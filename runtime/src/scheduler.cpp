@@ -1,0 +1,201 @@
+// Scheduling processes on the node's threads.
+//
+// A process is scheduled on its idle-to-runnable edge (the inbox's CAS says which sender saw
+// it idle). Inside a turn, the first process woken is deferred to this thread's private queue:
+// no lock, no wake-up of another thread, which is the ping-pong and ring shape, where the turn
+// ends right after the send. Asio runs private work only after the current turn returns, so:
+//  - if the turn keeps sending (a producer loop), the woken process is also posted to the
+//    shared queue after a few more sends, where an idle worker takes it;
+//  - if the turn runs long without sending, the watchman (one idle worker that sleeps in short
+//    naps) steals the deferred wake-up from the busy thread after about two naps.
+// Whichever copy of a wake-up runs first wins (sched_epoch_); the other is a no-op.
+// Idle workers spin briefly before sleeping (one at a time), so a stream between two threads
+// does not pay a futex wake-up per message on CPUs where those are expensive.
+#include <asio/defer.hpp>
+#include <asio/post.hpp>
+
+#include "node_impl.hpp"
+#include "otpp/log.hpp"
+#include "scheduler_slot.hpp"
+
+namespace otpp::detail {
+
+namespace {
+thread_local node_impl* this_thread_node = nullptr;
+thread_local worker_slot* this_thread_slot = nullptr;
+thread_local std::uint32_t sends_in_turn = 0;
+thread_local bool deferred_used = false;
+constexpr std::uint32_t promote_after_sends = 32;
+constexpr auto spin_window = std::chrono::microseconds(50);
+constexpr auto watch_nap = std::chrono::milliseconds(2);
+
+void cpu_relax() noexcept {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#endif
+}
+
+// Takes the slot's deferred process (and its reference) if it still holds `expected`.
+process* take_deferred(worker_slot& s, process* expected) {
+  if (!expected) return nullptr;
+  return s.deferred.compare_exchange_strong(expected, nullptr, std::memory_order_acq_rel) ? expected
+                                                                                          : nullptr;
+}
+}  // namespace
+
+node_impl* current_node() noexcept {
+  return this_thread_node;
+}
+
+node_scope::node_scope(node_impl* n) : saved_(this_thread_node) {
+  this_thread_node = n;
+}
+node_scope::~node_scope() {
+  this_thread_node = saved_;
+}
+
+void new_turn() noexcept {
+  deferred_used = false;
+  sends_in_turn = 0;
+  if (auto* s = this_thread_slot) {
+    // The deferred wake-up runs right after this turn: the slot's claim on it ends.
+    if (process* p = s->deferred.exchange(nullptr, std::memory_order_acq_rel)) p->release();
+    s->turns.store(s->turns.load(std::memory_order_relaxed) + 1, std::memory_order_release);
+  }
+}
+
+auto node_impl::run_op(process* p, std::uint32_t epoch, bool posted) {
+  return [this, p, epoch, posted] {
+    if (posted) posted_.fetch_sub(1, std::memory_order_relaxed);
+    auto expected = epoch;
+    if (p->sched_epoch_.compare_exchange_strong(expected, epoch + 1, std::memory_order_acq_rel)) {
+      p->run();
+    }
+    p->release();
+  };
+}
+
+void node_impl::post_run(process* p, std::uint32_t epoch) {
+  posted_.fetch_add(1, std::memory_order_relaxed);
+  asio::post(ctx_, run_op(p, epoch, true));
+}
+
+void node_impl::schedule(process* p) {
+  p->add_ref();
+  auto epoch = p->sched_epoch_.load(std::memory_order_acquire);
+  if (this_thread_node == this && this_thread_slot && current_process() && !deferred_used) {
+    deferred_used = true;
+    p->add_ref();  // the slot's reference
+    this_thread_slot->epoch.store(epoch, std::memory_order_relaxed);
+    this_thread_slot->deferred.store(p, std::memory_order_release);
+    asio::defer(ctx_, run_op(p, epoch, false));
+  } else {
+    post_run(p, epoch);
+  }
+}
+
+bool node_impl::enqueue(process& p, envelope* e) {
+  switch (p.inbox_.push(e)) {
+    case inbox::push_result::queued:
+      // A turn that keeps sending: let an idle worker take the process it deferred.
+      if (this_thread_slot && ++sends_in_turn == promote_after_sends && this_thread_node == this) {
+        auto& s = *this_thread_slot;
+        if (process* d = take_deferred(s, s.deferred.load(std::memory_order_acquire))) {
+          post_run(d, s.epoch.load(std::memory_order_relaxed));  // the slot's reference moves
+        }
+      }
+      return true;
+    case inbox::push_result::woke_reader:
+      schedule(&p);
+      return true;
+    case inbox::push_result::closed:
+      return false;
+  }
+  return false;
+}
+
+bool node_impl::spin_for_work() {
+  bool expected = false;
+  if (!spinner_.compare_exchange_strong(expected, true, std::memory_order_acquire)) return false;
+  bool found = false;
+  auto until = clock_type::now() + spin_window;
+  for (std::uint32_t i = 1; !ctx_.stopped(); ++i) {
+    if (posted_.load(std::memory_order_relaxed) > 0) {
+      found = true;
+      break;
+    }
+    cpu_relax();
+    if ((i & 63) == 0 && clock_type::now() >= until) break;
+  }
+  spinner_.store(false, std::memory_order_release);
+  return found;
+}
+
+void node_impl::steal_stale_deferred(std::vector<std::pair<process*, std::uint64_t>>& seen) {
+  seen.resize(slots_.size());
+  for (std::size_t i = 0; i < slots_.size(); ++i) {
+    auto& s = *slots_[i];
+    process* p = s.deferred.load(std::memory_order_acquire);
+    std::uint64_t turns = s.turns.load(std::memory_order_acquire);
+    if (p && seen[i].first == p && seen[i].second == turns) {
+      // Deferred behind the same turn since the last nap: that turn runs long.
+      if (process* taken = take_deferred(s, p)) {
+        post_run(taken, s.epoch.load(std::memory_order_relaxed));
+      }
+      seen[i] = {nullptr, 0};
+    } else {
+      seen[i] = {p, turns};
+    }
+  }
+}
+
+void node_impl::run_worker_loop(worker_slot* slot) {
+  this_thread_slot = slot;
+  std::vector<std::pair<process*, std::uint64_t>> seen;
+  while (!ctx_.stopped()) {
+    if (ctx_.poll() > 0) continue;
+    if (ctx_.stopped()) break;
+    if (spin_for_work() && ctx_.poll() > 0) continue;
+    bool expected = false;
+    if (slots_.size() > 1 &&
+        watchman_.compare_exchange_strong(expected, true, std::memory_order_acquire)) {
+      ctx_.run_one_for(watch_nap);
+      watchman_.store(false, std::memory_order_release);
+      steal_stale_deferred(seen);
+    } else {
+      ctx_.run_one();
+    }
+  }
+  this_thread_slot = nullptr;
+}
+
+void node_impl::worker(worker_slot* slot) {
+  node_scope scope(this);
+  for (;;) {
+    try {
+      run_worker_loop(slot);
+      break;
+    } catch (const std::exception& e) {
+      // A handler escaped every process-level catch: log and keep the thread serving.
+      log(log_level::error, "node", name_, ": exception escaped a handler: ", e.what());
+    }
+  }
+}
+
+std::size_t node_impl::poll() {
+  if (!manual_) {
+    log(log_level::warning, "node", name_, ": poll() is for manual nodes; ignored");
+    return 0;
+  }
+  node_scope scope(this);
+  std::size_t total = 0;
+  for (;;) {
+    if (ctx_.stopped()) ctx_.restart();
+    std::size_t n = ctx_.poll();
+    if (n == 0) break;
+    total += n;
+  }
+  return total;
+}
+
+}  // namespace otpp::detail
