@@ -54,7 +54,13 @@ node_impl::node_impl(node& o, node_options opts)
       name_(opts.name),
       atom_(node_atom::intern(opts.name)),
       creation_(opts.creation ? opts.creation : fresh_creation()),
-      timers_(ctx_, std::move(opts.clock)) {}
+      timers_(ctx_, std::move(opts.clock)) {
+  if (!node_atom::valid_name(name_)) {
+    log(log_level::warning, "node", "node name '", name_,
+        "' is not 1-255 printable characters without spaces: its pids print as 'nonode' and "
+        "it cannot join a cluster");
+  }
+}
 
 node_impl::~node_impl() {
   stop();

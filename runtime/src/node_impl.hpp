@@ -139,6 +139,7 @@ class node_impl {
   void steal_stale_deferred(std::vector<std::pair<process*, std::uint64_t>>& seen);
   auto run_op(process* p, std::uint32_t epoch, bool posted);
   void post_run(process* p, std::uint32_t epoch);
+  void hand_over_watch();
   void start_threads_locked();
   void register_remote_call(call_state_base* s, const pid& to);
   void fail_remote_calls_all();
@@ -209,6 +210,7 @@ class node_impl {
   std::atomic<std::int64_t> posted_{0};
   std::atomic<bool> spinner_{false};
   std::atomic<bool> watchman_{false};
+  std::atomic<int> sleepers_{0};
   std::vector<std::unique_ptr<worker_slot>> slots_;
 
   // Calls whose request left for another node, by call id: the reply finds them here.

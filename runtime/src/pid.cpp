@@ -8,6 +8,8 @@
 
 namespace otpp {
 namespace {
+// Interned names live as long as the OS process (pids are 16 bytes and compare as integers);
+// intern() bounds what untrusted input can add.
 struct atom_table {
   std::shared_mutex mutex;
   std::deque<std::string> names{"nonode"};  // deque: stable addresses for string_views
@@ -19,14 +21,31 @@ atom_table& atoms() {
 }
 }  // namespace
 
+bool node_atom::valid_name(std::string_view name) noexcept {
+  if (name.empty() || name.size() > max_name_length) return false;
+  for (char c : name) {
+    if (c <= ' ' || c > '~') return false;  // printable ASCII, no spaces
+  }
+  return true;
+}
+
+node_atom node_atom::find(std::string_view name) {
+  auto& t = atoms();
+  std::shared_lock lock(t.mutex);
+  if (auto it = t.index.find(name); it != t.index.end()) return node_atom(it->second);
+  return node_atom{};
+}
+
 node_atom node_atom::intern(std::string_view name) {
   auto& t = atoms();
   {
     std::shared_lock lock(t.mutex);
     if (auto it = t.index.find(name); it != t.index.end()) return node_atom(it->second);
   }
+  if (!valid_name(name)) return node_atom{};
   std::unique_lock lock(t.mutex);
   if (auto it = t.index.find(name); it != t.index.end()) return node_atom(it->second);
+  if (t.names.size() >= max_atoms) return node_atom{};
   t.names.emplace_back(name);
   auto i = static_cast<std::uint32_t>(t.names.size() - 1);
   t.index.emplace(t.names.back(), i);

@@ -7,7 +7,8 @@
 //  - if the turn keeps sending (a producer loop), the woken process is also posted to the
 //    shared queue after a few more sends, where an idle worker takes it;
 //  - if the turn runs long without sending, the watchman (one idle worker that sleeps in short
-//    naps) steals the deferred wake-up from the busy thread after about two naps.
+//    naps: a few hundred wake-ups a second on an idle node, whatever its thread count) steals
+//    the deferred wake-up from the busy thread after two naps at most.
 // Whichever copy of a wake-up runs first wins (sched_epoch_); the other is a no-op.
 // Idle workers spin briefly before sleeping (one at a time), so a stream between two threads
 // does not pay a futex wake-up per message on CPUs where those are expensive.
@@ -25,9 +26,10 @@ thread_local node_impl* this_thread_node = nullptr;
 thread_local worker_slot* this_thread_slot = nullptr;
 thread_local std::uint32_t sends_in_turn = 0;
 thread_local bool deferred_used = false;
+thread_local bool this_thread_watchman = false;
 constexpr std::uint32_t promote_after_sends = 32;
 constexpr auto spin_window = std::chrono::microseconds(50);
-constexpr auto watch_nap = std::chrono::milliseconds(2);
+constexpr auto watch_nap = std::chrono::milliseconds(4);
 
 void cpu_relax() noexcept {
 #if defined(__x86_64__) || defined(__i386__)
@@ -67,12 +69,22 @@ void new_turn() noexcept {
 auto node_impl::run_op(process* p, std::uint32_t epoch, bool posted) {
   return [this, p, epoch, posted] {
     if (posted) posted_.fetch_sub(1, std::memory_order_relaxed);
+    if (this_thread_watchman) hand_over_watch();
     auto expected = epoch;
     if (p->sched_epoch_.compare_exchange_strong(expected, epoch + 1, std::memory_order_acq_rel)) {
       p->run();
     }
     p->release();
   };
+}
+
+void node_impl::hand_over_watch() {
+  // The watchman got work (possibly a long turn): another idle worker must watch meanwhile.
+  // seq_cst here and in the sleeper's check (Dekker): either it sees the role free, or we see
+  // it asleep and wake it.
+  this_thread_watchman = false;
+  watchman_.store(false, std::memory_order_seq_cst);
+  if (sleepers_.load(std::memory_order_seq_cst) > 0) asio::post(ctx_, [] {});
 }
 
 void node_impl::post_run(process* p, std::uint32_t epoch) {
@@ -152,18 +164,33 @@ void node_impl::steal_stale_deferred(std::vector<std::pair<process*, std::uint64
 void node_impl::run_worker_loop(worker_slot* slot) {
   this_thread_slot = slot;
   std::vector<std::pair<process*, std::uint64_t>> seen;
+  bool worked = true;  // spin only right after work: an idle node naps without spinning
   while (!ctx_.stopped()) {
-    if (ctx_.poll() > 0) continue;
+    if (ctx_.poll() > 0) {
+      worked = true;
+      continue;
+    }
     if (ctx_.stopped()) break;
-    if (spin_for_work() && ctx_.poll() > 0) continue;
+    if (worked && spin_for_work() && ctx_.poll() > 0) continue;
+    worked = false;
     bool expected = false;
     if (slots_.size() > 1 &&
         watchman_.compare_exchange_strong(expected, true, std::memory_order_acquire)) {
-      ctx_.run_one_for(watch_nap);
-      watchman_.store(false, std::memory_order_release);
+      this_thread_watchman = true;
+      if (ctx_.run_one_for(watch_nap) > 0) worked = true;
+      if (this_thread_watchman) {
+        this_thread_watchman = false;
+        watchman_.store(false, std::memory_order_release);
+      }
       steal_stale_deferred(seen);
     } else {
-      ctx_.run_one();
+      sleepers_.fetch_add(1, std::memory_order_seq_cst);
+      if (slots_.size() > 1 && !watchman_.load(std::memory_order_seq_cst)) {
+        sleepers_.fetch_sub(1, std::memory_order_relaxed);
+        continue;  // the role came free meanwhile: take it
+      }
+      if (ctx_.run_one() > 0) worked = true;
+      sleepers_.fetch_sub(1, std::memory_order_relaxed);
     }
   }
   this_thread_slot = nullptr;

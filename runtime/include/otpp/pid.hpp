@@ -15,8 +15,17 @@ namespace otpp {
 // Node names are interned once per OS process so a pid is 16 bytes and compares as integers.
 class node_atom {
  public:
+  static constexpr std::size_t max_name_length = 255;
+  static constexpr std::size_t max_atoms = 65536;  // distinct node names per OS process
+
   constexpr node_atom() = default;
+  // Interns a node name. Names come from configuration and from the wire, so they are checked
+  // (1..255 printable ASCII characters, no spaces) and the table is bounded: an invalid name, or
+  // a new one past max_atoms, answers the "nonode" atom and valid() == false.
   static node_atom intern(std::string_view name);
+  // The atom of a name already interned; no new entry (for untrusted input).
+  static node_atom find(std::string_view name);
+  static bool valid_name(std::string_view name) noexcept;
   std::string_view name() const;
   constexpr std::uint32_t index() const { return index_; }
   friend constexpr auto operator<=>(node_atom, node_atom) = default;
@@ -82,7 +91,15 @@ MSGPACK_API_VERSION_NAMESPACE(MSGPACK_DEFAULT_API_NS) {
     const msgpack::object& operator()(const msgpack::object& o, otpp::pid& v) const {
       if (o.type != msgpack::type::ARRAY || o.via.array.size != 3) throw msgpack::type_error();
       auto name = o.via.array.ptr[0].as<std::string_view>();
-      v = otpp::pid(otpp::node_atom::intern(name), o.via.array.ptr[1].as<std::uint32_t>(),
+      // A pid names a node; a malformed or unbounded name is refused, not interned.
+      if (name == "nonode") {
+        v = otpp::pid(otpp::node_atom{}, o.via.array.ptr[1].as<std::uint32_t>(),
+                      o.via.array.ptr[2].as<std::uint64_t>());
+        return o;
+      }
+      auto atom = otpp::node_atom::intern(name);
+      if (atom == otpp::node_atom{}) throw msgpack::type_error();
+      v = otpp::pid(atom, o.via.array.ptr[1].as<std::uint32_t>(),
                     o.via.array.ptr[2].as<std::uint64_t>());
       return o;
     }

@@ -61,9 +61,4 @@ class ref_ptr {
   T* p_ = nullptr;
 };
 
-template <class T, class... Args>
-ref_ptr<T> make_ref(Args&&... args) {
-  return ref_ptr<T>(new T(std::forward<Args>(args)...));
-}
-
 }  // namespace otpp::detail
