@@ -29,7 +29,7 @@ thread_local bool deferred_used = false;
 thread_local bool this_thread_watchman = false;
 constexpr std::uint32_t promote_after_sends = 32;
 constexpr auto spin_window = std::chrono::microseconds(50);
-constexpr auto watch_nap = std::chrono::milliseconds(4);
+constexpr auto watch_nap = std::chrono::milliseconds(10);
 
 void cpu_relax() noexcept {
 #if defined(__x86_64__) || defined(__i386__)
