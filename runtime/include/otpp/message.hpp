@@ -23,6 +23,7 @@
 #include <type_traits>
 #include <unordered_map>
 #include <utility>
+#include <variant>
 #include <vector>
 
 #include <msgpack.hpp>
@@ -157,6 +158,10 @@ template <class A, class B>
 struct is_wire<std::pair<A, B>> : std::bool_constant<is_wire<A>::value && is_wire<B>::value> {};
 template <class... T>
 struct is_wire<std::tuple<T...>> : std::bool_constant<(is_wire<T>::value && ...)> {};
+template <class... T>
+struct is_wire<std::variant<T...>> : std::bool_constant<(is_wire<T>::value && ...)> {};
+template <>
+struct is_wire<std::monostate> : std::true_type {};
 }  // namespace detail
 
 template <class T>
@@ -207,3 +212,57 @@ const value_codec* codec_of() {
 }
 
 }  // namespace otpp
+
+// msgpack form of std::variant (msgpack-c 4.1 has none): [alternative index, value];
+// std::monostate packs as nil.
+namespace msgpack {
+MSGPACK_API_VERSION_NAMESPACE(MSGPACK_DEFAULT_API_NS) {
+  namespace adaptor {
+  template <>
+  struct pack<std::monostate> {
+    template <class Stream>
+    msgpack::packer<Stream>& operator()(msgpack::packer<Stream>& o, std::monostate) const {
+      return o.pack_nil();
+    }
+  };
+  template <>
+  struct convert<std::monostate> {
+    const msgpack::object& operator()(const msgpack::object& o, std::monostate&) const {
+      if (o.type != msgpack::type::NIL) throw msgpack::type_error();
+      return o;
+    }
+  };
+  template <class... T>
+  struct pack<std::variant<T...>> {
+    template <class Stream>
+    msgpack::packer<Stream>& operator()(msgpack::packer<Stream>& o,
+                                        const std::variant<T...>& v) const {
+      o.pack_array(2);
+      o.pack(static_cast<std::uint32_t>(v.index()));
+      std::visit([&o](const auto& alt) { o.pack(alt); }, v);
+      return o;
+    }
+  };
+  template <class... T>
+  struct convert<std::variant<T...>> {
+    // One converter per alternative (by index: alternatives may repeat a type).
+    template <std::size_t... I>
+    static void convert_at(std::index_sequence<I...>, std::size_t index, const msgpack::object& x,
+                           std::variant<T...>& out) {
+      using converter = void (*)(const msgpack::object&, std::variant<T...>&);
+      static constexpr converter table[] = {[](const msgpack::object& in, std::variant<T...>& v) {
+        v.template emplace<I>(in.as<std::variant_alternative_t<I, std::variant<T...>>>());
+      }...};
+      table[index](x, out);
+    }
+    const msgpack::object& operator()(const msgpack::object& o, std::variant<T...>& v) const {
+      if (o.type != msgpack::type::ARRAY || o.via.array.size != 2) throw msgpack::type_error();
+      const auto index = o.via.array.ptr[0].as<std::uint32_t>();
+      if (index >= sizeof...(T)) throw msgpack::type_error();
+      convert_at(std::index_sequence_for<T...>{}, index, o.via.array.ptr[1], v);
+      return o;
+    }
+  };
+  }  // namespace adaptor
+}
+}  // namespace msgpack

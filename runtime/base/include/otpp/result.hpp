@@ -29,6 +29,12 @@ struct failure {
   friend bool operator==(const failure& a, const failure& b) { return a.code == b.code; }
 };
 
+// value() on an error throws this: what() reads "<error message>" or "<reason>: <error message>".
+[[noreturn]] inline void throw_failure(const failure& f) {
+  if (f.reason.empty()) throw std::system_error(f.code);
+  throw std::system_error(f.code, f.reason);
+}
+
 template <class T>
 class [[nodiscard]] result {
  public:
@@ -69,7 +75,7 @@ class [[nodiscard]] result {
 
  private:
   void check() const {
-    if (!has_value()) throw std::system_error(std::get<1>(state_).code, std::get<1>(state_).reason);
+    if (!has_value()) throw_failure(std::get<1>(state_));
   }
   std::variant<T, failure> state_;
 };
@@ -89,7 +95,7 @@ class result<void> {
   bool has_value() const noexcept { return !failed_; }
   explicit operator bool() const noexcept { return has_value(); }
   void value() const {
-    if (failed_) throw std::system_error(failure_.code, failure_.reason);
+    if (failed_) throw_failure(failure_);
   }
   std::error_code error() const noexcept { return failure_.code; }
   const failure& fail() const { return failure_; }
