@@ -97,6 +97,7 @@ struct start_job {
   std::condition_variable cv;
   bool finished = false;   // the start function returned
   bool abandoned = false;  // the supervisor stopped waiting: a late child is killed
+  bool taken = false;      // the supervisor took the outcome (and linked its child)
   result<pid> outcome = failure(errc::timeout);
   std::function<void()> wake;  // wakes an awaiting supervisor (posted to its executor)
 };
@@ -135,12 +136,19 @@ void run_start_job(std::shared_ptr<start_job> job, node& n, pid parent, child_sp
       }
     }
     job->cv.notify_all();
+    if (wake) wake();
+    if (!late && r && *r && !n.alive(parent)) {
+      // The supervisor was killed (no terminate) before taking the child: nobody's child now.
+      // (It cannot die between taking and linking: both happen in one of its turns.)
+      std::lock_guard lock(job->mutex);
+      late = !job->taken;
+      job->abandoned = true;
+    }
     if (late && r && *r) {
       log(log_level::warning, "supervisor", parent.to_string(), ": child '", spec.id, "' ",
           r->to_string(), " started after its start timeout: killing it");
       n.exit(*r, exit_reason::kill());
     }
-    if (wake) wake();
     spec = {};  // release captured state before counting as done
     args.reset();
   }
@@ -242,7 +250,7 @@ class supervisor_server : public gen_server<supervisor_server> {
       // A bounded start in flight: its child, if any, is nobody's now.
       std::lock_guard lock(job->mutex);
       job->abandoned = true;
-      if (job->finished && job->outcome && *job->outcome) {
+      if (job->finished && !job->taken && job->outcome && *job->outcome) {
         this_node().exit(*job->outcome, exit_reason::kill());
       }
     }
@@ -297,6 +305,7 @@ class supervisor_server : public gen_server<supervisor_server> {
       std::lock_guard lock(job.mutex);
       if (job.finished) {
         r = job.outcome;
+        job.taken = true;
       } else {
         job.abandoned = true;
       }
@@ -577,11 +586,17 @@ class supervisor_server : public gen_server<supervisor_server> {
   }
 
   asio::awaitable<void> on_exit(exit_message m) {
+    // A supervisor stopping us (our parent, or the helper stopping the children of a parent
+    // whose start failed) granted a token first: a forged EXIT cannot.
+    if (m.from && take_stop(self(), m.from)) {
+      co_await stop_children();
+      stop(m.reason);
+      co_return;
+    }
     if (parent_ && m.from == parent_) {
-      // The parent's EXIT shuts us down if the parent is gone (a link EXIT comes only after
-      // the process is unpublished) or asked for it (supervisor parent, see grant_stop).
-      bool asked = take_stop(self(), parent_);
-      if (!asked && this_node().alive(parent_)) {
+      // Without a token the parent's EXIT shuts us down only if the parent is gone (a link
+      // EXIT comes only after the process is unpublished).
+      if (this_node().alive(parent_)) {
         ignore_exit(m, "the parent is alive and did not ask (use stop_supervisor)");
         co_return;
       }

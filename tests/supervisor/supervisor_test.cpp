@@ -376,6 +376,20 @@ TEST_F(supervisor_test, NestedInitFailureFailsTheWholeStart) {
   EXPECT_EQ(p_->with("stop:").size(), 2u);
 }
 
+// The helper stopping the started children is not the nested supervisor's parent: its EXIT
+// carries a stop token, so the nested supervisor obeys (and start_supervisor returns).
+TEST_F(supervisor_test, InitFailureAfterANestedSupervisorStopsIt) {
+  otpp::supervisor_spec inner;
+  inner.children.push_back(otpp::child<worker>("x", p_, "x"));
+  otpp::supervisor_spec outer;
+  outer.children.push_back(otpp::supervisor_child("inner", inner));
+  outer.children.push_back(otpp::child<worker>("bad", p_, "bad", behaviour{.fail_init = true}));
+  auto sup = otpp::start_supervisor(node_, outer);
+  ASSERT_FALSE(sup);
+  EXPECT_EQ(p_->with("stop:"), std::vector<std::string>{"stop:x:shutdown"});
+  EXPECT_TRUE(eventually([&] { return node_.process_count() == 0; }));
+}
+
 // ---- shutdown
 
 TEST_F(supervisor_test, ShutdownTimeoutThenKillWhileChildIsInAHandler) {
