@@ -26,8 +26,8 @@ int main() {
   spec.children.push_back(otpp::child<idle>("idle"));
   auto sup = otpp::start_supervisor(node, spec);
   bool ok = ec && digest.size() == 32 && sup && otpp::whereis(node, "top").has_value();
-  auto kids = sup ? otpp::which_children(node, *sup) : otpp::result<std::vector<otpp::child_info>>(
-                                                            otpp::failure(otpp::errc::noproc));
+  auto kids = sup ? otpp::which_children(node, *sup)
+                  : otpp::result<std::vector<otpp::child_info>>(otpp::failure(otpp::errc::noproc));
   ok = ok && kids && kids->size() == 1 && kids->front().child;
   node.stop();
   std::printf("consumer layers: %s\n", ok ? "ok" : "FAILED");
