@@ -135,7 +135,7 @@ struct supervisor_event {
 // Counters of a supervisor since it started (get_supervisor_stats).
 struct supervisor_stats {
   std::uint64_t child_exits = 0;       // children that ended on their own
-  std::uint64_t restarts = 0;          // successful restarts
+  std::uint64_t restarts = 0;          // children started again (each sibling counts too)
   std::uint64_t restart_failures = 0;  // failed restart attempts (each retried)
   std::uint64_t start_timeouts = 0;    // starts abandoned at start_timeout
   std::uint64_t abandoned = 0;         // children left running after shutdown + kill_wait
