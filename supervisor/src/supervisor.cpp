@@ -301,16 +301,19 @@ class supervisor_server : public gen_server<supervisor_server> {
   // The outcome of a bounded start once waited for: its child (linked now), or timeout.
   result<pid> collect(start_job& job, const child_spec& spec) {
     result<pid> r = failure(errc::timeout);
+    bool timed_out = false;
     {
       std::lock_guard lock(job.mutex);
       if (job.finished) {
         r = job.outcome;
         job.taken = true;
       } else {
+        timed_out = true;
         job.abandoned = true;
+        job.wake = nullptr;  // it holds our executor (a reference to this process)
       }
     }
-    if (!r && r.error() == errc::timeout && r.reason().empty()) {
+    if (timed_out) {
       r = failure(errc::timeout, "child '" + spec.id + "' did not start within " +
                                      std::to_string(spec.start_timeout->count()) + " ms");
       ++stats_.start_timeouts;
@@ -354,7 +357,8 @@ class supervisor_server : public gen_server<supervisor_server> {
       std::lock_guard lock(job->mutex);
       finished = job->finished;
     }
-    if (!finished) co_await timer->async_wait(asio::redirect_error(asio::use_awaitable, ec));
+    auto token = asio::redirect_error(asio::use_awaitable, ec);  // named: see stop_child
+    if (!finished) co_await timer->async_wait(token);
     starting_.reset();
     co_return collect(*job, spec);
   }
@@ -406,7 +410,8 @@ class supervisor_server : public gen_server<supervisor_server> {
     }
     if (!w->pending.empty()) {
       std::error_code ec;
-      co_await w->timer.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+      auto token = asio::redirect_error(asio::use_awaitable, ec);  // named: see stop_child
+      co_await w->timer.async_wait(token);
     }
     wait_.reset();
     std::vector<pid> alive(w->pending.begin(), w->pending.end());
