@@ -1119,7 +1119,7 @@ class slow_init : public otpp::gen_server<slow_init> {
   std::shared_future<void> gate_;
 };
 
-class start_timeout_test : public supervisor_test {
+class supervisor_start_timeout : public supervisor_test {
  protected:
   void TearDown() override {
     open_gate();
@@ -1141,7 +1141,7 @@ class start_timeout_test : public supervisor_test {
   bool opened_ = false;
 };
 
-TEST_F(start_timeout_test, HungInitFailsTheSupervisorStartWithTimeout) {
+TEST_F(supervisor_start_timeout, HungInitFailsTheSupervisorStartWithTimeout) {
   otpp::supervisor_spec spec;
   spec.children.push_back(otpp::child<worker>("a", p_, "a"));
   spec.children.push_back(hung("h"));
@@ -1159,7 +1159,7 @@ TEST_F(start_timeout_test, HungInitFailsTheSupervisorStartWithTimeout) {
   }));
 }
 
-TEST_F(start_timeout_test, HungStartChildAnswersTimeoutAndTheSupervisorGoesOn) {
+TEST_F(supervisor_start_timeout, HungStartChildAnswersTimeoutAndTheSupervisorGoesOn) {
   otpp::supervisor_spec spec;
   spec.children.push_back(otpp::child<worker>("a", p_, "a"));
   auto sup = otpp::start_supervisor(node_, spec);
@@ -1176,7 +1176,7 @@ TEST_F(start_timeout_test, HungStartChildAnswersTimeoutAndTheSupervisorGoesOn) {
   }));
 }
 
-TEST_F(start_timeout_test, BoundedStartThatFinishesInTimeIsAnOrdinaryChild) {
+TEST_F(supervisor_start_timeout, BoundedStartThatFinishesInTimeIsAnOrdinaryChild) {
   open_gate();
   otpp::supervisor_spec spec;
   spec.children.push_back(hung("h", 20s));
@@ -1188,7 +1188,7 @@ TEST_F(start_timeout_test, BoundedStartThatFinishesInTimeIsAnOrdinaryChild) {
   await_restart(*sup, h, 1);
 }
 
-TEST_F(start_timeout_test, HungRestartIsRetriedWithoutWedgingTheSupervisor) {
+TEST_F(supervisor_start_timeout, HungRestartIsRetriedWithoutWedgingTheSupervisor) {
   auto events = std::make_shared<probe>();
   std::atomic<bool> hang_next{false};
   otpp::supervisor_spec spec{.max_restarts = 1000000, .period = 1000s};
@@ -1223,7 +1223,7 @@ TEST_F(start_timeout_test, HungRestartIsRetriedWithoutWedgingTheSupervisor) {
   ASSERT_TRUE(otpp::stop_supervisor(node_, *sup));
 }
 
-TEST_F(start_timeout_test, BoundedSupervisorChildKnowsItsParent) {
+TEST_F(supervisor_start_timeout, BoundedSupervisorChildKnowsItsParent) {
   open_gate();
   otpp::supervisor_spec inner;
   inner.children.push_back(otpp::child<worker>("x", p_, "x"));
