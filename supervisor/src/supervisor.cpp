@@ -2,8 +2,12 @@
 #include "otpp/supervisor.hpp"
 
 #include <algorithm>
+#include <atomic>
+#include <condition_variable>
 #include <deque>
 #include <memory>
+#include <mutex>
+#include <thread>
 #include <unordered_map>
 #include <unordered_set>
 
@@ -28,11 +32,127 @@ shutdown_mode effective_shutdown(const child_spec& s) {
                                           : shutdown_mode::timeout(5000ms);
 }
 
-sup::reply error_reply(errc e, std::string reason = {}) {
+sup::reply error_reply(std::error_code e, std::string reason = {}) {
   sup::reply r;
-  r.code = static_cast<int>(e);
+  r.error = e;
   r.reason = std::move(reason);
   return r;
+}
+sup::reply error_reply(const failure& f) {
+  return error_reply(f.code, f.reason);
+}
+
+class supervisor_category_impl final : public std::error_category {
+ public:
+  const char* name() const noexcept override { return "otpp.supervisor"; }
+  std::string message(int value) const override {
+    switch (static_cast<supervisor_errc>(value)) {
+      case supervisor_errc::simple_one_for_one:
+        return "simple_one_for_one: children of this supervisor are known by pid, not by id";
+    }
+    return "otpp.supervisor error " + std::to_string(value);
+  }
+};
+
+// ---- stop requests from a parent supervisor
+// A supervisor shuts down on an EXIT from its parent. Its parent being alive, the EXIT is real
+// only if the parent asked: the parent grants a token before signalling, the child takes it.
+// A forged EXIT message naming the parent (a dynamic "EXIT" info, possible until the runtime
+// refuses them) finds no token and is ignored.
+std::mutex& stop_tokens_mutex() {
+  static std::mutex m;
+  return m;
+}
+std::unordered_map<pid, pid>& stop_tokens() {  // child -> parent that asked it to stop
+  static std::unordered_map<pid, pid> tokens;
+  return tokens;
+}
+void grant_stop(const pid& child, const pid& parent) {
+  std::lock_guard lock(stop_tokens_mutex());
+  stop_tokens()[child] = parent;
+}
+bool take_stop(const pid& child, const pid& parent) {
+  std::lock_guard lock(stop_tokens_mutex());
+  auto it = stop_tokens().find(child);
+  if (it == stop_tokens().end() || it->second != parent) return false;
+  stop_tokens().erase(it);
+  return true;
+}
+void drop_stop(const pid& child) {
+  std::lock_guard lock(stop_tokens_mutex());
+  stop_tokens().erase(child);
+}
+
+// ---- bounded starts (child_spec::start_timeout)
+// A process's init runs on the spawner's thread and cannot be pre-empted, so a bounded start
+// runs the start function on a helper thread and waits for it with a timer.
+std::atomic<std::size_t> helpers_running{0};
+// Set on a helper thread: the supervisor the start runs for (a supervisor child started there
+// takes it as its parent, as it would take the calling process inline).
+thread_local node* helper_node = nullptr;
+thread_local pid helper_parent{};
+
+struct start_job {
+  std::mutex mutex;
+  std::condition_variable cv;
+  bool finished = false;   // the start function returned
+  bool abandoned = false;  // the supervisor stopped waiting: a late child is killed
+  bool taken = false;      // the supervisor took the outcome (and linked its child)
+  result<pid> outcome = failure(errc::timeout);
+  std::function<void()> wake;  // wakes an awaiting supervisor (posted to its executor)
+};
+
+result<pid> call_start(node& n, const child_spec& spec, const std::any& args) {
+  result<pid> r = failure(errc::invalid_argument, "child '" + spec.id + "' has no start function");
+  try {
+    if (spec.start_with) {
+      r = spec.start_with(n, args);
+    } else if (spec.start) {
+      r = spec.start(n);
+    }
+  } catch (const std::exception& e) {
+    r = failure(errc::init_failed, e.what());
+  } catch (...) {
+    r = failure(errc::init_failed, "unknown exception");
+  }
+  return r;
+}
+
+void run_start_job(std::shared_ptr<start_job> job, node& n, pid parent, child_spec spec,
+                   std::any args) {
+  helper_node = &n;
+  helper_parent = parent;
+  {
+    auto r = call_start(n, spec, args);
+    bool late = false;
+    std::function<void()> wake;
+    {
+      std::lock_guard lock(job->mutex);
+      job->finished = true;
+      late = job->abandoned;
+      if (!late) {
+        job->outcome = r;
+        wake = std::move(job->wake);
+      }
+    }
+    job->cv.notify_all();
+    if (wake) wake();
+    if (!late && r && *r && !n.alive(parent)) {
+      // The supervisor was killed (no terminate) before taking the child: nobody's child now.
+      // (It cannot die between taking and linking: both happen in one of its turns.)
+      std::lock_guard lock(job->mutex);
+      late = !job->taken;
+      job->abandoned = true;
+    }
+    if (late && r && *r) {
+      log(log_level::warning, "supervisor", parent.to_string(), ": child '", spec.id, "' ",
+          r->to_string(), " started after its start timeout: killing it");
+      n.exit(*r, exit_reason::kill());
+    }
+    spec = {};  // release captured state before counting as done
+    args.reset();
+  }
+  helpers_running.fetch_sub(1);
 }
 
 sup::reply pid_reply(const pid& p) {
@@ -58,8 +178,8 @@ class supervisor_server : public gen_server<supervisor_server> {
  public:
   struct reaper_tag {};
 
-  supervisor_server(supervisor_spec spec, std::shared_ptr<start_context> ctx)
-      : spec_(std::move(spec)), ctx_(std::move(ctx)), parent_(detail::current_self()) {}
+  supervisor_server(supervisor_spec spec, std::shared_ptr<start_context> ctx, pid parent)
+      : spec_(std::move(spec)), ctx_(std::move(ctx)), parent_(parent) {}
 
   // A process that stops the children of a supervisor whose start failed (in reverse order,
   // honouring each shutdown mode), then ends.
@@ -81,6 +201,7 @@ class supervisor_server : public gen_server<supervisor_server> {
     h.call<sup::delete_child>(&supervisor_server::on_delete_child);
     h.call<sup::which_children>(&supervisor_server::on_which_children);
     h.call<sup::count_children>(&supervisor_server::on_count_children);
+    h.call<sup::get_stats>(&supervisor_server::on_get_stats);
   }
 
   result<void> init() {
@@ -104,18 +225,19 @@ class supervisor_server : public gen_server<supervisor_server> {
         return failure(errc::invalid_argument, "duplicate child id '" + c.id + "'");
       }
     }
-    std::vector<pid> started;
+    std::vector<pid> started;  // one per spec_.children entry (empty: ignored)
     for (const auto& c : spec_.children) {
-      statics_.push_back({c, {}});
-      auto r = launch(statics_.back());
+      auto r = launch_blocking(c);
       if (!r) {
         std::string why = "child '" + c.id + "': " + r.fail().message();
         log(log_level::error, "supervisor", self().to_string(), ": start failed: ", why);
         rollback(started);
         return failure(r.error(), why);
       }
-      statics_.back().current = *r;
       started.push_back(*r);
+      // OTP: an ignoring child is kept as not running, unless it is temporary.
+      if (!*r && c.restart == restart_type::temporary) continue;
+      statics_.push_back({c, *r});
     }
     return {};
   }
@@ -124,6 +246,15 @@ class supervisor_server : public gen_server<supervisor_server> {
     // Ending without the orderly shutdown (stopped while suspended, node stop): cancel the
     // pending wait and ask the children to stop, without waiting.
     if (auto w = wait_.lock()) w->timer.cancel();
+    if (auto job = std::move(starting_)) {
+      // A bounded start in flight: its child, if any, is nobody's now.
+      std::lock_guard lock(job->mutex);
+      job->abandoned = true;
+      if (job->finished && !job->taken && job->outcome && *job->outcome) {
+        this_node().exit(*job->outcome, exit_reason::kill());
+      }
+    }
+    drop_stop(self());
     for (auto it = statics_.rbegin(); it != statics_.rend(); ++it) {
       if (it->current) request_stop(it->current, it->spec, reason);
     }
@@ -140,42 +271,122 @@ class supervisor_server : public gen_server<supervisor_server> {
   };
   struct dynamic_state {
     std::any args;
+    std::uint64_t seq = 0;  // start order (which_children lists the newest first)
   };
 
   bool dynamic() const { return spec_.strategy == restart_strategy::simple_one_for_one; }
   const child_spec& template_spec() const { return spec_.children.front(); }
 
-  // Starts a child and links to it.
+  // Starts a child inline and links to it.
   result<pid> launch(const child_spec& spec, const std::any& args) {
-    result<pid> r =
-        failure(errc::invalid_argument, "child '" + spec.id + "' has no start function");
-    try {
-      if (spec.start_with) {
-        r = spec.start_with(this_node(), args);
-      } else if (spec.start) {
-        r = spec.start(this_node());
-      }
-    } catch (const std::exception& e) {
-      r = failure(errc::init_failed, e.what());
-    } catch (...) {
-      r = failure(errc::init_failed, "unknown exception");
-    }
-    if (r && *r != pid{}) link(*r);
+    auto r = call_start(this_node(), spec, args);
+    if (r && *r) link(*r);
     return r;
   }
-  result<pid> launch(const child_state& c) { return launch(c.spec, {}); }
+
+  // Runs the start function of `spec` on a helper thread (start_timeout set).
+  std::shared_ptr<start_job> start_helper(const child_spec& spec, const std::any& args) {
+    auto job = std::make_shared<start_job>();
+    helpers_running.fetch_add(1);
+    try {
+      std::thread(run_start_job, job, std::ref(this_node()), self(), spec, args).detach();
+    } catch (const std::exception& e) {
+      helpers_running.fetch_sub(1);
+      job->finished = true;
+      job->outcome = failure(errc::init_failed, std::string("no start helper thread: ") + e.what());
+    }
+    return job;
+  }
+
+  // The outcome of a bounded start once waited for: its child (linked now), or timeout.
+  result<pid> collect(start_job& job, const child_spec& spec) {
+    result<pid> r = failure(errc::timeout);
+    bool timed_out = false;
+    {
+      std::lock_guard lock(job.mutex);
+      if (job.finished) {
+        r = job.outcome;
+        job.taken = true;
+      } else {
+        timed_out = true;
+        job.abandoned = true;
+        job.wake = nullptr;  // it holds our executor (a reference to this process)
+      }
+    }
+    if (timed_out) {
+      r = failure(errc::timeout, "child '" + spec.id + "' did not start within " +
+                                     std::to_string(spec.start_timeout->count()) + " ms");
+      ++stats_.start_timeouts;
+      log(log_level::error, "supervisor", self().to_string(), ": ", r.fail().message());
+      emit(supervisor_event::kind::start_timeout, spec.id, {}, exit_reason(r.fail().message()));
+    }
+    if (r && *r) link(*r);
+    return r;
+  }
+
+  // Starts a child from init (which cannot await): bounded by a blocking wait if asked.
+  result<pid> launch_blocking(const child_spec& spec) {
+    if (!spec.start_timeout) return launch(spec, {});
+    auto job = start_helper(spec, {});
+    {
+      std::unique_lock lock(job->mutex);
+      job->cv.wait_for(lock, *spec.start_timeout, [&] { return job->finished; });
+    }
+    return collect(*job, spec);
+  }
+
+  // Starts a child from a handler: bounded by a timer if asked (the supervisor's thread is
+  // free meanwhile; its mailbox waits, as for every coroutine handler).
+  asio::awaitable<result<pid>> launch_async(child_spec spec, std::any args) {
+    if (!spec.start_timeout) co_return launch(spec, args);
+    auto timer = std::make_shared<asio::steady_timer>(get_executor());
+    timer->expires_after(*spec.start_timeout);
+    auto job = start_helper(spec, args);
+    {
+      std::lock_guard lock(job->mutex);
+      if (!job->finished) {
+        job->wake = [ex = get_executor(), timer] {
+          asio::execution::execute(ex, [timer] { timer->cancel(); });
+        };
+      }
+    }
+    starting_ = job;
+    std::error_code ec;
+    bool finished = false;
+    {
+      std::lock_guard lock(job->mutex);
+      finished = job->finished;
+    }
+    auto token = asio::redirect_error(asio::use_awaitable, ec);  // named: see stop_child
+    if (!finished) co_await timer->async_wait(token);
+    starting_.reset();
+    co_return collect(*job, spec);
+  }
+
+  void emit(supervisor_event::kind what, const std::string& id, const pid& child,
+            exit_reason reason) {
+    if (!spec_.on_event) return;
+    supervisor_event e{what, self(), id, child, std::move(reason)};
+    try {
+      spec_.on_event(e);
+    } catch (...) {
+      log(log_level::error, "supervisor", self().to_string(),
+          ": on_event threw: ", detail::describe(std::current_exception()));
+    }
+  }
 
   // Init failed after starting `started`: unlink them (so our exit does not reach them) and
   // hand them to a reaper process that stops them in reverse order without blocking anyone.
   void rollback(const std::vector<pid>& started) {
-    for (const auto& p : started) unlink(p);
+    for (const auto& p : started)
+      if (p) unlink(p);
     statics_.clear();
-    if (started.empty()) return;
+    if (std::none_of(started.begin(), started.end(), [](const pid& p) { return bool(p); })) return;
     auto r = this_node().spawn<supervisor_server>(reaper_tag{}, spec_, started);
     if (r && ctx_) ctx_->reaper = *r;
     if (!r) {
       for (auto it = started.rbegin(); it != started.rend(); ++it)
-        this_node().exit(*it, exit_reason::kill());
+        if (*it) this_node().exit(*it, exit_reason::kill());
     }
   }
 
@@ -199,10 +410,12 @@ class supervisor_server : public gen_server<supervisor_server> {
     }
     if (!w->pending.empty()) {
       std::error_code ec;
-      co_await w->timer.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+      auto token = asio::redirect_error(asio::use_awaitable, ec);  // named: see stop_child
+      co_await w->timer.async_wait(token);
     }
     wait_.reset();
-    co_return std::vector<pid>(w->pending.begin(), w->pending.end());
+    std::vector<pid> alive(w->pending.begin(), w->pending.end());
+    co_return alive;
   }
 
   // Asks a child to stop per its mode, without waiting.
@@ -211,7 +424,10 @@ class supervisor_server : public gen_server<supervisor_server> {
     if (mode.how == shutdown_mode::kind::brutal_kill) {
       this_node().exit(p, exit_reason::kill());
     } else if (spec.type == child_type::supervisor) {
-      // It traps exits and sees us as its parent: it stops its own children first.
+      // It traps exits and sees us as its parent: it stops its own children first. The token
+      // tells it the EXIT is ours (see grant_stop); it goes when the child does.
+      grant_stop(p, self());
+      this_node().watch_process(p, [p](const exit_reason&) { drop_stop(p); });
       this_node().exit(p, reason);
     } else {
       this_node().stop_process(p, reason);
@@ -226,7 +442,8 @@ class supervisor_server : public gen_server<supervisor_server> {
     if (mode.how != shutdown_mode::kind::brutal_kill) {
       std::optional<std::chrono::milliseconds> limit;
       if (mode.how == shutdown_mode::kind::timeout) limit = mode.after;
-      ps = co_await await_exits(std::move(ps), limit);
+      std::vector<pid> asked = std::move(ps);
+      ps = co_await await_exits(std::move(asked), limit);
       if (ps.empty()) co_return;
       for (const auto& p : ps) {
         log(log_level::warning, "supervisor", self().to_string(), ": child '", spec.id, "' ",
@@ -234,12 +451,15 @@ class supervisor_server : public gen_server<supervisor_server> {
         this_node().exit(p, exit_reason::kill());
       }
     }
-    ps = co_await await_exits(std::move(ps), spec_.kill_wait);
+    std::vector<pid> killed = std::move(ps);
+    ps = co_await await_exits(std::move(killed), spec_.kill_wait);
     for (const auto& p : ps) {
       log(log_level::warning, "supervisor", self().to_string(), ": child '", spec.id, "' ",
-          p.to_string(),
-          " is killed but still runs a handler; it ends when that returns (no further handler "
-          "runs, its mailbox is dropped)");
+          p.to_string(), " abandoned: still in a handler ", spec_.kill_wait.count(),
+          " ms after kill; it ends when that returns (no further handler runs, its mailbox is "
+          "dropped)");
+      ++stats_.abandoned;
+      emit(supervisor_event::kind::abandoned, spec.id, p, exit_reason::kill());
     }
   }
 
@@ -248,7 +468,9 @@ class supervisor_server : public gen_server<supervisor_server> {
     c.current = {};
     if (!p) co_return;
     unlink(p);
-    co_await stop_all(std::vector<pid>(1, p), c.spec);
+    // Named first: a temporary inside a co_await expression is destroyed twice by g++ 12.
+    std::vector<pid> ps(1, p);
+    co_await stop_all(std::move(ps), c.spec);
   }
 
   // All children, in reverse start order (dynamic children concurrently).
@@ -284,38 +506,61 @@ class supervisor_server : public gen_server<supervisor_server> {
   asio::awaitable<void> give_up() {
     log(log_level::error, "supervisor", self().to_string(), ": more than ", spec_.max_restarts,
         " restarts in ", spec_.period.count(), " ms: shutting down");
+    emit(supervisor_event::kind::gave_up, {}, {},
+         exit_reason(reached_max_restart_intensity_reason));
     co_await stop_children();
     stop(exit_reason(reached_max_restart_intensity_reason));
   }
 
   // Starts, in order, every pending static child and every pending dynamic child. A failure
   // leaves the rest pending and schedules a retry (which counts as a restart).
-  void start_pending() {
-    for (auto& c : statics_) {
-      if (!c.pending) continue;
-      auto r = launch(c);
+  asio::awaitable<void> start_pending() {
+    for (std::size_t i = 0; i < statics_.size(); ++i) {
+      if (!statics_[i].pending) continue;
+      child_spec spec = statics_[i].spec;
+      std::any none;
+      auto r = co_await launch_async(std::move(spec), std::move(none));
+      // statics_ is unchanged: no other handler of ours ran while we waited.
+      auto& c = statics_[i];
       if (!r) {
-        log(log_level::error, "supervisor", self().to_string(), ": restart of '", c.spec.id,
-            "' failed: ", r.fail().message(), "; retrying");
-        (void)cast(this_node(), self(), sup::try_again{});
-        return;
+        restart_failed(c.spec.id, r.fail());
+        co_return;
       }
       c.pending = false;
       c.current = *r;
-      log(log_level::info, "supervisor", self().to_string(), ": restarted '", c.spec.id, "' as ",
-          r->to_string());
+      restarted(c.spec.id, *r);
     }
     while (!dynamic_pending_.empty()) {
-      auto r = launch(template_spec(), dynamic_pending_.front().args);
+      child_spec spec = template_spec();
+      std::any args = dynamic_pending_.front().args;
+      auto r = co_await launch_async(std::move(spec), std::move(args));
       if (!r) {
-        log(log_level::error, "supervisor", self().to_string(), ": restart of a '",
-            template_spec().id, "' child failed: ", r.fail().message(), "; retrying");
-        (void)cast(this_node(), self(), sup::try_again{});
-        return;
+        restart_failed(template_spec().id, r.fail());
+        co_return;
       }
-      if (*r != pid{}) dynamics_.emplace(*r, std::move(dynamic_pending_.front()));
+      auto d = std::move(dynamic_pending_.front());
       dynamic_pending_.pop_front();
+      if (*r) {
+        d.seq = ++seq_;
+        dynamics_.emplace(*r, std::move(d));
+      }
+      restarted(template_spec().id, *r);
     }
+  }
+
+  void restart_failed(const std::string& id, const failure& f) {
+    log(log_level::error, "supervisor", self().to_string(), ": restart of '", id,
+        "' failed: ", f.message(), "; retrying");
+    ++stats_.restart_failures;
+    emit(supervisor_event::kind::restart_failed, id, {}, exit_reason(f.message()));
+    (void)cast(this_node(), self(), sup::try_again{});
+  }
+
+  void restarted(const std::string& id, const pid& p) {
+    log(log_level::info, "supervisor", self().to_string(), ": restarted '", id, "' as ",
+        p ? p.to_string() : std::string("ignore"));
+    ++stats_.restarts;
+    emit(supervisor_event::kind::restarted, id, p, exit_reason::normal());
   }
 
   bool anything_pending() const {
@@ -337,33 +582,72 @@ class supervisor_server : public gen_server<supervisor_server> {
 
   // ---- handlers
 
+  // An EXIT message we do not act on: not from a child that ended, nor from our parent. Until
+  // the runtime refuses them, a dynamic "EXIT" info can name any pid (issue 8 item 3).
+  void ignore_exit(const exit_message& m, const char* why) {
+    ++stats_.ignored_exits;
+    log(log_level::warning, "supervisor", self().to_string(), ": ignored EXIT from ",
+        m.from.to_string(), " (", m.reason.text(), "): ", why);
+  }
+
   asio::awaitable<void> on_exit(exit_message m) {
-    if (m.from == parent_) {
+    // A supervisor stopping us (our parent, or the helper stopping the children of a parent
+    // whose start failed) granted a token first: a forged EXIT cannot.
+    if (m.from && take_stop(self(), m.from)) {
       co_await stop_children();
       stop(m.reason);
       co_return;
     }
+    if (parent_ && m.from == parent_) {
+      // Without a token the parent's EXIT shuts us down only if the parent is gone (a link
+      // EXIT comes only after the process is unpublished).
+      if (this_node().alive(parent_)) {
+        ignore_exit(m, "the parent is alive and did not ask (use stop_supervisor)");
+        co_return;
+      }
+      co_await stop_children();
+      stop(m.reason);
+      co_return;
+    }
+    if (!m.from) {
+      ignore_exit(m, "not from a process (a top-level supervisor has no parent)");
+      co_return;
+    }
     if (dynamic()) {
       auto it = dynamics_.find(m.from);
-      if (it == dynamics_.end()) co_return;  // stale or not a child
+      if (it == dynamics_.end()) {
+        ignore_exit(m, "not a child");
+        co_return;
+      }
+      if (this_node().alive(m.from)) {
+        ignore_exit(m, "the child is alive");
+        co_return;
+      }
       auto d = std::move(it->second);
       dynamics_.erase(it);
-      log_exit(template_spec(), m);
+      child_exited(template_spec(), m);
       if (!should_restart(template_spec().restart, m.reason)) co_return;
       if (!add_restart()) {
         co_await give_up();
         co_return;
       }
       dynamic_pending_.push_back(std::move(d));
-      start_pending();
+      co_await start_pending();
       co_return;
     }
     auto it = std::find_if(statics_.begin(), statics_.end(),
                            [&](const auto& c) { return c.current && c.current == m.from; });
-    if (it == statics_.end()) co_return;
+    if (it == statics_.end()) {
+      ignore_exit(m, "not a child");
+      co_return;
+    }
+    if (this_node().alive(m.from)) {
+      ignore_exit(m, "the child is alive");
+      co_return;
+    }
     std::size_t index = static_cast<std::size_t>(it - statics_.begin());
     it->current = {};
-    log_exit(it->spec, m);
+    child_exited(it->spec, m);
     if (!should_restart(it->spec.restart, m.reason)) {
       if (it->spec.restart == restart_type::temporary) statics_.erase(it);
       co_return;
@@ -386,13 +670,15 @@ class supervisor_server : public gen_server<supervisor_server> {
         return c.pending && c.spec.restart == restart_type::temporary;
       });
     }
-    start_pending();
+    co_await start_pending();
   }
 
-  void log_exit(const child_spec& spec, const exit_message& m) {
+  void child_exited(const child_spec& spec, const exit_message& m) {
     auto level = m.reason.is_failure() ? log_level::error : log_level::info;
     log(level, "supervisor", self().to_string(), ": child '", spec.id, "' ", m.from.to_string(),
         " exited: ", m.reason.text());
+    ++stats_.child_exits;
+    emit(supervisor_event::kind::child_exited, spec.id, m.from, m.reason);
   }
 
   asio::awaitable<void> on_try_again(sup::try_again) {
@@ -401,7 +687,7 @@ class supervisor_server : public gen_server<supervisor_server> {
       co_await give_up();
       co_return;
     }
-    start_pending();
+    co_await start_pending();
   }
 
   asio::awaitable<void> on_shutdown(sup::shutdown m) {
@@ -415,41 +701,61 @@ class supervisor_server : public gen_server<supervisor_server> {
     return it == statics_.end() ? nullptr : &*it;
   }
 
-  sup::reply on_start_child(sup::start_child m) {
-    if (dynamic()) {
-      return error_reply(errc::invalid_argument, "simple_one_for_one: use start_dynamic_child");
-    }
-    if (auto* c = find_static(m.spec.id)) {
-      return c->current ? error_reply(errc::already_registered,
-                                      "already_started: " + c->current.to_string())
-                        : error_reply(errc::already_registered, "already_present");
-    }
-    auto r = launch(m.spec, {});
-    if (!r) return error_reply(static_cast<errc>(r.error().value()), r.reason());
-    statics_.push_back({std::move(m.spec), *r});
-    return pid_reply(*r);
+  static sup::reply by_id_on_dynamic(const std::string& id) {
+    return error_reply(supervisor_errc::simple_one_for_one, id);
   }
 
-  sup::reply on_start_dynamic(sup::start_dynamic m) {
-    if (!dynamic()) {
-      return error_reply(errc::invalid_argument,
-                         "start_dynamic_child needs a simple_one_for_one supervisor");
+  asio::awaitable<sup::reply> on_start_child(sup::start_child m) {
+    if (dynamic()) {
+      co_return error_reply(errc::invalid_argument, "simple_one_for_one: use start_dynamic_child");
     }
-    auto r = launch(template_spec(), m.args);
-    if (!r) return error_reply(static_cast<errc>(r.error().value()), r.reason());
-    if (*r != pid{}) dynamics_.emplace(*r, dynamic_state{std::move(m.args)});
-    return pid_reply(*r);
+    if (auto* c = find_static(m.spec.id)) {
+      co_return c->current
+          ? error_reply(errc::already_registered, "already_started: " + c->current.to_string())
+          : error_reply(errc::already_registered, "already_present");
+    }
+    child_spec spec = m.spec;
+    std::any none;
+    auto r = co_await launch_async(std::move(spec), std::move(none));
+    if (!r) co_return error_reply(r.fail());
+    // OTP: a temporary child that answers ignore is not kept.
+    if (*r || m.spec.restart != restart_type::temporary) {
+      statics_.push_back({std::move(m.spec), *r});
+    }
+    co_return pid_reply(*r);
+  }
+
+  asio::awaitable<sup::reply> on_start_dynamic(sup::start_dynamic m) {
+    if (!dynamic()) {
+      co_return error_reply(errc::invalid_argument,
+                            "start_dynamic_child needs a simple_one_for_one supervisor");
+    }
+    child_spec spec = template_spec();
+    std::any args = m.args;
+    auto r = co_await launch_async(std::move(spec), std::move(args));
+    if (!r) co_return error_reply(r.fail());
+    if (*r) dynamics_.emplace(*r, dynamic_state{std::move(m.args), ++seq_});
+    co_return pid_reply(*r);
   }
 
   asio::awaitable<sup::reply> on_terminate_child(sup::terminate_child m) {
     if (dynamic()) {
+      if (!m.by_pid) co_return by_id_on_dynamic(m.id);
       auto it = dynamics_.find(m.child);
-      if (it == dynamics_.end()) co_return error_reply(errc::not_found, m.child.to_string());
+      if (it == dynamics_.end()) {
+        // OTP: a process that already ended is no child to stop: ok.
+        if (m.child && !this_node().alive(m.child)) co_return sup::reply();
+        co_return error_reply(errc::not_found, m.child.to_string());
+      }
       pid p = it->first;
       dynamics_.erase(it);
       unlink(p);
-      co_await stop_all(std::vector<pid>(1, p), template_spec());
-      co_return sup::reply{};
+      std::vector<pid> ps(1, p);
+      co_await stop_all(std::move(ps), template_spec());
+      co_return sup::reply();
+    }
+    if (m.by_pid) {
+      co_return error_reply(errc::not_found, m.child.to_string() + ": give the child's id");
     }
     auto* c = find_static(m.id);
     if (!c) co_return error_reply(errc::not_found, m.id);
@@ -459,23 +765,26 @@ class supervisor_server : public gen_server<supervisor_server> {
     if (c->spec.restart == restart_type::temporary) {
       std::erase_if(statics_, [&](const auto& s) { return s.spec.id == m.id; });
     }
-    co_return sup::reply{};
+    co_return sup::reply();
   }
 
-  sup::reply on_restart_child(sup::restart_child m) {
-    if (dynamic()) return error_reply(errc::invalid_argument, "simple_one_for_one");
+  asio::awaitable<sup::reply> on_restart_child(sup::restart_child m) {
+    if (dynamic()) co_return by_id_on_dynamic(m.id);
     auto* c = find_static(m.id);
-    if (!c) return error_reply(errc::not_found, m.id);
-    if (c->current) return error_reply(errc::running, m.id);
-    if (c->pending) return error_reply(errc::restarting, m.id);
-    auto r = launch(*c);
-    if (!r) return error_reply(static_cast<errc>(r.error().value()), r.reason());
-    c->current = *r;
-    return pid_reply(*r);
+    if (!c) co_return error_reply(errc::not_found, m.id);
+    if (c->current) co_return error_reply(errc::running, m.id);
+    if (c->pending) co_return error_reply(errc::restarting, m.id);
+    child_spec spec = c->spec;
+    std::any none;
+    auto r = co_await launch_async(std::move(spec), std::move(none));
+    if (!r) co_return error_reply(r.fail());
+    c = find_static(m.id);  // re-found: cheap, and robust if the table ever changes meanwhile
+    if (c) c->current = *r;
+    co_return pid_reply(*r);
   }
 
   sup::reply on_delete_child(sup::delete_child m) {
-    if (dynamic()) return error_reply(errc::invalid_argument, "simple_one_for_one");
+    if (dynamic()) return by_id_on_dynamic(m.id);
     auto* c = find_static(m.id);
     if (!c) return error_reply(errc::not_found, m.id);
     if (c->current) return error_reply(errc::running, m.id);
@@ -484,40 +793,57 @@ class supervisor_server : public gen_server<supervisor_server> {
     return sup::reply{};
   }
 
+  // Newest first, as OTP.
   sup::reply on_which_children(sup::which_children) {
     sup::reply r;
     if (dynamic()) {
       const auto& t = template_spec();
-      for (const auto& [p, d] : dynamics_)
+      std::vector<std::pair<std::uint64_t, pid>> running;
+      running.reserve(dynamics_.size());
+      for (const auto& [p, d] : dynamics_) running.emplace_back(d.seq, p);
+      std::sort(running.begin(), running.end(),
+                [](const auto& a, const auto& b) { return a.first > b.first; });
+      for (const auto& [seq, p] : running)
         r.children.push_back({t.id, p, t.type, t.restart, false});
       for (std::size_t i = 0; i < dynamic_pending_.size(); ++i) {
         r.children.push_back({t.id, {}, t.type, t.restart, true});
       }
       return r;
     }
-    for (const auto& c : statics_) {
-      r.children.push_back({c.spec.id, c.current, c.spec.type, c.spec.restart, c.pending});
+    for (auto it = statics_.rbegin(); it != statics_.rend(); ++it) {
+      r.children.push_back(
+          {it->spec.id, it->current, it->spec.type, it->spec.restart, it->pending});
     }
     return r;
   }
 
   sup::reply on_count_children(sup::count_children) {
     sup::reply r;
-    auto count = [&r](child_type t, bool running) {
-      ++r.counts.specs;
-      if (running) ++r.counts.active;
+    auto count = [&r](child_type t, std::size_t n) {
       if (t == child_type::supervisor) {
-        ++r.counts.supervisors;
+        r.counts.supervisors += n;
       } else {
-        ++r.counts.workers;
+        r.counts.workers += n;
       }
     };
     if (dynamic()) {
-      for (std::size_t i = 0; i < dynamics_.size(); ++i) count(template_spec().type, true);
-      for (std::size_t i = 0; i < dynamic_pending_.size(); ++i) count(template_spec().type, false);
+      // OTP: one spec (the template); every child, running or being restarted, by type.
+      r.counts.specs = 1;
+      r.counts.active = dynamics_.size();
+      count(template_spec().type, dynamics_.size() + dynamic_pending_.size());
       return r;
     }
-    for (const auto& c : statics_) count(c.spec.type, static_cast<bool>(c.current));
+    for (const auto& c : statics_) {
+      ++r.counts.specs;
+      if (c.current) ++r.counts.active;
+      count(c.spec.type, 1);
+    }
+    return r;
+  }
+
+  sup::reply on_get_stats(sup::get_stats) {
+    sup::reply r;
+    r.stats = stats_;
     return r;
   }
 
@@ -530,6 +856,9 @@ class supervisor_server : public gen_server<supervisor_server> {
   std::deque<dynamic_state> dynamic_pending_;
   std::deque<clock::time_point> restarts_;
   std::weak_ptr<exit_wait> wait_;
+  std::shared_ptr<start_job> starting_;  // bounded start being awaited
+  std::uint64_t seq_ = 0;                // dynamic children started
+  supervisor_stats stats_;
 };
 
 // Blocks (off the node's threads) until `p` ended.
@@ -542,10 +871,18 @@ void wait_for_exit(node& n, const pid& p) {
 
 }  // namespace
 
+const std::error_category& supervisor_category() noexcept {
+  static const supervisor_category_impl category;
+  return category;
+}
+
 namespace detail::sup {
 bool on_node_thread(node& n) {
   process* p = current_process();
   return p && &p->this_node() == &n;
+}
+std::size_t start_helpers_running() noexcept {
+  return helpers_running.load();
 }
 }  // namespace detail::sup
 
@@ -555,10 +892,14 @@ result<pid> start_supervisor(node& n, supervisor_spec spec) {
       return failure(errc::already_registered, spec.name + " held by " + holder->to_string());
     }
   }
-  const bool inside = detail::sup::on_node_thread(n);
+  // Inside: started by a process of `n` (its parent, linked), or by a bounded start's helper
+  // thread on behalf of a supervisor (which links to it when the start returns).
+  const bool in_process = detail::sup::on_node_thread(n);
+  const bool inside = in_process || helper_node == &n;
+  const pid parent = in_process ? detail::current_self() : inside ? helper_parent : pid{};
   auto ctx = std::make_shared<start_context>();
   auto r = n.spawn_opt<supervisor_server>(spawn_options{.link = inside, .trap_exit = true},
-                                          std::move(spec), ctx);
+                                          std::move(spec), ctx, parent);
   if (!r) {
     if (!inside && ctx->reaper && n.running()) wait_for_exit(n, ctx->reaper);
     return r;

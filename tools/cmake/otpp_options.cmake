@@ -25,7 +25,12 @@ endif()
 # NAME/include.
 set(OTPP_LAYER_TARGETS "")
 set(OTPP_INSTALL_TARGETS "")
+# Installed targets are exported under their documented names (otpp::runtime, not
+# otpp::otpp_runtime), the same names as the in-tree aliases.
 macro(otpp_register_target target)
+  if("${target}" MATCHES "^otpp_(.+)$")
+    set_target_properties(${target} PROPERTIES EXPORT_NAME ${CMAKE_MATCH_1})
+  endif()
   list(APPEND OTPP_INSTALL_TARGETS ${target})
   set(OTPP_INSTALL_TARGETS ${OTPP_INSTALL_TARGETS} PARENT_SCOPE)
   set(OTPP_INSTALL_TARGETS ${OTPP_INSTALL_TARGETS})

@@ -24,6 +24,7 @@
 #include <future>
 #include <optional>
 #include <string>
+#include <system_error>
 #include <tuple>
 #include <type_traits>
 #include <utility>
@@ -55,7 +56,21 @@ enum class restart_type : std::uint8_t {
 
 enum class child_type : std::uint8_t { worker, supervisor };
 
+// Errors only the supervisor answers (category "otpp.supervisor"); the others are otpp::errc.
+enum class supervisor_errc {
+  // A child id given to terminate_child / restart_child / delete_child of a
+  // simple_one_for_one supervisor (OTP: {error, simple_one_for_one}); use the child's pid.
+  simple_one_for_one = 1,
+};
+const std::error_category& supervisor_category() noexcept;
+inline std::error_code make_error_code(supervisor_errc e) noexcept {
+  return {static_cast<int>(e), supervisor_category()};
+}
+
 }  // namespace otpp
+
+template <>
+struct std::is_error_code_enum<otpp::supervisor_errc> : std::true_type {};
 
 MSGPACK_ADD_ENUM(otpp::child_type)
 MSGPACK_ADD_ENUM(otpp::restart_type)
@@ -73,11 +88,17 @@ struct shutdown_mode {
   static shutdown_mode infinity() { return {kind::infinity, std::chrono::milliseconds(-1)}; }
 };
 
+// A start function answering this means OTP's `ignore`: no process runs; a static child's spec
+// is kept as not running (a temporary one is not kept), a dynamic child is not added.
+inline pid ignore_child() {
+  return pid{};
+}
+
 struct child_spec {
   std::string id{};
   // Starts the child and returns its pid. It should link the child to the calling process
   // (spawn_options{.link = true}); the supervisor links to the returned pid in any case.
-  // Returning an empty pid{} means "ignore": the spec is kept, no process runs.
+  // Returning an empty pid{} (ignore_child()) means "ignore".
   std::function<result<pid>(node&)> start{};
   // simple_one_for_one template: started with the arguments given to start_dynamic_child.
   std::function<result<pid>(node&, const std::any&)> start_with{};
@@ -85,6 +106,42 @@ struct child_spec {
   // Default: 5000 ms for workers, infinity for supervisors (OTP defaults).
   std::optional<shutdown_mode> shutdown{};
   child_type type = child_type::worker;
+  // Bound on the start function (OTP: the start_link timeout). Unset: the start runs inline
+  // on the supervisor's thread, unbounded. Set: it runs on a helper thread (a process's init
+  // cannot be pre-empted) and the supervisor gives up after this long: the start fails with
+  // errc::timeout (a failed start at init, a failed and retried restart later), and a child
+  // that still comes up afterwards is killed at once. The supervisor keeps working meanwhile,
+  // except at its own init, which waits (bounded) as start_supervisor always does.
+  std::optional<std::chrono::milliseconds> start_timeout{};
+};
+
+// What a supervisor reports through supervisor_spec::on_event.
+struct supervisor_event {
+  enum class kind : std::uint8_t {
+    child_exited,    // a child ended on its own (reason: its exit reason)
+    restarted,       // a child was started again after an exit (child: the new pid)
+    restart_failed,  // a restart failed (reason: the error); it is retried
+    start_timeout,   // a start function did not finish within start_timeout
+    abandoned,       // a child ignored its shutdown and kill: left running (see kill_wait)
+    gave_up,         // restart intensity exceeded: the supervisor stops
+  };
+  kind what = kind::child_exited;
+  pid supervisor{};
+  std::string child_id{};
+  pid child{};
+  exit_reason reason{};
+};
+
+// Counters of a supervisor since it started (get_supervisor_stats).
+struct supervisor_stats {
+  std::uint64_t child_exits = 0;       // children that ended on their own
+  std::uint64_t restarts = 0;          // children started again (each sibling counts too)
+  std::uint64_t restart_failures = 0;  // failed restart attempts (each retried)
+  std::uint64_t start_timeouts = 0;    // starts abandoned at start_timeout
+  std::uint64_t abandoned = 0;         // children left running after shutdown + kill_wait
+  std::uint64_t ignored_exits = 0;     // EXIT messages not from a child that ended nor the parent
+  MSGPACK_DEFINE_MAP(child_exits, restarts, restart_failures, start_timeouts, abandoned,
+                     ignored_exits)
 };
 
 struct supervisor_spec {
@@ -96,9 +153,14 @@ struct supervisor_spec {
   // Static children, started in this order. For simple_one_for_one: exactly one template.
   std::vector<child_spec> children{};
   std::string name{};  // registered in the local registry when not empty
-  // After `kill` the child ends as soon as its running handler returns (a handler cannot be
-  // pre-empted); the supervisor waits this long for that, then logs and moves on.
-  std::chrono::milliseconds kill_wait = std::chrono::seconds(5);
+  // Grace after `kill` (sent at a child's shutdown timeout, or at once for brutal_kill): a
+  // killed child ends as soon as its running handler returns (C++ cannot pre-empt it). A child
+  // still running after this grace is logged and abandoned (event `abandoned`): the supervisor
+  // moves on, the child ends whenever its handler returns.
+  std::chrono::milliseconds kill_wait = std::chrono::milliseconds(500);
+  // Restart events, called on the supervisor's thread: keep it short and do not block (cast or
+  // post elsewhere for more). An exception it throws is logged and ignored.
+  std::function<void(const supervisor_event&)> on_event{};
 };
 
 // Exit reason of a supervisor that gave up.
@@ -113,8 +175,10 @@ struct child_info {
   MSGPACK_DEFINE_MAP(id, child, type, restart, restarting)
 };
 
+// As OTP: a simple_one_for_one supervisor has one spec; its children count as workers or
+// supervisors (running or being restarted), the running ones as active.
 struct child_counts {
-  std::size_t specs = 0;        // child specs (static) or dynamic children
+  std::size_t specs = 0;        // child specs
   std::size_t active = 0;       // running children
   std::size_t supervisors = 0;  // children of type supervisor
   std::size_t workers = 0;      // children of type worker
@@ -187,12 +251,15 @@ namespace detail::sup {
   }
 
 struct reply {
-  int code = 0;  // otpp::errc, 0 on success
+  // Any category (a child's start function may answer its own): local only, like every
+  // supervisor control message, so it is not part of the msgpack form.
+  std::error_code error;
   std::string reason;
   pid child;
   std::vector<child_info> children;
   child_counts counts;
-  MSGPACK_DEFINE_MAP(code, reason, child, children, counts)
+  supervisor_stats stats;
+  MSGPACK_DEFINE_MAP(reason, child, children, counts, stats)
 };
 
 struct start_child {
@@ -210,8 +277,9 @@ struct start_dynamic {
 struct terminate_child {
   static constexpr std::string_view tag = "supervisor:terminate_child";
   using reply = sup::reply;
-  std::string id;  // static children
-  pid child;       // simple_one_for_one children
+  std::string id;       // static children
+  pid child;            // simple_one_for_one children
+  bool by_pid = false;  // which of the two was given
   OTPP_SUP_LOCAL_MESSAGE()
 };
 struct restart_child {
@@ -236,6 +304,11 @@ struct count_children {
   using reply = sup::reply;
   OTPP_SUP_LOCAL_MESSAGE()
 };
+struct get_stats {
+  static constexpr std::string_view tag = "supervisor:get_stats";
+  using reply = sup::reply;
+  OTPP_SUP_LOCAL_MESSAGE()
+};
 struct shutdown {
   static constexpr std::string_view tag = "supervisor:shutdown";
   exit_reason reason;
@@ -252,8 +325,13 @@ struct try_again {
 bool on_node_thread(node& n);
 
 inline failure to_failure(const reply& r) {
-  return failure(static_cast<errc>(r.code), r.reason);
+  return failure(r.error, r.reason);
 }
+
+// Start helper threads (child_spec::start_timeout) still running. A helper whose start
+// outlived its timeout kills the late child, touching the node: wait for this to be 0 before
+// destroying a node whose supervisors use start timeouts (tests do).
+std::size_t start_helpers_running() noexcept;
 
 // Sends `msg` to the supervisor and completes `token` with convert(reply) or the call error.
 template <class T, call_message M, class Token, class Convert>
@@ -266,7 +344,7 @@ auto request(node& n, const pid& sup, M msg, Token&& token, Convert convert) {
             asio::bind_executor(ex, [h = std::move(handler), convert](result<reply> r) mutable {
               if (!r) {
                 h(result<T>(r.fail()));
-              } else if (r->code != 0) {
+              } else if (r->error) {
                 h(result<T>(to_failure(*r)));
               } else {
                 h(convert(std::move(*r)));
@@ -298,6 +376,9 @@ inline result<std::vector<child_info>> to_children(reply r) {
 inline result<child_counts> to_counts(reply r) {
   return r.counts;
 }
+inline result<supervisor_stats> to_stats(reply r) {
+  return r.stats;
+}
 
 }  // namespace detail::sup
 
@@ -318,30 +399,36 @@ auto start_dynamic_child(node& n, const pid& sup, std::any args, Token&& token) 
                                    std::forward<Token>(token), detail::sup::to_pid);
 }
 // Stops a child (per its shutdown mode). The spec stays (restart_child restarts it) unless the
-// child is temporary. not_found for an unknown id.
+// child is temporary. not_found for an unknown id; supervisor_errc::simple_one_for_one on a
+// simple_one_for_one supervisor (give the pid).
 template <class Token>
 auto terminate_child(node& n, const pid& sup, std::string id, Token&& token) {
-  return detail::sup::request<void>(n, sup, detail::sup::terminate_child{std::move(id), {}},
+  return detail::sup::request<void>(n, sup, detail::sup::terminate_child{std::move(id), {}, false},
                                     std::forward<Token>(token), detail::sup::to_void);
 }
-// simple_one_for_one: stops a dynamic child and forgets it. not_found if it is not a child.
+// simple_one_for_one: stops a dynamic child and forgets it. ok for the pid of a process that
+// already ended (OTP); not_found for a live process that is not a child, or the empty pid.
 template <class Token>
 auto terminate_child(node& n, const pid& sup, const pid& child, Token&& token) {
-  return detail::sup::request<void>(n, sup, detail::sup::terminate_child{{}, child},
+  return detail::sup::request<void>(n, sup, detail::sup::terminate_child{{}, child, true},
                                     std::forward<Token>(token), detail::sup::to_void);
 }
-// Starts a terminated child again. not_found, running, restarting.
+// Starts a terminated child again. not_found, running, restarting,
+// supervisor_errc::simple_one_for_one.
 template <class Token>
 auto restart_child(node& n, const pid& sup, std::string id, Token&& token) {
   return detail::sup::request<pid>(n, sup, detail::sup::restart_child{std::move(id)},
                                    std::forward<Token>(token), detail::sup::to_pid);
 }
-// Removes the spec of a terminated child. not_found, running, restarting.
+// Removes the spec of a terminated child. not_found, running, restarting,
+// supervisor_errc::simple_one_for_one.
 template <class Token>
 auto delete_child(node& n, const pid& sup, std::string id, Token&& token) {
   return detail::sup::request<void>(n, sup, detail::sup::delete_child{std::move(id)},
                                     std::forward<Token>(token), detail::sup::to_void);
 }
+// Newest first, as OTP (static children in reverse start order, then dynamic children by
+// start, newest first, then dynamic children waiting for a restart).
 template <class Token>
 auto which_children(node& n, const pid& sup, Token&& token) {
   return detail::sup::request<std::vector<child_info>>(
@@ -351,6 +438,12 @@ template <class Token>
 auto count_children(node& n, const pid& sup, Token&& token) {
   return detail::sup::request<child_counts>(n, sup, detail::sup::count_children{},
                                             std::forward<Token>(token), detail::sup::to_counts);
+}
+// Counters since the supervisor started (restarts, failures, abandoned children, ...).
+template <class Token>
+auto get_supervisor_stats(node& n, const pid& sup, Token&& token) {
+  return detail::sup::request<supervisor_stats>(n, sup, detail::sup::get_stats{},
+                                                std::forward<Token>(token), detail::sup::to_stats);
 }
 
 // ---- run-time API (blocking forms; not from a process of the same node)
@@ -364,10 +457,10 @@ inline result<pid> start_dynamic_child(node& n, const pid& sup, std::any args) {
 }
 inline result<void> terminate_child(node& n, const pid& sup, std::string id) {
   return detail::sup::request_blocking<void>(
-      n, sup, detail::sup::terminate_child{std::move(id), {}}, detail::sup::to_void);
+      n, sup, detail::sup::terminate_child{std::move(id), {}, false}, detail::sup::to_void);
 }
 inline result<void> terminate_child(node& n, const pid& sup, const pid& child) {
-  return detail::sup::request_blocking<void>(n, sup, detail::sup::terminate_child{{}, child},
+  return detail::sup::request_blocking<void>(n, sup, detail::sup::terminate_child{{}, child, true},
                                              detail::sup::to_void);
 }
 inline result<pid> restart_child(node& n, const pid& sup, std::string id) {
@@ -385,6 +478,10 @@ inline result<std::vector<child_info>> which_children(node& n, const pid& sup) {
 inline result<child_counts> count_children(node& n, const pid& sup) {
   return detail::sup::request_blocking<child_counts>(n, sup, detail::sup::count_children{},
                                                      detail::sup::to_counts);
+}
+inline result<supervisor_stats> get_supervisor_stats(node& n, const pid& sup) {
+  return detail::sup::request_blocking<supervisor_stats>(n, sup, detail::sup::get_stats{},
+                                                         detail::sup::to_stats);
 }
 
 }  // namespace otpp

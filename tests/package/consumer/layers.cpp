@@ -1,0 +1,35 @@
+// Uses one symbol from each layer, linked by its documented target name (see CMakeLists.txt):
+// proves each exported layer carries its headers, library and dependencies.
+#include <cstdio>
+#include <string_view>
+
+#include <otpp/error.hpp>
+#include <otpp/registry.hpp>
+#include <otpp/runtime.hpp>
+#include <otpp/supervisor.hpp>
+#include <otpp/transport/crypto.hpp>
+
+class idle : public otpp::gen_server<idle> {
+ public:
+  static void define_handlers(otpp::handlers<idle>&) {}
+};
+
+int main() {
+  // otpp::base
+  std::error_code ec = otpp::errc::not_found;
+  // otpp::transport
+  auto digest = otpp::transport::sha256({otpp::transport::as_bytes("otpp")});
+  // otpp::runtime, otpp::registry, otpp::supervisor
+  otpp::node node({.name = "layers", .threads = 1});
+  node.start();
+  otpp::supervisor_spec spec{.name = "top"};
+  spec.children.push_back(otpp::child<idle>("idle"));
+  auto sup = otpp::start_supervisor(node, spec);
+  bool ok = ec && digest.size() == 32 && sup && otpp::whereis(node, "top").has_value();
+  auto kids = sup ? otpp::which_children(node, *sup)
+                  : otpp::result<std::vector<otpp::child_info>>(otpp::failure(otpp::errc::noproc));
+  ok = ok && kids && kids->size() == 1 && kids->front().child;
+  node.stop();
+  std::printf("consumer layers: %s\n", ok ? "ok" : "FAILED");
+  return ok ? 0 : 1;
+}
