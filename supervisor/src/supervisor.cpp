@@ -497,7 +497,7 @@ class supervisor_server : public gen_server<supervisor_server> {
 
   // Records a restart; false when the intensity is exceeded.
   bool add_restart() {
-    auto now = clock::now();
+    auto now = this_node().now();  // the node's clock: virtual in deterministic tests
     restarts_.push_back(now);
     while (!restarts_.empty() && now - restarts_.front() > spec_.period) restarts_.pop_front();
     return static_cast<int>(restarts_.size()) <= spec_.max_restarts;
@@ -854,7 +854,7 @@ class supervisor_server : public gen_server<supervisor_server> {
   std::vector<child_state> statics_;
   std::unordered_map<pid, dynamic_state> dynamics_;
   std::deque<dynamic_state> dynamic_pending_;
-  std::deque<clock::time_point> restarts_;
+  std::deque<otpp::time_point> restarts_;
   std::weak_ptr<exit_wait> wait_;
   std::shared_ptr<start_job> starting_;  // bounded start being awaited
   std::uint64_t seq_ = 0;                // dynamic children started

@@ -241,38 +241,26 @@ result<void> stop_supervisor(node& n, const pid& sup, exit_reason reason = exit_
 // ---- internal control messages (local only: they do not cross the wire)
 namespace detail::sup {
 
-#define OTPP_SUP_LOCAL_MESSAGE()                \
-  template <class Packer>                       \
-  void msgpack_pack(Packer& out) const {        \
-    out.pack_nil();                             \
-  }                                             \
-  void msgpack_unpack(const msgpack::object&) { \
-    throw msgpack::type_error();                \
-  }
-
+// Local only, like every supervisor control message: no msgpack mapping (the runtime needs
+// one only for types that cross the wire), so the error keeps its own category.
 struct reply {
-  // Any category (a child's start function may answer its own): local only, like every
-  // supervisor control message, so it is not part of the msgpack form.
   std::error_code error;
   std::string reason;
   pid child;
   std::vector<child_info> children;
   child_counts counts;
   supervisor_stats stats;
-  MSGPACK_DEFINE_MAP(reason, child, children, counts, stats)
 };
 
 struct start_child {
   static constexpr std::string_view tag = "supervisor:start_child";
   using reply = sup::reply;
   child_spec spec;
-  OTPP_SUP_LOCAL_MESSAGE()
 };
 struct start_dynamic {
   static constexpr std::string_view tag = "supervisor:start_dynamic_child";
   using reply = sup::reply;
   std::any args;
-  OTPP_SUP_LOCAL_MESSAGE()
 };
 struct terminate_child {
   static constexpr std::string_view tag = "supervisor:terminate_child";
@@ -280,46 +268,36 @@ struct terminate_child {
   std::string id;       // static children
   pid child;            // simple_one_for_one children
   bool by_pid = false;  // which of the two was given
-  OTPP_SUP_LOCAL_MESSAGE()
 };
 struct restart_child {
   static constexpr std::string_view tag = "supervisor:restart_child";
   using reply = sup::reply;
   std::string id;
-  OTPP_SUP_LOCAL_MESSAGE()
 };
 struct delete_child {
   static constexpr std::string_view tag = "supervisor:delete_child";
   using reply = sup::reply;
   std::string id;
-  OTPP_SUP_LOCAL_MESSAGE()
 };
 struct which_children {
   static constexpr std::string_view tag = "supervisor:which_children";
   using reply = sup::reply;
-  OTPP_SUP_LOCAL_MESSAGE()
 };
 struct count_children {
   static constexpr std::string_view tag = "supervisor:count_children";
   using reply = sup::reply;
-  OTPP_SUP_LOCAL_MESSAGE()
 };
 struct get_stats {
   static constexpr std::string_view tag = "supervisor:get_stats";
   using reply = sup::reply;
-  OTPP_SUP_LOCAL_MESSAGE()
 };
 struct shutdown {
   static constexpr std::string_view tag = "supervisor:shutdown";
   exit_reason reason;
-  OTPP_SUP_LOCAL_MESSAGE()
 };
 struct try_again {
   static constexpr std::string_view tag = "supervisor:try_again";
-  OTPP_SUP_LOCAL_MESSAGE()
 };
-
-#undef OTPP_SUP_LOCAL_MESSAGE
 
 // True when the caller runs a handler of a process of `n` (blocking there could deadlock).
 bool on_node_thread(node& n);
