@@ -74,12 +74,13 @@ detail::process_extras& process::extras() {
 }
 
 asio::execution_context& process::executor_type::query(asio::execution::context_t) const noexcept {
-  return p_->node_->context();
+  return node_->context();
 }
 
 void process::executor_type::post_task(detail::task_envelope_base* task) const {
   // The process ended: the continuation is dropped, never run.
-  if (!p_->node_->enqueue(*p_, task)) delete task;
+  auto p = node_->find(pid_);
+  if (!p || !node_->enqueue(*p, task)) delete task;
 }
 
 void process::fetch() {

@@ -1,6 +1,9 @@
 // Regression tests for confirmed runtime defects (each failed before its fix), and for the
 // fail-fast errors a new user meets.
+#include <optional>
 #include <set>
+
+#include <asio/steady_timer.hpp>
 
 #include "otpp/registry.hpp"
 #include "test_support.hpp"
@@ -444,6 +447,50 @@ TEST(hardening, ReplyErrorsAreTruthful) {
   ASSERT_TRUE(blob);
   EXPECT_EQ(*(*blob)->value, 9);
   EXPECT_TRUE(n.alive(*p));
+}
+
+}  // namespace
+}  // namespace otpp_test
+
+namespace otpp_test {
+namespace {
+
+// ---- a process owning an I/O object on its own executor is freed when it ends
+
+std::atomic<int> timer_owner_destroyed{0};
+struct arm_timer {
+  static constexpr std::string_view tag = "arm_timer";
+  OTPP_NO_FIELDS()
+};
+class timer_owner : public otpp::gen_server<timer_owner> {
+ public:
+  timer_owner() : timer_(get_executor_later()) {}
+  ~timer_owner() override { ++timer_owner_destroyed; }
+  otpp::result<void> init() {
+    timer_.emplace(get_executor());
+    timer_->expires_after(std::chrono::hours(1));
+    timer_->async_wait([](const std::error_code&) {});
+    return {};
+  }
+  static void define_handlers(otpp::handlers<timer_owner>&) {}
+
+ private:
+  static std::optional<asio::steady_timer> get_executor_later() { return std::nullopt; }
+  std::optional<asio::steady_timer> timer_;  // holds the process's executor
+};
+
+TEST(hardening, ProcessOwningAnIoObjectOnItsExecutorIsFreed) {
+  timer_owner_destroyed = 0;
+  {
+    otpp::node n({.name = "hard_l", .threads = 2});
+    n.start();
+    auto p = n.spawn<timer_owner>();
+    ASSERT_TRUE(p);
+    n.stop_process(*p, otpp::exit_reason::shutdown());
+    // Freed once its table entry and in-flight work let go: no cycle through its own timer.
+    EXPECT_TRUE(eventually([] { return timer_owner_destroyed.load() == 1; }));
+  }
+  EXPECT_EQ(timer_owner_destroyed.load(), 1);
 }
 
 }  // namespace

@@ -119,10 +119,12 @@ class process : public detail::ref_counted {
 };
 
 // Asio executor that runs work on a process. Work reaching a dead process is dropped, which
-// destroys a suspended coroutine frame without resuming it.
+// destroys a suspended coroutine frame without resuming it. It names the process by pid, not
+// by a reference: an I/O object the process owns (a timer, a socket on its executor) holds
+// this executor, and a reference would keep the process alive through its own member.
 class process::executor_type {
  public:
-  explicit executor_type(process* p) : p_(p) {}
+  executor_type(detail::node_impl* n, pid p) : node_(n), pid_(p) {}
   asio::execution_context& query(asio::execution::context_t) const noexcept;
   static constexpr asio::execution::blocking_t query(asio::execution::blocking_t) noexcept {
     return asio::execution::blocking.never;
@@ -133,20 +135,21 @@ class process::executor_type {
     post_task(new detail::task_envelope<F>(std::move(f)));
   }
   friend bool operator==(const executor_type& a, const executor_type& b) noexcept {
-    return a.p_ == b.p_;
+    return a.pid_ == b.pid_;
   }
   friend bool operator!=(const executor_type& a, const executor_type& b) noexcept {
-    return a.p_ != b.p_;
+    return !(a == b);
   }
-  process* owner() const noexcept { return p_.get(); }
+  const pid& owner() const noexcept { return pid_; }
 
  private:
   void post_task(detail::task_envelope_base* task) const;
-  detail::ref_ptr<process> p_;
+  detail::node_impl* node_;
+  pid pid_;
 };
 
 inline process::executor_type process::get_executor() noexcept {
-  return executor_type(this);
+  return executor_type(node_, self_);
 }
 
 // The process whose handler runs on this thread, or nullptr.
