@@ -140,20 +140,20 @@ struct descriptor_famine {
   rlimit saved{};
   std::vector<int> fillers;
   bool active = false;
-  void start() {
+  // any_fd: an open descriptor to duplicate into the holes below the limit.
+  void start(int any_fd) {
     ASSERT_EQ(::getrlimit(RLIMIT_NOFILE, &saved), 0);
-    int highest = 0;
+    int highest = any_fd;
     if (DIR* d = ::opendir("/proc/self/fd")) {
       while (dirent* e = ::readdir(d)) highest = std::max(highest, std::atoi(e->d_name));
-      ::closedir(d);
+      ::closedir(d);  // (its own descriptor, if it was the highest, becomes a hole: filled below)
     }
     rlimit low = saved;
     low.rlim_cur = static_cast<rlim_t>(highest) + 1;
     ASSERT_EQ(::setrlimit(RLIMIT_NOFILE, &low), 0);
     active = true;
-    // Fill the holes below the limit too.
-    for (int i = 0; i < 100000; ++i) {
-      const int fd = ::fcntl(0 <= highest ? highest : 0, F_DUPFD_CLOEXEC, 0);
+    for (int i = 0; i <= highest; ++i) {
+      const int fd = ::fcntl(any_fd, F_DUPFD_CLOEXEC, 0);
       if (fd < 0) break;
       fillers.push_back(fd);
     }
@@ -169,6 +169,12 @@ struct descriptor_famine {
 };
 
 TEST(AcceptLoop, OutOfDescriptorsPausesInsteadOfSpinning) {
+#if OTPP_TRANSPORT_UBSAN
+  // UBSan's vptr check probes memory through a pipe(), which fails without descriptors and
+  // is reported as an "invalid vptr" in whatever runs meanwhile (Asio's scheduler): this
+  // test runs in the plain and TSan builds.
+  GTEST_SKIP() << "descriptor exhaustion breaks UBSan's vptr check";
+#endif
   config cfg = test_config("server");
   cfg.accept_retry_delay = 200ms;
   server_fixture srv(cfg);
@@ -178,7 +184,7 @@ TEST(AcceptLoop, OutOfDescriptorsPausesInsteadOfSpinning) {
   for (int i = 0; i < 4; ++i) clients.push_back(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
   ASSERT_TRUE(std::all_of(clients.begin(), clients.end(), [](int fd) { return fd >= 0; }));
   descriptor_famine famine;
-  famine.start();
+  famine.start(clients[0]);
   ASSERT_TRUE(famine.active);
   ASSERT_LT(::dup(clients[0]), 0);  // EMFILE from here on
   const auto t0 = std::chrono::steady_clock::now();
