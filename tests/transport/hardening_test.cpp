@@ -135,6 +135,23 @@ TEST(PendingHandshakes, PerAddressCapLeavesOtherAddressesIn) {
   EXPECT_TRUE(srv.ev.wait([](recorder& r) { return r.ups.size() == 1; }));
 }
 
+TEST(PendingHandshakes, FailedInboundHandshakesDoNotFloodTheLog) {
+  server_fixture srv;
+  log_capture logs;
+  const auto t0 = std::chrono::steady_clock::now();
+  constexpr std::size_t n = 60;
+  for (std::size_t i = 0; i < n; ++i) {
+    auto p = silent_peer(srv.port);  // accepted and greeted, then hung up on
+  }
+  ASSERT_TRUE(srv.ev.wait([](recorder& r) { return r.rejected.size() == n; }));
+  const auto seconds = static_cast<std::size_t>(
+      std::chrono::duration_cast<std::chrono::seconds>(std::chrono::steady_clock::now() - t0)
+          .count());
+  // Every failure reaches on_rejected; the log gets about a line per second.
+  EXPECT_LE(logs.count("peer closed during the handshake"), seconds + 2);
+  EXPECT_GE(logs.count("peer closed during the handshake"), 1u);
+}
+
 // Lowers RLIMIT_NOFILE so that no new descriptor can be created; restored on scope exit.
 struct descriptor_famine {
   rlimit saved{};

@@ -219,6 +219,8 @@ TEST(Tls, VerifyingWithoutServerNameOrPinnedCaRefused) {
   c.tls.server_name.clear();
   c.tls.verify_peer = false;  // explicitly off: accepted, with a warning
   EXPECT_TRUE(endpoint::create(io, c, {}));
+  c.tls.mutual = true;  // client certificates checked against the system store only
+  EXPECT_EQ(endpoint::create(io, c, {}).error(), make_error_code(errc::tls_error));
 }
 
 // A relay that terminates TLS towards the client (presenting its own certificate) and opens

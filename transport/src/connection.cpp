@@ -634,10 +634,22 @@ void connection::fail(failure reason, bool flush) {
   timer_.cancel();
   release_handshake_slot();
   // Ordinary ends of a connection are informational; every rejected input is a warning.
+  // Unauthenticated inbound connections cost an attacker nothing to open and close, so
+  // their lines are rate-limited (on_rejected still reports each one).
   const bool ordinary = reason.code == make_error_code(errc::connection_closed);
-  otpp::log(ordinary ? log_level::info : log_level::warning, "transport", "connection ",
-            initiator_ ? "to " : "from ", peer_id_.empty() ? remote_ : peer_id_, " (", remote_,
-            ") closed: ", reason.message());
+  std::uint64_t suppressed = 0;
+  bool log_now = true;
+  if (!initiator_ && !was_established) {
+    std::lock_guard lock(state_->mu);
+    log_now = state_->may_log(state_->handshake_log, suppressed);
+  }
+  if (log_now)
+    otpp::log(ordinary ? log_level::info : log_level::warning, "transport", "connection ",
+              initiator_ ? "to " : "from ", peer_id_.empty() ? remote_ : peer_id_, " (", remote_,
+              ") closed: ", reason.message(),
+              suppressed ? " (" + std::to_string(suppressed) +
+                               " lines about failed inbound handshakes suppressed)"
+                         : std::string());
   if (flush && writes_pending) {
     close_after_flush_ = true;
     // Do not wait forever for a peer that does not read.

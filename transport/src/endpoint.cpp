@@ -154,6 +154,11 @@ result<void> setup_tls(detail::endpoint_state& st) {
                    "TLS verify_peer needs tls.server_name (checked against the server "
                    "certificate) or tls.ca_file (a pinned CA); the system trust store alone "
                    "does not authenticate the server");
+  // The same for client certificates: mutual TLS against the system store would admit
+  // any holder of any public certificate.
+  if (o.mutual && o.ca_file.empty())
+    return failure(errc::tls_error,
+                   "mutual TLS needs tls.ca_file (the CA of the client certificates)");
   try {
     auto server = std::make_unique<asio::ssl::context>(asio::ssl::context::tls_server);
     auto client = std::make_unique<asio::ssl::context>(asio::ssl::context::tls_client);

@@ -57,7 +57,7 @@ struct endpoint_state {
     std::chrono::steady_clock::time_point next{};
     std::uint64_t suppressed = 0;
   };
-  log_limiter accept_log, refuse_log;
+  log_limiter accept_log, refuse_log, handshake_log;
   // True when a line may be written now; `suppressed` gets the count skipped since the last.
   bool may_log(log_limiter& l, std::uint64_t& suppressed);
 

@@ -18,8 +18,8 @@ struct tls_options {
   std::string private_key_file;  // PEM
   std::string ca_file;           // PEM trust anchors used to verify the peer (pinned CA)
   bool verify_peer = true;       // client verifies the server's chain (keep on)
-  bool mutual = false;           // server requires and verifies a client certificate
-  std::string server_name;       // when set, the client checks the server certificate's name
+  bool mutual = false;      // server requires and verifies a client certificate (needs ca_file)
+  std::string server_name;  // when set, the client checks the server certificate's name
   // With verify_peer, endpoint::create refuses a config that sets neither ca_file nor
   // server_name: the system trust store alone would accept any publicly trusted
   // certificate for any name (anyone could sit in the middle).
