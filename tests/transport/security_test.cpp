@@ -50,8 +50,12 @@ TEST(Security, WrongSecretFailsOnBothEndsWithNothingDelivered) {
   for (int side = 0; side < 2; ++side) {
     io_runner run;
     recorder es, ec;
-    auto s = endpoint::create(run.io, test_config("server", side ? "alpha" : "beta"), es.events());
-    auto c = endpoint::create(run.io, test_config("client", side ? "beta" : "alpha"), ec.events());
+    auto s = endpoint::create(
+        run.io, test_config("server", side ? "alpha-secret-0123456789" : "beta-secret-0123456789"),
+        es.events());
+    auto c = endpoint::create(
+        run.io, test_config("client", side ? "beta-secret-0123456789" : "alpha-secret-0123456789"),
+        ec.events());
     ASSERT_TRUE(s && c);
     auto b = (*s)->listen(loopback());
     ASSERT_TRUE(b);

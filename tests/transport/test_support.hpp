@@ -141,7 +141,7 @@ struct waiter {
   }
 };
 
-inline config test_config(std::string id, std::string secret = "test-secret") {
+inline config test_config(std::string id, std::string secret = "test-secret-0123456789") {
   config c;
   c.node_id = std::move(id);
   c.secret = std::move(secret);
@@ -183,8 +183,20 @@ class raw_peer {
   }
   ~raw_peer() { close(); }
 
-  static raw_peer connect_to(std::uint16_t port) {
+  // source: local IP to bind (e.g. "127.0.0.2", another loopback address); rcvbuf: a
+  // receive buffer size set before connecting (0: the default).
+  static raw_peer connect_to(std::uint16_t port, const char* source = nullptr, int rcvbuf = 0) {
     int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    if (rcvbuf > 0) ::setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof rcvbuf);
+    if (source != nullptr) {
+      sockaddr_in local{};
+      local.sin_family = AF_INET;
+      ::inet_pton(AF_INET, source, &local.sin_addr);
+      if (::bind(fd, reinterpret_cast<sockaddr*>(&local), sizeof local) != 0) {
+        ::close(fd);
+        return raw_peer(-1);
+      }
+    }
     sockaddr_in a{};
     a.sin_family = AF_INET;
     a.sin_port = htons(port);
@@ -199,6 +211,7 @@ class raw_peer {
   }
 
   bool valid() const { return fd_ >= 0; }
+  int fd() const { return fd_; }
   void close() {
     if (fd_ >= 0) ::close(fd_);
     fd_ = -1;
@@ -301,7 +314,7 @@ class raw_peer {
 
   struct hs_options {
     std::string id = "raw";
-    std::string secret = "test-secret";
+    std::string secret = "test-secret-0123456789";
     std::uint32_t version = protocol_version;
     std::uint32_t creation = 7;
   };

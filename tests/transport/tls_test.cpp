@@ -2,9 +2,11 @@
 #include <gtest/gtest.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
+#include <openssl/ssl.h>
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
 
+#include <atomic>
 #include <cstdio>
 
 #include "test_support.hpp"
@@ -199,7 +201,134 @@ TEST(Tls, MissingFilesAreAnError) {
   c.tls.enabled = true;
   c.tls.certificate_file = "/nonexistent/cert.pem";
   c.tls.private_key_file = "/nonexistent/key.pem";
+  c.tls.server_name = "localhost";
   EXPECT_EQ(endpoint::create(io, c, {}).error(), make_error_code(errc::tls_error));
+}
+
+TEST(Tls, VerifyingWithoutServerNameOrPinnedCaRefused) {
+  pki p;
+  asio::io_context io;
+  auto c = p.node("client", 1, 1, false);
+  c.tls.ca_file.clear();  // system trust store only, and no name to check
+  auto r = endpoint::create(io, c, {});
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error(), make_error_code(errc::tls_error));
+  EXPECT_NE(r.fail().reason.find("server_name"), std::string::npos) << r.fail().message();
+  c.tls.server_name = "localhost";  // a name to check against the system store: accepted
+  EXPECT_TRUE(endpoint::create(io, c, {}));
+  c.tls.server_name.clear();
+  c.tls.verify_peer = false;  // explicitly off: accepted, with a warning
+  EXPECT_TRUE(endpoint::create(io, c, {}));
+  c.tls.mutual = true;  // client certificates checked against the system store only
+  EXPECT_EQ(endpoint::create(io, c, {}).error(), make_error_code(errc::tls_error));
+}
+
+// A relay that terminates TLS towards the client (presenting its own certificate) and opens
+// its own TLS session to the server, copying the plaintext both ways: what a man in the
+// middle does when the client does not authenticate the server. Blocking OpenSSL in one
+// thread; every wait is bounded.
+class tls_relay {
+ public:
+  tls_relay(std::uint16_t server_port, const std::string& cert, const std::string& key)
+      : server_port_(server_port) {
+    listener_ = std::make_unique<raw_listener>();
+    sctx_ = SSL_CTX_new(TLS_server_method());
+    cctx_ = SSL_CTX_new(TLS_client_method());
+    SSL_CTX_use_certificate_chain_file(sctx_, cert.c_str());
+    SSL_CTX_use_PrivateKey_file(sctx_, key.c_str(), SSL_FILETYPE_PEM);
+    SSL_CTX_set_verify(cctx_, SSL_VERIFY_NONE, nullptr);
+    thread_ = std::thread([this] { run(); });
+  }
+  ~tls_relay() {
+    stop_ = true;
+    thread_.join();
+    SSL_CTX_free(sctx_);
+    SSL_CTX_free(cctx_);
+  }
+  std::uint16_t port() const { return listener_->port(); }
+  bool relayed_anything() const { return relayed_.load(); }
+
+ private:
+  static void set_timeouts(int fd) {
+    timeval tv{5, 0};
+    ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+  }
+  // Copies what `from` has to `to`; false when `from` is closed or broken.
+  bool pump(SSL* from, SSL* to) {
+    char buf[16384];
+    for (;;) {
+      const int n = SSL_read(from, buf, sizeof buf);
+      if (n <= 0) {
+        const int e = SSL_get_error(from, n);
+        return e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE;
+      }
+      relayed_ = true;
+      for (int off = 0; off < n;) {
+        const int w = SSL_write(to, buf + off, n - off);
+        if (w <= 0) {
+          const int e = SSL_get_error(to, w);
+          if (e != SSL_ERROR_WANT_WRITE && e != SSL_ERROR_WANT_READ) return false;
+          std::this_thread::sleep_for(1ms);
+          continue;
+        }
+        off += w;
+      }
+    }
+  }
+  void run() {
+    raw_peer down = listener_->accept_one(10s);
+    if (!down.valid()) return;
+    raw_peer up = raw_peer::connect_to(server_port_);
+    if (!up.valid()) return;
+    set_timeouts(down.fd());
+    set_timeouts(up.fd());
+    SSL* a = SSL_new(sctx_);
+    SSL* b = SSL_new(cctx_);
+    SSL_set_fd(a, down.fd());
+    SSL_set_fd(b, up.fd());
+    if (SSL_accept(a) == 1 && SSL_connect(b) == 1) {
+      ::fcntl(down.fd(), F_SETFL, ::fcntl(down.fd(), F_GETFL) | O_NONBLOCK);
+      ::fcntl(up.fd(), F_SETFL, ::fcntl(up.fd(), F_GETFL) | O_NONBLOCK);
+      const auto deadline = std::chrono::steady_clock::now() + wait_limit;
+      while (!stop_ && std::chrono::steady_clock::now() < deadline) {
+        if (!pump(a, b) || !pump(b, a)) break;
+        pollfd p[2] = {{down.fd(), POLLIN, 0}, {up.fd(), POLLIN, 0}};
+        ::poll(p, 2, 50);
+      }
+    }
+    SSL_free(a);
+    SSL_free(b);
+  }
+
+  std::uint16_t server_port_;
+  std::unique_ptr<raw_listener> listener_;
+  SSL_CTX* sctx_ = nullptr;
+  SSL_CTX* cctx_ = nullptr;
+  std::atomic<bool> stop_{false};
+  std::atomic<bool> relayed_{false};
+  std::thread thread_;
+};
+
+TEST(Tls, InnerHandshakeIsBoundToTheTlsChannel) {
+  pki p;
+  auto s = p.node("server", 1, 1, false);
+  // A client that (wrongly) does not authenticate the server: the relay's certificate from
+  // CA 2 passes. The shared secret must still keep the relay out.
+  auto c = p.node("client", 1, 1, false);
+  c.tls.verify_peer = false;
+  tls_pair t(s, c);
+  tls_relay relay(t.addr.port(), p.path("leaf2.pem"), p.path("leaf2.key"));
+  auto r = connect_sync(*t.client, loopback(relay.port()), "server");
+  ASSERT_FALSE(r) << "the handshake went through a TLS relay";
+  EXPECT_EQ(r.error(), make_error_code(errc::not_authorised)) << r.fail().message();
+  EXPECT_TRUE(relay.relayed_anything());
+  ASSERT_TRUE(t.es.wait([](recorder& x) { return !x.rejected.empty(); }));
+  EXPECT_EQ(t.es.locked_rejected()[0].code, make_error_code(errc::not_authorised));
+  EXPECT_TRUE(t.es.locked_ups().empty());
+  // Directly, without the relay, the same client gets through.
+  auto direct = connect_sync(*t.client, t.addr, "server");
+  EXPECT_TRUE(direct) << direct.fail().message();
 }
 
 }  // namespace

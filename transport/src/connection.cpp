@@ -34,8 +34,10 @@ std::string address_of(const asio::ip::tcp::socket& s) {
   return ep.address().to_string() + ":" + std::to_string(ep.port());
 }
 
-bool is_known_errc(std::uint32_t v) {
-  return v > 0 && v <= static_cast<std::uint32_t>(errc::reached_max_restart_intensity);
+std::vector<std::uint8_t> encode_refusal(accept_status status) {
+  accept_message m;
+  m.status = static_cast<std::uint32_t>(status);
+  return encode_accept(m);
 }
 }  // namespace
 
@@ -48,9 +50,16 @@ connection::connection(passkey, std::shared_ptr<detail::endpoint_state> state,
       initiator_(initiator) {
   last_receive_.store(now_ns(), std::memory_order_relaxed);
   last_send_.store(now_ns(), std::memory_order_relaxed);
+  write_progress_.store(now_ns(), std::memory_order_relaxed);
 }
 
 connection::~connection() = default;
+
+void connection::release_handshake_slot() {
+  if (!holds_handshake_slot_) return;
+  holds_handshake_slot_ = false;
+  state_->release_handshake(handshake_slot_);
+}
 
 std::chrono::steady_clock::time_point connection::last_receive() const noexcept {
   return std::chrono::steady_clock::time_point(
@@ -111,6 +120,15 @@ void connection::start_tls() {
           self->fail(failure(errc::tls_error, "TLS handshake: " + ec.message()));
           return;
         }
+        // Channel binding: both ends derive the same value from this TLS session only, and
+        // it enters the handshake transcript (handshake.hpp).
+        self->channel_binding_.resize(channel_binding_size);
+        if (SSL_export_keying_material(self->tls_->native_handle(), self->channel_binding_.data(),
+                                       channel_binding_size, channel_binding_label.data(),
+                                       channel_binding_label.size(), nullptr, 0, 0) != 1) {
+          self->fail(failure(errc::tls_error, "TLS exporter (channel binding) unavailable"));
+          return;
+        }
         self->start_handshake();
       });
 }
@@ -141,14 +159,21 @@ void connection::do_read() {
   const bool up = phase_ == phase::established;
   const std::size_t space = up ? min_read_space : 512;
   const std::size_t base = up ? initial_read_buffer : 2048;
-  const std::size_t need = std::max(need_, (rend_ - rbeg_) + 1);
+  const std::size_t have = rend_ - rbeg_;
+  // The record length is read before the MAC can be checked: honour it only as its bytes
+  // arrive (at most doubling what is buffered per step), so a peer that announces 60 MiB
+  // and sends 10 bytes costs a small buffer, not 60 MiB of zeroed memory. Growing by
+  // doubling keeps the copying amortised O(record size).
+  const std::size_t need = std::max(std::min(need_, std::max(base, 2 * have + space)), have + 1);
   if (rbeg_ > 0 && (rbuf_.size() - rbeg_ < need || rbuf_.size() - rend_ < space)) {
-    std::memmove(rbuf_.data(), rbuf_.data() + rbeg_, rend_ - rbeg_);
-    rend_ -= rbeg_;
+    std::memmove(rbuf_.data(), rbuf_.data() + rbeg_, have);
+    rend_ = have;
     rbeg_ = 0;
   }
   if (rbuf_.size() < std::max(need, rend_ + space)) {
     rbuf_.resize(std::max({need, rend_ + space, base}));
+    if (rbuf_.capacity() > rbuf_peak_.load(std::memory_order_relaxed))
+      rbuf_peak_.store(rbuf_.capacity(), std::memory_order_relaxed);
   }
   with_stream([&](auto& s) {
     s.async_read_some(asio::buffer(rbuf_.data() + rend_, rbuf_.size() - rend_),
@@ -280,12 +305,12 @@ void connection::on_hello(const frame_view& f) {
   peer_creation_ = hello->creation;
   peer_hello_.assign(f.payload.begin(), f.payload.end());
   if (initiator_) {
-    transcript_ = transcript_hash(my_hello_, peer_hello_);
+    transcript_ = transcript_hash(my_hello_, peer_hello_, channel_binding_);
     if (expected_peer_.empty()) state_->add_pending(shared_from_this(), peer_id_);
     enqueue_plain(kind::proof, encode_proof(initiator_proof(state_->secret_bytes(), transcript_)));
     phase_ = phase::wait_accept;
   } else {
-    transcript_ = transcript_hash(peer_hello_, my_hello_);
+    transcript_ = transcript_hash(peer_hello_, my_hello_, channel_binding_);
     phase_ = phase::wait_proof;
   }
 }
@@ -298,20 +323,18 @@ void connection::on_proof(const frame_view& f) {
   }
   const digest expected = initiator_proof(state_->secret_bytes(), transcript_);
   if (!constant_time_equal(expected, *proof)) {
-    accept_message refuse;
-    refuse.status = static_cast<std::uint32_t>(errc::not_authorised);
-    enqueue_plain(kind::accept, encode_accept(refuse));
-    fail(failure(errc::not_authorised,
-                 "peer " + peer_id_ + " failed the challenge (different secret/cookie)"),
+    enqueue_plain(kind::accept, encode_refusal(accept_status::not_authorised));
+    fail(failure(errc::not_authorised, "peer " + peer_id_ +
+                                           " failed the challenge (different secret/cookie" +
+                                           (tls_ ? ", or a relayed TLS channel)" : ")")),
          true);
     return;
   }
   connection_ptr victim;
   std::string why;
-  if (!state_->decide_incoming(shared_from_this(), victim, why)) {
-    accept_message refuse;
-    refuse.status = static_cast<std::uint32_t>(errc::connection_closed);
-    enqueue_plain(kind::accept, encode_accept(refuse));
+  if (const accept_status st = state_->decide_incoming(shared_from_this(), victim, why);
+      st != accept_status::accepted) {
+    enqueue_plain(kind::accept, encode_refusal(st));
     fail(failure(errc::connection_closed, why), true);
     return;
   }
@@ -327,20 +350,24 @@ void connection::on_accept(const frame_view& f) {
     fail(acc.fail());
     return;
   }
-  if (acc->status != 0) {
-    if (acc->status == static_cast<std::uint32_t>(errc::connection_closed)) {
-      fail(
-          failure(errc::connection_closed, "duplicate connection: peer " + peer_id_ +
-                                               " kept the connection opened by the lower node id"));
-    } else if (acc->status == static_cast<std::uint32_t>(errc::not_authorised)) {
-      fail(failure(
-          errc::not_authorised,
-          "peer " + peer_id_ + " refused our challenge response (different secret/cookie)"));
-    } else if (is_known_errc(acc->status)) {
-      fail(failure(static_cast<errc>(acc->status), "refused by peer " + peer_id_));
-    } else {
-      fail(failure(errc::handshake_failed,
-                   "refused by peer with status " + std::to_string(acc->status)));
+  if (acc->status != static_cast<std::uint32_t>(accept_status::accepted)) {
+    const std::error_code code = accept_status_error(acc->status);
+    switch (static_cast<accept_status>(acc->status)) {
+      case accept_status::duplicate_connection:
+        fail(failure(code, "duplicate connection: peer " + peer_id_ +
+                               " kept the connection opened by the lower node id"));
+        break;
+      case accept_status::not_authorised:
+        fail(failure(code, "peer " + peer_id_ +
+                               " refused our challenge response (different secret/cookie)"));
+        break;
+      case accept_status::endpoint_closing:
+        fail(failure(code, "peer " + peer_id_ + " is shutting down"));
+        break;
+      default:
+        fail(failure(code, "refused by peer " + peer_id_ + " with unknown status " +
+                               std::to_string(acc->status)));
+        break;
     }
     return;
   }
@@ -368,6 +395,7 @@ void connection::establish(const std::vector<std::uint8_t>& accept) {
   // Set before any record can be queued (send_open_ below); only the writer uses it.
   sealer_ =
       record_sealer(initiator_ ? keys.initiator_to_acceptor : keys.acceptor_to_initiator, out_dir);
+  release_handshake_slot();
   bool kick = false;
   {
     std::lock_guard lock(mu_);
@@ -414,7 +442,11 @@ result<void> connection::send(std::uint8_t k, bytes_view payload) {
       return failure(errc::mailbox_full,
                      "outgoing queue holds " + std::to_string(queued) + " bytes");
     pending_.add_frame(k, payload);
-    if (!writing_) kick = writing_ = true;
+    if (!writing_) {
+      kick = writing_ = true;
+      // A new write chain: the stall clock starts now, not at the last (old) write.
+      write_progress_.store(now_ns(), std::memory_order_relaxed);
+    }
   }
   frames_sent_.fetch_add(1, std::memory_order_relaxed);
   // last_send_ (heartbeat idleness) is stamped by the writer, once per batch.
@@ -447,16 +479,25 @@ void connection::do_write() {
   // fresh pending_ meanwhile). Only this write chain uses sealer_, so the record sequence
   // follows the byte order on the wire.
   wbuf_.seal(sealer_);
-  last_send_.store(now_ns(), std::memory_order_relaxed);
+  const std::int64_t now = now_ns();
+  last_send_.store(now, std::memory_order_relaxed);
+  write_progress_.store(now, std::memory_order_relaxed);
+  woff_ = 0;
+  write_some();
+}
+
+// The batch leaves through write_some steps rather than one async_write, so that every
+// partial write counts as progress: a slow reader of a large batch is not a stalled one.
+void connection::write_some() {
   with_stream([&](auto& s) {
-    asio::async_write(s, asio::buffer(wbuf_.data(), wbuf_.size()),
-                      [self = shared_from_this()](const std::error_code& ec, std::size_t) {
-                        self->on_write(ec);
-                      });
+    s.async_write_some(asio::buffer(wbuf_.data() + woff_, wbuf_.size() - woff_),
+                       [self = shared_from_this()](const std::error_code& ec, std::size_t n) {
+                         self->on_write(ec, n);
+                       });
   });
 }
 
-void connection::on_write(const std::error_code& ec) {
+void connection::on_write(const std::error_code& ec, std::size_t n) {
   if (ec) {
     {
       std::lock_guard lock(mu_);
@@ -468,6 +509,12 @@ void connection::on_write(const std::error_code& ec) {
       fail(failure(errc::connection_closed, "write failed: " + ec.message()));
     }
     close_socket();
+    return;
+  }
+  woff_ += n;
+  if (n > 0) write_progress_.store(now_ns(), std::memory_order_relaxed);
+  if (woff_ < wbuf_.size()) {
+    write_some();
     return;
   }
   wbuf_.clear();
@@ -516,6 +563,26 @@ void connection::on_heartbeat_tick() {
             " ms"));
     return;
   }
+  if (cfg.write_stall_timeout.count() > 0) {
+    bool busy;
+    {
+      std::lock_guard lock(mu_);
+      busy = writing_;
+    }
+    const auto stalled =
+        std::chrono::nanoseconds(now - write_progress_.load(std::memory_order_relaxed));
+    if (busy && stalled > cfg.write_stall_timeout) {
+      // Heartbeats prove the peer alive, not that it reads: without this a peer that never
+      // reads keeps the connection (and every sender's mailbox_full) forever.
+      fail(failure(errc::timeout,
+                   "no write progress to " + peer_id_ + " for " +
+                       std::to_string(
+                           std::chrono::duration_cast<std::chrono::milliseconds>(stalled).count()) +
+                       " ms with " + std::to_string(queued_bytes()) +
+                       " bytes queued: the peer does not read"));
+      return;
+    }
+  }
   const auto idle = std::chrono::nanoseconds(now - last_send_.load(std::memory_order_relaxed));
   if (idle >= cfg.heartbeat_interval / 2) {
     bool kick = false;
@@ -523,7 +590,10 @@ void connection::on_heartbeat_tick() {
       std::lock_guard lock(mu_);
       if (send_open_) {
         pending_.add_frame(kind::heartbeat, {});  // control frame: not subject to the bound
-        if (!writing_) kick = writing_ = true;
+        if (!writing_) {
+          kick = writing_ = true;
+          write_progress_.store(now, std::memory_order_relaxed);
+        }
       }
     }
     last_send_.store(now, std::memory_order_relaxed);
@@ -562,11 +632,24 @@ void connection::fail(failure reason, bool flush) {
     writes_pending = writing_;
   }
   timer_.cancel();
+  release_handshake_slot();
   // Ordinary ends of a connection are informational; every rejected input is a warning.
+  // Unauthenticated inbound connections cost an attacker nothing to open and close, so
+  // their lines are rate-limited (on_rejected still reports each one).
   const bool ordinary = reason.code == make_error_code(errc::connection_closed);
-  otpp::log(ordinary ? log_level::info : log_level::warning, "transport", "connection ",
-            initiator_ ? "to " : "from ", peer_id_.empty() ? remote_ : peer_id_, " (", remote_,
-            ") closed: ", reason.message());
+  std::uint64_t suppressed = 0;
+  bool log_now = true;
+  if (!initiator_ && !was_established) {
+    std::lock_guard lock(state_->mu);
+    log_now = state_->may_log(state_->handshake_log, suppressed);
+  }
+  if (log_now)
+    otpp::log(ordinary ? log_level::info : log_level::warning, "transport", "connection ",
+              initiator_ ? "to " : "from ", peer_id_.empty() ? remote_ : peer_id_, " (", remote_,
+              ") closed: ", reason.message(),
+              suppressed ? " (" + std::to_string(suppressed) +
+                               " lines about failed inbound handshakes suppressed)"
+                         : std::string());
   if (flush && writes_pending) {
     close_after_flush_ = true;
     // Do not wait forever for a peer that does not read.

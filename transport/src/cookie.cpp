@@ -9,6 +9,7 @@
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
+#include <string_view>
 
 #include "otpp/log.hpp"
 #include "otpp/transport/crypto.hpp"
@@ -31,61 +32,73 @@ struct fd_guard {
   }
 };
 
-result<std::string> create_cookie(const std::string& path) {
+bool write_all(int fd, std::string_view data) {
+  while (!data.empty()) {
+    const ssize_t n = ::write(fd, data.data(), data.size());
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return false;
+    }
+    data.remove_prefix(static_cast<std::size_t>(n));
+  }
+  return true;
+}
+
+enum class create_outcome { created, exists, failed };
+
+// Writes the cookie to a private temporary file and links it into place: link() never
+// replaces an existing file and makes the complete file appear at once, so a concurrent
+// reader sees no file or the whole cookie, never an empty one, and a crash leaves at most a
+// stray temporary file (never an empty cookie).
+create_outcome create_cookie(const std::string& path, std::string& cookie, failure& error) {
   std::array<std::uint8_t, 32> raw{};
   random_bytes(raw);
   static constexpr char hex[] = "0123456789abcdef";
-  std::string cookie;
+  cookie.clear();
   for (auto b : raw) {
     cookie.push_back(hex[b >> 4]);
     cookie.push_back(hex[b & 15]);
   }
-  // O_EXCL: never follow or reuse something another party put there in the meantime.
-  fd_guard f{::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0400)};
-  if (f.fd < 0) return cookie_failure(path, "cannot create: " + errno_text());
-  if (::fchmod(f.fd, 0400) != 0) return cookie_failure(path, "fchmod: " + errno_text());
-  std::string line = cookie + "\n";
-  const char* p = line.data();
-  std::size_t left = line.size();
-  while (left > 0) {
-    const ssize_t n = ::write(f.fd, p, left);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return cookie_failure(path, "write: " + errno_text());
-    }
-    p += n;
-    left -= static_cast<std::size_t>(n);
+  std::string tmp = path + ".tmp.XXXXXX";
+  fd_guard f{::mkostemp(tmp.data(), O_CLOEXEC)};  // mode 0600, a fresh name
+  if (f.fd < 0) {
+    error = cookie_failure(path, "cannot create a temporary file: " + errno_text());
+    return create_outcome::failed;
   }
-  if (::fsync(f.fd) != 0) return cookie_failure(path, "fsync: " + errno_text());
-  otpp::log(log_level::info, "transport", "created cookie file ", path, " (mode 0400)");
-  return cookie;
-}
-}  // namespace
-
-std::string default_cookie_path() {
-  // (Built by construction and append: assigning a char* trips g++ 12 -O3 -Wrestrict.)
-  const char* home = std::getenv("HOME");
-  if (home == nullptr || *home == '\0') {
-    const passwd* pw = ::getpwuid(::getuid());
-    home = pw != nullptr && pw->pw_dir != nullptr && *pw->pw_dir != '\0' ? pw->pw_dir : ".";
+  const auto discard = [&](std::string what) {
+    error = cookie_failure(path, std::move(what));
+    ::unlink(tmp.c_str());
+    return create_outcome::failed;
+  };
+  if (!write_all(f.fd, cookie + "\n")) return discard("write: " + errno_text());
+  if (::fchmod(f.fd, 0400) != 0) return discard("fchmod: " + errno_text());
+  if (::fsync(f.fd) != 0) return discard("fsync: " + errno_text());
+  const int rc = ::link(tmp.c_str(), path.c_str());
+  const int link_errno = errno;
+  ::unlink(tmp.c_str());
+  if (rc == 0) {
+    otpp::log(log_level::info, "transport", "created cookie file ", path, " (mode 0400)");
+    return create_outcome::created;
   }
-  std::string path(home);
-  path.append("/.otpp.cookie");
-  return path;
+  if (link_errno == EEXIST) return create_outcome::exists;  // another creator won: read theirs
+  error = cookie_failure(path, std::string("link into place: ") + std::strerror(link_errno));
+  return create_outcome::failed;
 }
 
-result<std::string> load_or_create_cookie(const std::string& path) {
-  fd_guard f{::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW)};
+// Reads and checks the cookie file; `missing` is set (and the failure meaningless) when
+// there is no file at the path.
+result<std::string> read_cookie(const std::string& path, bool& missing) {
+  missing = false;
+  // O_NONBLOCK: a FIFO (or device) planted at the path must not block open(); it is
+  // refused below as not a regular file. O_NOFOLLOW: a symlink is refused (ELOOP).
+  fd_guard f{::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOFOLLOW)};
   if (f.fd < 0) {
     if (errno == ENOENT) {
-      auto created = create_cookie(path);
-      if (created || created.error() != make_error_code(errc::cookie_error)) return created;
-      // Lost a creation race with another process of this user: read its file below.
-      f.fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-      if (f.fd < 0) return created;
-    } else {
-      return cookie_failure(path, "cannot open: " + errno_text());
+      missing = true;
+      return cookie_failure(path, "does not exist");
     }
+    if (errno == ELOOP) return cookie_failure(path, "is a symbolic link");
+    return cookie_failure(path, "cannot open: " + errno_text());
   }
   struct stat st {};
   if (::fstat(f.fd, &st) != 0) return cookie_failure(path, "fstat: " + errno_text());
@@ -111,6 +124,40 @@ result<std::string> load_or_create_cookie(const std::string& path) {
     content.pop_back();
   if (content.empty()) return cookie_failure(path, "empty");
   return content;
+}
+}  // namespace
+
+std::string default_cookie_path() {
+  // (Built by construction and append: assigning a char* trips g++ 12 -O3 -Wrestrict.)
+  const char* home = std::getenv("HOME");
+  if (home == nullptr || *home == '\0') {
+    const passwd* pw = ::getpwuid(::getuid());
+    home = pw != nullptr && pw->pw_dir != nullptr && *pw->pw_dir != '\0' ? pw->pw_dir : ".";
+  }
+  std::string path(home);
+  path.append("/.otpp.cookie");
+  return path;
+}
+
+result<std::string> load_or_create_cookie(const std::string& path) {
+  // Read; if missing, create; if another creator won the race, read theirs. The loop is
+  // bounded: it only repeats when the file vanished between two steps.
+  for (int attempt = 0; attempt < 3; ++attempt) {
+    bool missing = false;
+    auto content = read_cookie(path, missing);
+    if (!missing) return content;
+    std::string cookie;
+    failure error;
+    switch (create_cookie(path, cookie, error)) {
+      case create_outcome::created:
+        return cookie;
+      case create_outcome::exists:
+        continue;
+      case create_outcome::failed:
+        return error;
+    }
+  }
+  return cookie_failure(path, "appears and disappears repeatedly");
 }
 
 }  // namespace otpp::transport

@@ -7,9 +7,11 @@
 #include <asio/ip/v6_only.hpp>
 #include <asio/post.hpp>
 #include <asio/ssl/context.hpp>
+#include <asio/steady_timer.hpp>
 #include <asio/strand.hpp>
 
 #include <algorithm>
+#include <utility>
 
 #include "endpoint_state.hpp"
 #include "otpp/log.hpp"
@@ -31,6 +33,43 @@ void endpoint_state::add_pending(const connection_ptr& c, const std::string& pee
   peers[peer].pending_out.push_back(c);
 }
 
+bool endpoint_state::may_log(log_limiter& l, std::uint64_t& suppressed) {
+  const auto now = std::chrono::steady_clock::now();
+  if (now < l.next) {
+    ++l.suppressed;
+    return false;
+  }
+  l.next = now + std::chrono::seconds(1);
+  suppressed = std::exchange(l.suppressed, 0);
+  return true;
+}
+
+bool endpoint_state::admit_handshake(const std::string& address, std::string& why) {
+  std::lock_guard lock(mu);
+  if (pending_in >= cfg.max_pending_handshakes) {
+    why = std::to_string(pending_in) + " handshakes pending (max_pending_handshakes)";
+    ++refused_pending;
+    return false;
+  }
+  std::size_t& mine = pending_by_address[address];
+  if (mine >= cfg.max_pending_handshakes_per_address) {
+    why = std::to_string(mine) + " handshakes pending from " + address +
+          " (max_pending_handshakes_per_address)";
+    ++refused_pending;
+    return false;
+  }
+  ++mine;
+  ++pending_in;
+  return true;
+}
+
+void endpoint_state::release_handshake(const std::string& address) {
+  std::lock_guard lock(mu);
+  --pending_in;
+  auto it = pending_by_address.find(address);
+  if (it != pending_by_address.end() && --it->second == 0) pending_by_address.erase(it);
+}
+
 namespace {
 void prune(std::vector<std::weak_ptr<connection>>& v, const connection* drop = nullptr) {
   std::erase_if(v, [drop](const std::weak_ptr<connection>& w) {
@@ -40,12 +79,12 @@ void prune(std::vector<std::weak_ptr<connection>>& v, const connection* drop = n
 }
 }  // namespace
 
-bool endpoint_state::decide_incoming(const connection_ptr& c, connection_ptr& victim,
-                                     std::string& why) {
+accept_status endpoint_state::decide_incoming(const connection_ptr& c, connection_ptr& victim,
+                                              std::string& why) {
   std::lock_guard lock(mu);
   if (closed) {
     why = "endpoint closed";
-    return false;
+    return accept_status::endpoint_closing;
   }
   const std::string& peer = c->peer_id();
   auto& entry = peers[peer];
@@ -59,17 +98,17 @@ bool endpoint_state::decide_incoming(const connection_ptr& c, connection_ptr& vi
     if (est && est->initiated_locally() && est->peer_creation() == c->peer_creation()) {
       why = "duplicate connection: " + cfg.node_id + " < " + peer +
             ", so our established outgoing connection wins";
-      return false;
+      return accept_status::duplicate_connection;
     }
     if (!entry.pending_out.empty()) {
       why = "duplicate connection: " + cfg.node_id + " < " + peer +
             ", so our own outgoing connection (in handshake) wins";
-      return false;
+      return accept_status::duplicate_connection;
     }
   }
   victim = est;
   entry.established = c;
-  return true;
+  return accept_status::accepted;
 }
 
 connection_ptr endpoint_state::establish_outgoing(const connection_ptr& c) {
@@ -107,6 +146,19 @@ std::string describe(const asio::ip::tcp::endpoint& ep) {
 
 result<void> setup_tls(detail::endpoint_state& st) {
   const auto& o = st.cfg.tls;
+  // Verifying a chain against the system store proves only that some public CA vouched
+  // for some name: without a name to check or a pinned CA, anyone holding any publicly
+  // trusted certificate could sit in the middle.
+  if (o.verify_peer && o.server_name.empty() && o.ca_file.empty())
+    return failure(errc::tls_error,
+                   "TLS verify_peer needs tls.server_name (checked against the server "
+                   "certificate) or tls.ca_file (a pinned CA); the system trust store alone "
+                   "does not authenticate the server");
+  // The same for client certificates: mutual TLS against the system store would admit
+  // any holder of any public certificate.
+  if (o.mutual && o.ca_file.empty())
+    return failure(errc::tls_error,
+                   "mutual TLS needs tls.ca_file (the CA of the client certificates)");
   try {
     auto server = std::make_unique<asio::ssl::context>(asio::ssl::context::tls_server);
     auto client = std::make_unique<asio::ssl::context>(asio::ssl::context::tls_client);
@@ -146,21 +198,87 @@ result<void> setup_tls(detail::endpoint_state& st) {
 
 }  // namespace
 
+namespace {
+// accept() failures that leave the pending connection in the backlog: the listening socket
+// stays readable, so retrying at once spins (100% CPU, one log line per attempt).
+bool out_of_resources(const std::error_code& ec) {
+  return ec == std::errc::too_many_files_open || ec == std::errc::too_many_files_open_in_system ||
+         ec == std::errc::no_buffer_space || ec == std::errc::not_enough_memory;
+}
+}  // namespace
+
 void detail::endpoint_state::accept_loop(const std::shared_ptr<endpoint_state>& st,
                                          const std::shared_ptr<asio::ip::tcp::acceptor>& acc) {
   acc->async_accept(asio::make_strand(st->io), [st, acc](const std::error_code& ec,
                                                          asio::ip::tcp::socket socket) {
     if (ec) {
       if (ec == asio::error::operation_aborted || !acc->is_open()) return;
-      otpp::log(log_level::warning, "transport", "accept: ", ec.message());
-    } else {
-      auto c = std::make_shared<connection>(connection::passkey{}, st, std::move(socket), false);
-      if (st->add_live(c)) {
-        asio::dispatch(c->ex_, [c] { c->start(nullptr, {}); });
+      std::uint64_t suppressed = 0;
+      bool log_now;
+      {
+        std::lock_guard lock(st->mu);
+        ++st->accept_errors;
+        log_now = st->may_log(st->accept_log, suppressed);
       }
+      // A connection aborted by its client is gone from the backlog: go on at once. Any
+      // other failure (resources first of all) pauses the loop.
+      const bool pause = ec != asio::error::connection_aborted;
+      if (log_now)
+        otpp::log(
+            log_level::warning, "transport", "accept: ", ec.message(),
+            pause && out_of_resources(ec) ? " (out of resources)" : "",
+            pause ? "; retrying in " + std::to_string(st->cfg.accept_retry_delay.count()) + " ms"
+                  : std::string(),
+            suppressed ? " (" + std::to_string(suppressed) + " similar lines suppressed)"
+                       : std::string());
+      if (pause) {
+        auto timer =
+            std::make_shared<asio::steady_timer>(acc->get_executor(), st->cfg.accept_retry_delay);
+        timer->async_wait([st, acc, timer](const std::error_code& tec) {
+          if (tec || !acc->is_open()) return;
+          accept_loop(st, acc);
+        });
+        return;
+      }
+    } else {
+      admit(st, std::move(socket));
     }
     accept_loop(st, acc);
   });
+}
+
+void detail::endpoint_state::admit(const std::shared_ptr<endpoint_state>& st,
+                                   asio::ip::tcp::socket socket) {
+  std::error_code ec;
+  const auto remote = socket.remote_endpoint(ec);
+  // A socket whose peer is already gone has no address; it fails at its first read.
+  const std::string address = ec ? std::string() : remote.address().to_string();
+  std::string why;
+  if (!st->admit_handshake(address, why)) {
+    socket.close(ec);
+    std::uint64_t suppressed = 0;
+    bool log_now;
+    {
+      std::lock_guard lock(st->mu);
+      log_now = st->may_log(st->refuse_log, suppressed);
+    }
+    if (log_now)
+      otpp::log(log_level::warning, "transport", "refused connection from ", address, ": ", why,
+                suppressed ? " (" + std::to_string(suppressed) + " similar lines suppressed)"
+                           : std::string());
+    if (st->events.on_rejected)
+      st->events.on_rejected(failure(errc::connection_closed, "refused: " + why),
+                             ec ? std::string() : describe(remote));
+    return;
+  }
+  auto c = std::make_shared<connection>(connection::passkey{}, st, std::move(socket), false);
+  c->handshake_slot_ = address;
+  c->holds_handshake_slot_ = true;
+  if (!st->add_live(c)) {
+    c->release_handshake_slot();
+    return;
+  }
+  asio::dispatch(c->ex_, [c] { c->start(nullptr, {}); });
 }
 
 endpoint::endpoint(passkey, std::shared_ptr<detail::endpoint_state> state)
@@ -172,13 +290,22 @@ endpoint::~endpoint() {
 
 result<std::unique_ptr<endpoint>> endpoint::create(asio::io_context& io, config cfg,
                                                    connection_events events) {
+  const auto refuse = [&](std::string why) {
+    failure f(errc::invalid_argument, std::move(why));
+    otpp::log(log_level::error, "transport", "endpoint config refused: ", f.message());
+    return f;
+  };
   if (!valid_node_id(cfg.node_id))
-    return failure(errc::invalid_argument, "transport node id must be 1-255 printable characters");
-  if (cfg.max_frame_size > 0xfffffff0u)
-    return failure(errc::invalid_argument, "max_frame_size must be below 4 GiB");
+    return refuse("transport node id must be 1-255 printable characters");
+  if (cfg.max_frame_size > 0xfffffff0u) return refuse("max_frame_size must be below 4 GiB");
   if (cfg.heartbeat_interval.count() > 0 && cfg.silence_timeout <= cfg.heartbeat_interval)
-    return failure(errc::invalid_argument, "silence_timeout must exceed heartbeat_interval");
+    return refuse("silence_timeout must exceed heartbeat_interval");
+  if (cfg.max_pending_handshakes == 0 || cfg.max_pending_handshakes_per_address == 0)
+    return refuse("max_pending_handshakes and max_pending_handshakes_per_address must be >= 1");
+  if (cfg.accept_retry_delay.count() <= 0) return refuse("accept_retry_delay must be positive");
+  if (cfg.write_stall_timeout.count() < 0) return refuse("write_stall_timeout must be >= 0");
   std::string secret;
+  bool from_cookie = false;
   if (cfg.insecure) {
     otpp::log(log_level::warning, "transport", "!!! INSECURE MODE: node ", cfg.node_id,
               " uses a public well-known secret; anyone can connect and forge frames. "
@@ -194,11 +321,27 @@ result<std::unique_ptr<endpoint>> endpoint::create(asio::io_context& io, config 
       return cookie.fail();
     }
     secret = std::move(*cookie);
+    from_cookie = true;
+  }
+  // Refused rather than stretched (transport/README.md): a KDF only slows an offline
+  // guess by a constant factor, while 16 random bytes make it hopeless.
+  if (secret.size() < min_secret_size) {
+    const failure f(from_cookie ? errc::cookie_error : errc::invalid_argument,
+                    std::string(from_cookie ? "cookie" : "secret") + " has " +
+                        std::to_string(secret.size()) + " bytes; at least " +
+                        std::to_string(min_secret_size) +
+                        " random bytes (128 bits) are required: a short secret can be "
+                        "brute-forced offline from one observed handshake");
+    otpp::log(log_level::error, "transport", "node ", cfg.node_id, ": ", f.message());
+    return f;
   }
   auto st = std::make_shared<detail::endpoint_state>(io, std::move(cfg), std::move(secret),
                                                      std::move(events));
   if (st->cfg.tls.enabled) {
-    if (auto r = setup_tls(*st); !r) return r.fail();
+    if (auto r = setup_tls(*st); !r) {
+      otpp::log(log_level::error, "transport", "node ", st->cfg.node_id, ": ", r.fail().message());
+      return r.fail();
+    }
   }
   return std::make_unique<endpoint>(passkey{}, std::move(st));
 }
@@ -317,6 +460,15 @@ void endpoint::close() {
       acc->close(ec);
     });
   for (auto& c : conns) c->abort(failure(errc::connection_closed, "endpoint closed"));
+}
+
+endpoint_stats endpoint::stats() const {
+  std::lock_guard lock(state_->mu);
+  endpoint_stats s;
+  s.accept_errors = state_->accept_errors;
+  s.refused_handshakes = state_->refused_pending;
+  s.pending_handshakes = state_->pending_in;
+  return s;
 }
 
 const config& endpoint::local_config() const {

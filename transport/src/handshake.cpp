@@ -4,6 +4,8 @@
 
 #include <cstring>
 
+#include "otpp/transport/frame.hpp"
+
 namespace otpp::transport {
 
 namespace {
@@ -24,7 +26,8 @@ msgpack::unpack_limit handshake_limits() {
   return {8, 0, 512, 64, 0, 2};
 }
 
-// Unpacks exactly one msgpack array (no trailing bytes); nullptr on any problem.
+// Unpacks exactly one msgpack array (no trailing bytes); false, with the reason in `why`,
+// on any problem.
 bool unpack_array(bytes_view payload, msgpack::object_handle& handle, std::string& why) {
   try {
     std::size_t offset = 0;
@@ -160,7 +163,20 @@ result<accept_message> parse_accept(bytes_view payload) {
   return m;
 }
 
-digest transcript_hash(bytes_view hello_initiator, bytes_view hello_acceptor) {
+std::error_code accept_status_error(std::uint32_t status) noexcept {
+  switch (static_cast<accept_status>(status)) {
+    case accept_status::accepted:
+      return {};
+    case accept_status::not_authorised:
+      return make_error_code(errc::not_authorised);
+    case accept_status::duplicate_connection:
+    case accept_status::endpoint_closing:
+      return make_error_code(errc::connection_closed);
+  }
+  return make_error_code(errc::handshake_failed);
+}
+
+digest transcript_hash(bytes_view hello_initiator, bytes_view hello_acceptor, bytes_view channel) {
   std::uint8_t li[4], la[4];
   li[0] = static_cast<std::uint8_t>(hello_initiator.size() >> 24);
   li[1] = static_cast<std::uint8_t>(hello_initiator.size() >> 16);
@@ -170,7 +186,13 @@ digest transcript_hash(bytes_view hello_initiator, bytes_view hello_acceptor) {
   la[1] = static_cast<std::uint8_t>(hello_acceptor.size() >> 16);
   la[2] = static_cast<std::uint8_t>(hello_acceptor.size() >> 8);
   la[3] = static_cast<std::uint8_t>(hello_acceptor.size());
-  return sha256({as_bytes("otpp/1 transcript"), li, hello_initiator, la, hello_acceptor});
+  if (channel.empty())
+    return sha256({as_bytes("otpp/1 transcript"), li, hello_initiator, la, hello_acceptor});
+  // A separate label: a TLS transcript can never equal a plain one.
+  std::uint8_t lc[4];
+  put_u32(lc, static_cast<std::uint32_t>(channel.size()));
+  return sha256(
+      {as_bytes("otpp/1 transcript+tls"), li, hello_initiator, la, hello_acceptor, lc, channel});
 }
 
 digest initiator_proof(bytes_view secret, const digest& transcript) {

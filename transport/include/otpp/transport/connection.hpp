@@ -75,6 +75,11 @@ class connection : public std::enable_shared_from_this<connection> {
   std::uint64_t frames_received() const noexcept {
     return frames_received_.load(std::memory_order_relaxed);
   }
+  // Largest receive buffer this connection has held (bytes): it grows with the bytes that
+  // actually arrived, never straight to a size a peer merely announced. Diagnostics, tests.
+  std::size_t receive_buffer_peak() const noexcept {
+    return rbuf_peak_.load(std::memory_order_relaxed);
+  }
 
   ~connection();
   connection(passkey, std::shared_ptr<detail::endpoint_state> state, asio::ip::tcp::socket socket,
@@ -102,7 +107,9 @@ class connection : public std::enable_shared_from_this<connection> {
   void enqueue_plain(std::uint8_t kind, const std::vector<std::uint8_t>& payload);
   void kick_writer();
   void do_write();
-  void on_write(const std::error_code& ec);
+  void write_some();
+  void on_write(const std::error_code& ec, std::size_t n);
+  void release_handshake_slot();
   void fail(failure reason, bool flush = false);
   void close_socket();
   void arm_heartbeat();
@@ -124,11 +131,15 @@ class connection : public std::enable_shared_from_this<connection> {
   connect_handler connect_handler_;
   std::vector<std::uint8_t> my_hello_, peer_hello_;
   digest transcript_{};
+  std::vector<std::uint8_t> channel_binding_;  // TLS exporter value (empty without TLS)
+  std::string handshake_slot_;                 // source address of a counted inbound handshake
+  bool holds_handshake_slot_ = false;
   record_opener opener_;
   record_sealer sealer_;  // used by the writer only (do_write runs on the strand)
   std::vector<std::uint8_t> rbuf_;
   std::size_t rbeg_ = 0, rend_ = 0, need_ = 0;
-  record_batch wbuf_;  // being sealed or written
+  record_batch wbuf_;     // being sealed or written
+  std::size_t woff_ = 0;  // bytes of wbuf_ written so far
   bool close_after_flush_ = false;
   bool socket_closed_ = false;
 
@@ -147,6 +158,9 @@ class connection : public std::enable_shared_from_this<connection> {
   std::atomic<bool> failed_{false};  // fail() ran: the connection is closing or closed
   std::atomic<std::int64_t> last_receive_{0};
   std::atomic<std::int64_t> last_send_{0};
+  // Last time the outgoing bytes moved (a write chain started or a write completed).
+  std::atomic<std::int64_t> write_progress_{0};
+  std::atomic<std::size_t> rbuf_peak_{0};
   std::atomic<std::uint64_t> frames_sent_{0};
   std::atomic<std::uint64_t> frames_received_{0};
 };

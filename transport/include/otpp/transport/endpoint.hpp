@@ -23,6 +23,7 @@
 
 #include <asio/io_context.hpp>
 #include <asio/ip/tcp.hpp>
+#include <cstdint>
 #include <functional>
 #include <memory>
 #include <string>
@@ -50,8 +51,18 @@ struct connection_events {
   // heartbeat_timeout, frame_too_large, malformed_frame, bad_mac, unknown_frame_kind, ...
   std::function<void(const connection_ptr&, const failure&)> on_down;
   // An inbound connection failed before it was up (not_authorised, version_mismatch,
-  // handshake_failed, tls_error, duplicate ...). remote is "ip:port".
+  // handshake_failed, tls_error, duplicate ...). remote is "ip:port". Also called, on the
+  // acceptor's strand, for a connection closed at once because a pending-handshake cap was
+  // reached (connection_closed, "refused: ...").
   std::function<void(const failure&, const std::string& remote)> on_rejected;
+};
+
+// Counters of an endpoint (endpoint::stats): for monitoring and tests.
+struct endpoint_stats {
+  std::uint64_t accept_errors = 0;       // accept() failures (paused on, not spun on)
+  std::uint64_t refused_handshakes = 0;  // inbound connections closed at once: a
+                                         // pending-handshake cap was reached
+  std::size_t pending_handshakes = 0;    // inbound connections in their handshake now
 };
 
 class endpoint {
@@ -85,6 +96,7 @@ class endpoint {
   void close();
 
   const config& local_config() const;
+  endpoint_stats stats() const;
 
   endpoint(passkey, std::shared_ptr<detail::endpoint_state> state);
 

@@ -7,17 +7,22 @@
 //   PROOF [HMAC(secret, "otpp/1 initiator" || T)] -->
 //                       acceptor checks the proof (constant time), then the connection table
 //                                            <-- ACCEPT [0, HMAC(secret, "otpp/1 acceptor" || T)]
-//                                                or ACCEPT [errc, nil] and close
+//                                                or ACCEPT [status, nil] and close
 //
 // T = SHA-256(len || HELLO_initiator || len || HELLO_acceptor): both versions, ids, creations
-// and fresh 32-byte nonces. Both HELLOs are sent at once, so a version mismatch is seen by
-// both ends (version is the first array element and is checked before anything else).
-// Session keys (HKDF-SHA256 with salt T, one key per direction):
+// and fresh 32-byte nonces. Under TLS, T also covers a TLS exporter value of the channel
+// (channel_binding below), so the proofs and keys are bound to this TLS session: a relay
+// that terminates TLS on each side (two sessions, two exporter values) fails the proof. Both HELLOs
+// are sent at once, so a version mismatch is seen by both ends (version is the first array element
+// and is checked before anything else). Session keys (HKDF-SHA256 with salt T, one key per
+// direction):
 //   PRK = HMAC(T, secret); K_dir = HMAC(PRK, "otpp/1 key I->A" | "otpp/1 key A->I" || 0x01)
 #pragma once
 
 #include <cstdint>
 #include <string>
+#include <string_view>
+#include <system_error>
 #include <vector>
 
 #include "otpp/result.hpp"
@@ -35,10 +40,29 @@ struct hello_message {
   nonce challenge{};
 };
 
-struct accept_message {
-  std::uint32_t status = 0;  // 0: accepted; otherwise an otpp::errc value
-  digest proof{};            // meaningful when status == 0
+// ACCEPT status codes on the wire. Their own enum with pinned numbers so that the wire
+// protocol does not move when otpp::errc grows (the values are the ones protocol version 1
+// has always sent). Mapped to otpp::errc at the edge (accept_status_error).
+enum class accept_status : std::uint32_t {
+  accepted = 0,
+  not_authorised = 7,         // the initiator's proof was wrong (different secret)
+  duplicate_connection = 17,  // the connection-table rule kept another connection
+  endpoint_closing = 32,      // the acceptor is shutting down
 };
+
+// The error an initiator reports for a refusal status; an unknown value gives
+// handshake_failed (a newer peer's status this node does not know).
+std::error_code accept_status_error(std::uint32_t status) noexcept;
+
+struct accept_message {
+  std::uint32_t status = 0;  // an accept_status value (kept raw: a peer may send any)
+  digest proof{};            // meaningful when status == accepted
+};
+
+// TLS exporter label and size of the channel binding mixed into T (RFC 5705 / RFC 8446
+// section 7.5, SSL_export_keying_material without context).
+inline constexpr std::string_view channel_binding_label = "EXPORTER-otpp/1 channel binding";
+inline constexpr std::size_t channel_binding_size = 32;
 
 struct session_keys {
   session_key initiator_to_acceptor{};
@@ -55,7 +79,9 @@ result<hello_message> parse_hello(bytes_view payload);
 result<digest> parse_proof(bytes_view payload);
 result<accept_message> parse_accept(bytes_view payload);
 
-digest transcript_hash(bytes_view hello_initiator, bytes_view hello_acceptor);
+// channel: the TLS exporter value (empty without TLS; then T is the plain transcript).
+digest transcript_hash(bytes_view hello_initiator, bytes_view hello_acceptor,
+                       bytes_view channel = {});
 digest initiator_proof(bytes_view secret, const digest& transcript);
 digest acceptor_proof(bytes_view secret, const digest& transcript);
 session_keys derive_session_keys(bytes_view secret, const digest& transcript);
