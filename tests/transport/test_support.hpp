@@ -3,11 +3,6 @@
 // certificates generated with the OpenSSL C API.
 #pragma once
 
-// A standard header first: Asio 1.22 decides between aligned_alloc/free and operator
-// new/delete from a libstdc++ macro, so every translation unit must see <cstddef> before
-// any Asio header or the choice differs between TUs (alloc-dealloc mismatch under ASan).
-#include <cstddef>
-
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/in.h>

@@ -21,8 +21,8 @@ elseif(NOT OTPP_SANITIZE STREQUAL "")
   message(FATAL_ERROR "OTPP_SANITIZE must be '', 'address' or 'thread'")
 endif()
 
-# otpp_layer(NAME SOURCES...) : a layer library otpp_NAME, alias otpp::NAME, public headers in
-# NAME/include.
+# otpp_register_target(T): T is installed and exported (as otpp::<T without otpp_>);
+# otpp_register_layer(T): also part of the umbrella target otpp::otpp.
 set(OTPP_LAYER_TARGETS "")
 set(OTPP_INSTALL_TARGETS "")
 # Installed targets are exported under their documented names (otpp::runtime, not

@@ -574,7 +574,7 @@ void connection::on_heartbeat_tick() {
     if (busy && stalled > cfg.write_stall_timeout) {
       // Heartbeats prove the peer alive, not that it reads: without this a peer that never
       // reads keeps the connection (and every sender's mailbox_full) forever.
-      fail(failure(errc::timeout,
+      fail(failure(errc::write_stalled,
                    "no write progress to " + peer_id_ + " for " +
                        std::to_string(
                            std::chrono::duration_cast<std::chrono::milliseconds>(stalled).count()) +

@@ -267,7 +267,7 @@ void detail::endpoint_state::admit(const std::shared_ptr<endpoint_state>& st,
                 suppressed ? " (" + std::to_string(suppressed) + " similar lines suppressed)"
                            : std::string());
     if (st->events.on_rejected)
-      st->events.on_rejected(failure(errc::connection_closed, "refused: " + why),
+      st->events.on_rejected(failure(errc::overloaded, "refused: " + why),
                              ec ? std::string() : describe(remote));
     return;
   }
@@ -326,7 +326,7 @@ result<std::unique_ptr<endpoint>> endpoint::create(asio::io_context& io, config 
   // Refused rather than stretched (transport/README.md): a KDF only slows an offline
   // guess by a constant factor, while 16 random bytes make it hopeless.
   if (secret.size() < min_secret_size) {
-    const failure f(from_cookie ? errc::cookie_error : errc::invalid_argument,
+    const failure f(errc::weak_secret,
                     std::string(from_cookie ? "cookie" : "secret") + " has " +
                         std::to_string(secret.size()) + " bytes; at least " +
                         std::to_string(min_secret_size) +

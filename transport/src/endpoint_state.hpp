@@ -1,11 +1,6 @@
 // Internal: state shared by an endpoint and its connections (kept alive by both).
 #pragma once
 
-// A standard header first: Asio 1.22 decides between aligned_alloc/free and operator
-// new/delete from a libstdc++ macro, so every translation unit must see <cstddef> before
-// any Asio header or the choice differs between TUs (alloc-dealloc mismatch under ASan).
-#include <cstddef>
-
 #include <asio/ip/tcp.hpp>
 #include <asio/ssl/context.hpp>
 #include <chrono>

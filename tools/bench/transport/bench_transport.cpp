@@ -5,11 +5,6 @@
 // latency (lower is better; the DESIGN target is <= 1.3 for round trips).
 //
 // Options: --quick (smaller counts, for CI smoke runs)
-// A standard header first: Asio 1.22 decides between aligned_alloc/free and operator
-// new/delete from a libstdc++ macro, so every translation unit must see <cstddef> before
-// any Asio header or the choice differs between TUs (alloc-dealloc mismatch under ASan).
-#include <cstddef>
-
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>

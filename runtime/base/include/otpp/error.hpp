@@ -43,8 +43,12 @@ enum class errc {
   would_block = 28,   // a blocking wait from a process thread (it could deadlock the node)
   not_started = 29,   // the node has not been started (nothing would ever run the call)
   no_reply = 30,      // the callee dropped the reply without answering
-  not_serializable =
-      31,  // the message or reply type has no msgpack mapping (cannot leave the node)
+  // a message or reply type without msgpack mapping cannot leave the node
+  not_serializable = 31,
+  // transport
+  write_stalled = 32,  // a peer that does not read: no write progress within the stall timeout
+  weak_secret = 33,    // a secret (or cookie) under 128 bits
+  overloaded = 34,     // refused to protect the node (too many pending handshakes, ...)
 };
 
 const std::error_category& error_category() noexcept;
@@ -123,6 +127,12 @@ class otpp_category final : public std::error_category {
         return "no_reply: the callee dropped the reply";
       case errc::not_serializable:
         return "not_serializable: type has no msgpack mapping";
+      case errc::write_stalled:
+        return "write_stalled: the peer does not read";
+      case errc::weak_secret:
+        return "weak_secret: at least 16 random bytes are required";
+      case errc::overloaded:
+        return "overloaded: refused to protect the node";
     }
     return "otpp error " + std::to_string(value);
   }

@@ -2,11 +2,6 @@
 // handed to the application once the handshake succeeded, always as a shared_ptr.
 #pragma once
 
-// A standard header first: Asio 1.22 decides between aligned_alloc/free and operator
-// new/delete from a libstdc++ macro, so every translation unit must see <cstddef> before
-// any Asio header or the choice differs between TUs (alloc-dealloc mismatch under ASan).
-#include <cstddef>
-
 #include <asio/any_io_executor.hpp>
 #include <asio/ip/tcp.hpp>
 #include <asio/ssl/stream.hpp>

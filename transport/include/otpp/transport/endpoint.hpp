@@ -16,11 +16,6 @@
 // waiting for the peer's HELLO already counts as "outgoing to that peer".
 #pragma once
 
-// A standard header first: Asio 1.22 decides between aligned_alloc/free and operator
-// new/delete from a libstdc++ macro, so every translation unit must see <cstddef> before
-// any Asio header or the choice differs between TUs (alloc-dealloc mismatch under ASan).
-#include <cstddef>
-
 #include <asio/io_context.hpp>
 #include <asio/ip/tcp.hpp>
 #include <cstdint>
