@@ -166,6 +166,49 @@ void encoded_call_state::finish(result<msgpack::object_handle> r) {
 }
 
 namespace {
+// gen_server:stop: first of {the process ended, the timeout} completes.
+struct stop_waiter final : timer_entry {
+  std::atomic<bool> done{false};
+  std::function<void(result<void>)> on_done;
+  std::shared_ptr<stop_waiter> self_while_listed;
+  bool claim() { return !done.exchange(true, std::memory_order_acq_rel); }
+  void expire() override {
+    auto keep = std::move(self_while_listed);
+    if (claim()) on_done(failure(errc::timeout, "the process did not end in time"));
+  }
+  void discard() override {
+    auto keep = std::move(self_while_listed);
+    if (claim()) on_done(failure(errc::node_stopped));
+  }
+};
+}  // namespace
+
+void stop_and_wait(node_impl& n, const pid& p, exit_reason reason,
+                   std::chrono::milliseconds timeout, std::function<void(result<void>)> done) {
+  if (process* self = current_process(); self && self->self() == p) {
+    done(failure(errc::calling_self, "a process cannot wait for its own stop"));
+    return;
+  }
+  auto w = std::make_shared<stop_waiter>();
+  w->on_done = std::move(done);
+  if (timeout.count() >= 0) {
+    w->self_while_listed = w;
+    n.timers().arm(w.get(), timeout);
+  }
+  n.owner().watch_process(p, [w, &n, p](const exit_reason& why) {
+    if (!w->claim()) return;
+    if (n.timers().cancel(w.get())) w->self_while_listed.reset();
+    // Called at once with noproc when `p` was not alive.
+    if (why == exit_reason::noproc() && !n.find(p)) {
+      w->on_done(failure(errc::noproc, p.to_string()));
+    } else {
+      w->on_done({});
+    }
+  });
+  n.owner().stop_process(p, std::move(reason));
+}
+
+namespace {
 // A dynamic message as an envelope: the map's string "type" field is the tag.
 result<dynamic_envelope*> make_dynamic(node& n, const pid& to, msgpack::object_handle map,
                                        envelope_kind k) {

@@ -198,6 +198,23 @@ result<pid> node_impl::start_process(process* raw, const spawn_options& o) {
   publish(p.get());
 
   process* parent = current_process();
+  if (o.before_init) {
+    result<void> ready = [&]() -> result<void> {
+      try {
+        return o.before_init(p->self_);
+      } catch (const std::exception& e) {
+        return failure(errc::invalid_argument, std::string("before_init threw: ") + e.what());
+      }
+    }();
+    if (!ready) {
+      // Init never runs: the process ends as if it had never been started.
+      log(log_level::debug, "node", name_, ": spawn of ", p->self_.to_string(),
+          " refused before init: ", ready.fail().message());
+      process_scope guard(p.get());
+      p->exit_now(exit_reason("not started: " + ready.fail().message()), false);
+      return ready.fail();
+    }
+  }
   auto init = [&]() -> result<void> {
     // init runs as the new process: self() and sends from it carry its pid.
     process_scope guard(p.get());

@@ -342,6 +342,11 @@ void process::demonitor(monitor_ref ref) {
   user_ = keep;
 }
 
+void process::run_first(detail::envelope* e) {
+  fetch();  // what arrived during init stays behind it
+  user_.push_front(e);
+}
+
 void process::stop(exit_reason reason) {
   stop_requested_ = true;
   extras().stop_reason = std::move(reason);

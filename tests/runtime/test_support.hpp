@@ -60,6 +60,7 @@ class counter : public otpp::gen_server<counter> {
     h.cast<increment>([](counter& self, increment m) { self.n_ += m.by; });
   }
   int on_increment(increment m) { return n_ += m.by; }
+  int on_increment_peek() const { return n_; }
 
  private:
   int n_;

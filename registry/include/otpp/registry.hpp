@@ -25,6 +25,17 @@ inline registered_name by_name(std::string name) {
 result<void> register_name(node& n, std::string name, const pid& p);
 // not_found if nobody holds the name.
 result<void> unregister_name(node& n, std::string_view name);
+
+// Spawns Server(args...) under `name`, atomically (Erlang's gen_server:start({local, Name})):
+// the name is taken before init runs, so init can be found by name, and a start that loses the
+// name never runs init: it answers already_registered with the holder's pid as reason.
+template <class Server, class... Args>
+result<pid> spawn_named(node& n, std::string name, spawn_options options, Args&&... args) {
+  options.before_init = [&n, name = std::move(name)](const pid& p) {
+    return register_name(n, name, p);
+  };
+  return n.spawn_opt<Server>(options, std::forward<Args>(args)...);
+}
 // noproc if nobody holds the name.
 result<pid> whereis(node& n, std::string_view name);
 std::vector<std::string> registered_names(node& n);

@@ -194,6 +194,42 @@ void reply_to<R>::drop() {
   }
 }
 
+namespace detail {
+void stop_and_wait(node_impl& n, const pid& p, exit_reason reason,
+                   std::chrono::milliseconds timeout, std::function<void(result<void>)> done);
+
+// Completes `handler` with `r` on its associated executor (the node's pool by default, never
+// inline in the turn of another process).
+template <class Handler, class R>
+void complete_with(node& n, Handler handler, R r) {
+  auto fallback = node_context(n.impl()).get_executor();
+  auto ex = asio::get_associated_executor(handler, fallback);
+  asio::post(ex, [h = std::move(handler), r = std::move(r)]() mutable { h(std::move(r)); });
+}
+}  // namespace detail
+
+// gen_server:stop: asks `p` to stop with `reason` (terminate runs) and completes when it has
+// ended: ok, or noproc (it was not alive), timeout, calling_self, would_block (use_future from
+// a process thread).
+template <class Token>
+auto stop(node& n, const pid& p, exit_reason reason, std::chrono::milliseconds timeout,
+          Token&& token) {
+  return asio::async_initiate<Token, void(result<void>)>(
+      [&n, p, timeout](auto handler, exit_reason why) {
+        if constexpr (detail::is_use_future<std::decay_t<Token>>) {
+          if (current_process()) {
+            handler(result<void>(failure(errc::would_block, "use_future inside a handler")));
+            return;
+          }
+        }
+        auto shared = std::make_shared<decltype(handler)>(std::move(handler));
+        detail::stop_and_wait(n.impl(), p, std::move(why), timeout, [&n, shared](result<void> r) {
+          detail::complete_with(n, std::move(*shared), std::move(r));
+        });
+      },
+      token, std::move(reason));
+}
+
 // Dynamic call: `map` is a msgpack map with a "type" field; the reply comes back encoded.
 void call_dynamic(node& n, const pid& to, msgpack::object_handle map,
                   std::chrono::milliseconds timeout,

@@ -57,6 +57,32 @@ void reject(process& p, message_envelope& m, failure f);
 
 }  // namespace detail
 
+// What a catch-all handler sees of a message no handler takes.
+struct unknown_message {
+  std::string_view tag;
+  pid from;
+  bool is_call = false;
+  bool is_cast = false;                   // else an info
+  const msgpack::object* body = nullptr;  // dynamic (wire) payloads only
+};
+
+namespace detail {
+// Runs right after init, before any other message (Erlang's {continue, C}).
+struct continue_message {
+  static constexpr std::string_view tag = "$continue";
+};
+// Runs a function on the process and answers its result (inspect()).
+struct inspect_request {
+  static constexpr std::string_view tag = "$inspect";
+  using reply = std::shared_ptr<void>;
+  std::function<std::shared_ptr<void>(process&)> run;
+};
+}  // namespace detail
+template <>
+struct is_system_message<detail::continue_message> : std::true_type {};
+template <>
+struct is_system_message<detail::inspect_request> : std::true_type {};
+
 template <class D>
 class handlers {
  public:
@@ -71,6 +97,10 @@ class handlers {
   template <call_message M, class F>
   handlers& call(F f) {
     using R = typename M::reply;
+    static_assert(std::is_invocable_v<F, D&, M&&> || std::is_invocable_v<F, D&, M&&, reply_to<R>>,
+                  "otpp: a call handler for M is callable as f(D&, M) returning M::reply, "
+                  "result<M::reply> or asio::awaitable<M::reply>, or as f(D&, M, "
+                  "otpp::reply_to<M::reply>) (a member function: R D::f(M))");
     add<M>(detail::envelope_kind::call, [f](D& self, detail::message_envelope& m) {
       std::optional<M> storage;
       M* msg = decode<M>(self, m, storage);
@@ -134,6 +164,20 @@ class handlers {
     return *this;
   }
 
+  // Catch-all for casts and infos no handler takes (calls still answer bad_message after it):
+  // f(D&, const unknown_message&).
+  template <class F>
+  handlers& unknown(F f) {
+    static_assert(std::is_invocable_v<F, D&, const unknown_message&>,
+                  "otpp: an unknown-message handler is callable as f(D&, const "
+                  "otpp::unknown_message&)");
+    unknown_ = [f](D& self, const unknown_message& u) { std::invoke(f, self, u); };
+    return *this;
+  }
+  const std::function<void(D&, const unknown_message&)>& unknown_handler() const {
+    return unknown_;
+  }
+
   const entry* find(const detail::message_envelope& m) const {
     auto lane = m.kind == detail::envelope_kind::system_info ? detail::envelope_kind::info : m.kind;
     if (m.type) {
@@ -183,6 +227,9 @@ class handlers {
 
   template <message M, class F>
   static thunk one_way(F f) {
+    static_assert(std::is_invocable_v<F, D&, M&&>,
+                  "otpp: a cast or info handler for M is callable as f(D&, M) returning void or "
+                  "asio::awaitable<void> (a member function: void D::f(M))");
     return [f](D& self, detail::message_envelope& m) {
       std::optional<M> storage;
       M* msg = decode<M>(self, m, storage);
@@ -197,6 +244,7 @@ class handlers {
   }
 
   std::vector<entry> entries_;
+  std::function<void(D&, const unknown_message&)> unknown_;
 };
 
 template <class D>
@@ -221,16 +269,23 @@ class gen_server : public process {
 
   result<void> do_init() override {
     D& self = static_cast<D&>(*this);
+    result<void> r;
     if constexpr (requires {
                     { self.init() } -> std::convertible_to<result<void>>;
                   }) {
-      return self.init();
+      r = self.init();
     } else if constexpr (requires { self.init(); }) {
       self.init();
-      return {};
-    } else {
-      return {};
     }
+    if constexpr (requires { self.handle_continue(); }) {
+      // Work right after init without holding the spawner: first in the queue, before any
+      // message that arrived during init.
+      if (r) {
+        run_first(new detail::typed_envelope<detail::continue_message>(
+            detail::envelope_kind::system_info, self.self(), detail::continue_message{}));
+      }
+    }
+    return r;
   }
 
   void do_terminate(const exit_reason& reason) override {
@@ -239,12 +294,34 @@ class gen_server : public process {
   }
 
   void dispatch(detail::message_envelope& m) override {
-    if (const auto* e = table().find(m)) {
-      e->run(static_cast<D&>(*this), m);
-    } else {
-      detail::reject(*this, m,
-                     failure(errc::bad_message, "no handler for '" + std::string(m.tag) + "'"));
+    D& self = static_cast<D&>(*this);
+    if (m.type == type_of<detail::continue_message>()) {
+      if constexpr (requires { self.handle_continue(); }) {
+        if constexpr (detail::is_awaitable<decltype(self.handle_continue())>::value) {
+          start_coroutine(self.handle_continue(), [](auto&&...) {});
+        } else {
+          self.handle_continue();
+        }
+      }
+      return;
     }
+    if (m.type == type_of<detail::inspect_request>() && m.call) {
+      auto* req = static_cast<detail::inspect_request*>(m.value());
+      reply_to<std::shared_ptr<void>> reply(std::move(m.call), this);
+      reply(req->run(*this));
+      return;
+    }
+    if (const auto* e = table().find(m)) {
+      e->run(self, m);
+      return;
+    }
+    if (const auto& any = table().unknown_handler(); any && !m.call) {
+      any(self,
+          unknown_message{m.tag, m.from, false, m.kind == detail::envelope_kind::cast, m.body()});
+      return;
+    }
+    detail::reject(*this, m,
+                   failure(errc::bad_message, "no handler for '" + std::string(m.tag) + "'"));
   }
 
   // Runs a handler coroutine on this process; no user message is taken until it completes.
@@ -264,5 +341,42 @@ class gen_server : public process {
         });
   }
 };
+
+}  // namespace otpp
+
+namespace otpp {
+
+// Debugging (Erlang's sys:get_state): runs f(const D&) on process `p`, in its turn, and
+// completes with its result. invalid_argument if `p` is not a D; the errors of a call
+// otherwise. R = f's result type, copied out of the process.
+template <class D, class F, class Token>
+auto inspect(node& n, const pid& p, F f, Token&& token) {
+  using R = std::decay_t<std::invoke_result_t<F, const D&>>;
+  return asio::async_initiate<Token, void(result<R>)>(
+      [&n, p](auto handler, F fn) {
+        if constexpr (detail::is_use_future<std::decay_t<Token>>) {
+          if (current_process()) {
+            handler(result<R>(failure(errc::would_block, "use_future inside a handler")));
+            return;
+          }
+        }
+        detail::inspect_request request{
+            [fn = std::move(fn)](process& proc) -> std::shared_ptr<void> {
+              auto* d = dynamic_cast<const D*>(&proc);
+              if (!d) return nullptr;
+              return std::make_shared<R>(fn(*d));
+            }};
+        auto shared = std::make_shared<decltype(handler)>(std::move(handler));
+        call(n, p, std::move(request), default_call_timeout,
+             [&n, shared](result<std::shared_ptr<void>> r) {
+               result<R> out = !r    ? result<R>(r.fail())
+                               : !*r ? result<R>(failure(errc::invalid_argument,
+                                                         "the process is not of that type"))
+                                     : result<R>(std::move(*std::static_pointer_cast<R>(*r)));
+               detail::complete_with(n, std::move(*shared), std::move(out));
+             });
+      },
+      token, std::move(f));
+}
 
 }  // namespace otpp

@@ -172,4 +172,23 @@ inline void exit(node& n, const pid& to, exit_reason reason) {
   n.exit(to, std::move(reason));
 }
 
+template <class Server, class... Args>
+result<pid> process::spawn_link(Args&&... args) {
+  return this_node().template spawn_opt<Server>(spawn_options{.link = true},
+                                                std::forward<Args>(args)...);
+}
+
+template <class Server, class... Args>
+result<std::pair<pid, monitor_ref>> process::spawn_monitor(Args&&... args) {
+  monitor_ref ref{};
+  spawn_options o;
+  o.before_init = [this, &ref](const pid& child) -> result<void> {
+    ref = monitor(child);
+    return {};
+  };
+  auto p = this_node().template spawn_opt<Server>(o, std::forward<Args>(args)...);
+  if (!p) return p.fail();
+  return std::pair<pid, monitor_ref>{*p, ref};
+}
+
 }  // namespace otpp

@@ -6,6 +6,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -38,6 +39,10 @@ struct spawn_options {
   bool trap_exit = false;         // start trapping exits
   std::size_t mailbox_bound = 0;  // 0: unbounded; else sends over the bound fail with mailbox_full
   std::chrono::milliseconds idle_timeout{0};  // 0: none; else handle_info(idle_timeout{})
+  // Runs once the pid exists (the process is reachable) and before init, on the spawner's
+  // thread. A failure aborts the spawn: init never runs, and spawn answers that failure. This
+  // is how a named start is atomic (the registry's spawn_named).
+  std::function<result<void>(const pid&)> before_init{};
 };
 
 class process : public detail::ref_counted {
@@ -59,6 +64,12 @@ class process : public detail::ref_counted {
   void demonitor(monitor_ref ref);
   // End this process with `reason` once the current handler returns; terminate() runs.
   void stop(exit_reason reason = exit_reason::normal());
+  // Erlang's spawn_link / spawn_monitor from inside a handler: the link or monitor is in place
+  // before the child's init runs (a child whose init fails still reports to us).
+  template <class Server, class... Args>
+  result<pid> spawn_link(Args&&... args);
+  template <class Server, class... Args>
+  result<std::pair<pid, monitor_ref>> spawn_monitor(Args&&... args);
   // Executor of this process: work posted to it runs on the process, one at a time.
   executor_type get_executor() noexcept;
 
@@ -73,6 +84,8 @@ class process : public detail::ref_counted {
 
   // Coroutine handlers: the process takes no user message until `done` ran.
   void mark_suspended(bool on) noexcept { suspended_ = on; }
+  // Queues `e` ahead of every message (from init only: handle_continue).
+  void run_first(detail::envelope* e);
   // Ends the process from inside its own turn (handler exceptions, coroutine failures).
   void fail(exit_reason reason, std::string_view where = "coroutine handler");
   // A call this process took but has not answered yet (deferred or coroutine): answered with
