@@ -1,4 +1,4 @@
-// Messages (DESIGN section 4): a C++ struct with a stable tag and a msgpack mapping.
+// Messages: a C++ struct with a stable tag and a msgpack mapping.
 //
 //   struct increment {
 //     static constexpr std::string_view tag = "increment";

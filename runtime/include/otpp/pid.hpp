@@ -1,4 +1,4 @@
-// Process identifiers: node identity + creation (incarnation) + serial (DESIGN section 3).
+// Process identifiers: node identity + creation (incarnation) + serial.
 #pragma once
 
 #include <compare>

@@ -1,4 +1,4 @@
-// Supervisors (DESIGN sections 3 and 7): OTP supervision trees for otpp processes.
+// Supervisors: OTP supervision trees for otpp processes.
 //
 //   otpp::supervisor_spec spec{.strategy = otpp::restart_strategy::one_for_one,
 //                              .max_restarts = 3, .period = 5s, .name = "top"};

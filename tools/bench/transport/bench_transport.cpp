@@ -2,7 +2,7 @@
 // measured by the same binary in the same run. One JSON object per line:
 //   {"name":"transport.frames_64b","unit":"frames/s","value":...,"floor_value":...,"ratio":...}
 // ratio = value / floor_value for throughput (higher is better) and value / floor_value for
-// latency (lower is better; the DESIGN target is <= 1.3 for round trips).
+// latency (lower is better; the target is <= 1.3 for round trips).
 //
 // Options: --quick (smaller counts, for CI smoke runs)
 #include <arpa/inet.h>

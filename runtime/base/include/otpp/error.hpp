@@ -1,4 +1,4 @@
-// otpp error values: one error category for the whole project (DESIGN section 3).
+// otpp error values: one error category for the whole project.
 #pragma once
 
 #include <string>

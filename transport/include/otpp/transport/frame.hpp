@@ -1,4 +1,4 @@
-// Wire format (DESIGN section 5): authenticated records carrying frames.
+// Wire format: authenticated records carrying frames.
 //
 //   record: +---------------+----------------------------+----------------+
 //           | length u32 BE | body: one or more frames   | MAC (16 bytes) |

@@ -1,4 +1,4 @@
-// Handshake messages and key schedule (DESIGN section 5). All handshake frames are plain
+// Handshake messages and key schedule. All handshake frames are plain
 // frames (frame.hpp) whose payload is a msgpack array.
 //
 //   initiator                                   acceptor
