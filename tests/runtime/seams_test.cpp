@@ -107,8 +107,8 @@ TEST(router, WithoutRouterOtherNodesPidsAnswerNoproc) {
 }
 
 TEST(router, CastLeavesThroughTheRouterSerialisedOnce) {
-  otpp::node n({.name = "seams_b", .threads = 2});
   capture_router router;
+  otpp::node n({.name = "seams_b", .threads = 2});
   otpp::set_router(n, &router);
   n.start();
   ASSERT_TRUE(otpp::cast(n, remote_pid, increment{5}));
@@ -119,23 +119,21 @@ TEST(router, CastLeavesThroughTheRouterSerialisedOnce) {
   EXPECT_EQ(got.tag, "increment");
   auto body = msgpack::unpack(got.body.data(), got.body.size());
   EXPECT_EQ(body->as<increment>().by, 5);
-  otpp::set_router(n, nullptr);
 }
 
 TEST(router, DeadIncarnationOfThisNodeIsDeadAndNeverRouted) {
-  otpp::node n({.name = "seams_c", .threads = 2});
   capture_router router;
+  otpp::node n({.name = "seams_c", .threads = 2});
   otpp::set_router(n, &router);
   n.start();
   otpp::pid old_incarnation(n.atom(), n.creation() + 1, 5);
   EXPECT_EQ(otpp::cast(n, old_incarnation, increment{1}).error(), errc::noproc);
   EXPECT_TRUE(router.seen.empty());
-  otpp::set_router(n, nullptr);
 }
 
 TEST(router, CallAnsweredFromOutsideTheNode) {
-  otpp::node n({.name = "seams_d", .threads = 2});
   capture_router router;
+  otpp::node n({.name = "seams_d", .threads = 2});
   otpp::set_router(n, &router);
   n.start();
   auto done = std::make_shared<completions>();
@@ -153,12 +151,11 @@ TEST(router, CallAnsweredFromOutsideTheNode) {
   // A second reply for the same call is late: dropped, the caller is not completed again.
   EXPECT_EQ(otpp::complete_remote_call(n, req.call_id, packed(42)).error(), errc::not_found);
   EXPECT_EQ(done->size(), 1u);
-  otpp::set_router(n, nullptr);
 }
 
 TEST(router, ReplyThatDoesNotDecodeAnswersBadMessage) {
-  otpp::node n({.name = "seams_e", .threads = 2});
   capture_router router;
+  otpp::node n({.name = "seams_e", .threads = 2});
   otpp::set_router(n, &router);
   n.start();
   auto done = std::make_shared<completions>();
@@ -167,12 +164,11 @@ TEST(router, ReplyThatDoesNotDecodeAnswersBadMessage) {
   ASSERT_TRUE(otpp::complete_remote_call(n, router.at(0).call_id, packed(std::string("x"))));
   ASSERT_TRUE(eventually([&] { return done->size() == 1; }));
   EXPECT_EQ(done->first().error(), errc::bad_message);
-  otpp::set_router(n, nullptr);
 }
 
 TEST(router, RemoteErrorReachesTheCaller) {
-  otpp::node n({.name = "seams_f", .threads = 2});
   capture_router router;
+  otpp::node n({.name = "seams_f", .threads = 2});
   otpp::set_router(n, &router);
   n.start();
   auto done = std::make_shared<completions>();
@@ -183,12 +179,11 @@ TEST(router, RemoteErrorReachesTheCaller) {
   ASSERT_TRUE(eventually([&] { return done->size() == 1; }));
   EXPECT_EQ(done->first().error(), errc::exit);
   EXPECT_EQ(done->first().reason(), "remote boom");
-  otpp::set_router(n, nullptr);
 }
 
 TEST(router, RoutingFailureAnswersTheCallAtOnce) {
-  otpp::node n({.name = "seams_g", .threads = 2});
   capture_router router;
+  otpp::node n({.name = "seams_g", .threads = 2});
   router.fail_with = errc::nodedown;
   otpp::set_router(n, &router);
   n.start();
@@ -200,12 +195,11 @@ TEST(router, RoutingFailureAnswersTheCallAtOnce) {
   EXPECT_EQ(done->first().error(), errc::nodedown);
   EXPECT_EQ(otpp::pending_remote_calls(n), 0u);
   EXPECT_EQ(otpp::cast(n, remote_pid, increment{1}).error(), errc::nodedown);
-  otpp::set_router(n, nullptr);
 }
 
 TEST(router, PeerDownFailsItsPendingCalls) {
-  otpp::node n({.name = "seams_h", .threads = 2});
   capture_router router;
+  otpp::node n({.name = "seams_h", .threads = 2});
   otpp::set_router(n, &router);
   n.start();
   auto done = std::make_shared<completions>();
@@ -217,7 +211,6 @@ TEST(router, PeerDownFailsItsPendingCalls) {
   EXPECT_EQ(otpp::fail_remote_calls(n, remote_pid.node(), otpp::failure(errc::nodedown)), 3u);
   ASSERT_TRUE(eventually([&] { return done->size() == 3; }));
   EXPECT_EQ(done->first().error(), errc::nodedown);
-  otpp::set_router(n, nullptr);
 }
 
 // A process that links to and monitors a pid it is told about, then may crash.
@@ -246,8 +239,8 @@ class linker : public otpp::gen_server<linker> {
 };
 
 TEST(router, LinksMonitorsAndExitSignalsToOtherNodesGoThroughTheRouter) {
-  otpp::node n({.name = "seams_i", .threads = 2});
   capture_router router;
+  otpp::node n({.name = "seams_i", .threads = 2});
   otpp::set_router(n, &router);
   n.start();
   auto p = n.spawn<linker>();
@@ -266,12 +259,11 @@ TEST(router, LinksMonitorsAndExitSignalsToOtherNodesGoThroughTheRouter) {
   EXPECT_EQ(exit_signal.to, remote_pid);
   EXPECT_EQ(exit_signal.reason.text(), "crashed");
   EXPECT_TRUE(exit_signal.from_link);
-  otpp::set_router(n, nullptr);
 }
 
 TEST(router, LinkRefusedByTheRouterActsAsADeadProcess) {
-  otpp::node n({.name = "seams_j", .threads = 2});
   capture_router router;
+  otpp::node n({.name = "seams_j", .threads = 2});
   router.fail_with = errc::nodedown;
   otpp::set_router(n, &router);
   n.start();
@@ -282,7 +274,6 @@ TEST(router, LinkRefusedByTheRouterActsAsADeadProcess) {
   EXPECT_TRUE(rec->wait_for_event("EXIT:noproc"));
   ASSERT_TRUE(otpp::send(n, *obs, watch{remote_pid, false}));
   EXPECT_TRUE(rec->wait_for_event("down:noproc"));
-  otpp::set_router(n, nullptr);
 }
 
 // ---- node-owned services

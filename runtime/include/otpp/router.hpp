@@ -30,8 +30,9 @@ class router {
   virtual result<void> route(const pid& to, detail::envelope& e) = 0;
 };
 
-// Installs `r` (nullptr: none) on node `n`. `r` must outlive every send through it: keep it in
-// a service of the node (see node::use_service) or remove it before destroying it.
+// Installs `r` (nullptr: none) on node `n`. `r` must outlive every send through it, including
+// one in flight on another thread: keep it in a service of the node (node::use_service;
+// services are destroyed after every process ended) or let it outlive the node.
 void set_router(node& n, router* r);
 
 // A reply that came back over the wire for call `call_id` (a node-unique reference set when
