@@ -250,7 +250,7 @@ result<pid> node_impl::start_process(process* raw, const spawn_options& o) {
   return p->self_;
 }
 
-void node_impl::process_exited(process&, const exit_reason&) {
+void node_impl::process_exited() {
   if (live_.fetch_sub(1) == 1) {
     std::lock_guard lock(life_mutex_);
     life_cv_.notify_all();

@@ -86,7 +86,7 @@ class node_impl {
   std::uint64_t new_ref() { return next_ref_.fetch_add(1, std::memory_order_relaxed); }
   result<pid> start_process(process* p, const spawn_options& o);
   void unpublish(const pid& p);
-  void process_exited(process& p, const exit_reason& reason);
+  void process_exited();  // the live count drops (join waits for zero)
   void notify_exit_listeners(const pid& p, const exit_reason& reason);
   void add_exit_listener(node::exit_listener l);
   void add_stop_hook(std::function<void()> hook);

@@ -445,7 +445,7 @@ void process::exit_now(exit_reason reason, bool call_terminate) {
   if (reason.is_failure()) {
     log(log_level::info, "process", self_.to_string(), " exited: ", reason.text());
   }
-  node_->process_exited(*this, reason);
+  node_->process_exited();
 }
 
 namespace detail {

@@ -378,8 +378,18 @@ void cast_workload(int p, std::string_view name) {
   round_signal watcher;
   auto server = spawn_or_die<bench_server>(n, &watcher);
   (void)cast_round(n, server, watcher, p, 100000);  // warm-up
+  // Context switches of the timed round: cross-core wake-ups show up here (a consumer that
+  // sleeps and is woken per few messages), whatever the CPU.
+  auto switches = [] {
+    rusage u{};
+    getrusage(RUSAGE_SELF, &u);
+    return u.ru_nvcsw + u.ru_nivcsw;
+  };
+  const auto sw0 = switches();
   auto [t0, t1] = cast_round(n, server, watcher, p, 2000000);
-  emit(name, "msg/s", rate(2000000, t0, t1));
+  const auto sw1 = switches();
+  emit(name, "msg/s", rate(2000000, t0, t1),
+       ",\"context_switches\":" + std::to_string(sw1 - sw0));
   teardown(n, name);
 }
 
