@@ -74,6 +74,14 @@ node_impl::~node_impl() {
   // never fired free their messages.
   timers_.discard_all();
   fail_remote_calls_all();
+  // Run what is still queued on this thread: completions posted during the stop (every call
+  // resolves exactly once, even one whose node is going away) and stale wake-ups (they find
+  // their processes ended and let go of them).
+  node_scope scope(this);
+  for (int rounds = 0; rounds < 16; ++rounds) {
+    ctx_.restart();
+    if (ctx_.poll() == 0) break;
+  }
 }
 
 void node_impl::fail_remote_calls_all() {

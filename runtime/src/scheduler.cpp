@@ -12,6 +12,8 @@
 // Whichever copy of a wake-up runs first wins (sched_epoch_); the other is a no-op.
 // Idle workers spin briefly before sleeping (one at a time), so a stream between two threads
 // does not pay a futex wake-up per message on CPUs where those are expensive.
+#include <utility>
+
 #include <asio/defer.hpp>
 #include <asio/post.hpp>
 
@@ -66,15 +68,31 @@ void new_turn() noexcept {
   }
 }
 
+namespace {
+// The reference a queued wake-up holds (taken by its scheduler): released when the wake-up
+// runs or, if the node ends with it still queued, when the queue destroys it.
+struct wake_ref {
+  process* p;
+  explicit wake_ref(process* q) noexcept : p(q) {}
+  wake_ref(wake_ref&& o) noexcept : p(std::exchange(o.p, nullptr)) {}
+  wake_ref(const wake_ref&) = delete;
+  wake_ref& operator=(const wake_ref&) = delete;
+  wake_ref& operator=(wake_ref&&) = delete;
+  ~wake_ref() {
+    if (p) p->release();
+  }
+};
+}  // namespace
+
 auto node_impl::run_op(process* p, std::uint32_t epoch, bool posted) {
-  return [this, p, epoch, posted] {
+  return [this, ref = wake_ref(p), epoch, posted] {
     if (posted) posted_.fetch_sub(1, std::memory_order_relaxed);
     if (this_thread_watchman) hand_over_watch();
     auto expected = epoch;
-    if (p->sched_epoch_.compare_exchange_strong(expected, epoch + 1, std::memory_order_acq_rel)) {
-      p->run();
+    if (ref.p->sched_epoch_.compare_exchange_strong(expected, epoch + 1,
+                                                    std::memory_order_acq_rel)) {
+      ref.p->run();
     }
-    p->release();
   };
 }
 
