@@ -89,7 +89,8 @@ struct refresh {
 // silence); the door stays open 5 s (a state timeout), parcels wait until it opens.
 class door : public otpp::gen_statem<door, door_state> {
  public:
-  explicit door(std::shared_ptr<recorder> rec) : gen_statem(door_state::locked), rec_(std::move(rec)) {}
+  explicit door(std::shared_ptr<recorder> rec, std::chrono::milliseconds open_for = 5s)
+      : gen_statem(door_state::locked), rec_(std::move(rec)), open_for_(open_for) {}
 
   static void define_handlers(handler_table& h) {
     using enum door_state;
@@ -128,9 +129,8 @@ class door : public otpp::gen_statem<door, door_state> {
       return keep_state().timeout("alarm", std::chrono::seconds(a.seconds), alarm{});
     });
     h.timeout<alarm>([](door& d, const alarm&) { d.rec_->add("alarm:" + name_of(d.state())); });
-    h.cast<break_door>([](door&, const break_door& b) {
-      return keep_state().stop(otpp::exit_reason(b.why));
-    });
+    h.cast<break_door>(
+        [](door&, const break_door& b) { return keep_state().stop(otpp::exit_reason(b.why)); });
     h.cast<explode>([](door&, const explode&) -> transition { throw std::runtime_error("boom"); });
   }
 
@@ -139,7 +139,7 @@ class door : public otpp::gen_statem<door, door_state> {
     if (now == door_state::open) {
       for (auto& w : waiting_) w(true);
       waiting_.clear();
-      return keep_state().state_timeout(5s, relock{});
+      return keep_state().state_timeout(open_for_, relock{});
     }
     entered_.clear();
     return keep_state();
@@ -157,6 +157,7 @@ class door : public otpp::gen_statem<door, door_state> {
   }
 
   std::shared_ptr<recorder> rec_;
+  std::chrono::milliseconds open_for_;
   std::string entered_;
   std::vector<otpp::reply_to<bool>> waiting_;
 };
@@ -299,8 +300,8 @@ TEST_F(gen_statem_fixture, StateTimeoutFires) {
   advance(1ms);
   EXPECT_EQ(rec->count("relock"), 1u);
   EXPECT_EQ(state(), "locked");
-  EXPECT_EQ(events_after_start(), (std::vector<std::string>{"enter:locked->open", "relock",
-                                                            "enter:open->locked"}));
+  EXPECT_EQ(events_after_start(),
+            (std::vector<std::string>{"enter:locked->open", "relock", "enter:open->locked"}));
 }
 
 TEST_F(gen_statem_fixture, StateTimeoutIsCancelledByAStateChange) {
@@ -378,8 +379,8 @@ TEST_F(gen_statem_fixture, PostponedEventsAreRetriedInOrderAfterAStateChange) {
   ASSERT_TRUE(peeked->has_value());
   ASSERT_TRUE(**peeked);
   EXPECT_EQ(***peeked, "inside");
-  EXPECT_EQ(events_after_start(), (std::vector<std::string>{"enter:locked->open", "parcel:a",
-                                                            "parcel:b", "parcel:c"}));
+  EXPECT_EQ(events_after_start(),
+            (std::vector<std::string>{"enter:locked->open", "parcel:a", "parcel:b", "parcel:c"}));
 }
 
 TEST_F(gen_statem_fixture, PostponedEventsWaitWhileTheStateStaysTheSame) {
@@ -452,6 +453,52 @@ TEST_F(gen_statem_fixture, TimerMessagesCannotBeForged) {
   node.poll();
   EXPECT_EQ(rec->count("relock"), 0u);
   EXPECT_EQ(state(), "open");
+}
+
+TEST_F(gen_statem_fixture, DynamicMessagesReachStateHandlersAndCanBePostponed) {
+  auto dynamic_parcel = [](const std::string& label) {
+    msgpack::sbuffer b;
+    msgpack::packer<msgpack::sbuffer> pk(b);
+    pk.pack_map(2);
+    pk.pack("type");
+    pk.pack("parcel");
+    pk.pack("label");
+    pk.pack(label);
+    return msgpack::unpack(b.data(), b.size());
+  };
+  ASSERT_TRUE(otpp::cast_dynamic(node, door_pid, dynamic_parcel("x")));
+  node.poll();
+  EXPECT_EQ(rec->count("parcel:x"), 0u);  // postponed while locked
+  ASSERT_TRUE(ask_now(unlock{"42"}));
+  EXPECT_EQ(rec->count("parcel:x"), 1u);
+  ASSERT_TRUE(otpp::cast_dynamic(node, door_pid, dynamic_parcel("y")));
+  node.poll();
+  EXPECT_EQ(rec->count("parcel:y"), 1u);
+}
+
+// The same machine on a threaded node and the steady clock (bounded waits, no fixed sleeps).
+TEST(gen_statem_threaded, DoorOpensAndRelocksOnARealClock) {
+  otpp::node n({.name = "statem_threads", .threads = 2});
+  n.start();
+  auto rec = std::make_shared<recorder>();
+  auto p = n.spawn<door>(rec, 20ms);
+  ASSERT_TRUE(p);
+  auto waiter = otpp::call(n, *p, wait_open{}, 20s, asio::use_future);
+  for (int i = 0; i < 3; ++i) ASSERT_TRUE(otpp::cast(n, *p, parcel{std::to_string(i)}));
+  auto opened = call_sync(n, *p, unlock{"42"});
+  ASSERT_TRUE(opened);
+  EXPECT_TRUE(*opened);
+  auto waited = get(waiter);
+  ASSERT_TRUE(waited);
+  EXPECT_TRUE(*waited);
+  ASSERT_TRUE(rec->wait_for_event("enter:open->locked"));
+  EXPECT_EQ(*call_sync(n, *p, get_state{}), "locked");
+  auto e = rec->events();
+  auto at = [&](const std::string& ev) { return std::find(e.begin(), e.end(), ev) - e.begin(); };
+  EXPECT_LT(at("enter:locked->open"), at("parcel:0"));
+  EXPECT_LT(at("parcel:0"), at("parcel:1"));
+  EXPECT_LT(at("parcel:1"), at("parcel:2"));
+  EXPECT_LT(at("parcel:2"), at("relock"));
 }
 
 }  // namespace

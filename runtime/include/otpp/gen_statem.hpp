@@ -257,8 +257,8 @@ class transition {
   transition& add(detail::statem_timer kind, std::string name, clock_type::duration d, M msg) {
     if (d < clock_type::duration::zero()) return cancel(kind, std::move(name));
     timers_.push_back({kind, std::move(name), d,
-                       std::make_unique<detail::typed_envelope<M>>(detail::envelope_kind::system_info,
-                                                                   pid{}, std::move(msg))});
+                       std::make_unique<detail::typed_envelope<M>>(
+                           detail::envelope_kind::system_info, pid{}, std::move(msg))});
     return *this;
   }
   transition& cancel(detail::statem_timer kind, std::string name) {
@@ -481,8 +481,9 @@ class statem_handlers {
         if (t.postponing()) {
           keep = retain(m, *msg);  // an untouched caller comes back with the retried event
         } else if (from.pending()) {
-          from.fail(failure(errc::no_reply, "the gen_statem call handler neither answered nor "
-                                            "kept the call"));
+          from.fail(failure(errc::no_reply,
+                            "the gen_statem call handler neither answered nor "
+                            "kept the call"));
         }
         return t;
       } else if constexpr (std::is_invocable_v<F, D&, M&>) {
@@ -566,7 +567,7 @@ class gen_statem : public process {
     return t;
   }
 
-  static constexpr bool has_enter = requires(D& d, const S& s) { d.on_enter(s, s); };
+  static constexpr bool has_enter = requires(D & d, const S& s) { d.on_enter(s, s); };
   static constexpr bool enter_initial() {
     if constexpr (requires { D::enter_initial_state; }) {
       return D::enter_initial_state;
