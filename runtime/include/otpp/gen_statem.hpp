@@ -567,7 +567,12 @@ class gen_statem : public process {
     return t;
   }
 
-  static constexpr bool has_enter = requires(D & d, const S& s) { d.on_enter(s, s); };
+  // Functions, not constants: evaluated when used, once D is complete.
+  static constexpr bool has_enter() {
+    return requires(D & d, const S& s) {
+      d.on_enter(s, s);
+    };
+  }
   static constexpr bool enter_initial() {
     if constexpr (requires { D::enter_initial_state; }) {
       return D::enter_initial_state;
@@ -586,7 +591,7 @@ class gen_statem : public process {
     } else if constexpr (requires { self.init(); }) {
       self.init();
     }
-    if constexpr (has_enter) {
+    if constexpr (has_enter()) {
       if (enter_initial()) {
         auto t = enter(state_, state_);
         if (t.stop_) return failure(errc::init_failed, t.stop_->text());
@@ -679,7 +684,7 @@ class gen_statem : public process {
       disarm(detail::statem_timer::state, {});
     }
     apply_timers(t, event);
-    if constexpr (has_enter) {
+    if constexpr (has_enter()) {
       if (changed || t.repeat_) {
         auto entered = enter(old, state_);
         if (entered.stop_) {
