@@ -476,6 +476,20 @@ TEST_F(gen_statem_fixture, DynamicMessagesReachStateHandlersAndCanBePostponed) {
   EXPECT_EQ(rec->count("parcel:y"), 1u);
 }
 
+TEST_F(gen_statem_fixture, InspectReadsTheStateWithoutCancellingTimeouts) {
+  cast_now(button{1});  // event timeout due at 3 s
+  auto seen = std::make_shared<std::optional<otpp::result<std::string>>>();
+  otpp::inspect<door>(
+      node, door_pid, [](const door& d) { return name_of(d.state()); },
+      [seen](otpp::result<std::string> r) { *seen = std::move(r); });
+  advance(2s);
+  ASSERT_TRUE(seen->has_value());
+  ASSERT_TRUE(**seen);
+  EXPECT_EQ(***seen, "locked");
+  advance(1s);
+  EXPECT_EQ(rec->count("cleared:1"), 1u);
+}
+
 // The same machine on a threaded node and the steady clock (bounded waits, no fixed sleeps).
 TEST(gen_statem_threaded, DoorOpensAndRelocksOnARealClock) {
   otpp::node n({.name = "statem_threads", .threads = 2});

@@ -622,6 +622,13 @@ class gen_statem : public process {
   }
 
   void dispatch(detail::message_envelope& m) override {
+    if (m.type == type_of<detail::inspect_request>() && m.call) {
+      // otpp::inspect (sys:get_state): not an event, so no timeout is cancelled.
+      auto* req = static_cast<detail::inspect_request*>(m.value());
+      reply_to<std::shared_ptr<void>> reply(std::move(m.call), this);
+      reply(req->run(*this));
+      return;
+    }
     if (m.type == type_of<detail::statem_fired>()) {
       auto generation = static_cast<detail::statem_fired*>(m.value())->generation;
       auto it = std::find_if(armed_.begin(), armed_.end(),
