@@ -4,6 +4,7 @@
 #include "otpp/call.hpp"
 #include "otpp/error.hpp"
 #include "otpp/gen_server.hpp"
+#include "otpp/gen_statem.hpp"
 #include "otpp/log.hpp"
 #include "otpp/message.hpp"
 #include "otpp/node.hpp"
