@@ -28,6 +28,8 @@ thread_local node_impl* this_thread_node = nullptr;
 thread_local worker_slot* this_thread_slot = nullptr;
 thread_local std::uint32_t sends_in_turn = 0;
 thread_local bool deferred_used = false;
+thread_local process* deferred_in_turn = nullptr;  // alive: its deferred wake-up holds it
+thread_local std::uint32_t deferred_epoch = 0;
 thread_local bool this_thread_watchman = false;
 constexpr std::uint32_t promote_after_sends = 32;
 constexpr auto spin_window = std::chrono::microseconds(50);
@@ -39,12 +41,6 @@ void cpu_relax() noexcept {
 #endif
 }
 
-// Takes the slot's deferred process (and its reference) if it still holds `expected`.
-process* take_deferred(worker_slot& s, process* expected) {
-  if (!expected) return nullptr;
-  return s.deferred.compare_exchange_strong(expected, nullptr, std::memory_order_acq_rel) ? expected
-                                                                                          : nullptr;
-}
 }  // namespace
 
 node_impl* current_node() noexcept {
@@ -59,13 +55,15 @@ node_scope::~node_scope() {
 }
 
 void new_turn() noexcept {
-  deferred_used = false;
-  sends_in_turn = 0;
   if (auto* s = this_thread_slot) {
-    // The deferred wake-up runs right after this turn: the slot's claim on it ends.
-    if (process* p = s->deferred.exchange(nullptr, std::memory_order_acq_rel)) p->release();
-    s->turns.store(s->turns.load(std::memory_order_relaxed) + 1, std::memory_order_release);
+    // Plain stores (this worker is the slot's only writer): nothing on the hot path pays an
+    // atomic read-modify-write for the watchman.
+    if (deferred_used) s->serial.store(0, std::memory_order_relaxed);
+    s->turns.store(s->turns.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
   }
+  deferred_used = false;
+  deferred_in_turn = nullptr;
+  sends_in_turn = 0;
 }
 
 namespace {
@@ -115,9 +113,12 @@ void node_impl::schedule(process* p) {
   auto epoch = p->sched_epoch_.load(std::memory_order_acquire);
   if (this_thread_node == this && this_thread_slot && current_process() && !deferred_used) {
     deferred_used = true;
-    p->add_ref();  // the slot's reference
+    deferred_in_turn = p;
+    deferred_epoch = epoch;
+    // What the watchman needs to post this wake-up again if the turn runs long: the process
+    // by serial (it looks it up, so no reference is held here) and the epoch.
     this_thread_slot->epoch.store(epoch, std::memory_order_relaxed);
-    this_thread_slot->deferred.store(p, std::memory_order_release);
+    this_thread_slot->serial.store(p->self().serial(), std::memory_order_relaxed);
     asio::defer(ctx_, run_op(p, epoch, false));
   } else {
     post_run(p, epoch);
@@ -128,11 +129,10 @@ bool node_impl::enqueue(process& p, envelope* e) {
   switch (p.inbox_.push(e)) {
     case inbox::push_result::queued:
       // A turn that keeps sending: let an idle worker take the process it deferred.
-      if (this_thread_slot && ++sends_in_turn == promote_after_sends && this_thread_node == this) {
-        auto& s = *this_thread_slot;
-        if (process* d = take_deferred(s, s.deferred.load(std::memory_order_acquire))) {
-          post_run(d, s.epoch.load(std::memory_order_relaxed));  // the slot's reference moves
-        }
+      if (deferred_in_turn && ++sends_in_turn == promote_after_sends && this_thread_node == this) {
+        process* d = std::exchange(deferred_in_turn, nullptr);
+        d->add_ref();  // the posted copy's own reference
+        post_run(d, deferred_epoch);
       }
       return true;
     case inbox::push_result::woke_reader:
@@ -161,27 +161,28 @@ bool node_impl::spin_for_work() {
   return found;
 }
 
-void node_impl::steal_stale_deferred(std::vector<std::pair<process*, std::uint64_t>>& seen) {
+void node_impl::steal_stale_deferred(std::vector<std::pair<std::uint64_t, std::uint64_t>>& seen) {
   seen.resize(slots_.size());
   for (std::size_t i = 0; i < slots_.size(); ++i) {
     auto& s = *slots_[i];
-    process* p = s.deferred.load(std::memory_order_acquire);
-    std::uint64_t turns = s.turns.load(std::memory_order_acquire);
-    if (p && seen[i].first == p && seen[i].second == turns) {
-      // Deferred behind the same turn since the last nap: that turn runs long.
-      if (process* taken = take_deferred(s, p)) {
-        post_run(taken, s.epoch.load(std::memory_order_relaxed));
+    const std::uint64_t serial = s.serial.load(std::memory_order_relaxed);
+    const std::uint64_t turns = s.turns.load(std::memory_order_relaxed);
+    if (serial && seen[i].first == serial && seen[i].second == turns) {
+      // Deferred behind the same turn since the last nap: that turn runs long. A second copy
+      // of the wake-up: if the first already ran (or the process ended), it does nothing.
+      if (auto p = find(pid(atom_, creation_, serial))) {
+        post_run(p.detach(), s.epoch.load(std::memory_order_relaxed));
       }
-      seen[i] = {nullptr, 0};
+      seen[i] = {0, 0};
     } else {
-      seen[i] = {p, turns};
+      seen[i] = {serial, turns};
     }
   }
 }
 
 void node_impl::run_worker_loop(worker_slot* slot) {
   this_thread_slot = slot;
-  std::vector<std::pair<process*, std::uint64_t>> seen;
+  std::vector<std::pair<std::uint64_t, std::uint64_t>> seen;
   bool worked = true;  // spin only right after work: an idle node naps without spinning
   while (!ctx_.stopped()) {
     if (ctx_.poll() > 0) {

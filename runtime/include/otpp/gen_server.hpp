@@ -295,6 +295,18 @@ class gen_server : public process {
 
   void dispatch(detail::message_envelope& m) override {
     D& self = static_cast<D&>(*this);
+    // The runtime's own messages first (one flag test on the hot path).
+    if (m.type && m.type->system)
+      dispatch_system(m);
+    else if (const auto* e = table().find(m)) {
+      e->run(self, m);
+    } else {
+      dispatch_unknown(m);
+    }
+  }
+
+  void dispatch_system(detail::message_envelope& m) {
+    D& self = static_cast<D&>(*this);
     if (m.type == type_of<detail::continue_message>()) {
       if constexpr (requires { self.handle_continue(); }) {
         if constexpr (detail::is_awaitable<decltype(self.handle_continue())>::value) {
@@ -311,10 +323,15 @@ class gen_server : public process {
       reply(req->run(*this));
       return;
     }
-    if (const auto* e = table().find(m)) {
+    if (const auto* e = table().find(m)) {  // down, EXIT, idle_timeout
       e->run(self, m);
-      return;
+    } else {
+      dispatch_unknown(m);
     }
+  }
+
+  void dispatch_unknown(detail::message_envelope& m) {
+    D& self = static_cast<D&>(*this);
     if (const auto& any = table().unknown_handler(); any && !m.call) {
       any(self,
           unknown_message{m.tag, m.from, false, m.kind == detail::envelope_kind::cast, m.body()});
