@@ -137,7 +137,7 @@ class node_impl {
   void run_worker_loop(worker_slot* slot);
   bool spin_for_work();
   void steal_stale_deferred(std::vector<std::pair<std::uint64_t, std::uint64_t>>& seen);
-  auto run_op(process* p, std::uint32_t epoch, bool posted);
+  struct wake_up;
   void post_run(process* p, std::uint32_t epoch);
   void hand_over_watch();
   void start_threads_locked();

@@ -5,15 +5,10 @@
 
 namespace otpp::detail {
 
-node_impl::outcome node_impl::dispatch(const pid& to, envelope* e, failure* why) {
-  if (to.node() == atom_) {
-    if (to.creation() == creation_) return dispatch_local(to, e, why);
-    return outcome::dead;  // an earlier (or later) incarnation of this node: never this one's
-  }
-  return dispatch_remote(to, e, why);
-}
-
-node_impl::outcome node_impl::dispatch_local(const pid& to, envelope* e, failure* why) {
+// The local path is the hot one (every local send): kept inline in the door.
+[[gnu::always_inline]] inline node_impl::outcome node_impl::dispatch_local(const pid& to,
+                                                                           envelope* e,
+                                                                           failure* why) {
   auto p = find(to);
   if (!p) return outcome::dead;
   // Only user messages count against a mailbox bound: runtime messages and signals never do.
@@ -28,6 +23,15 @@ node_impl::outcome node_impl::dispatch_local(const pid& to, envelope* e, failure
     return outcome::dead;
   }
   return outcome::delivered;
+}
+
+node_impl::outcome node_impl::dispatch(const pid& to, envelope* e, failure* why) {
+  if (to.node() == atom_) [[likely]] {
+    if (to.creation() == creation_) [[likely]]
+      return dispatch_local(to, e, why);
+    return outcome::dead;  // an earlier (or later) incarnation of this node: never this one's
+  }
+  return dispatch_remote(to, e, why);
 }
 
 node_impl::outcome node_impl::dispatch_remote(const pid& to, envelope* e, failure* why) {
@@ -57,7 +61,8 @@ node_impl::outcome node_impl::dispatch_remote(const pid& to, envelope* e, failur
 result<void> node_impl::route(const pid& to, message_envelope* e) {
   failure why;
   auto out = dispatch(to, e, &why);
-  if (out == outcome::delivered) return {};
+  if (out == outcome::delivered) [[likely]]
+    return {};
   if (out == outcome::dead) why = failure(errc::noproc, to.to_string());
   log(out == outcome::dead ? log_level::debug : log_level::warning, "node", name_, ": ",
       e->call ? "call" : "message", " '", e->tag, "' to ", to.to_string(), ": ", why.message());

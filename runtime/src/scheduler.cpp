@@ -66,7 +66,6 @@ void new_turn() noexcept {
   sends_in_turn = 0;
 }
 
-namespace {
 // The reference a queued wake-up holds (taken by its scheduler): released when the wake-up
 // runs or, if the node ends with it still queued, when the queue destroys it.
 struct wake_ref {
@@ -80,19 +79,25 @@ struct wake_ref {
     if (p) p->release();
   }
 };
-}  // namespace
 
-auto node_impl::run_op(process* p, std::uint32_t epoch, bool posted) {
-  return [this, ref = wake_ref(p), epoch, posted] {
-    if (posted) posted_.fetch_sub(1, std::memory_order_relaxed);
-    if (this_thread_watchman) hand_over_watch();
+// A queued wake-up: runs `p` unless another copy of it already did (sched_epoch_). A plain
+// struct, built in place at the call site (a lambda returned from a function was not inlined
+// and cost a store-forwarding stall per hop).
+struct node_impl::wake_up {
+  node_impl* node;
+  wake_ref ref;
+  std::uint32_t epoch;
+  bool posted;
+  void operator()() {
+    if (posted) node->posted_.fetch_sub(1, std::memory_order_relaxed);
+    if (this_thread_watchman) node->hand_over_watch();
     auto expected = epoch;
     if (ref.p->sched_epoch_.compare_exchange_strong(expected, epoch + 1,
                                                     std::memory_order_acq_rel)) {
       ref.p->run();
     }
-  };
-}
+  }
+};
 
 void node_impl::hand_over_watch() {
   // The watchman got work (possibly a long turn): another idle worker must watch meanwhile.
@@ -105,7 +110,7 @@ void node_impl::hand_over_watch() {
 
 void node_impl::post_run(process* p, std::uint32_t epoch) {
   posted_.fetch_add(1, std::memory_order_relaxed);
-  asio::post(ctx_, run_op(p, epoch, true));
+  asio::post(ctx_, wake_up{this, wake_ref(p), epoch, true});
 }
 
 void node_impl::schedule(process* p) {
@@ -119,7 +124,7 @@ void node_impl::schedule(process* p) {
     // by serial (it looks it up, so no reference is held here) and the epoch.
     this_thread_slot->epoch.store(epoch, std::memory_order_relaxed);
     this_thread_slot->serial.store(p->self().serial(), std::memory_order_relaxed);
-    asio::defer(ctx_, run_op(p, epoch, false));
+    asio::defer(ctx_, wake_up{this, wake_ref(p), epoch, false});
   } else {
     post_run(p, epoch);
   }
