@@ -50,6 +50,7 @@ node_impl::node_impl(node& o, node_options opts)
       thread_count_(opts.threads ? opts.threads
                                  : std::max(1u, std::thread::hardware_concurrency())),
       manual_(opts.manual),
+      idle_spin_(opts.idle_spin),
       ctx_(manual_ ? 1 : static_cast<int>(thread_count_)),
       name_(opts.name),
       atom_(node_atom::intern(opts.name)),

@@ -149,6 +149,7 @@ class node_impl {
   node& owner_;
   std::size_t thread_count_;  // before ctx_: its concurrency hint
   bool manual_;
+  std::chrono::microseconds idle_spin_;
   asio::io_context ctx_;
   std::string name_;
   node_atom atom_;
@@ -205,9 +206,8 @@ class node_impl {
   std::optional<asio::executor_work_guard<asio::io_context::executor_type>> work_;
   std::vector<std::thread> threads_;
   std::mutex threads_mutex_;
-  // Scheduler: posted wake-ups not yet run, whether a worker is spinning for them, whether
-  // one naps as the watchman, and each worker's deferred wake-up.
-  std::atomic<std::int64_t> posted_{0};
+  // Scheduler: whether a worker is spinning for work, whether one naps as the watchman, and
+  // each worker's deferred wake-up.
   std::atomic<bool> spinner_{false};
   std::atomic<bool> watchman_{false};
   std::atomic<int> sleepers_{0};

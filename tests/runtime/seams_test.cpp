@@ -483,3 +483,25 @@ TEST(manual, NodeStopRunsOnTheCallersThread) {
 
 }  // namespace
 }  // namespace otpp_test
+
+namespace otpp_test {
+namespace {
+
+// Spinning idle workers (node_options::idle_spin) change only when a worker sleeps.
+TEST(scheduler, SpinningIdleWorkersDeliverEverything) {
+  otpp::node n({.name = "spin_a", .threads = 2, .idle_spin = std::chrono::microseconds(50)});
+  n.start();
+  auto c = n.spawn<counter>();
+  ASSERT_TRUE(c);
+  for (int i = 0; i < 2000; ++i) ASSERT_TRUE(otpp::cast(n, *c, increment{1}));
+  int last = 0;
+  for (int i = 0; i < 200; ++i) {
+    auto r = call_sync(n, *c, increment{0});
+    ASSERT_TRUE(r);
+    last = *r;
+  }
+  EXPECT_EQ(last, 2000);
+}
+
+}  // namespace
+}  // namespace otpp_test

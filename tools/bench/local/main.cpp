@@ -1,7 +1,8 @@
 // otpp_bench_local: one-node workloads, the same as tools/bench/erlang/otpp_peer.erl (same
 // counts, same timing boundaries, same result names and units; see tools/bench/README.md).
 //
-//   otpp_bench_local [--threads N] [--call-timeout-ms MS] [--no-fork] [WORKLOAD-PREFIX...]
+//   otpp_bench_local [--threads N] [--idle-spin-us US] [--call-timeout-ms MS] [--no-fork]
+//                    [WORKLOAD-PREFIX...]
 //   otpp_bench_local list          # prints the workload ids
 //
 // stdout: one JSON object per result line; everything else goes to stderr.  Like the Erlang
@@ -47,7 +48,9 @@ constexpr auto wait_bound = 120s;  // upper bound for any single wait
 std::chrono::milliseconds call_timeout{120000};
 constexpr unsigned child_alarm_s = 300;  // a workload child is killed after this
 
-std::size_t g_threads = 0;  // node threads; 0: the node's default (hardware threads)
+std::size_t g_threads = 0;
+std::chrono::microseconds g_idle_spin{0};  // node_options::idle_spin (try 50 on AMD EPYC)  // node
+                                           // threads; 0: the node's default (hardware threads)
 
 // ------------------------------------------------------------------ output
 void emit(std::string_view name, std::string_view unit, double value,
@@ -100,7 +103,7 @@ struct round_signal {
 };
 
 otpp::node_options options() {
-  return otpp::node_options{.name = "bench", .threads = g_threads};
+  return otpp::node_options{.name = "bench", .threads = g_threads, .idle_spin = g_idle_spin};
 }
 
 // ------------------------------------------------------------------ messages
@@ -388,8 +391,7 @@ void cast_workload(int p, std::string_view name) {
   const auto sw0 = switches();
   auto [t0, t1] = cast_round(n, server, watcher, p, 2000000);
   const auto sw1 = switches();
-  emit(name, "msg/s", rate(2000000, t0, t1),
-       ",\"context_switches\":" + std::to_string(sw1 - sw0));
+  emit(name, "msg/s", rate(2000000, t0, t1), ",\"context_switches\":" + std::to_string(sw1 - sw0));
   teardown(n, name);
 }
 
@@ -600,9 +602,12 @@ int main(int argc, char** argv) {
       call_timeout = std::chrono::milliseconds(std::strtoll(argv[++i], nullptr, 10));
     } else if (a == "--threads" && i + 1 < argc) {
       g_threads = static_cast<std::size_t>(std::strtoul(argv[++i], nullptr, 10));
+    } else if (a == "--idle-spin-us" && i + 1 < argc) {
+      g_idle_spin = std::chrono::microseconds(std::strtoll(argv[++i], nullptr, 10));
     } else if (a == "-h" || a == "--help") {
       std::fprintf(stderr,
-                   "usage: %s [--threads N] [--call-timeout-ms MS] [--no-fork] [list | "
+                   "usage: %s [--threads N] [--idle-spin-us US] [--call-timeout-ms MS] "
+                   "[--no-fork] [list | "
                    "WORKLOAD-PREFIX...]\n",
                    argv[0]);
       return 0;
