@@ -50,10 +50,32 @@ struct is_result<result<T>> : std::true_type {
 };
 
 std::string describe(std::exception_ptr e);
-// The exit reason for an exception a handler threw (never reads as normal/shutdown/killed).
-exit_reason exception_reason(std::exception_ptr e);
 // Logs a message no handler takes (or whose payload does not decode); a call is answered `f`.
 void reject(process& p, message_envelope& m, failure f);
+
+// The payload as an M: the typed value on the local path, else decoded from msgpack. A
+// payload that does not decode, or a local-only type in dynamic form, is refused (a call is
+// answered bad_message) and logged; nullptr then.
+template <message M>
+M* decode_payload(process& self, message_envelope& m, std::optional<M>& storage) {
+  if (m.type == type_of<M>()) return static_cast<M*>(m.value());
+  if constexpr (wire_encodable<M> && std::is_default_constructible_v<M>) {
+    try {
+      storage.emplace();
+      m.body()->convert(*storage);
+      return &*storage;
+    } catch (const std::exception& e) {
+      reject(self, m, failure(errc::bad_message, std::string(m.tag) + ": " + e.what()));
+      return nullptr;
+    }
+  } else {
+    reject(self, m, failure(errc::bad_message, std::string(m.tag) + ": local-only message type"));
+    return nullptr;
+  }
+}
+
+// The exit reason for an exception a handler threw (never reads as normal/shutdown/killed).
+exit_reason exception_reason(std::exception_ptr e);
 
 }  // namespace detail
 
@@ -197,26 +219,9 @@ class handlers {
     entries_.push_back(entry{lane, type_of<M>(), M::tag, std::move(t)});
   }
 
-  // The payload as an M: the typed value on the local path, else decoded from msgpack. A
-  // payload that does not decode is refused (a call is answered bad_message) and logged.
   template <message M>
   static M* decode(D& self, detail::message_envelope& m, std::optional<M>& storage) {
-    if (m.type == type_of<M>()) return static_cast<M*>(m.value());
-    if constexpr (wire_encodable<M> && std::is_default_constructible_v<M>) {
-      try {
-        storage.emplace();
-        m.body()->convert(*storage);
-        return &*storage;
-      } catch (const std::exception& e) {
-        detail::reject(self, m, failure(errc::bad_message, std::string(m.tag) + ": " + e.what()));
-        return nullptr;
-      }
-    } else {
-      // A local-only type (no msgpack mapping) cannot come in dynamic form.
-      detail::reject(self, m,
-                     failure(errc::bad_message, std::string(m.tag) + ": local-only message type"));
-      return nullptr;
-    }
+    return detail::decode_payload<M>(self, m, storage);
   }
 
   // A deferred or coroutine handler still holds the reply: the process answers it with exit if

@@ -395,25 +395,9 @@ class statem_handlers {
     }
   }
 
-  // The payload as an M (typed, or decoded from a dynamic payload); null if it does not decode
-  // (a call is then answered bad_message).
   template <message M>
   static M* decode(D& self, detail::message_envelope& m, std::optional<M>& storage) {
-    if (m.type == type_of<M>()) return static_cast<M*>(m.value());
-    if constexpr (wire_encodable<M> && std::is_default_constructible_v<M>) {
-      try {
-        storage.emplace();
-        m.body()->convert(*storage);
-        return &*storage;
-      } catch (const std::exception& e) {
-        detail::reject(self, m, failure(errc::bad_message, std::string(m.tag) + ": " + e.what()));
-        return nullptr;
-      }
-    } else {
-      detail::reject(self, m,
-                     failure(errc::bad_message, std::string(m.tag) + ": local-only message type"));
-      return nullptr;
-    }
+    return detail::decode_payload<M>(self, m, storage);
   }
 
   // A postponed event, kept with its decoded payload and (for a call) its caller.
