@@ -39,9 +39,11 @@ exit_reason exception_reason(std::exception_ptr e) {
 }
 
 void process_extras::idle_timer::expire() {
-  // The timer thread is not the process: the check runs as a task on the process.
-  asio::post(owner->get_executor(), [p = owner] { p->on_idle_timer(); });
-  owner->release();  // the listing's reference
+  // The timer thread is not the process: the check runs as a task on the process. `owner` is
+  // set once, before the first arming, so reading it here races with nothing.
+  process* p = owner;
+  asio::post(p->get_executor(), [p] { p->on_idle_timer(); });
+  p->release();  // the listing's reference
 }
 void process_extras::idle_timer::discard() {
   owner->release();
@@ -204,7 +206,7 @@ void process::arm_idle_timer() {
   auto remaining = x.last_active + x.idle_timeout - now;
   if (remaining < clock_type::duration::zero()) remaining = clock_type::duration::zero();
   idle_armed_ = true;
-  x.idle.owner = this;
+  if (!x.idle.owner) x.idle.owner = this;  // once: the timer thread reads it
   add_ref();  // the timer listing's reference
   node_->timers().arm(&x.idle, remaining);
 }
