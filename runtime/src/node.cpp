@@ -224,6 +224,19 @@ result<pid> node_impl::start_process(process* raw, const spawn_options& o) {
       return ready.fail();
     }
   }
+  if (o.async_init) {
+    // Init is the first thing the process does on its own turn (before any signal or message
+    // that arrives meanwhile); the spawner goes on at once.
+    if (o.link && parent && parent->node_ == this && !parent->dead_) {
+      parent->extras().links.push_back(p->self_);
+      p->extras().links.push_back(parent->self_);
+    }
+    if (o.after_init) p->extras().after_init = o.after_init;
+    p->urgent_.push(new task_envelope<std::function<void()>>(
+        std::function<void()>([q = p.get()] { q->run_async_init(); })));
+    schedule(p.get());
+    return p->self_;
+  }
   auto init = [&]() -> result<void> {
     // init runs as the new process: self() and sends from it carry its pid.
     process_scope guard(p.get());

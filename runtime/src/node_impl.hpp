@@ -40,6 +40,8 @@ struct process_extras {
   std::vector<ref_ptr<call_state_base>> outstanding;  // my calls in flight
   std::vector<ref_ptr<call_state_base>> inbound;      // calls to me not answered yet
   std::optional<exit_reason> reason;                  // set once the process is ending
+  // spawn_options::after_init of an async init not yet reported (see run_async_init).
+  std::function<void(const pid&, const result<void>&)> after_init;
   exit_reason stop_reason;
   clock_type::duration idle_timeout{0};
   time_point last_active{};

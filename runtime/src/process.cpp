@@ -207,7 +207,7 @@ void process::arm_idle_timer() {
   if (remaining < clock_type::duration::zero()) remaining = clock_type::duration::zero();
   idle_armed_ = true;
   if (!x.idle.owner) x.idle.owner = this;  // once: the timer thread reads it
-  add_ref();  // the timer listing's reference
+  add_ref();                               // the timer listing's reference
   node_->timers().arm(&x.idle, remaining);
 }
 
@@ -344,6 +344,28 @@ void process::demonitor(monitor_ref ref) {
   user_ = keep;
 }
 
+void process::run_async_init() {
+  result<void> r = [&]() -> result<void> {
+    try {
+      return do_init();
+    } catch (const std::exception& e) {
+      return failure(errc::init_failed, e.what());
+    } catch (...) {
+      return failure(errc::init_failed, "unknown exception");
+    }
+  }();
+  auto report = std::move(extras().after_init);
+  extras().after_init = nullptr;
+  if (!r) {
+    std::string why = r.reason().empty() ? r.error().message() : r.reason();
+    log(log_level::info, "process", self_.to_string(), ": init failed: ", why);
+    if (report) report(self_, failure(errc::init_failed, why));
+    exit_now(exit_reason(why), false);
+    return;
+  }
+  if (report) report(self_, r);
+}
+
 void process::run_first(detail::envelope* e) {
   fetch();  // what arrived during init stays behind it
   user_.push_front(e);
@@ -372,6 +394,16 @@ void process::exit_now(exit_reason reason, bool call_terminate) {
   auto& x = extras();
   if (x.reason) return;  // already ending (terminate re-entered)
   x.reason = reason;
+  if (auto report = std::move(x.after_init)) {
+    // An async init that never ran (killed first, node stopping): its spawner still hears.
+    x.after_init = nullptr;
+    try {
+      report(self_, failure(errc::init_failed, "ended before init ran: " + reason.text()));
+    } catch (...) {
+      log(log_level::error, "process", self_.to_string(),
+          ": after_init threw: ", detail::describe(std::current_exception()));
+    }
+  }
   // Calls this process was waiting on: drop their continuations (a suspended coroutine frame
   // is destroyed without resuming).
   auto outstanding = std::move(x.outstanding);

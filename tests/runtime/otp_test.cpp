@@ -263,3 +263,88 @@ TEST(otp, StoppingWithAHeldReplyAnswersExitWithTheReason) {
 
 }  // namespace
 }  // namespace otpp_test
+
+namespace otpp_test {
+namespace {
+
+// ---- init on the process's own turn (proc_lib-style start)
+
+class slow_init : public otpp::gen_server<slow_init> {
+ public:
+  slow_init(std::shared_ptr<gate> g, std::shared_ptr<recorder> r, bool fail)
+      : gate_(std::move(g)), rec_(std::move(r)), fail_(fail) {}
+  otpp::result<void> init() {
+    gate_->pass();
+    rec_->add("init");
+    if (fail_) return otpp::failure(errc::init_failed, "no disk");
+    return {};
+  }
+  static void define_handlers(otpp::handlers<slow_init>& h) {
+    h.cast<reset>([](slow_init& self, reset) { self.rec_->add("reset"); });
+  }
+
+ private:
+  std::shared_ptr<gate> gate_;
+  std::shared_ptr<recorder> rec_;
+  bool fail_;
+};
+
+TEST(otp, AsyncInitReturnsAtOnceAndReportsOnce) {
+  otpp::node n({.name = "otp_h", .threads = 2});
+  n.start();
+  auto g = std::make_shared<gate>();
+  auto rec = std::make_shared<recorder>();
+  otpp::spawn_options o;
+  o.async_init = true;
+  o.after_init = [rec](const otpp::pid&, const otpp::result<void>& r) {
+    rec->add(r ? "after_init:ok" : "after_init:" + r.fail().message());
+  };
+  auto p = n.spawn_opt<slow_init>(o, g, rec, false);  // returns while init waits on the gate
+  ASSERT_TRUE(p);
+  ASSERT_TRUE(otpp::cast(n, *p, reset{}));  // queued behind init
+  EXPECT_TRUE(rec->events().empty());
+  g->open();
+  ASSERT_TRUE(rec->wait_count(3));
+  EXPECT_EQ(rec->events(), (std::vector<std::string>{"init", "after_init:ok", "reset"}));
+}
+
+TEST(otp, AsyncInitFailureEndsTheProcessAndTellsTheSpawnerOnce) {
+  otpp::node n({.name = "otp_i", .threads = 2});
+  n.start();
+  auto g = std::make_shared<gate>();
+  g->open();
+  auto rec = std::make_shared<recorder>();
+  otpp::spawn_options o;
+  o.async_init = true;
+  o.after_init = [rec](const otpp::pid&, const otpp::result<void>& r) {
+    rec->add(r ? "after_init:ok" : "after_init:" + r.reason());
+  };
+  auto p = n.spawn_opt<slow_init>(o, g, rec, true);
+  ASSERT_TRUE(p);
+  EXPECT_TRUE(rec->wait_for_event("after_init:no disk"));
+  EXPECT_TRUE(eventually([&] { return !n.alive(*p); }));
+  EXPECT_EQ(rec->count("after_init:no disk"), 1u);
+}
+
+TEST(otp, AsyncInitKilledBeforeItRanStillReports) {
+  auto clock = std::make_shared<otpp::manual_clock>();
+  otpp::node n({.name = "otp_j", .clock = clock, .manual = true});
+  n.start();
+  auto g = std::make_shared<gate>();
+  g->open();
+  auto rec = std::make_shared<recorder>();
+  otpp::spawn_options o;
+  o.async_init = true;
+  o.after_init = [rec](const otpp::pid&, const otpp::result<void>& r) {
+    rec->add(r ? "after_init:ok" : "after_init:failed");
+  };
+  auto p = n.spawn_opt<slow_init>(o, g, rec, false);
+  ASSERT_TRUE(p);
+  n.exit(*p, otpp::exit_reason::kill());  // before the node ran anything: overtakes init
+  n.poll();
+  EXPECT_EQ(rec->events(), std::vector<std::string>{"after_init:failed"});
+  EXPECT_FALSE(n.alive(*p));
+}
+
+}  // namespace
+}  // namespace otpp_test

@@ -43,6 +43,14 @@ struct spawn_options {
   // thread. A failure aborts the spawn: init never runs, and spawn answers that failure. This
   // is how a named start is atomic (the registry's spawn_named).
   std::function<result<void>(const pid&)> before_init{};
+  // Runs init as the process's own first turn instead of on the spawner's thread (Erlang's
+  // proc_lib start): spawn returns the pid at once, and `after_init` (if set) is called exactly
+  // once on the process's thread with init's outcome (or the reason it never ran: killed
+  // first, node stopped) before the process handles anything else. A failing init ends the
+  // process with that reason (a linked spawner gets its EXIT). For remote spawns, and for
+  // starts that must not hold the spawner.
+  bool async_init = false;
+  std::function<void(const pid&, const result<void>&)> after_init{};
 };
 
 class process : public detail::ref_counted {
@@ -107,6 +115,7 @@ class process : public detail::ref_counted {
   void fetch();
   void arm_idle_timer();
   void on_idle_timer();
+  void run_async_init();
   detail::process_extras& extras();
 
   detail::node_impl* node_ = nullptr;
