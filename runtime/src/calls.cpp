@@ -195,16 +195,18 @@ void stop_and_wait(node_impl& n, const pid& p, exit_reason reason,
     w->self_while_listed = w;
     n.timers().arm(w.get(), timeout);
   }
-  n.owner().watch_process(p, [w, &n, p](const exit_reason& why) {
+  auto not_alive = n.watch(p, [w, &n](const exit_reason&) {
     if (!w->claim()) return;
     if (n.timers().cancel(w.get())) w->self_while_listed.reset();
-    // Called at once with noproc when `p` was not alive.
-    if (why == exit_reason::noproc() && !n.find(p)) {
-      w->on_done(failure(errc::noproc, p.to_string()));
-    } else {
-      w->on_done({});
-    }
+    w->on_done({});
   });
+  if (not_alive) {
+    if (w->claim()) {
+      if (n.timers().cancel(w.get())) w->self_while_listed.reset();
+      w->on_done(failure(errc::noproc, p.to_string()));
+    }
+    return;
+  }
   n.owner().stop_process(p, std::move(reason));
 }
 

@@ -224,44 +224,29 @@ result<pid> node_impl::start_process(process* raw, const spawn_options& o) {
       return ready.fail();
     }
   }
-  if (o.async_init) {
-    // Init is the first thing the process does on its own turn (before any signal or message
-    // that arrives meanwhile); the spawner goes on at once.
+  auto link_to_spawner = [&] {
     if (o.link && parent && parent->node_ == this && !parent->dead_) {
       parent->extras().links.push_back(p->self_);
       p->extras().links.push_back(parent->self_);
     }
+  };
+  if (o.async_init) {
+    // Init is the first thing the process does on its own turn (before any signal or message
+    // that arrives meanwhile); the spawner goes on at once. Linked first: a failing init then
+    // reaches a linked spawner as an EXIT.
+    link_to_spawner();
     if (o.after_init) p->extras().after_init = o.after_init;
     p->urgent_.push(new task_envelope<std::function<void()>>(
         std::function<void()>([q = p.get()] { q->run_async_init(); })));
     schedule(p.get());
     return p->self_;
   }
-  auto init = [&]() -> result<void> {
-    // init runs as the new process: self() and sends from it carry its pid.
-    process_scope guard(p.get());
-    try {
-      return p->do_init();
-    } catch (const std::exception& e) {
-      return failure(errc::init_failed, e.what());
-    } catch (...) {
-      return failure(errc::init_failed, "unknown exception");
-    }
-  };
-  auto r = init();
-  if (!r) {
-    std::string why = r.reason().empty() ? r.error().message() : r.reason();
-    log(log_level::info, "node", name_, ": init of ", p->self_.to_string(), " failed: ", why);
-    {
-      process_scope guard(p.get());
-      p->exit_now(exit_reason(why), false);
-    }
-    return failure(errc::init_failed, why);
-  }
-  if (o.link && parent && parent->node_ == this && !parent->dead_) {
-    parent->extras().links.push_back(p->self_);
-    p->extras().links.push_back(parent->self_);
-  }
+  result<void> r = [&] {
+    process_scope guard(p.get());  // init runs as the new process: self() is its pid
+    return p->run_init();          // on failure the process has ended
+  }();
+  if (!r) return r.fail();
+  link_to_spawner();
   // First turn: the inbox started awake; go idle unless work arrived during init (init may
   // have moved messages into the process's own queues, e.g. through demonitor's flush). A
   // first turn also arms an idle timeout.
@@ -304,6 +289,17 @@ void node_impl::add_exit_listener(node::exit_listener l) {
 void node_impl::add_stop_hook(std::function<void()> hook) {
   std::lock_guard lock(hooks_mutex_);
   stop_hooks_.push_back(std::move(hook));
+}
+
+std::optional<std::function<void(const exit_reason&)>> node_impl::watch(
+    const pid& p, std::function<void(const exit_reason&)> on_exit) {
+  auto* e = new signal_envelope(envelope_kind::monitor, pid{});
+  e->on_exit = std::move(on_exit);
+  // A callback cannot cross the wire: only local processes can be watched this way.
+  if (is_local(p) && dispatch(p, e) == outcome::delivered) return std::nullopt;
+  auto back = std::move(e->on_exit);
+  delete e;
+  return back;
 }
 
 timer_ref node_impl::start_timer(clock_type::duration d, const pid& to, message_envelope* e) {
@@ -430,14 +426,7 @@ void node::stop_process(const pid& to, exit_reason reason) {
   impl_->send_signal(detail::envelope_kind::stop, detail::current_self(), to, std::move(reason));
 }
 void node::watch_process(const pid& p, std::function<void(const exit_reason&)> on_exit) {
-  auto* e = new detail::signal_envelope(detail::envelope_kind::monitor, pid{});
-  e->on_exit = std::move(on_exit);
-  // A callback cannot cross the wire: only local processes can be watched this way.
-  if (!impl_->is_local(p) || impl_->dispatch(p, e) != detail::node_impl::outcome::delivered) {
-    auto cb = std::move(e->on_exit);
-    delete e;
-    cb(exit_reason::noproc());
-  }
+  if (auto not_alive = impl_->watch(p, std::move(on_exit))) (*not_alive)(exit_reason::noproc());
 }
 
 bool node::cancel_timer(timer_ref ref) {

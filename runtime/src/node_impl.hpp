@@ -91,6 +91,10 @@ class node_impl {
   void process_exited();  // the live count drops (join waits for zero)
   void notify_exit_listeners(const pid& p, const exit_reason& reason);
   void add_exit_listener(node::exit_listener l);
+  // watch_process: nullopt once the callback is registered with a live local process; else
+  // the callback is handed back (the caller answers noproc).
+  std::optional<std::function<void(const exit_reason&)>> watch(
+      const pid& p, std::function<void(const exit_reason&)> on_exit);
   void add_stop_hook(std::function<void()> hook);
 
   // ---- routing: the one door every envelope leaving a process goes through (routing.cpp)

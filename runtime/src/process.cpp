@@ -344,7 +344,7 @@ void process::demonitor(monitor_ref ref) {
   user_ = keep;
 }
 
-void process::run_async_init() {
+result<void> process::run_init() {
   result<void> r = [&]() -> result<void> {
     try {
       return do_init();
@@ -354,15 +354,18 @@ void process::run_async_init() {
       return failure(errc::init_failed, "unknown exception");
     }
   }();
+  if (r) return r;
+  std::string why = r.reason().empty() ? r.error().message() : r.reason();
+  log(log_level::info, "process", self_.to_string(), ": init failed: ", why);
+  exit_now(exit_reason(why), false);  // no terminate: init did not succeed
+  return failure(errc::init_failed, why);
+}
+
+void process::run_async_init() {
+  // Taken before init: a failing init ends the process, and exit_now must not report again.
   auto report = std::move(extras().after_init);
   extras().after_init = nullptr;
-  if (!r) {
-    std::string why = r.reason().empty() ? r.error().message() : r.reason();
-    log(log_level::info, "process", self_.to_string(), ": init failed: ", why);
-    if (report) report(self_, failure(errc::init_failed, why));
-    exit_now(exit_reason(why), false);
-    return;
-  }
+  auto r = run_init();
   if (report) report(self_, r);
 }
 

@@ -115,6 +115,7 @@ class process : public detail::ref_counted {
   void fetch();
   void arm_idle_timer();
   void on_idle_timer();
+  result<void> run_init();  // init, ending the process if it fails (then init_failed + why)
   void run_async_init();
   detail::process_extras& extras();
 
