@@ -5,15 +5,13 @@
 
 namespace otpp::detail {
 
-timer_service::timer_service(asio::io_context& ctx, std::shared_ptr<otpp::clock> source)
-    : ctx_(ctx),
-      source_(source ? std::move(source) : std::make_shared<steady_clock_source>()),
-      manual_(source_->is_manual()) {
-  if (manual_) source_->attach(this);
+timer_service::timer_service(asio::io_context& ctx, std::shared_ptr<manual_clock> source)
+    : ctx_(ctx), source_(std::move(source)) {
+  if (source_) source_->attach(this);
 }
 
 timer_service::~timer_service() {
-  if (manual_) source_->detach(this);
+  if (source_) source_->detach(this);
   discard_all();
 }
 
@@ -38,7 +36,7 @@ void timer_service::arm(timer_entry* e, clock_type::duration after) {
     heap_.push_back({e->due, b});
     std::push_heap(heap_.begin(), heap_.end(), std::greater<>{});
   }
-  if (!manual_ && e->due < os_armed_at_) arm_os_timer_locked();
+  if (!source_ && e->due < os_armed_at_) arm_os_timer_locked();
 }
 
 void timer_service::unlink_locked(timer_entry* e) {
@@ -91,7 +89,7 @@ void timer_service::expire_due() {
         buckets_.erase(b->duration.count());
       }
     }
-    if (!manual_) {
+    if (!source_) {
       os_armed_at_ = time_point::max();
       if (!heap_.empty()) arm_os_timer_locked();
     }

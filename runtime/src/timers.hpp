@@ -29,15 +29,15 @@ struct timer_bucket {
   bool in_heap = false;
 };
 
-class timer_service final : private clock::listener {
+class timer_service final : private manual_clock::listener {
  public:
-  timer_service(asio::io_context& ctx, std::shared_ptr<otpp::clock> source);
+  // source: null for the steady clock (one OS timer), or a manual clock that drives expiry.
+  timer_service(asio::io_context& ctx, std::shared_ptr<manual_clock> source);
   ~timer_service();  // discards what is still listed
   timer_service(const timer_service&) = delete;
   timer_service& operator=(const timer_service&) = delete;
 
-  time_point now() const noexcept { return manual_ ? source_->now() : clock_type::now(); }
-  const std::shared_ptr<otpp::clock>& source() const noexcept { return source_; }
+  time_point now() const noexcept { return source_ ? source_->now() : clock_type::now(); }
 
   // Lists `e` to expire `after` from now. `e` must not be listed.
   void arm(timer_entry* e, clock_type::duration after);
@@ -64,8 +64,7 @@ class timer_service final : private clock::listener {
   };
 
   asio::io_context& ctx_;
-  std::shared_ptr<otpp::clock> source_;
-  bool manual_;
+  std::shared_ptr<manual_clock> source_;
   mutable std::mutex mutex_;
   std::unordered_map<clock_type::duration::rep, std::unique_ptr<timer_bucket>> buckets_;
   std::vector<heap_item> heap_;  // min-heap on due

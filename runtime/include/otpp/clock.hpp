@@ -13,11 +13,11 @@ namespace otpp {
 using clock_type = std::chrono::steady_clock;
 using time_point = clock_type::time_point;
 
-class clock {
+// Virtual time: stands still until advance(). advance() fires every timer now due on every
+// node that reads this clock, on the calling thread (their work is queued to the nodes, which
+// then run it on their threads or in their poll()).
+class manual_clock final {
  public:
-  virtual ~clock() = default;
-  virtual time_point now() const noexcept = 0;
-
   // Something that keeps timers against this clock (a node's timer service).
   class listener {
    public:
@@ -26,25 +26,10 @@ class clock {
    protected:
     ~listener() = default;
   };
-  // A real clock needs no listeners: its owners arm OS timers. A manual clock tells them.
-  virtual bool is_manual() const noexcept { return false; }
-  virtual void attach(listener*) {}
-  virtual void detach(listener*) {}
-};
 
-class steady_clock_source final : public clock {
- public:
-  time_point now() const noexcept override { return clock_type::now(); }
-};
-
-// Virtual time: stands still until advance(). advance() fires every timer now due on every
-// node that reads this clock, on the calling thread (their work is queued to the nodes, which
-// then run it on their threads or in their poll()).
-class manual_clock final : public clock {
- public:
   explicit manual_clock(time_point start = time_point{} + std::chrono::hours(1)) : now_(start) {}
 
-  time_point now() const noexcept override {
+  time_point now() const noexcept {
     std::lock_guard lock(mutex_);
     return now_;
   }
@@ -59,12 +44,11 @@ class manual_clock final : public clock {
     }
     for (auto* l : to_tell) l->on_time_advanced();
   }
-  bool is_manual() const noexcept override { return true; }
-  void attach(listener* l) override {
+  void attach(listener* l) {
     std::lock_guard lock(mutex_);
     listeners_.push_back(l);
   }
-  void detach(listener* l) override {
+  void detach(listener* l) {
     std::lock_guard advancing(advance_mutex_);
     std::lock_guard lock(mutex_);
     std::erase(listeners_, l);

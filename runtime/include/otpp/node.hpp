@@ -25,7 +25,7 @@ struct node_options {
   std::uint32_t creation = 0;          // incarnation; 0: a fresh random one per start
   // Time source of every timer of the node; null: the steady clock. Tests share one
   // manual_clock between nodes and step it.
-  std::shared_ptr<otpp::clock> clock{};
+  std::shared_ptr<manual_clock> clock{};
   // No worker threads: the owner runs the node's work on its own thread with poll(). With a
   // manual_clock this makes a node (or several) fully deterministic.
   bool manual = false;
