@@ -149,7 +149,7 @@ class node_impl {
   void register_remote_call(call_state_base* s, const pid& to);
   void fail_remote_calls_all();
   outcome dispatch_local(const pid& to, envelope* e, failure* why);
-  result<void> route_failed(const pid& to, message_envelope* e);
+  result<void> route_failed(const pid& to, message_envelope* e, outcome out, failure why);
   outcome dispatch_remote(const pid& to, envelope* e, failure* why);
 
   node& owner_;

@@ -61,18 +61,20 @@ node_impl::outcome node_impl::dispatch_remote(const pid& to, envelope* e, failur
 result<void> node_impl::route(const pid& to, message_envelope* e) {
   // Local and delivered: the hot path builds no failure object.
   if (is_local(to)) [[likely]] {
-    if (dispatch_local(to, e, nullptr) == outcome::delivered) [[likely]]
+    auto out = dispatch_local(to, e, nullptr);
+    if (out == outcome::delivered) [[likely]]
       return {};
+    return route_failed(to, e, out, failure(errc::mailbox_full, to.to_string()));
   }
-  return route_failed(to, e);
+  failure why;
+  auto out = dispatch(to, e, &why);
+  if (out == outcome::delivered) return {};
+  return route_failed(to, e, out, std::move(why));
 }
 
-// The slow path: a remote pid, or a local send that failed (dead, or a full mailbox; this
-// second attempt, which may now succeed, says why).
-result<void> node_impl::route_failed(const pid& to, message_envelope* e) {
-  failure why;
-  auto out = is_local(to) ? dispatch_local(to, e, &why) : dispatch(to, e, &why);
-  if (out == outcome::delivered) return {};
+// A message that was not delivered: logged, its call answered, freed. `why` is the refusal
+// (a local refusal is always a full mailbox); a dead target answers noproc.
+result<void> node_impl::route_failed(const pid& to, message_envelope* e, outcome out, failure why) {
   if (out == outcome::dead) why = failure(errc::noproc, to.to_string());
   log(out == outcome::dead ? log_level::debug : log_level::warning, "node", name_, ": ",
       e->call ? "call" : "message", " '", e->tag, "' to ", to.to_string(), ": ", why.message());
