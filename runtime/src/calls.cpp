@@ -76,12 +76,12 @@ result<void> node_impl::complete_remote_call(std::uint64_t call_id,
   return {};
 }
 
-std::size_t node_impl::fail_remote_calls(node_atom peer, const failure& why) {
+std::size_t node_impl::fail_remote_calls(std::optional<node_atom> peer, const failure& why) {
   std::vector<ref_ptr<call_state_base>> failed;
   {
     std::lock_guard lock(remote_calls_mutex_);
     for (auto it = remote_calls_.begin(); it != remote_calls_.end();) {
-      if (it->second.peer == peer) {
+      if (!peer || it->second.peer == *peer) {
         failed.push_back(std::move(it->second.state));
         it = remote_calls_.erase(it);
       } else {

@@ -74,7 +74,7 @@ node_impl::~node_impl() {
   // Calls still waiting (from outside the node) resolve now (node_stopped), and timers that
   // never fired free their messages.
   timers_.discard_all();
-  fail_remote_calls_all();
+  fail_remote_calls(std::nullopt, failure(errc::node_stopped, name_));
   // Run what is still queued on this thread: completions posted during the stop (every call
   // resolves exactly once, even one whose node is going away) and stale wake-ups (they find
   // their processes ended and let go of them).
@@ -83,16 +83,6 @@ node_impl::~node_impl() {
     ctx_.restart();
     if (ctx_.poll() == 0) break;
   }
-}
-
-void node_impl::fail_remote_calls_all() {
-  std::unordered_map<std::uint64_t, remote_call> all;
-  {
-    std::lock_guard lock(remote_calls_mutex_);
-    all.swap(remote_calls_);
-  }
-  for (auto& [id, c] : all)
-    if (c.state->claim()) c.state->complete_error(failure(errc::node_stopped, name_));
 }
 
 void node_impl::start_threads_locked() {

@@ -124,7 +124,8 @@ class node_impl {
   // Remembers a call made by `self` so its continuation is dropped if `self` ends first.
   static void track_call(process& self, const ref_ptr<call_state_base>& state);
   result<void> complete_remote_call(std::uint64_t call_id, result<msgpack::object_handle> reply);
-  std::size_t fail_remote_calls(node_atom peer, const failure& why);
+  // Fails the calls waiting on `peer` (every remote call: nullopt) with `why`; returns how many.
+  std::size_t fail_remote_calls(std::optional<node_atom> peer, const failure& why);
   std::size_t pending_remote_calls() const;
 
   // ---- timers (timers.cpp / node.cpp)
@@ -147,7 +148,6 @@ class node_impl {
   void hand_over_watch();
   void start_threads_locked();
   void register_remote_call(call_state_base* s, const pid& to);
-  void fail_remote_calls_all();
   outcome dispatch_local(const pid& to, envelope* e, failure* why);
   result<void> route_failed(const pid& to, message_envelope* e, outcome out, failure why);
   outcome dispatch_remote(const pid& to, envelope* e, failure* why);

@@ -213,6 +213,22 @@ TEST(router, PeerDownFailsItsPendingCalls) {
   EXPECT_EQ(done->first().error(), errc::nodedown);
 }
 
+TEST(router, NodeDestroyedWithRemoteCallsWaitingAnswersThemNodeStopped) {
+  capture_router router;
+  auto done = std::make_shared<completions>();
+  {
+    otpp::node n({.name = "seams_k", .threads = 2});
+    otpp::set_router(n, &router);
+    n.start();
+    otpp::call(n, remote_pid, get_count{}, otpp::infinity,
+               [done](otpp::result<int> r) { done->add(r); });
+    ASSERT_TRUE(router.wait_count(1));
+  }
+  // The destructor ran the completion it queued: resolved exactly once, never lost.
+  ASSERT_EQ(done->size(), 1u);
+  EXPECT_EQ(done->first().error(), errc::node_stopped);
+}
+
 // A process that links to and monitors a pid it is told about, then may crash.
 struct link_to {
   static constexpr std::string_view tag = "link_to";
