@@ -45,6 +45,21 @@ inline constexpr bool is_use_future = false;
 template <class A>
 inline constexpr bool is_use_future<asio::use_future_t<A>> = true;
 
+// Completes `handler` with `r` on its associated executor. A plain callback (no executor of
+// its own) runs as a handler of its own on the node's pool, never inline in the turn of the
+// process that answered: it would run as that process, its sends and calls the callee's.
+template <class Handler, class R>
+void complete_on(node_impl& n, Handler handler, R r) {
+  auto fallback = node_context(n).get_executor();
+  auto ex = asio::get_associated_executor(handler, fallback);
+  auto run = [h = std::move(handler), r = std::move(r)]() mutable { h(std::move(r)); };
+  if constexpr (std::is_same_v<decltype(ex), decltype(fallback)>) {
+    asio::post(ex, std::move(run));
+  } else {
+    asio::dispatch(ex, std::move(run));  // a process executor always queues
+  }
+}
+
 template <class R, class Handler>
 class call_state final : public call_state_base {
  public:
@@ -75,16 +90,7 @@ class call_state final : public call_state_base {
     call_finished(node_, this);
     Handler h = std::move(*handler_);
     handler_.reset();
-    auto fallback = node_context(node_).get_executor();
-    auto ex = asio::get_associated_executor(h, fallback);
-    if constexpr (std::is_same_v<decltype(ex), decltype(fallback)>) {
-      // A plain callback: run it as a handler of its own, never inline in the turn of the
-      // process that answered (it would run as that process: its sends and calls would be
-      // the callee's).
-      asio::post(ex, [h = std::move(h), r = std::move(r)]() mutable { h(std::move(r)); });
-    } else {
-      asio::dispatch(ex, [h = std::move(h), r = std::move(r)]() mutable { h(std::move(r)); });
-    }
+    complete_on(node_, std::move(h), std::move(r));
   }
   node_impl& node_;
   std::optional<Handler> handler_;
@@ -198,14 +204,6 @@ namespace detail {
 void stop_and_wait(node_impl& n, const pid& p, exit_reason reason,
                    std::chrono::milliseconds timeout, std::function<void(result<void>)> done);
 
-// Completes `handler` with `r` on its associated executor (the node's pool by default, never
-// inline in the turn of another process).
-template <class Handler, class R>
-void complete_with(node& n, Handler handler, R r) {
-  auto fallback = node_context(n.impl()).get_executor();
-  auto ex = asio::get_associated_executor(handler, fallback);
-  asio::post(ex, [h = std::move(handler), r = std::move(r)]() mutable { h(std::move(r)); });
-}
 }  // namespace detail
 
 // gen_server:stop: asks `p` to stop with `reason` (terminate runs) and completes when it has
@@ -224,7 +222,7 @@ auto stop(node& n, const pid& p, exit_reason reason, std::chrono::milliseconds t
         }
         auto shared = std::make_shared<decltype(handler)>(std::move(handler));
         detail::stop_and_wait(n.impl(), p, std::move(why), timeout, [&n, shared](result<void> r) {
-          detail::complete_with(n, std::move(*shared), std::move(r));
+          detail::complete_on(n.impl(), std::move(*shared), std::move(r));
         });
       },
       token, std::move(reason));

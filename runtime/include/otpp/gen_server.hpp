@@ -395,7 +395,7 @@ auto inspect(node& n, const pid& p, F f, Token&& token) {
                                : !*r ? result<R>(failure(errc::invalid_argument,
                                                          "the process is not of that type"))
                                      : result<R>(std::move(*std::static_pointer_cast<R>(*r)));
-               detail::complete_with(n, std::move(*shared), std::move(out));
+               detail::complete_on(n.impl(), std::move(*shared), std::move(out));
              });
       },
       token, std::move(f));
