@@ -45,6 +45,21 @@ inline constexpr bool is_use_future = false;
 template <class A>
 inline constexpr bool is_use_future<asio::use_future_t<A>> = true;
 
+// future.get() on a process thread blocks that thread, which the awaited process may need (one
+// thread: a hang). Such a wait is refused at once: the handler (the promise) is completed
+// inline with would_block. True if it was refused.
+template <class Token, class R, class Handler>
+bool refuse_blocking_wait(Handler& handler) {
+  if constexpr (is_use_future<std::decay_t<Token>>) {
+    if (current_process()) {
+      handler(
+          result<R>(failure(errc::would_block, "use_future inside a handler: use use_awaitable")));
+      return true;
+    }
+  }
+  return false;
+}
+
 // Completes `handler` with `r` on its associated executor. A plain callback (no executor of
 // its own) runs as a handler of its own on the node's pool, never inline in the turn of the
 // process that answered: it would run as that process, its sends and calls the callee's.
@@ -119,16 +134,7 @@ auto call(node& n, const pid& to, M msg, std::chrono::milliseconds timeout, Toke
   return asio::async_initiate<Token, void(result<R>)>(
       [&n, to, timeout](auto handler, M m) {
         using H = decltype(handler);
-        if constexpr (detail::is_use_future<std::decay_t<Token>>) {
-          // future.get() on a process thread blocks that thread: the callee may need it (one
-          // thread: a hang). Refused at once (the promise is set inline) instead of a timeout
-          // or a deadlock.
-          if (current_process()) {
-            handler(result<R>(
-                failure(errc::would_block, "use_future inside a handler: use use_awaitable")));
-            return;
-          }
-        }
+        if (detail::refuse_blocking_wait<Token, R>(handler)) return;
         auto* state = new detail::call_state<R, H>(n.impl(), std::move(handler));
         auto* request = new detail::typed_envelope<M>(detail::envelope_kind::call,
                                                       detail::current_self(), std::move(m));
@@ -214,12 +220,7 @@ auto stop(node& n, const pid& p, exit_reason reason, std::chrono::milliseconds t
           Token&& token) {
   return asio::async_initiate<Token, void(result<void>)>(
       [&n, p, timeout](auto handler, exit_reason why) {
-        if constexpr (detail::is_use_future<std::decay_t<Token>>) {
-          if (current_process()) {
-            handler(result<void>(failure(errc::would_block, "use_future inside a handler")));
-            return;
-          }
-        }
+        if (detail::refuse_blocking_wait<Token, void>(handler)) return;
         auto shared = std::make_shared<decltype(handler)>(std::move(handler));
         detail::stop_and_wait(n.impl(), p, std::move(why), timeout, [&n, shared](result<void> r) {
           detail::complete_on(n.impl(), std::move(*shared), std::move(r));

@@ -376,12 +376,7 @@ auto inspect(node& n, const pid& p, F f, Token&& token) {
   using R = std::decay_t<std::invoke_result_t<F, const D&>>;
   return asio::async_initiate<Token, void(result<R>)>(
       [&n, p](auto handler, F fn) {
-        if constexpr (detail::is_use_future<std::decay_t<Token>>) {
-          if (current_process()) {
-            handler(result<R>(failure(errc::would_block, "use_future inside a handler")));
-            return;
-          }
-        }
+        if (detail::refuse_blocking_wait<Token, R>(handler)) return;
         detail::inspect_request request{
             [fn = std::move(fn)](process& proc) -> std::shared_ptr<void> {
               auto* d = dynamic_cast<const D*>(&proc);
