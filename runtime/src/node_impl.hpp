@@ -119,7 +119,7 @@ class node_impl {
   // ---- calls (calls.cpp)
   void start_call(const pid& to, call_state_base* state, message_envelope* request,
                   std::chrono::milliseconds timeout);
-  // A completed call leaves the deadline lists and the pending-remote table.
+  // A completed call leaves the timer service and the pending-remote table.
   void call_finished(call_state_base* s);
   // Remembers a call made by `self` so its continuation is dropped if `self` ends first.
   static void track_call(process& self, const ref_ptr<call_state_base>& state);

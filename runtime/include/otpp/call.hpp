@@ -36,7 +36,7 @@ namespace detail {
 // Arms the timeout, registers the call with the calling process and routes the request.
 void start_call(node_impl& n, const pid& to, call_state_base* state, message_envelope* request,
                 std::chrono::milliseconds timeout);
-// A completed call leaves the node's deadline lists and pending-remote table.
+// A completed call leaves the node's timer service and pending-remote table.
 void call_finished(node_impl& n, call_state_base* state);
 asio::io_context& node_context(node_impl& n);
 
