@@ -156,6 +156,21 @@ class supervisor_test : public ::testing::Test {
     ASSERT_TRUE(otpp::cast(node_, p, die{std::move(why)}));
   }
   // Waits until `old` ended and `sup` runs all n children again.
+  // A supervisor whose one child "slow" is stuck in a handler until `gate` opens, with a 30 ms
+  // shutdown timeout and `kill_wait` of grace after it.
+  std::pair<otpp::pid, otpp::pid> start_with_stuck_child(std::shared_future<void> gate,
+                                                         std::chrono::milliseconds kill_wait) {
+    otpp::supervisor_spec spec{.kill_wait = kill_wait};
+    auto c = otpp::child<worker>("slow", p_, "slow", behaviour{.gate = std::move(gate)});
+    c.shutdown = otpp::shutdown_mode::timeout(30ms);
+    spec.children.push_back(c);
+    auto sup = otpp::start_supervisor(node_, spec);
+    if (!sup) return {};
+    auto slow = pids(*sup)["slow"];
+    if (!otpp::cast(node_, slow, hang{})) return {};
+    if (!eventually([&] { return !p_->with("hang:slow").empty(); })) return {};
+    return {*sup, slow};
+  }
   void await_restart(const otpp::pid& sup, const otpp::pid& old, std::size_t n = 3) {
     ASSERT_TRUE(eventually([&] {
       if (node_.alive(old)) return false;
@@ -426,21 +441,13 @@ TEST_F(supervisor_test, InitFailureAfterANestedSupervisorStopsIt) {
 
 TEST_F(supervisor_test, ShutdownTimeoutThenKillWhileChildIsInAHandler) {
   std::promise<void> open;
-  behaviour b{.gate = open.get_future().share()};
-  otpp::supervisor_spec spec{.kill_wait = 50ms};
-  auto c = otpp::child<worker>("slow", p_, "slow", b);
-  c.shutdown = otpp::shutdown_mode::timeout(30ms);
-  spec.children.push_back(c);
-  auto sup = otpp::start_supervisor(node_, spec);
-  ASSERT_TRUE(sup);
-  auto slow = pids(*sup)["slow"];
-  ASSERT_TRUE(otpp::cast(node_, slow, hang{}));
-  ASSERT_TRUE(eventually([&] { return !p_->with("hang:slow").empty(); }));
+  auto [sup, slow] = start_with_stuck_child(open.get_future().share(), 50ms);
+  ASSERT_TRUE(sup && slow);
   // terminate_child returns after the timeout and the bounded kill wait, the child still busy.
-  auto r = otpp::terminate_child(node_, *sup, "slow");
+  auto r = otpp::terminate_child(node_, sup, "slow");
   ASSERT_TRUE(r) << r.reason();
   EXPECT_TRUE(node_.alive(slow));
-  EXPECT_FALSE(pids(*sup)["slow"]);
+  EXPECT_FALSE(pids(sup)["slow"]);
   open.set_value();
   EXPECT_TRUE(eventually([&] { return !node_.alive(slow); }));
 }
@@ -1112,18 +1119,10 @@ TEST_F(supervisor_test, FailedRestartsAndGivingUpAreReported) {
 
 TEST_F(supervisor_test, AbandonedChildIsCounted) {
   std::promise<void> open;
-  behaviour b{.gate = open.get_future().share()};
-  otpp::supervisor_spec spec{.kill_wait = 30ms};
-  auto c = otpp::child<worker>("slow", p_, "slow", b);
-  c.shutdown = otpp::shutdown_mode::timeout(30ms);
-  spec.children.push_back(c);
-  auto sup = otpp::start_supervisor(node_, spec);
-  ASSERT_TRUE(sup);
-  auto slow = pids(*sup)["slow"];
-  ASSERT_TRUE(otpp::cast(node_, slow, hang{}));
-  ASSERT_TRUE(eventually([&] { return !p_->with("hang:slow").empty(); }));
-  ASSERT_TRUE(otpp::terminate_child(node_, *sup, "slow"));
-  auto stats = otpp::get_supervisor_stats(node_, *sup);
+  auto [sup, slow] = start_with_stuck_child(open.get_future().share(), 30ms);
+  ASSERT_TRUE(sup && slow);
+  ASSERT_TRUE(otpp::terminate_child(node_, sup, "slow"));
+  auto stats = otpp::get_supervisor_stats(node_, sup);
   ASSERT_TRUE(stats);
   EXPECT_EQ(stats->abandoned, 1u);
   open.set_value();
