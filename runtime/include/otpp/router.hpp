@@ -46,4 +46,11 @@ std::size_t fail_remote_calls(node& n, node_atom peer, const failure& why);
 // Calls whose request left this node and that wait for a reply.
 std::size_t pending_remote_calls(node& n);
 
+// A signal that arrived from another node (kind: exit_signal, link, unlink, monitor,
+// demonitor) for local process `to`, sent by `from` (a pid of that node). False when `to` is
+// not alive here: the caller answers the sender (exit noproc for a link, down noproc for a
+// monitor), as a local sender would be answered.
+bool deliver_signal(node& n, detail::envelope_kind kind, const pid& from, const pid& to,
+                    exit_reason reason = {}, monitor_ref ref = {}, bool from_link = false);
+
 }  // namespace otpp

@@ -49,6 +49,10 @@ enum class errc {
   write_stalled = 32,  // a peer that does not read: no write progress within the stall timeout
   weak_secret = 33,    // a secret (or cookie) under 128 bits
   overloaded = 34,     // refused to protect the node (too many pending handshakes, ...)
+  // cluster
+  graceful_shutdown = 35,  // the node left the cluster on purpose (node.stop())
+  downed = 36,    // removed by the downing rule (silence, a split): its incarnation is blocked
+  minority = 37,  // this node is on the losing side of a split: not a member any more
 };
 
 const std::error_category& error_category() noexcept;
@@ -133,6 +137,12 @@ class otpp_category final : public std::error_category {
         return "weak_secret: at least 16 random bytes are required";
       case errc::overloaded:
         return "overloaded: refused to protect the node";
+      case errc::graceful_shutdown:
+        return "graceful_shutdown: the node left the cluster";
+      case errc::downed:
+        return "downed: removed from the cluster by the downing rule";
+      case errc::minority:
+        return "minority: this node is on the losing side of a split";
     }
     return "otpp error " + std::to_string(value);
   }

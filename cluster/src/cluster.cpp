@@ -1,0 +1,1376 @@
+// The cluster service of a node: transport endpoint, membership, and the router that carries
+// envelopes to other nodes.
+//
+// Threads: membership runs on one strand of the node's io_context (control). Data frames
+// (messages, calls, replies, signals) never go there: they are decoded on the connection's I/O
+// thread and pushed straight into the target's inbox, and route() runs on the sender's thread
+// and hands one frame to the connection. The round trip of a remote call therefore has no
+// hop besides the ones Asio needs: caller -> connection writer -> (network) -> reader ->
+// callee's turn -> writer -> (network) -> reader -> caller's completion.
+#include "otpp/cluster/cluster.hpp"
+
+#include <algorithm>
+#include <asio/ip/tcp.hpp>
+#include <asio/post.hpp>
+#include <asio/steady_timer.hpp>
+#include <asio/strand.hpp>
+#include <atomic>
+#include <mutex>
+#include <set>
+#include <shared_mutex>
+#include <thread>
+#include <unordered_map>
+
+#include "otpp/call.hpp"
+#include "otpp/log.hpp"
+#include "otpp/router.hpp"
+#include "otpp/transport/endpoint.hpp"
+#include "wire.hpp"
+
+namespace otpp::cluster {
+
+namespace wire {
+
+status to_status(const std::error_code& ec) noexcept {
+  if (!ec) return status::ok;
+  if (ec.category() != otpp::error_category()) return status::foreign_error;
+  switch (static_cast<errc>(ec.value())) {
+    case errc::timeout:
+      return status::timeout;
+    case errc::noproc:
+      return status::noproc;
+    case errc::nodedown:
+      return status::nodedown;
+    case errc::bad_message:
+      return status::bad_message;
+    case errc::exit:
+      return status::exit;
+    case errc::unknown_behaviour:
+      return status::unknown_behaviour;
+    case errc::not_authorised:
+      return status::not_authorised;
+    case errc::already_registered:
+      return status::already_registered;
+    case errc::mailbox_full:
+      return status::mailbox_full;
+    case errc::node_stopped:
+      return status::node_stopped;
+    case errc::no_reply:
+      return status::no_reply;
+    case errc::not_serializable:
+      return status::not_serializable;
+    case errc::calling_self:
+      return status::calling_self;
+    case errc::init_failed:
+      return status::init_failed;
+    case errc::invalid_argument:
+      return status::invalid_argument;
+    case errc::overloaded:
+      return status::overloaded;
+    default:
+      return status::other;
+  }
+}
+
+errc to_errc(status s) noexcept {
+  switch (s) {
+    case status::ok:
+      return errc::ok;
+    case status::timeout:
+      return errc::timeout;
+    case status::noproc:
+      return errc::noproc;
+    case status::nodedown:
+      return errc::nodedown;
+    case status::bad_message:
+      return errc::bad_message;
+    case status::exit:
+      return errc::exit;
+    case status::unknown_behaviour:
+      return errc::unknown_behaviour;
+    case status::not_authorised:
+      return errc::not_authorised;
+    case status::already_registered:
+      return errc::already_registered;
+    case status::mailbox_full:
+      return errc::mailbox_full;
+    case status::node_stopped:
+      return errc::node_stopped;
+    case status::no_reply:
+      return errc::no_reply;
+    case status::not_serializable:
+      return errc::not_serializable;
+    case status::calling_self:
+      return errc::calling_self;
+    case status::init_failed:
+      return errc::init_failed;
+    case status::invalid_argument:
+      return errc::invalid_argument;
+    case status::overloaded:
+      return errc::overloaded;
+    case status::other:
+    case status::foreign_error:
+      break;
+  }
+  return errc::exit;  // unknown: the callee failed in a way this node cannot name
+}
+
+}  // namespace wire
+
+namespace {
+
+// Errors of a user's own category come back as this category with the same value; the reason
+// names the original category.
+class remote_category_t final : public std::error_category {
+ public:
+  const char* name() const noexcept override { return "otpp.remote"; }
+  std::string message(int value) const override { return "remote error " + std::to_string(value); }
+};
+const remote_category_t remote_category_instance{};
+
+using bytes_view = transport::bytes_view;
+
+// Frames are built in a per-thread buffer; the connection copies them into its queue.
+msgpack::sbuffer& scratch() {
+  thread_local msgpack::sbuffer buffer(4096);
+  buffer.clear();
+  return buffer;
+}
+bytes_view view(const msgpack::sbuffer& b) {
+  return bytes_view(reinterpret_cast<const std::uint8_t*>(b.data()), b.size());
+}
+
+// A frame decoded into its own zone (sized to the frame: the default 8 KiB chunk would cost
+// more than most messages).
+struct decoded {
+  std::unique_ptr<msgpack::zone> zone;
+  msgpack::object root;
+};
+result<decoded> decode(bytes_view payload) {
+  decoded d;
+  d.zone = std::make_unique<msgpack::zone>(payload.size() * 2 + 256);
+  try {
+    std::size_t off = 0;
+    d.root = msgpack::unpack(*d.zone, reinterpret_cast<const char*>(payload.data()), payload.size(),
+                             off);
+    if (off != payload.size()) return failure(errc::malformed_frame, "trailing bytes");
+  } catch (const std::exception& e) {
+    return failure(errc::malformed_frame, e.what());
+  }
+  if (d.root.type != msgpack::type::ARRAY) return failure(errc::malformed_frame, "not an array");
+  return d;
+}
+
+const msgpack::object& field(const msgpack::object& a, std::uint32_t i) {
+  if (a.via.array.size <= i) throw msgpack::type_error();
+  return a.via.array.ptr[i];
+}
+
+// A message from another node, decoded into the handler's type on the target's turn.
+struct wire_envelope final : detail::message_envelope {
+  std::unique_ptr<msgpack::zone> zone;
+  const msgpack::object* payload;
+  wire_envelope(detail::envelope_kind k, pid from, std::string_view tag, const msgpack::object* b,
+                std::unique_ptr<msgpack::zone> z)
+      : message_envelope(k, from, tag, nullptr), zone(std::move(z)), payload(b) {}
+  const msgpack::object* body() const override { return payload; }
+};
+
+// The callee's side of a call from another node: its completion becomes a reply frame.
+class wire_call_state final : public detail::call_state_base {
+ public:
+  wire_call_state(transport::connection_ptr conn, std::uint64_t id)
+      : conn_(std::move(conn)), id_(id) {}
+  void complete_value(void* value, const value_codec* codec) override {
+    if (!codec || !codec->pack) {
+      complete_error(failure(errc::not_serializable, "the reply type has no msgpack mapping"));
+      return;
+    }
+    auto& b = scratch();
+    msgpack::packer<msgpack::sbuffer> pk(b);
+    pk.pack_array(3);
+    pk.pack(id_);
+    pk.pack(static_cast<std::uint8_t>(wire::status::ok));
+    codec->pack(pk, value);
+    send(b);
+  }
+  void complete_error(failure f) override {
+    auto& b = scratch();
+    msgpack::packer<msgpack::sbuffer> pk(b);
+    auto st = wire::to_status(f.code);
+    if (st == wire::status::foreign_error) {
+      pk.pack_array(5);
+      pk.pack(id_);
+      pk.pack(static_cast<std::uint8_t>(st));
+      pk.pack(f.reason);
+      pk.pack(std::string(f.code.category().name()));
+      pk.pack(f.code.value());
+    } else {
+      pk.pack_array(3);
+      pk.pack(id_);
+      pk.pack(static_cast<std::uint8_t>(st));
+      pk.pack(st == wire::status::other ? f.message() : f.reason);
+    }
+    send(b);
+  }
+  void complete_encoded(const msgpack::object& reply) override {
+    auto& b = scratch();
+    msgpack::packer<msgpack::sbuffer> pk(b);
+    pk.pack_array(3);
+    pk.pack(id_);
+    pk.pack(static_cast<std::uint8_t>(wire::status::ok));
+    pk.pack(reply);
+    send(b);
+  }
+  void abandon() override {}
+
+ private:
+  void send(const msgpack::sbuffer& b) {
+    auto sent = conn_->send(wire::kind::reply, view(b));
+    if (!sent) {
+      // The caller hears nodedown (or its timeout) from its own node.
+      log(log_level::debug, "cluster", "reply to call ", id_, " for ", conn_->peer_id(),
+          " lost: ", sent.fail().message());
+    }
+  }
+  transport::connection_ptr conn_;
+  std::uint64_t id_;
+};
+
+// Links and monitors that cross to one peer node: what must fire noconnection when the
+// connection is lost, and what must be cleaned up. Pairs are (local pid, remote pid).
+struct peer_watches {
+  std::set<std::pair<pid, pid>> links;
+  std::map<std::uint64_t, std::pair<pid, pid>> monitors_out;  // ref -> (local watcher, remote)
+  std::map<std::pair<pid, std::uint64_t>, pid> monitors_in;   // (remote watcher, ref) -> local
+};
+
+struct route_entry {
+  transport::connection_ptr conn;
+  std::uint32_t creation = 0;
+};
+
+struct dial_state {
+  unsigned attempt = 0;
+  time_point next{};
+  bool in_flight = false;
+};
+
+struct seed_entry {
+  std::string host;
+  std::uint16_t port = 0;
+  std::string text;
+  dial_state dial;
+  bool self = false;
+};
+
+result<seed_entry> parse_seed(const std::string& text) {
+  if (text.find('@') != std::string::npos) {
+    auto id = node_id::parse(text);
+    if (!id) return id.fail();
+    return seed_entry{id->host, id->port, text, {}, false};
+  }
+  auto colon = text.rfind(':');
+  if (colon == std::string::npos || colon == 0 || colon + 1 == text.size()) {
+    return failure(errc::invalid_argument,
+                   "seed '" + text + "': expected host:port or name@host:port");
+  }
+  std::string host = text.substr(0, colon);
+  if (host.size() > 2 && host.front() == '[' && host.back() == ']')
+    host = host.substr(1, host.size() - 2);
+  unsigned long port = 0;
+  try {
+    std::size_t used = 0;
+    port = std::stoul(text.substr(colon + 1), &used);
+    if (used != text.size() - colon - 1) port = 0;
+  } catch (...) {
+    port = 0;
+  }
+  if (port == 0 || port > 65535)
+    return failure(errc::invalid_argument, "seed '" + text + "': bad port");
+  return seed_entry{host, static_cast<std::uint16_t>(port), text, {}, false};
+}
+
+class service_impl;
+
+}  // namespace
+
+namespace {
+
+class service_impl final : public service,
+                           public router,
+                           public membership::io,
+                           public std::enable_shared_from_this<service_impl> {
+ public:
+  service_impl(node& n, options o, node_id self)
+      : node_(n),
+        opt_(std::move(o)),
+        self_(std::move(self)),
+        self_text_(n.name()),
+        strand_(asio::make_strand(n.context())),
+        timer_(strand_),
+        resolver_(strand_),
+        rng_(std::random_device{}()) {}
+
+  result<void> start() {
+    for (const auto& s : opt_.seeds) {
+      auto seed = parse_seed(s);
+      if (!seed) {
+        log(log_level::error, "cluster", self_text_, ": ", seed.fail().message());
+        return seed.fail();
+      }
+      seeds_.push_back(std::move(*seed));
+    }
+    for (const auto& [id, where] : opt_.addresses) {
+      auto parsed = parse_seed(where);
+      if (!parsed) {
+        log(log_level::error, "cluster", self_text_, ": address of ", id, ": ",
+            parsed.fail().message());
+        return parsed.fail();
+      }
+    }
+    transport::config cfg = opt_.transport;
+    cfg.node_id = self_text_;
+    cfg.creation = node_.creation();
+    cfg.heartbeat_interval = opt_.heartbeat_interval;
+    cfg.silence_timeout = opt_.silence_timeout;
+    cfg.handshake_timeout = opt_.connect_timeout;
+    std::weak_ptr<service_impl> weak = shared_from_this();
+    transport::connection_events ev;
+    ev.on_up = [weak](const transport::connection_ptr& c) {
+      if (auto s = weak.lock()) s->on_up(c);
+    };
+    ev.on_frame = [weak](const transport::connection_ptr& c, transport::frame_view f) {
+      if (auto s = weak.lock()) s->on_frame(c, f);
+    };
+    ev.on_down = [weak](const transport::connection_ptr& c, const failure& why) {
+      if (auto s = weak.lock()) s->on_down(c, why);
+    };
+    ev.on_rejected = [weak](const failure& why, const std::string& remote) {
+      if (auto s = weak.lock()) {
+        log(log_level::warning, "cluster", s->self_text_, ": refused connection from ", remote,
+            ": ", why.message());
+      }
+    };
+    auto ep = transport::endpoint::create(node_.context(), cfg, std::move(ev));
+    if (!ep) {
+      log(log_level::error, "cluster", self_text_,
+          ": cannot start the transport: ", ep.fail().message());
+      return ep.fail();
+    }
+    endpoint_ = std::move(*ep);
+    std::string bind = opt_.bind_address.empty() ? self_.host : opt_.bind_address;
+    std::error_code ec;
+    auto address = asio::ip::make_address(bind, ec);
+    if (ec) {
+      // A host name: listen on what it resolves to first.
+      asio::ip::tcp::resolver r(node_.context());
+      auto found = r.resolve(bind, "0", ec);
+      if (ec || found.empty()) {
+        return failure(errc::invalid_argument, "cannot resolve listen host '" + bind + "'");
+      }
+      address = found.begin()->endpoint().address();
+    }
+    const std::uint16_t listen_port = opt_.listen_port ? opt_.listen_port : self_.port;
+    auto bound = endpoint_->listen(asio::ip::tcp::endpoint(address, listen_port));
+    if (!bound) {
+      log(log_level::error, "cluster", self_text_, ": cannot listen on ", bind, ":", self_.port,
+          ": ", bound.fail().message());
+      return bound.fail();
+    }
+    bound_ = *bound;
+    for (auto& s : seeds_) {
+      std::error_code sec;
+      auto a = asio::ip::make_address(s.host, sec);
+      if (!sec && (s.port == bound_.port() || s.port == self_.port) &&
+          (a == bound_.address() || (bound_.address().is_unspecified() && a.is_loopback()))) {
+        s.self = true;  // a node listed in its own seeds ignores itself
+      }
+    }
+    membership_options mo;
+    mo.downing = opt_.hidden ? downing_options{.strategy = downing_strategy::off} : opt_.downing;
+    mo.gossip_fanout = opt_.gossip_fanout;
+    mo.gossip_interval = opt_.gossip_interval;
+    mo.tags = opt_.tags;
+    membership_.emplace(self_text_, node_.creation(), mo, *this, rng_(), node_.now());
+    set_router(node_, this);
+    std::weak_ptr<service_impl> w2 = shared_from_this();
+    node_.add_stop_hook([w2] {
+      if (auto s = w2.lock()) s->leave_and_wait();
+    });
+    log(log_level::info, "cluster", self_text_, ": listening on ", bound_.address().to_string(),
+        ":", bound_.port(), opt_.hidden ? " (hidden)" : "", ", ", seeds_.size(), " seed(s)");
+    asio::post(strand_, [self = shared_from_this()] { self->on_tick(); });
+    return {};
+  }
+
+  // Called when the node is destroyed (its services go after its processes).
+  void shutdown() {
+    set_router(node_, nullptr);
+    closed_.store(true);
+    if (endpoint_) endpoint_->close();
+  }
+
+  // ---- service
+  const node_id& self() const override { return self_; }
+  std::uint16_t port() const override { return bound_.port(); }
+  std::vector<member> members() const override {
+    std::lock_guard lock(view_mu_);
+    return members_view_;
+  }
+  subscription subscribe(std::function<void(const node_event&)> f) override {
+    std::lock_guard lock(subs_mu_);
+    auto id = ++next_sub_;
+    subs_.emplace(id, std::move(f));
+    return id;
+  }
+  void unsubscribe(subscription s) override {
+    std::lock_guard lock(subs_mu_);
+    subs_.erase(s);
+  }
+  void monitor_nodes(const pid& p, bool on) override {
+    std::lock_guard lock(subs_mu_);
+    if (on) {
+      node_monitors_.insert(p);
+    } else {
+      node_monitors_.erase(p);
+    }
+  }
+  void leave() override {
+    asio::post(strand_, [self = shared_from_this()] { self->do_leave(); });
+  }
+  bool in_minority() const override { return minority_.load(); }
+  bool downed() const override { return downed_.load(); }
+  cluster_stats stats() const override {
+    cluster_stats s;
+    s.frames_in = frames_in_.load();
+    s.frames_out = frames_out_.load();
+    s.bad_frames = bad_frames_.load();
+    s.undeliverable = undeliverable_.load();
+    s.connect_attempts = connect_attempts_.load();
+    s.rejected_peers = rejected_peers_.load();
+    s.connections = endpoint_ ? endpoint_->connections().size() : 0;
+    std::lock_guard lock(watch_mu_);
+    for (const auto& [a, w] : watches_) {
+      s.links += w.links.size();
+      s.monitors += w.monitors_out.size() + w.monitors_in.size();
+    }
+    return s;
+  }
+
+  // ---- router: runs on the sender's thread
+  result<void> route(const pid& to, detail::envelope& e) override {
+    route_entry r;
+    {
+      std::shared_lock lock(routes_mu_);
+      auto it = routes_.find(to.node().index());
+      if (it != routes_.end()) r = it->second;
+    }
+    using detail::envelope_kind;
+    const bool is_signal = e.kind >= envelope_kind::exit_signal;
+    if (!r.conn) {
+      if (is_signal) return signal_without_connection(to, static_cast<detail::signal_envelope&>(e));
+      return failure(errc::nodedown, std::string(to.node().name()));
+    }
+    if (to.creation() != r.creation) {
+      // An incarnation that is gone: its processes are dead.
+      return failure(errc::noproc, to.to_string());
+    }
+    auto& b = scratch();
+    msgpack::packer<msgpack::sbuffer> pk(b);
+    std::uint8_t k = 0;
+    if (!is_signal) {
+      auto& m = static_cast<detail::message_envelope&>(e);
+      const std::uint64_t from = local_serial(m.from);
+      if (m.kind == envelope_kind::system_info) {
+        if (m.tag != down::tag || !m.type) {
+          return failure(errc::not_serializable, "system message '" + std::string(m.tag) + "'");
+        }
+        auto* d = static_cast<down*>(m.value());
+        k = wire::kind::down;
+        pk.pack_array(5);
+        pk.pack(to.serial());
+        pk.pack(to.creation());
+        pk.pack(d->ref.id);
+        pk.pack(d->who);
+        pk.pack(d->reason.text());
+        forget_monitor_in(to, d->ref.id);
+      } else if (m.kind == envelope_kind::call) {
+        k = wire::kind::call;
+        pk.pack_array(6);
+        pk.pack(to.serial());
+        pk.pack(to.creation());
+        pk.pack(from);
+        pk.pack(m.call->call_id);
+        pk.pack(m.tag);
+        if (!m.pack_body(pk)) {
+          return failure(
+              errc::not_serializable,
+              "'" + std::string(m.tag) + "' has no msgpack mapping: it cannot leave the node");
+        }
+      } else {
+        k = wire::kind::send;
+        pk.pack_array(6);
+        pk.pack(to.serial());
+        pk.pack(to.creation());
+        pk.pack(from);
+        pk.pack(m.kind == envelope_kind::info);
+        pk.pack(m.tag);
+        if (!m.pack_body(pk)) {
+          return failure(
+              errc::not_serializable,
+              "'" + std::string(m.tag) + "' has no msgpack mapping: it cannot leave the node");
+        }
+      }
+    } else {
+      auto& s = static_cast<detail::signal_envelope&>(e);
+      auto code = signal_code_of(s.kind);
+      if (!code || s.on_exit) {
+        return failure(errc::invalid_argument, "this signal cannot cross nodes");
+      }
+      k = wire::kind::signal;
+      pk.pack_array(7);
+      pk.pack(static_cast<std::uint8_t>(*code));
+      pk.pack(to.serial());
+      pk.pack(to.creation());
+      pk.pack(local_serial(s.from));
+      pk.pack(s.reason.text());
+      pk.pack(s.ref.id);
+      pk.pack(s.from_link);
+      track_outgoing(to, s);
+    }
+    auto sent = r.conn->send(k, view(b));
+    if (!sent) {
+      if (sent.error() == make_error_code(errc::connection_closed)) {
+        return failure(errc::nodedown, std::string(to.node().name()) + ": connection closing");
+      }
+      return sent.fail();
+    }
+    frames_out_.fetch_add(1, std::memory_order_relaxed);
+    return {};
+  }
+
+  // ---- membership::io (control strand)
+  void send_gossip(const std::string& to, const std::vector<gossip_entry>& state) override {
+    if (opt_.hidden) return;  // a hidden node never speaks for the cluster
+    auto c = endpoint_->find(to);
+    if (!c) return;
+    auto& b = scratch();
+    msgpack::packer<msgpack::sbuffer> pk(b);
+    pk.pack_array(1);
+    pk.pack(state);
+    (void)c->send(wire::kind::gossip, view(b));
+  }
+  void disconnect(const std::string& id, std::uint32_t creation, errc why) override {
+    auto c = endpoint_->find(id);
+    if (c && c->peer_creation() == creation) {
+      send_blocked(c, "downed");
+      c->abort(failure(why, "downed by " + self_text_));
+    }
+  }
+  void event(const node_event& e) override {
+    auto level = e.kind == node_event_kind::node_up || e.kind == node_event_kind::node_reachable
+                     ? log_level::info
+                     : log_level::warning;
+    log(level, "cluster", self_text_, ": ", to_string(e.kind), " ", e.node, " (creation ",
+        e.creation, ")",
+        e.reason != errc::ok ? ": " + make_error_code(e.reason).message() : std::string(),
+        e.detail.empty() ? "" : " [" + e.detail + "]");
+    if (e.kind == node_event_kind::minority) minority_.store(true);
+    if (e.kind == node_event_kind::majority) minority_.store(false);
+    if (e.kind == node_event_kind::downed) downed_.store(true);
+    std::vector<std::function<void(const node_event&)>> subs;
+    std::vector<pid> pids;
+    {
+      std::lock_guard lock(subs_mu_);
+      for (auto& [id, f] : subs_) subs.push_back(f);
+      pids.assign(node_monitors_.begin(), node_monitors_.end());
+    }
+    for (auto& f : subs) {
+      try {
+        f(e);
+      } catch (const std::exception& ex) {
+        log(log_level::error, "cluster", self_text_, ": node event subscriber threw: ", ex.what());
+      }
+    }
+    for (const auto& p : pids) (void)otpp::send(node_, p, e);
+  }
+
+ private:
+  // ---- helpers
+  std::uint64_t local_serial(const pid& p) const {
+    return p.node() == node_.atom() && p.creation() == node_.creation() ? p.serial() : 0;
+  }
+  static std::optional<wire::signal_code> signal_code_of(detail::envelope_kind k) {
+    using detail::envelope_kind;
+    switch (k) {
+      case envelope_kind::exit_signal:
+        return wire::signal_code::exit;
+      case envelope_kind::link:
+        return wire::signal_code::link;
+      case envelope_kind::unlink:
+        return wire::signal_code::unlink;
+      case envelope_kind::monitor:
+        return wire::signal_code::monitor;
+      case envelope_kind::demonitor:
+        return wire::signal_code::demonitor;
+      case envelope_kind::stop:
+        return wire::signal_code::stop;
+      default:
+        return std::nullopt;
+    }
+  }
+  static std::optional<detail::envelope_kind> envelope_kind_of(std::uint8_t c) {
+    using detail::envelope_kind;
+    switch (static_cast<wire::signal_code>(c)) {
+      case wire::signal_code::exit:
+        return envelope_kind::exit_signal;
+      case wire::signal_code::link:
+        return envelope_kind::link;
+      case wire::signal_code::unlink:
+        return envelope_kind::unlink;
+      case wire::signal_code::monitor:
+        return envelope_kind::monitor;
+      case wire::signal_code::demonitor:
+        return envelope_kind::demonitor;
+      case wire::signal_code::stop:
+        return envelope_kind::stop;
+    }
+    return std::nullopt;
+  }
+
+  // A link or monitor toward a node with no connection: answered at once with noconnection,
+  // as Erlang does; other signals to it are lost like a message would be.
+  result<void> signal_without_connection(const pid& to, detail::signal_envelope& s) {
+    using detail::envelope_kind;
+    if (s.kind == envelope_kind::link) {
+      (void)deliver_signal(node_, envelope_kind::exit_signal, to, s.from,
+                           exit_reason::noconnection(), {}, true);
+    } else if (s.kind == envelope_kind::monitor && !s.on_exit) {
+      deliver_down(s.from, s.ref, to, exit_reason::noconnection());
+    } else if (s.kind == envelope_kind::monitor) {
+      s.on_exit(exit_reason::noconnection());
+    }
+    return {};
+  }
+
+  void deliver_down(const pid& watcher, monitor_ref ref, const pid& who, exit_reason why) {
+    auto* e = new detail::typed_envelope<down>(detail::envelope_kind::system_info, who,
+                                               down{ref, who, std::move(why)});
+    (void)detail::route(node_.impl(), watcher, e);
+  }
+
+  void track_outgoing(const pid& to, const detail::signal_envelope& s) {
+    using detail::envelope_kind;
+    std::lock_guard lock(watch_mu_);
+    auto& w = watches_[to.node().index()];
+    switch (s.kind) {
+      case envelope_kind::link:
+        w.links.insert({s.from, to});
+        break;
+      case envelope_kind::unlink:
+        w.links.erase({s.from, to});
+        break;
+      case envelope_kind::exit_signal:
+        if (s.from_link) w.links.erase({s.from, to});
+        break;
+      case envelope_kind::monitor:
+        w.monitors_out[s.ref.id] = {s.from, to};
+        break;
+      case envelope_kind::demonitor:
+        w.monitors_out.erase(s.ref.id);
+        break;
+      default:
+        break;
+    }
+  }
+  void forget_monitor_in(const pid& watcher, std::uint64_t ref) {
+    std::lock_guard lock(watch_mu_);
+    auto it = watches_.find(watcher.node().index());
+    if (it != watches_.end()) it->second.monitors_in.erase({watcher, ref});
+  }
+
+  // The connection to `atom` (creation) is gone: Erlang's noconnection to every local end of a
+  // link or monitor that crossed it, and cleanup of the remote ends' entries.
+  void connection_lost(node_atom atom, std::uint32_t creation) {
+    peer_watches w;
+    {
+      std::lock_guard lock(watch_mu_);
+      auto it = watches_.find(atom.index());
+      if (it == watches_.end()) return;
+      auto& cur = it->second;
+      for (auto l = cur.links.begin(); l != cur.links.end();) {
+        if (l->second.creation() == creation) {
+          w.links.insert(*l);
+          l = cur.links.erase(l);
+        } else {
+          ++l;
+        }
+      }
+      for (auto m = cur.monitors_out.begin(); m != cur.monitors_out.end();) {
+        if (m->second.second.creation() == creation) {
+          w.monitors_out.insert(*m);
+          m = cur.monitors_out.erase(m);
+        } else {
+          ++m;
+        }
+      }
+      for (auto m = cur.monitors_in.begin(); m != cur.monitors_in.end();) {
+        if (m->first.first.creation() == creation) {
+          w.monitors_in.insert(*m);
+          m = cur.monitors_in.erase(m);
+        } else {
+          ++m;
+        }
+      }
+    }
+    for (const auto& [local, remote] : w.links) {
+      (void)deliver_signal(node_, detail::envelope_kind::exit_signal, remote, local,
+                           exit_reason::noconnection(), {}, true);
+    }
+    for (const auto& [ref, pair] : w.monitors_out) {
+      deliver_down(pair.first, monitor_ref{ref}, pair.second, exit_reason::noconnection());
+    }
+    for (const auto& [key, local] : w.monitors_in) {
+      (void)deliver_signal(node_, detail::envelope_kind::demonitor, key.first, local, {},
+                           monitor_ref{key.second});
+    }
+  }
+
+  void send_blocked(const transport::connection_ptr& c, const std::string& why) {
+    auto& b = scratch();
+    msgpack::packer<msgpack::sbuffer> pk(b);
+    pk.pack_array(1);
+    pk.pack(why);
+    (void)c->send(wire::kind::blocked, view(b));
+  }
+
+  // ---- transport callbacks (connection strands)
+  void on_up(const transport::connection_ptr& c) {
+    if (c->peer_id() == self_text_) {
+      c->abort(failure(errc::connection_closed, "connected to itself"));
+      return;
+    }
+    auto atom = node_atom::intern(c->peer_id());
+    if (atom == node_atom{}) {
+      log(log_level::error, "cluster", self_text_, ": peer id '", c->peer_id(), "' refused");
+      c->abort(failure(errc::invalid_argument, "bad peer id"));
+      return;
+    }
+    {
+      std::unique_lock lock(routes_mu_);
+      routes_[atom.index()] = route_entry{c, c->peer_creation()};
+    }
+    // Every connection starts with a hello carrying this node's view (joins are one round
+    // trip: the new node learns every member at once and dials them all in parallel).
+    asio::post(strand_, [self = shared_from_this(), c] { self->send_hello(c); });
+  }
+
+  void on_down(const transport::connection_ptr& c, const failure& why) {
+    auto atom = node_atom::find(c->peer_id());
+    bool current = false;
+    {
+      std::unique_lock lock(routes_mu_);
+      auto it = routes_.find(atom.index());
+      if (it != routes_.end() && it->second.conn == c) {
+        routes_.erase(it);
+        current = true;
+      }
+    }
+    if (current) {
+      auto failed = fail_remote_calls(node_, atom,
+                                      failure(errc::nodedown, c->peer_id() + ": " + why.message()));
+      if (failed) {
+        log(log_level::info, "cluster", self_text_, ": ", failed, " call(s) to ", c->peer_id(),
+            " answered nodedown");
+      }
+      connection_lost(atom, c->peer_creation());
+    }
+    asio::post(strand_, [self = shared_from_this(), c, why, current] {
+      self->handle_down(c, why, current);
+    });
+  }
+
+  void on_frame(const transport::connection_ptr& c, transport::frame_view f) {
+    frames_in_.fetch_add(1, std::memory_order_relaxed);
+    auto d = decode(f.payload);
+    if (!d) return bad_frame(c, f.kind, d.fail().message());
+    try {
+      switch (f.kind) {
+        case wire::kind::send:
+          return on_send(c, std::move(*d));
+        case wire::kind::call:
+          return on_call(c, std::move(*d));
+        case wire::kind::reply:
+          return on_reply(c, std::move(*d));
+        case wire::kind::signal:
+          return on_signal(c, d->root);
+        case wire::kind::down:
+          return on_down_frame(c, d->root);
+        case wire::kind::hello:
+        case wire::kind::gossip: {
+          const auto& a = d->root;
+          bool hello = f.kind == wire::kind::hello;
+          if (hello && field(a, 0).as<std::uint32_t>() != wire::protocol_version) {
+            return bad_frame(c, f.kind, "unsupported cluster protocol version");
+          }
+          bool hidden = hello ? field(a, 1).as<bool>() : false;
+          auto state = field(a, hello ? 2 : 0).as<std::vector<gossip_entry>>();
+          asio::post(strand_,
+                     [self = shared_from_this(), c, hello, hidden, state = std::move(state)] {
+                       self->handle_state(c, hello, hidden, state);
+                     });
+          return;
+        }
+        case wire::kind::leave:
+          asio::post(strand_, [self = shared_from_this(), c] {
+            if (self->membership_) {
+              self->membership_->peer_leaving(c->peer_id(), c->peer_creation(), self->node_.now());
+            }
+          });
+          return;
+        case wire::kind::blocked: {
+          auto why = field(d->root, 0).as<std::string>();
+          asio::post(strand_,
+                     [self = shared_from_this(), c, why] { self->handle_blocked(c, why); });
+          return;
+        }
+        default:
+          return bad_frame(c, f.kind, "unknown cluster frame kind");
+      }
+    } catch (const std::exception& e) {
+      return bad_frame(c, f.kind, e.what());
+    }
+  }
+
+  void bad_frame(const transport::connection_ptr& c, std::uint8_t kind, const std::string& why) {
+    bad_frames_.fetch_add(1, std::memory_order_relaxed);
+    log(log_level::error, "cluster", self_text_, ": malformed frame (kind 0x", std::hex,
+        static_cast<int>(kind), std::dec, ") from ", c->peer_id(), ": ", why,
+        ": connection closed");
+    c->abort(failure(errc::malformed_frame, why));
+  }
+
+  pid peer_pid(const transport::connection_ptr& c, std::uint64_t serial) const {
+    if (serial == 0) return pid{};
+    return pid(node_atom::find(c->peer_id()), c->peer_creation(), serial);
+  }
+  pid local_pid(std::uint64_t serial, std::uint32_t creation) const {
+    return pid(node_.atom(), creation, serial);
+  }
+
+  void on_send(const transport::connection_ptr& c, decoded d) {
+    const auto& a = d.root;
+    auto to = local_pid(field(a, 0).as<std::uint64_t>(), field(a, 1).as<std::uint32_t>());
+    auto from = peer_pid(c, field(a, 2).as<std::uint64_t>());
+    bool info = field(a, 3).as<bool>();
+    const auto& tag = field(a, 4);
+    const auto& body = field(a, 5);
+    if (tag.type != msgpack::type::STR) throw msgpack::type_error();
+    auto* e = new wire_envelope(info ? detail::envelope_kind::info : detail::envelope_kind::cast,
+                                from, std::string_view(tag.via.str.ptr, tag.via.str.size), &body,
+                                std::move(d.zone));
+    if (!detail::route(node_.impl(), to, e)) undeliverable_.fetch_add(1, std::memory_order_relaxed);
+  }
+
+  void on_call(const transport::connection_ptr& c, decoded d) {
+    const auto& a = d.root;
+    auto to = local_pid(field(a, 0).as<std::uint64_t>(), field(a, 1).as<std::uint32_t>());
+    auto from = peer_pid(c, field(a, 2).as<std::uint64_t>());
+    auto id = field(a, 3).as<std::uint64_t>();
+    const auto& tag = field(a, 4);
+    const auto& body = field(a, 5);
+    if (tag.type != msgpack::type::STR) throw msgpack::type_error();
+    auto* e = new wire_envelope(detail::envelope_kind::call, from,
+                                std::string_view(tag.via.str.ptr, tag.via.str.size), &body,
+                                std::move(d.zone));
+    e->call = detail::ref_ptr<detail::call_state_base>(new wire_call_state(c, id));
+    // A dead target answers noproc through the call state (route_failed / the envelope's end).
+    if (!detail::route(node_.impl(), to, e)) undeliverable_.fetch_add(1, std::memory_order_relaxed);
+  }
+
+  void on_reply(const transport::connection_ptr& c, decoded d) {
+    (void)c;
+    const auto& a = d.root;
+    auto id = field(a, 0).as<std::uint64_t>();
+    auto st = static_cast<wire::status>(field(a, 1).as<std::uint8_t>());
+    result<msgpack::object_handle> reply = failure(errc::exit);
+    if (st == wire::status::ok) {
+      reply = msgpack::object_handle(field(a, 2), std::move(d.zone));
+    } else if (st == wire::status::foreign_error) {
+      auto reason = field(a, 2).as<std::string>();
+      auto category = field(a, 3).as<std::string>();
+      auto value = field(a, 4).as<int>();
+      reply = failure(std::error_code(value, remote_category_instance), category + ": " + reason);
+    } else {
+      reply = failure(wire::to_errc(st), field(a, 2).as<std::string>());
+    }
+    (void)complete_remote_call(node_, id, std::move(reply));
+  }
+
+  void on_signal(const transport::connection_ptr& c, const msgpack::object& a) {
+    auto kind = envelope_kind_of(field(a, 0).as<std::uint8_t>());
+    if (!kind) throw msgpack::type_error();
+    auto to = local_pid(field(a, 1).as<std::uint64_t>(), field(a, 2).as<std::uint32_t>());
+    auto from = peer_pid(c, field(a, 3).as<std::uint64_t>());
+    exit_reason reason(field(a, 4).as<std::string>());
+    monitor_ref ref{field(a, 5).as<std::uint64_t>()};
+    bool from_link = field(a, 6).as<bool>();
+    using detail::envelope_kind;
+    {
+      std::lock_guard lock(watch_mu_);
+      auto& w = watches_[from.node().index()];
+      switch (*kind) {
+        case envelope_kind::link:
+          w.links.insert({to, from});
+          break;
+        case envelope_kind::unlink:
+          w.links.erase({to, from});
+          break;
+        case envelope_kind::exit_signal:
+          if (from_link) w.links.erase({to, from});
+          break;
+        case envelope_kind::monitor:
+          w.monitors_in[{from, ref.id}] = to;
+          break;
+        case envelope_kind::demonitor:
+          w.monitors_in.erase({from, ref.id});
+          break;
+        default:
+          break;
+      }
+    }
+    if (deliver_signal(node_, *kind, from, to, reason, ref, from_link)) return;
+    undeliverable_.fetch_add(1, std::memory_order_relaxed);
+    // Answer as a local target would: a link to a dead process is an exit noproc, a monitor a
+    // down noproc. These go back through the router (and untrack what was just tracked).
+    if (*kind == envelope_kind::link) {
+      {
+        std::lock_guard lock(watch_mu_);
+        watches_[from.node().index()].links.erase({to, from});
+      }
+      auto* x = new detail::signal_envelope(envelope_kind::exit_signal, to);
+      x->reason = exit_reason::noproc();
+      x->from_link = true;
+      (void)route(from, *x);
+      delete x;
+    } else if (*kind == envelope_kind::monitor) {
+      {
+        std::lock_guard lock(watch_mu_);
+        watches_[from.node().index()].monitors_in.erase({from, ref.id});
+      }
+      auto* m = new detail::typed_envelope<down>(detail::envelope_kind::system_info, to,
+                                                 down{ref, to, exit_reason::noproc()});
+      (void)route(from, *m);
+      delete m;
+    }
+  }
+
+  void on_down_frame(const transport::connection_ptr& c, const msgpack::object& a) {
+    (void)c;
+    auto to = local_pid(field(a, 0).as<std::uint64_t>(), field(a, 1).as<std::uint32_t>());
+    monitor_ref ref{field(a, 2).as<std::uint64_t>()};
+    auto who = field(a, 3).as<pid>();
+    exit_reason reason(field(a, 4).as<std::string>());
+    {
+      std::lock_guard lock(watch_mu_);
+      auto it = watches_.find(who.node().index());
+      if (it != watches_.end()) it->second.monitors_out.erase(ref.id);
+    }
+    deliver_down(to, ref, who, std::move(reason));
+  }
+
+  // ---- control strand
+  void send_hello(const transport::connection_ptr& c) {
+    if (!membership_ || closed_.load()) return;
+    if (membership_->is_blocked(c->peer_id(), c->peer_creation())) {
+      rejected_peers_.fetch_add(1);
+      log(log_level::warning, "cluster", self_text_, ": ", c->peer_id(), " (creation ",
+          c->peer_creation(), ") was downed: its incarnation cannot rejoin");
+      send_blocked(c, "incarnation was downed");
+      c->close();
+      return;
+    }
+    auto& b = scratch();
+    msgpack::packer<msgpack::sbuffer> pk(b);
+    pk.pack_array(3);
+    pk.pack(wire::protocol_version);
+    pk.pack(opt_.hidden);
+    if (opt_.hidden) {
+      pk.pack(std::vector<gossip_entry>{});
+    } else {
+      pk.pack(membership_->state());
+    }
+    (void)c->send(wire::kind::hello, view(b));
+  }
+
+  void handle_state(const transport::connection_ptr& c, bool hello, bool hidden,
+                    const std::vector<gossip_entry>& state) {
+    if (!membership_ || closed_.load() || !c->is_open()) return;
+    auto now = node_.now();
+    if (hello) {
+      if (hidden) {
+        hidden_peers_.insert(c.get());
+        log(log_level::info, "cluster", self_text_, ": hidden node ", c->peer_id(), " connected");
+        return;
+      }
+      if (!membership_->peer_connected(c->peer_id(), c->peer_creation(), now)) {
+        rejected_peers_.fetch_add(1);
+        send_blocked(c, "incarnation was downed");
+        c->close();
+        return;
+      }
+      silent_.erase(c->peer_id());
+      dials_.erase(c->peer_id());
+      for (auto& s : seeds_) s.dial = {};
+    }
+    if (hidden_peers_.count(c.get())) return;
+    membership_->gossip_received(c->peer_id(), state, now);
+    after_change();
+  }
+
+  void handle_blocked(const transport::connection_ptr& c, const std::string& why) {
+    if (!membership_) return;
+    // Only a member may tell this node it was downed.
+    std::vector<gossip_entry> verdict{
+        gossip_entry{self_text_, node_.creation(), member_status::down, 0, errc::downed, {}}};
+    log(log_level::warning, "cluster", self_text_, ": ", c->peer_id(), " says: ", why);
+    membership_->gossip_received(c->peer_id(), verdict, node_.now());
+    after_change();
+  }
+
+  void handle_down(const transport::connection_ptr& c, const failure& why, bool current) {
+    hidden_peers_.erase(c.get());
+    if (!membership_ || closed_.load() || leaving_) return;
+    const auto& id = c->peer_id();
+    auto creation = c->peer_creation();
+    if (!current || !membership_->is_up(id, creation)) return;
+    auto now = node_.now();
+    if (membership_->is_leaving(id, creation)) {
+      membership_->peer_disconnected(id, creation, true, errc::graceful_shutdown, now);
+      after_change();
+      return;
+    }
+    log(log_level::info, "cluster", self_text_, ": connection to ", id, " lost (", why.message(),
+        "): probing");
+    membership_->peer_disconnected(id, creation, false,
+                                   why.code == make_error_code(errc::heartbeat_timeout)
+                                       ? errc::heartbeat_timeout
+                                       : errc::connection_closed,
+                                   now);
+    // An immediate reconnect tells a dead OS process (refused at once) from a network problem.
+    dial_member(id, creation, true);
+    after_change();
+  }
+
+  void dial_member(const std::string& id, std::uint32_t creation, bool probe) {
+    auto parsed = node_id::parse(id);
+    if (!parsed) return;
+    if (auto o = opt_.addresses.find(id); o != opt_.addresses.end()) {
+      auto where = parse_seed(o->second);
+      if (!where) {
+        log(log_level::error, "cluster", self_text_, ": address of ", id, ": ",
+            where.fail().message());
+        return;
+      }
+      parsed->host = where->host;
+      parsed->port = where->port;
+    }
+    auto& d = dials_[id];
+    if (d.in_flight) return;
+    d.in_flight = true;
+    connect_attempts_.fetch_add(1);
+    std::weak_ptr<service_impl> weak = shared_from_this();
+    endpoint_->connect(
+        parsed->host, parsed->port,
+        [weak, id, creation, probe](result<transport::connection_ptr> r) {
+          auto s = weak.lock();
+          if (!s) return;
+          asio::post(s->strand_, [s, id, creation, probe, r = std::move(r)] {
+            s->dial_done(id, creation, probe, r);
+          });
+        },
+        id);
+  }
+
+  void dial_done(const std::string& id, std::uint32_t creation, bool probe,
+                 const result<transport::connection_ptr>& r) {
+    auto& d = dials_[id];
+    d.in_flight = false;
+    if (!membership_ || closed_.load()) return;
+    if (r) {
+      d = {};
+      return;  // on_up and the hello do the rest
+    }
+    const bool refused = r.fail().reason.find("Connection refused") != std::string::npos;
+    auto now = node_.now();
+    if (refused && membership_->is_up(id, creation) && !endpoint_->find(id)) {
+      // Nothing listens where the member was: its OS process is gone.
+      membership_->peer_disconnected(id, creation, true, errc::connection_closed, now);
+      dials_.erase(id);
+      after_change();
+      return;
+    }
+    (void)probe;
+    d.next = now + backoff(d.attempt++);
+  }
+
+  clock_type::duration backoff(unsigned attempt) {
+    auto cap = std::min<std::int64_t>(opt_.retry_max.count(), opt_.retry_initial.count()
+                                                                  << std::min(attempt, 16u));
+    std::uniform_int_distribution<std::int64_t> jitter(cap / 2, std::max<std::int64_t>(cap, 1));
+    return std::chrono::milliseconds(jitter(rng_));
+  }
+
+  void dial_seeds(time_point now) {
+    if (!endpoint_->connections().empty() || membership_->downed()) return;
+    for (std::size_t i = 0; i < seeds_.size(); ++i) {
+      auto& s = seeds_[i];
+      if (s.self || s.dial.in_flight || now < s.dial.next) continue;
+      s.dial.in_flight = true;
+      connect_attempts_.fetch_add(1);
+      // Resolve each time: a headless service's addresses change; each is tried.
+      resolver_.async_resolve(
+          s.host, std::to_string(s.port),
+          [self = shared_from_this(), i](const std::error_code& ec,
+                                         asio::ip::tcp::resolver::results_type found) {
+            self->seed_resolved(i, ec, std::move(found));
+          });
+    }
+  }
+
+  void seed_resolved(std::size_t i, const std::error_code& ec,
+                     asio::ip::tcp::resolver::results_type found) {
+    auto& s = seeds_[i];
+    if (ec || found.empty()) {
+      log(log_level::warning, "cluster", self_text_, ": seed ", s.text,
+          ": cannot resolve: ", ec.message());
+      seed_failed(i);
+      return;
+    }
+    auto pending = std::make_shared<std::size_t>(found.size());
+    auto any_ok = std::make_shared<bool>(false);
+    for (const auto& entry : found) {
+      auto ep = entry.endpoint();
+      if (ep == bound_) {
+        s.self = true;
+        continue;
+      }
+      std::weak_ptr<service_impl> weak = shared_from_this();
+      endpoint_->connect(ep, [weak, i, pending, any_ok](result<transport::connection_ptr> r) {
+        auto self = weak.lock();
+        if (!self) return;
+        asio::post(self->strand_, [self, i, pending, any_ok, r = std::move(r)] {
+          if (r) {
+            *any_ok = true;
+            if ((*r)->peer_id() == self->self_text_) self->seeds_[i].self = true;
+          }
+          if (--*pending == 0) {
+            if (*any_ok) {
+              self->seeds_[i].dial = {};
+            } else {
+              self->seed_failed(i);
+            }
+          }
+        });
+      });
+    }
+    if (s.self) {
+      if (--*pending == 0) seed_failed(i);
+    }
+  }
+
+  void seed_failed(std::size_t i) {
+    auto& s = seeds_[i];
+    s.dial.in_flight = false;
+    s.dial.next = node_.now() + backoff(s.dial.attempt++);
+    if (s.dial.attempt == 1 || s.dial.attempt % 10 == 0) {
+      log(log_level::info, "cluster", self_text_, ": seed ", s.text, " not reachable (attempt ",
+          s.dial.attempt, "), retrying");
+    }
+  }
+
+  void check_silence() {
+    auto now_steady = std::chrono::steady_clock::now();
+    auto now = node_.now();
+    for (const auto& c : endpoint_->connections()) {
+      if (hidden_peers_.count(c.get())) continue;
+      bool silent = now_steady - c->last_receive() > opt_.unreachable_after;
+      bool was = silent_.count(c->peer_id()) != 0;
+      if (silent == was) continue;
+      if (silent) {
+        silent_.insert(c->peer_id());
+      } else {
+        silent_.erase(c->peer_id());
+      }
+      membership_->peer_silent(c->peer_id(), c->peer_creation(), silent, now);
+    }
+  }
+
+  void on_tick() {
+    if (closed_.load() || !membership_) return;
+    auto now = node_.now();
+    if (!leaving_) {
+      check_silence();
+      membership_->tick(now);
+      if (!opt_.hidden) {
+        for (const auto& [id, creation] : membership_->wanted_connections()) {
+          auto& d = dials_[id];
+          if (!d.in_flight && now >= d.next) dial_member(id, creation, false);
+        }
+      }
+      dial_seeds(now);
+    }
+    publish_view();
+    timer_.expires_after(opt_.heartbeat_interval);
+    timer_.async_wait([self = shared_from_this()](const std::error_code& ec) {
+      if (!ec) self->on_tick();
+    });
+  }
+
+  void after_change() {
+    if (!membership_) return;
+    auto now = node_.now();
+    if (!opt_.hidden && !leaving_) {
+      for (const auto& [id, creation] : membership_->wanted_connections()) {
+        auto& d = dials_[id];
+        if (!d.in_flight && now >= d.next) dial_member(id, creation, false);
+      }
+    }
+    publish_view();
+  }
+
+  void publish_view() {
+    auto m = membership_->members();
+    std::lock_guard lock(view_mu_);
+    members_view_ = std::move(m);
+  }
+
+  void do_leave() {
+    if (leaving_ || !membership_) return;
+    leaving_ = true;
+    membership_->leave(node_.now());
+    log(log_level::info, "cluster", self_text_, ": leaving the cluster");
+    for (const auto& c : endpoint_->connections()) {
+      (void)c->send(wire::kind::leave, view([] {
+                      auto& b = scratch();
+                      msgpack::packer<msgpack::sbuffer> pk(b);
+                      pk.pack_array(0);
+                      return std::cref(b);
+                    }()
+                                                .get()));
+      c->close();  // flushes the leave first
+    }
+    publish_view();
+  }
+
+  void leave_and_wait() {
+    leave();
+    // From a process handler the stop cannot wait here (it would hold a worker); the leave
+    // frames still go out while the node winds down.
+    if (detail::current_self()) return;
+    auto until = std::chrono::steady_clock::now() + opt_.leave_timeout;
+    while (std::chrono::steady_clock::now() < until) {
+      if (leaving_done()) break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+  }
+  bool leaving_done() const {
+    if (!endpoint_) return true;
+    for (const auto& c : endpoint_->connections()) {
+      if (c->is_open()) return false;
+    }
+    return true;
+  }
+
+  node& node_;
+  options opt_;
+  node_id self_;
+  std::string self_text_;
+  asio::strand<asio::io_context::executor_type> strand_;
+  asio::steady_timer timer_;
+  asio::ip::tcp::resolver resolver_;
+  std::mt19937_64 rng_;
+  std::unique_ptr<transport::endpoint> endpoint_;
+  asio::ip::tcp::endpoint bound_;
+  std::atomic<bool> closed_{false};
+  std::atomic<bool> minority_{false};
+  std::atomic<bool> downed_{false};
+
+  // Control strand only.
+  std::optional<membership> membership_;
+  std::vector<seed_entry> seeds_;
+  std::map<std::string, dial_state> dials_;
+  std::set<std::string> silent_;
+  std::set<const transport::connection*> hidden_peers_;
+  bool leaving_ = false;
+
+  mutable std::shared_mutex routes_mu_;
+  std::unordered_map<std::uint32_t, route_entry> routes_;  // by node atom index
+  mutable std::mutex watch_mu_;
+  std::unordered_map<std::uint32_t, peer_watches> watches_;
+  mutable std::mutex view_mu_;
+  std::vector<member> members_view_;
+  std::mutex subs_mu_;
+  std::map<subscription, std::function<void(const node_event&)>> subs_;
+  std::set<pid> node_monitors_;
+  subscription next_sub_ = 0;
+
+  std::atomic<std::uint64_t> frames_in_{0}, frames_out_{0}, bad_frames_{0}, undeliverable_{0},
+      connect_attempts_{0}, rejected_peers_{0};
+};
+
+// Owned by the node: destroyed after every process ended.
+struct cluster_holder final : node_service {
+  explicit cluster_holder(node&) {}
+  ~cluster_holder() override {
+    if (impl) impl->shutdown();
+  }
+  std::mutex mu;
+  std::shared_ptr<service_impl> impl;
+};
+
+}  // namespace
+
+result<service*> join(node& n, options o) {
+  auto id = node_id::parse(n.name());
+  if (!id) {
+    log(log_level::error, "cluster", "node name '", n.name(),
+        "' is not a node id: ", id.fail().message());
+    return id.fail();
+  }
+  if (id->to_string() != n.name()) {
+    // Pids carry the name: every node must spell a peer's id the same way.
+    return failure(
+        errc::invalid_argument,
+        "node name '" + n.name() + "' is not in canonical form: use '" + id->to_string() + "'");
+  }
+  auto valid = downing_rule::validate(o.downing);
+  if (!valid) return valid.fail();
+  if (o.heartbeat_interval.count() <= 0 || o.unreachable_after <= o.heartbeat_interval ||
+      o.gossip_interval.count() <= 0 || o.retry_initial.count() <= 0 ||
+      o.retry_max < o.retry_initial) {
+    return failure(errc::invalid_argument,
+                   "cluster options: intervals must be positive, unreachable_after > "
+                   "heartbeat_interval, retry_max >= retry_initial");
+  }
+  auto& holder = n.use_service<cluster_holder>();
+  std::lock_guard lock(holder.mu);
+  if (holder.impl) return static_cast<service*>(holder.impl.get());
+  auto impl = std::make_shared<service_impl>(n, std::move(o), std::move(*id));
+  auto started = impl->start();
+  if (!started) {
+    impl->shutdown();
+    return started.fail();
+  }
+  holder.impl = std::move(impl);
+  return static_cast<service*>(holder.impl.get());
+}
+
+service* find(node& n) {
+  auto& holder = n.use_service<cluster_holder>();
+  std::lock_guard lock(holder.mu);
+  return holder.impl.get();
+}
+
+}  // namespace otpp::cluster

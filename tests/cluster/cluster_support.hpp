@@ -1,0 +1,117 @@
+// In-process cluster nodes on 127.0.0.1 for tests.
+#pragma once
+
+#include <asio/ip/tcp.hpp>
+#include <atomic>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "common/eventually.hpp"
+#include "otpp/cluster/cluster.hpp"
+#include "otpp/runtime.hpp"
+
+namespace otpp_test {
+
+using namespace std::chrono_literals;
+
+inline const std::string test_secret = "0123456789abcdef0123456789abcdef";
+
+// A port nobody listens on right now (the kernel hands out ephemeral ports in sequence, so it
+// is not handed out again soon).
+inline std::uint16_t free_port() {
+  asio::io_context io;
+  asio::ip::tcp::acceptor a(io, asio::ip::tcp::endpoint(asio::ip::make_address("127.0.0.1"), 0));
+  return a.local_endpoint().port();
+}
+
+inline std::string node_name(const std::string& name, std::uint16_t port) {
+  return name + "@127.0.0.1:" + std::to_string(port);
+}
+
+// Fast detection for tests; the bounds in assertions stay generous (slow, loaded machines).
+inline otpp::cluster::options fast_options(std::vector<std::string> seeds = {}) {
+  otpp::cluster::options o;
+  o.seeds = std::move(seeds);
+  o.transport.secret = test_secret;
+  o.gossip_interval = 200ms;
+  o.heartbeat_interval = 50ms;
+  o.unreachable_after = 1000ms;
+  o.downing.stable_after = 1000ms;
+  o.retry_initial = 20ms;
+  o.retry_max = 300ms;
+  o.leave_timeout = 2000ms;
+  return o;
+}
+
+// Records every node event a node's cluster reports.
+struct event_log {
+  std::mutex mu;
+  std::vector<otpp::cluster::node_event> events;
+  void add(const otpp::cluster::node_event& e) {
+    std::lock_guard lock(mu);
+    events.push_back(e);
+  }
+  std::size_t count(otpp::cluster::node_event_kind k, const std::string& node = {}) {
+    std::lock_guard lock(mu);
+    std::size_t n = 0;
+    for (const auto& e : events) n += e.kind == k && (node.empty() || e.node == node);
+    return n;
+  }
+  std::optional<otpp::cluster::node_event> find(otpp::cluster::node_event_kind k,
+                                                const std::string& node) {
+    std::lock_guard lock(mu);
+    for (const auto& e : events) {
+      if (e.kind == k && e.node == node) return e;
+    }
+    return std::nullopt;
+  }
+};
+
+struct test_node {
+  std::unique_ptr<otpp::node> node;
+  otpp::cluster::service* cluster = nullptr;
+  std::shared_ptr<event_log> log = std::make_shared<event_log>();
+  std::string id;
+
+  static std::unique_ptr<test_node> start(const std::string& name, std::uint16_t port,
+                                          otpp::cluster::options o, std::size_t threads = 2) {
+    auto t = std::make_unique<test_node>();
+    t->id = node_name(name, port);
+    t->node = std::make_unique<otpp::node>(otpp::node_options{.name = t->id, .threads = threads});
+    t->node->start();
+    auto c = otpp::cluster::join(*t->node, std::move(o));
+    if (!c) {
+      ADD_FAILURE() << "join " << t->id << ": " << c.fail().message();
+      return t;
+    }
+    t->cluster = *c;
+    auto log = t->log;
+    t->cluster->subscribe([log](const otpp::cluster::node_event& e) { log->add(e); });
+    return t;
+  }
+
+  std::size_t up_members() const {
+    std::size_t n = 0;
+    for (const auto& m : cluster->members()) {
+      n += m.status == otpp::cluster::member_status::up && m.connected && m.reachable;
+    }
+    return n;
+  }
+};
+
+// Every node sees `n` members up, connected and reachable.
+inline bool converged(const std::vector<test_node*>& nodes, std::size_t n,
+                      std::chrono::milliseconds bound = 30s) {
+  return eventually(
+      [&] {
+        for (auto* t : nodes) {
+          if (!t->cluster || t->up_members() != n) return false;
+        }
+        return true;
+      },
+      bound);
+}
+
+}  // namespace otpp_test
