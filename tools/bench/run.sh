@@ -13,7 +13,9 @@
 # go to stderr; everything raw goes to tools/bench/results/<utc>/.
 #
 # FILTER words select by prefix: `local` (otpp_bench_local + its Erlang peers),
-# `transport`, or a result-name prefix such as `local.cast` or `local.call_seq.p99`.
+# `remote` (TCP floor, otpp_bench_remote if built, two Erlang nodes), `transport`,
+# or a result-name prefix such as `local.cast` or `remote.call_small.p99` (a
+# remote.call_X / remote.cast_X filter also runs the matching TCP floor part).
 #
 # Options:
 #   --reps N          repetitions (default: $REPS or 3)
@@ -21,9 +23,11 @@
 #   --build-dir DIR   build dir (default: $BUILD_DIR or <repo>/build-release)
 #   --no-erlang       otpp only, even if erl is installed
 #   --install-erlang  apt-get install -y erlang-base first if erl is missing
+#   --quick           remote group only: counts / 10 (smoke runs; not for figures)
 #   -h, --help
 # Environment: TIMEOUT (s, per Erlang VM, default 300), BIN_TIMEOUT (s, per
 # otpp binary, default 900), JOBS (build parallelism, default 2).
+# The remote group starts epmd on 127.0.0.1 if none runs, and stops it at the end.
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ROOT="$(cd "$HERE/../.." && pwd)"
@@ -32,7 +36,7 @@ BUILD_DIR="${BUILD_DIR:-$ROOT/build-release}"
 TIMEOUT="${TIMEOUT:-300}"
 BIN_TIMEOUT="${BIN_TIMEOUT:-900}"
 JOBS="${JOBS:-2}"
-DO_BUILD=1 USE_ERLANG=1 INSTALL_ERLANG=0
+DO_BUILD=1 USE_ERLANG=1 INSTALL_ERLANG=0 QUICK=0
 FILTERS=()
 
 usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; }
@@ -45,6 +49,7 @@ while [ "$#" -gt 0 ]; do
         --build-dir=*) BUILD_DIR="${1#*=}" ;;
         --no-erlang) USE_ERLANG=0 ;;
         --install-erlang) INSTALL_ERLANG=1 ;;
+        --quick) QUICK=1 ;;
         -h|--help) usage; exit 0 ;;
         -*) echo "run.sh: unknown option $1" >&2; usage >&2; exit 2 ;;
         *) FILTERS+=("${1#otpp_bench_}") ;;
@@ -86,6 +91,7 @@ selects() {
 # ------------------------------------------------------------------ results dir
 RUN_ID="$(date -u +%Y%m%dT%H%M%SZ)"
 OUT="$HERE/results/$RUN_ID"
+[ -e "$OUT" ] && OUT="$OUT-$$"                  # two runs in the same second
 mkdir -p "$OUT"
 LOG="$OUT/log.txt"; META="$OUT/meta.tsv"
 OTPP_RAW="$OUT/otpp.raw.jsonl"; ERL_RAW="$OUT/erlang.raw.jsonl"
@@ -106,10 +112,35 @@ if [ "$DO_BUILD" = 1 ]; then
     fi
 fi
 
+# A binary's selection name is its name without otpp_bench_, prefixed with its
+# folder when it does not start with it: remote/otpp_bench_tcp_floor is
+# `remote.tcp_floor`, local/otpp_bench_local is `local`.
+# floor_for_filters: the TCP floor measurements the remote filter words need
+# (remote.call_X... -> remote.tcp_floor.rtt_X..., remote.cast_X... ->
+# remote.tcp_floor.stream_X...); "" = all of them; returns 1 if none.
+floor_for_filters() {
+    local w out=() all=0
+    [ "${#FILTERS[@]}" -eq 0 ] && { echo ""; return 0; }
+    for w in "${FILTERS[@]}"; do
+        case "$w" in
+            remote.call*) out+=("remote.tcp_floor.rtt${w#remote.call}") ;;
+            remote.cast*) out+=("remote.tcp_floor.stream${w#remote.cast}") ;;
+            remote.*) ;;
+            *) [[ "remote" == "$w"* ]] && all=1 ;;
+        esac
+    done
+    [ "$all" = 1 ] && { echo ""; return 0; }
+    [ "${#out[@]}" -gt 0 ] || return 1
+    echo "${out[*]}"
+}
 BINS=() BIN_NARROW=()
 for b in "$BUILD_DIR"/tools/bench/*/otpp_bench_*; do
     [ -f "$b" ] && [ -x "$b" ] || continue
-    if n="$(selects "$(basename "$b" | sed 's/^otpp_bench_//')")"; then BINS+=("$b"); BIN_NARROW+=("$n"); fi
+    short="$(basename "$b" | sed 's/^otpp_bench_//')"; group="$(basename "$(dirname "$b")")"
+    item="$short"; [[ "$short" == "$group"* ]] || item="$group.$short"
+    if n="$(selects "$item")" || n="$(selects "$short")"; then BINS+=("$b"); BIN_NARROW+=("$n")
+    elif [ "$item" = remote.tcp_floor ] && n="$(floor_for_filters)"; then BINS+=("$b"); BIN_NARROW+=("$n")
+    fi
 done
 [ "${#BINS[@]}" -gt 0 ] || say "no otpp benchmark binary selected under $BUILD_DIR/tools/bench/*/"
 
@@ -119,6 +150,10 @@ if [ "$USE_ERLANG" = 1 ]; then
     mkdir -p "$EBIN"
     erlc -o "$EBIN" "$HERE"/erlang/*.erl
     ERL=(erl -noshell -pa "$EBIN")
+    # remote.* workloads: the driver VM is a distributed node on 127.0.0.1 (it
+    # starts its peers itself with the same cookie, interface and net_ticktime)
+    ERL_DIST=(-setcookie otpp_bench -kernel inet_dist_use_interface '{127,0,0,1}'
+              -kernel net_ticktime "${REMOTE_TICKTIME:-4}")
     : >"$ERL_RAW"
     for w in $("${ERL[@]}" -run otpp_peer main list </dev/null); do
         if n="$(selects "$w")"; then WLS+=("$w"); WL_NARROW+=("$n"); fi
@@ -128,6 +163,31 @@ fi
 if [ "${#BINS[@]}" -eq 0 ] && [ "${#WLS[@]}" -eq 0 ]; then
     say "nothing to run (filter: ${FILTERS[*]:-none})"; rm -rf "$OUT"; exit 2
 fi
+
+# ------------------------------------------------------------------ epmd (remote group)
+# Distributed Erlang needs epmd: started here on 127.0.0.1 when none runs, and
+# stopped at exit (epmd -kill refuses while a node is still registered: then a
+# stray node is reported).
+EPMD_OURS=0
+stop_epmd() {
+    [ "$EPMD_OURS" = 1 ] || return 0
+    local names
+    names="$(epmd -names 2>/dev/null | grep '^name ' || true)"
+    [ -z "$names" ] || say "WARN: Erlang nodes still registered with epmd: $(echo "$names" | tr '\n' ' ')"
+    epmd -kill >/dev/null 2>&1 || say "WARN: epmd -kill failed (epmd left running)"
+    EPMD_OURS=0
+}
+if [ "${#WLS[@]}" -gt 0 ] && printf '%s\n' "${WLS[@]}" | grep -q '^remote\.'; then
+    export ERL_EPMD_ADDRESS=127.0.0.1           # epmd and the nodes on loopback only
+    if ! epmd -names >/dev/null 2>&1; then
+        epmd -daemon -address 127.0.0.1
+        EPMD_OURS=1
+        trap stop_epmd EXIT
+        for _ in $(seq 1 50); do epmd -names >/dev/null 2>&1 && break; sleep 0.1; done
+        epmd -names >/dev/null 2>&1 || { say "epmd did not start"; exit 1; }
+    fi
+fi
+if [ "$QUICK" = 1 ]; then export OTPP_BENCH_QUICK=1; fi
 
 # ------------------------------------------------------------------ versions
 {
@@ -151,6 +211,10 @@ fi
     echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //') x $(nproc)"
     echo "mem: $(awk '/MemTotal/{printf "%.1f GiB", $2/1048576}' /proc/meminfo)"
     echo "loadavg: $(cut -d' ' -f1-3 /proc/loadavg)"
+    if command -v lscpu >/dev/null 2>&1; then
+        echo "lscpu: $(lscpu | awk -F': *' '/^(Model name|Vendor ID|Hypervisor vendor|CPU\(s\)|Thread\(s\) per core|L3 cache)/ { printf "%s=%s; ", $1, $2 }')"
+    fi
+    if [ "$QUICK" = 1 ]; then echo "QUICK: remote counts / 10 (smoke run, not figures)"; fi
 } >"$OUT/versions.txt"
 sed 's/^/[bench]   /' "$OUT/versions.txt" >&2
 
@@ -169,7 +233,7 @@ run_one() {
     [ -x /usr/bin/time ] && timer=(/usr/bin/time -f 'CPUTIME %U %S' -o "$tmp.cpu")
     load="$(cut -d' ' -f1 /proc/loadavg)"
     b0="$(cpu_busy)"; t0="$(date +%s.%N)"
-    "${timer[@]}" timeout "$([ "$side" = otpp ] && echo "$BIN_TIMEOUT" || echo "$TIMEOUT")" \
+    "${timer[@]}" timeout -k 10 "$([ "$side" = otpp ] && echo "$BIN_TIMEOUT" || echo "$TIMEOUT")" \
         "$@" </dev/null >"$tmp" 2>"$tmp.err" || rc=$?
     t1="$(date +%s.%N)"; b1="$(cpu_busy)"
     { echo "### rep=$rep $side $label rc=$rc :: $*"; cat "$tmp" "$tmp.err"; } >>"$LOG"
@@ -200,18 +264,26 @@ run_one() {
 }
 
 run_otpp() {
-    local i
+    local i args words
     for i in "${!BINS[@]}"; do
         say "rep $1/$REPS otpp   $(basename "${BINS[$i]}")"
-        run_one "$1" otpp "$(basename "${BINS[$i]}")" "${BIN_NARROW[$i]}" "$OTPP_RAW" "${BINS[$i]}"
+        # remote/ binaries take [--quick] [NAME_PREFIX...] (see README)
+        args=()
+        if [ "$(basename "$(dirname "${BINS[$i]}")")" = remote ]; then
+            if [ "$QUICK" = 1 ]; then args+=(--quick); fi
+            if [ -n "${BIN_NARROW[$i]}" ]; then read -r -a words <<<"${BIN_NARROW[$i]}"; args+=("${words[@]}"); fi
+        fi
+        run_one "$1" otpp "$(basename "${BINS[$i]}")" "${BIN_NARROW[$i]}" "$OTPP_RAW" "${BINS[$i]}" "${args[@]}"
     done
 }
 run_erlang() {
-    local i
+    local i dist
     for i in "${!WLS[@]}"; do
         say "rep $1/$REPS erlang ${WLS[$i]}"
+        dist=()
+        if [[ "${WLS[$i]}" == remote.* ]]; then dist=(-name "otpp_ra_$$_$1_$i@127.0.0.1" "${ERL_DIST[@]}"); fi
         run_one "$1" erlang "${WLS[$i]}" "${WL_NARROW[$i]}" "$ERL_RAW" \
-            "${ERL[@]}" -run otpp_peer main "${WLS[$i]}"
+            "${ERL[@]}" "${dist[@]}" -run otpp_peer main "${WLS[$i]}"
     done
 }
 
@@ -220,9 +292,16 @@ for rep in $(seq 1 "$REPS"); do
     else run_erlang "$rep"; run_otpp "$rep"; fi
 done
 
+stop_epmd
+
 # ------------------------------------------------------------------ merge
 merge_args=("$OTPP_RAW"); [ "$USE_ERLANG" = 1 ] && merge_args+=("$ERL_RAW")
 bash "$HERE/merge.sh" -t "$OUT/table.txt" -s "$OUT/summary.tsv" "${merge_args[@]}" | tee "$OUT/results.jsonl"
+# remote figures over the TCP floor measured in the same run (both sides)
+if grep -q '^remote\.tcp_floor\.' "$OUT/summary.tsv" 2>/dev/null; then
+    bash "$HERE/remote/floor_ratios.sh" -t "$OUT/floor_table.txt" "$OUT/summary.tsv" | tee -a "$OUT/results.jsonl"
+    if [ -s "$OUT/floor_table.txt" ]; then cat "$OUT/floor_table.txt" >>"$OUT/table.txt"; fi
+fi
 {
     echo
     echo "median of $REPS rep(s); +- = (max-min)/median; ratio > 1: otpp better"

@@ -1,8 +1,11 @@
-%% Erlang/OTP peer of otpp's `otpp_bench_local`: the same workloads, the same
-%% result names and units, one JSON object per line on stdout.
+%% Erlang/OTP peer of otpp's `otpp_bench_local` (and, through otpp_remote, of
+%% `otpp_bench_remote`): the same workloads, the same result names and units,
+%% one JSON object per line on stdout.
 %%
 %%   erl -noshell -pa ebin -run otpp_peer main <workload>
 %%   erl -noshell -pa ebin -run otpp_peer main list      % prints the workload ids
+%%
+%% The remote.* workloads (otpp_remote.erl) need a distributed VM: see there.
 %%
 %% A workload id is the prefix of the result names it prints.  run.sh starts one
 %% fresh VM per workload.  Counts are fixed, every receive has a timeout, and
@@ -16,7 +19,7 @@ workloads() ->
     ["local.cast_1p", "local.cast_4p", "local.cast_4p_offheap",
      "local.call_seq", "local.pingpong",
      "local.spawn.idle_rate", "local.spawn.gen_server_start_rate",
-     "local.mem", "local.ring"].
+     "local.mem", "local.ring"] ++ otpp_remote:workloads().
 
 main(["list"]) ->
     [io:format("~s~n", [W]) || W <- workloads()],
@@ -53,6 +56,9 @@ await(Tag, What) ->
     end.
 
 %% ------------------------------------------------------------------ workloads
+workload("remote." ++ _ = Id) ->
+    otpp_remote:workload(Id);
+
 workload("local.cast_1p") ->
     {ok, Srv} = otpp_peer_srv:start(),
     _ = cast_round(Srv, 1, 100000),                     % warm-up

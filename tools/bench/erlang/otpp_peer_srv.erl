@@ -1,6 +1,7 @@
 %% The gen_server the Erlang peer workloads talk to (mirrors the otpp bench server):
 %%   cast {add, N}     -> count it; when an armed target is reached, tell the watcher
 %%   call {lookup, K}  -> {ok, V} from a 64-entry map (small request, small reply)
+%%   call {echo, X}    -> X (the remote calls: an integer or a binary, sent back)
 %%   call {watch, Target, Pid} / reset / count
 -module(otpp_peer_srv).
 -behaviour(gen_server).
@@ -29,6 +30,8 @@ handle_cast(_Other, S) ->
 
 handle_call({lookup, K}, _From, S = {_, _, _, T}) ->
     {reply, maps:find(K, T), S};
+handle_call({echo, X}, _From, S) ->
+    {reply, X, S};
 handle_call({watch, Target, Pid}, _From, {_, _, _, T}) ->
     {reply, ok, {0, Target, Pid, T}};
 handle_call(reset, _From, {_, _, _, T}) ->
