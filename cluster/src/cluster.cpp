@@ -335,6 +335,14 @@ class service_impl final : public service,
     cfg.heartbeat_interval = opt_.heartbeat_interval;
     cfg.silence_timeout = opt_.silence_timeout;
     cfg.handshake_timeout = opt_.connect_timeout;
+    // Only the kinds this protocol version knows: anything else closes the connection in the
+    // transport (unknown_frame_kind) before it reaches this layer.
+    cfg.accepted_kinds.reset();
+    for (auto k : {wire::kind::hello, wire::kind::gossip, wire::kind::leave, wire::kind::blocked,
+                   wire::kind::send, wire::kind::call, wire::kind::reply, wire::kind::signal,
+                   wire::kind::down}) {
+      cfg.accepted_kinds.set(k);
+    }
     std::weak_ptr<service_impl> weak = shared_from_this();
     transport::connection_events ev;
     ev.on_up = [weak](const transport::connection_ptr& c) {
