@@ -299,10 +299,17 @@ class service_impl final : public service,
   }
 
   // Called when the node is destroyed (its services go after its processes).
+  // The node's threads have ended (or never ran this service's work): nothing else touches the
+  // timer and resolver. Cancelling them lets the node's last poll release their handlers (and
+  // with them this service) while the io_context is still alive.
   void shutdown() {
     set_router(node_, nullptr);
     closed_.store(true);
     if (endpoint_) endpoint_->close();
+    std::error_code ignored;
+    timer_.cancel();
+    resolver_.cancel();
+    (void)ignored;
   }
 
   // ---- service
@@ -330,9 +337,7 @@ class service_impl final : public service,
       node_monitors_.erase(p);
     }
   }
-  void leave() override {
-    asio::post(strand_, [self = shared_from_this()] { self->do_leave(); });
-  }
+  void leave() override { leave_and_wait(); }
   bool in_minority() const override { return minority_.load(); }
   bool downed() const override { return downed_.load(); }
   cluster_stats stats() const override {
@@ -1130,32 +1135,36 @@ class service_impl final : public service,
     leaving_ = true;
     membership_->leave(node_.now());
     log(log_level::info, "cluster", self_text_, ": leaving the cluster");
-    for (const auto& c : endpoint_->connections()) {
-      (void)c->send(wire::kind::leave, view([] {
-                      auto& b = scratch();
-                      msgpack::packer<msgpack::sbuffer> pk(b);
-                      pk.pack_array(0);
-                      return std::cref(b);
-                    }()
-                                                .get()));
-      c->close();  // flushes the leave first
+    {
+      auto& b = scratch();
+      msgpack::packer<msgpack::sbuffer> pk(b);
+      pk.pack_array(0);
+      for (const auto& c : endpoint_->connections()) {
+        (void)c->send(wire::kind::leave, view(b));
+        c->close();  // flushes the leave first
+      }
     }
+    leave_sent_.store(true);
     publish_view();
   }
 
+  // Announces the leave, waits (bounded) until the peers have it, then stops listening: from
+  // then on a dial to this node is refused, which is what a peer should see of a node that
+  // left. From a process handler it cannot wait (it would hold a worker): the leave frames
+  // still go out, and the listener closes with the node.
   void leave_and_wait() {
-    leave();
-    // From a process handler the stop cannot wait here (it would hold a worker); the leave
-    // frames still go out while the node winds down.
+    asio::post(strand_, [self = shared_from_this()] { self->do_leave(); });
     if (detail::current_self()) return;
     auto until = std::chrono::steady_clock::now() + opt_.leave_timeout;
     while (std::chrono::steady_clock::now() < until) {
       if (leaving_done()) break;
       std::this_thread::sleep_for(std::chrono::milliseconds(1));
     }
+    closed_.store(true);
+    if (endpoint_) endpoint_->close();
   }
   bool leaving_done() const {
-    if (!endpoint_) return true;
+    if (!endpoint_ || !leave_sent_.load()) return !endpoint_;
     for (const auto& c : endpoint_->connections()) {
       if (c->is_open()) return false;
     }
@@ -1175,6 +1184,7 @@ class service_impl final : public service,
   std::atomic<bool> closed_{false};
   std::atomic<bool> minority_{false};
   std::atomic<bool> downed_{false};
+  std::atomic<bool> leave_sent_{false};
 
   // Control strand only.
   std::optional<membership> membership_;

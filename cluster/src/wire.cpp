@@ -90,9 +90,16 @@ errc to_errc(status s) noexcept {
 result<decoded> decode(const std::uint8_t* data, std::size_t size) {
   decoded d;
   d.zone = std::make_unique<msgpack::zone>(size * 2 + 256);
+  // msgpack allocates an array's or map's elements from its announced count before reading
+  // them: a 5-byte frame announcing 2^32 elements would ask for 100 GB. Every element takes at
+  // least one byte of the frame, so no count may exceed the frame's size; nesting is bounded
+  // too (the parser recurses).
+  const auto bound = static_cast<std::size_t>(size);
+  const msgpack::unpack_limit limit(bound, bound, bound, bound, bound, 64);
   try {
     std::size_t off = 0;
-    d.root = msgpack::unpack(*d.zone, reinterpret_cast<const char*>(data), size, off);
+    d.root = msgpack::unpack(*d.zone, reinterpret_cast<const char*>(data), size, off, nullptr,
+                             nullptr, limit);
     if (off != size) return failure(errc::malformed_frame, "trailing bytes after the frame");
   } catch (const std::exception& e) {
     return failure(errc::malformed_frame, e.what());

@@ -12,7 +12,6 @@
 
 #include "otpp/cluster/membership.hpp"
 #include "otpp/error.hpp"
-#include "otpp/pid.hpp"
 #include "otpp/result.hpp"
 
 namespace otpp::cluster::wire {

@@ -415,6 +415,9 @@ struct raw_peer {
     (void)conn->send(kind, otpp::transport::bytes_view(
                                reinterpret_cast<const std::uint8_t*>(b.data()), b.size()));
   }
+  void send_raw(std::uint8_t kind, std::vector<std::uint8_t> bytes) {
+    (void)conn->send(kind, otpp::transport::bytes_view(bytes.data(), bytes.size()));
+  }
   std::optional<msgpack::object_handle> wait_frame(std::uint8_t kind) {
     std::optional<msgpack::object_handle> out;
     eventually([&] {
@@ -470,6 +473,19 @@ TEST(cluster, MalformedClusterFrameClosesThatConnectionOnly) {
   EXPECT_EQ(a->cluster->stats().bad_frames, 1u);
   // The cluster itself is untouched.
   EXPECT_TRUE(converged({a.get(), b.get()}, 2));
+}
+
+// Found by the fuzzer: msgpack sizes an array from its header before reading its elements.
+TEST(cluster, FrameAnnouncingAHugeArrayIsRefusedWithoutAllocating) {
+  auto pa = free_port();
+  auto a = test_node::start("a", pa, fast_options());
+  raw_peer evil("evil@127.0.0.1:9");
+  ASSERT_TRUE(evil.connect(pa));
+  evil.send_raw(0x20, {0xdd, 0xff, 0xff, 0xff, 0xff});  // array32 of 2^32-1 elements
+  EXPECT_TRUE(eventually([&] { return evil.down.load(); }));
+  EXPECT_EQ(a->cluster->stats().bad_frames, 1u);
+  auto w = a->node->spawn<counter>(0);
+  EXPECT_TRUE(w);  // the node lives on
 }
 
 TEST(cluster, UnknownFrameKindIsRefusedByTheTransport) {
