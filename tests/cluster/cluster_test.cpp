@@ -304,9 +304,9 @@ TEST(cluster, PortInUseIsAnError) {
   EXPECT_FALSE(otpp::cluster::join(n, fast_options()));
 }
 
-TEST(cluster, EightNodesStartedAtOnceConvergeAndGrowToTen) {
+TEST(cluster, EightNodesStartedAtOnceConverge) {
   std::vector<std::uint16_t> ports;
-  for (int i = 0; i < 10; ++i) ports.push_back(free_port());
+  for (int i = 0; i < 8; ++i) ports.push_back(free_port());
   std::vector<std::unique_ptr<test_node>> nodes;
   auto seeds = std::vector<std::string>{"127.0.0.1:" + std::to_string(ports[0]),
                                         "127.0.0.1:" + std::to_string(ports[1])};
@@ -316,12 +316,35 @@ TEST(cluster, EightNodesStartedAtOnceConvergeAndGrowToTen) {
   std::vector<test_node*> raw;
   for (auto& n : nodes) raw.push_back(n.get());
   ASSERT_TRUE(converged(raw, 8));
-  for (int i = 8; i < 10; ++i) {
-    nodes.push_back(test_node::start("n" + std::to_string(i), ports[i],
-                                     fast_options({node_name("n5", ports[5])}), 1));
+  for (auto* t : raw) EXPECT_EQ(t->cluster->stats().connections, 7u);  // one per pair
+}
+
+TEST(cluster, FiveGrowToEight) {
+  std::vector<std::uint16_t> ports;
+  for (int i = 0; i < 8; ++i) ports.push_back(free_port());
+  std::vector<std::unique_ptr<test_node>> nodes;
+  std::vector<test_node*> raw;
+  for (int i = 0; i < 5; ++i) {
+    auto seeds =
+        i == 0 ? std::vector<std::string>{}
+               : std::vector<std::string>{node_name("n" + std::to_string(i - 1), ports[i - 1])};
+    nodes.push_back(test_node::start("n" + std::to_string(i), ports[i], fast_options(seeds), 1));
     raw.push_back(nodes.back().get());
   }
-  ASSERT_TRUE(converged(raw, 10));
+  ASSERT_TRUE(converged(raw, 5));
+  for (int i = 5; i < 8; ++i) {
+    // A host name as seed: "localhost" resolves to each of its addresses, each is tried.
+    nodes.push_back(test_node::start("n" + std::to_string(i), ports[i],
+                                     fast_options({"localhost:" + std::to_string(ports[2])}), 1));
+    raw.push_back(nodes.back().get());
+  }
+  ASSERT_TRUE(converged(raw, 8));
+  for (auto* t : raw) {
+    for (auto* other : raw) {
+      if (other == t) continue;
+      EXPECT_EQ(t->log->count(node_event_kind::node_up, other->id), 1u);
+    }
+  }
 }
 
 TEST(cluster, RestartedNodeIsANewIncarnationAndOldPidsAreDead) {
