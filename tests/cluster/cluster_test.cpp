@@ -376,6 +376,7 @@ TEST(cluster, HiddenNodeCallsButIsNotAMember) {
   auto w = a->node->spawn<worker>();
   ASSERT_TRUE(w);
   ASSERT_TRUE(eventually([&] { return a->cluster->stats().connections == 2; }));
+  ASSERT_TRUE(eventually([&] { return h->up_members() == 2; }));  // the tool's side is up too
   auto r = call_sync(*h->node, *w, echo{"from tool"}, 10s);
   ASSERT_TRUE(r) << r.fail().message();
   EXPECT_EQ(*r, "echo:from tool");
