@@ -6,6 +6,8 @@
 #include <asio/ssl/host_name_verification.hpp>
 #include <asio/write.hpp>
 
+#include <sys/socket.h>
+
 #include <algorithm>
 #include <cstring>
 
@@ -450,8 +452,77 @@ result<void> connection::send(std::uint8_t k, bytes_view payload) {
   }
   frames_sent_.fetch_add(1, std::memory_order_relaxed);
   // last_send_ (heartbeat idleness) is stamped by the writer, once per batch.
-  if (kick) asio::dispatch(ex_, [self = shared_from_this()] { self->do_write(); });
+  if (kick) {
+    if (tls_) {
+      asio::dispatch(ex_, [self = shared_from_this()] { self->do_write(); });
+    } else {
+      write_direct();
+    }
+  }
   return {};
+}
+
+// The sender that starts a write chain (it holds the writing_ token, so wbuf_ and sealer_ are
+// its alone) seals the batch and tries one non-blocking write on its own thread. On an idle
+// connection that is the whole write: no hop to the connection's strand, which would cost a
+// thread wake-up on each end of a round trip. Whatever does not fit in the socket buffer is
+// handed to the strand, which finishes the chain with async writes as before. (TLS streams
+// are not thread-safe: they always write from the strand.)
+void connection::write_direct() {
+  {
+    std::lock_guard lock(mu_);
+    if (pending_.empty() || !send_open_) {
+      writing_ = false;
+      return;
+    }
+    wbuf_.swap(pending_);
+    inflight_ = wbuf_.size();
+  }
+  wbuf_.seal(sealer_);
+  const std::int64_t now = now_ns();
+  last_send_.store(now, std::memory_order_relaxed);
+  write_progress_.store(now, std::memory_order_relaxed);
+  woff_ = 0;
+  ssize_t n = -1;
+  {
+    // close_socket() closes the descriptor under fd_mu_: it cannot be closed (and its number
+    // reused) during this write.
+    std::lock_guard fd(fd_mu_);
+    if (!fd_closed_) {
+      n = ::send(socket_.native_handle(), wbuf_.data(), wbuf_.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
+    }
+  }
+  if (n > 0) woff_ = static_cast<std::size_t>(n);
+  if (woff_ == wbuf_.size()) {
+    wbuf_.clear();
+    if (wbuf_.capacity() > shrink_threshold) wbuf_.release();
+    bool more;
+    {
+      std::lock_guard lock(mu_);
+      inflight_ = 0;
+      more = !pending_.empty() && send_open_;
+      if (!more) writing_ = false;
+    }
+    // Frames queued meanwhile, or a close waiting for the flush: the strand carries on.
+    if (more || failed_.load(std::memory_order_acquire)) {
+      asio::post(ex_, [self = shared_from_this(), more] {
+        if (more) {
+          self->do_write();
+        } else if (self->close_after_flush_) {
+          self->close_socket();
+        }
+      });
+    }
+    return;
+  }
+  // Partial write, EAGAIN, or an error (which the async write reports in turn).
+  asio::post(ex_, [self = shared_from_this()] {
+    if (self->socket_closed_) {
+      self->on_write(asio::error::operation_aborted, 0);
+      return;
+    }
+    self->write_some();
+  });
 }
 
 void connection::enqueue_plain(std::uint8_t k, const std::vector<std::uint8_t>& payload) {
@@ -679,6 +750,8 @@ void connection::close_socket() {
   timer_.cancel();
   std::error_code ec;
   socket_.shutdown(asio::ip::tcp::socket::shutdown_both, ec);
+  std::lock_guard fd(fd_mu_);  // not while a sender writes on it directly
+  fd_closed_ = true;
   socket_.close(ec);
 }
 

@@ -102,6 +102,7 @@ class connection : public std::enable_shared_from_this<connection> {
   void enqueue_plain(std::uint8_t kind, const std::vector<std::uint8_t>& payload);
   void kick_writer();
   void do_write();
+  void write_direct();
   void write_some();
   void on_write(const std::error_code& ec, std::size_t n);
   void release_handshake_slot();
@@ -148,6 +149,10 @@ class connection : public std::enable_shared_from_this<connection> {
   std::size_t inflight_ = 0;  // bytes of wbuf_
   bool writing_ = false;      // a write is scheduled or in flight
   bool send_open_ = false;    // established and not closing
+
+  // Guards the descriptor against close during a sender's direct write (write_direct).
+  std::mutex fd_mu_;
+  bool fd_closed_ = false;
 
   std::atomic<bool> open_{false};
   std::atomic<bool> failed_{false};  // fail() ran: the connection is closing or closed
