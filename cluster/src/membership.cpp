@@ -95,6 +95,8 @@ bool membership::is_leaving(const std::string& id, std::uint32_t creation) const
          it->second.status == member_status::leaving;
 }
 bool membership::is_up(const std::string& id, std::uint32_t creation) const {
+  // A downed node counts nobody as up: a lost connection is not probed, nothing redialed.
+  if (downed_) return false;
   auto it = members_.find(id);
   return it != members_.end() && it->second.creation == creation &&
          it->second.status != member_status::down;
@@ -135,7 +137,9 @@ void membership::mark_down(const std::string& id, record& r, errc why, time_poin
 }
 
 bool membership::peer_connected(const std::string& id, std::uint32_t creation, time_point now) {
-  if (id == self_ || is_blocked(id, creation) || downed_) return false;
+  // Downed: not false (that would tell a healthy peer it is blocked, see self_downed).
+  if (downed_) return id != self_;
+  if (id == self_ || is_blocked(id, creation)) return false;
   auto it = members_.find(id);
   if (it != members_.end() && it->second.creation != creation) {
     // Creations are random, not ordered: an authenticated handshake from another creation is
@@ -169,6 +173,7 @@ bool membership::peer_connected(const std::string& id, std::uint32_t creation, t
 
 void membership::peer_disconnected(const std::string& id, std::uint32_t creation, bool definite,
                                    errc why, time_point now) {
+  if (downed_) return;  // inert (see self_downed)
   auto it = members_.find(id);
   if (it == members_.end() || it->second.creation != creation) return;
   record& r = it->second;
@@ -183,6 +188,7 @@ void membership::peer_disconnected(const std::string& id, std::uint32_t creation
 
 void membership::peer_silent(const std::string& id, std::uint32_t creation, bool silent,
                              time_point now) {
+  if (downed_) return;  // inert (see self_downed)
   auto it = members_.find(id);
   if (it == members_.end() || it->second.creation != creation) return;
   if (it->second.status == member_status::down) return;
@@ -190,6 +196,7 @@ void membership::peer_silent(const std::string& id, std::uint32_t creation, bool
 }
 
 void membership::peer_leaving(const std::string& id, std::uint32_t creation, time_point now) {
+  if (downed_) return;  // inert (see self_downed)
   auto it = members_.find(id);
   if (it == members_.end() || it->second.creation != creation) return;
   record& r = it->second;
@@ -207,10 +214,12 @@ void membership::self_downed(errc why, const std::string& detail) {
   downed_ = true;
   self_status_ = member_status::down;
   emit(node_event_kind::downed, self_, creation_, why, detail);
-  for (auto& [id, r] : members_) {
-    if (r.connected) out_.disconnect(id, r.creation, errc::downed);
-    r.connected = false;
-  }
+  // No disconnect() here: it means "that peer was removed" and the service tells the peer
+  // so. A downed node closing its connections that way told healthy members, which had not
+  // yet heard the verdict about it, that they were downed: each of them then did the same to
+  // its peers and the whole cluster went down (an asymmetric cut was enough; see
+  // tools/bench/cluster_sim). The members close these connections when they learn.
+  for (auto& [id, r] : members_) r.connected = false;
 }
 
 void membership::gossip_received(const std::string& from, const std::vector<gossip_entry>& state,

@@ -95,7 +95,9 @@ class membership {
    public:
     virtual ~io() = default;
     virtual void send_gossip(const std::string& to, const std::vector<gossip_entry>& state) = 0;
-    // Close the connection to (id, creation) if one is up (it was downed or replaced).
+    // Close the connection to (id, creation) if one is up (it was downed or replaced). Only
+    // ever called for a member this node removed, so the service may tell that peer it was
+    // downed; never for the peers of a node that was itself downed (see downed()).
     virtual void disconnect(const std::string& id, std::uint32_t creation, errc why) = 0;
     virtual void event(const node_event& e) = 0;
   };
@@ -105,7 +107,8 @@ class membership {
 
   // An authenticated connection to incarnation (id, creation) is up. False: that
   // incarnation is blocked (downed earlier): the caller tells it and closes. A newer creation
-  // of a known id replaces the old incarnation (which goes down).
+  // of a known id replaces the old incarnation (which goes down). Once this node is downed it
+  // answers true and changes nothing: it has no verdict to give about others.
   bool peer_connected(const std::string& id, std::uint32_t creation, time_point now);
   // The connection is gone. `definite` (an immediate reconnect was refused, or the peer
   // announced its leave): the member is down with `why` at once. Otherwise it is
@@ -132,8 +135,11 @@ class membership {
   std::vector<std::pair<std::string, std::uint32_t>> wanted_connections() const;
   bool is_blocked(const std::string& id, std::uint32_t creation) const;
   bool is_leaving(const std::string& id, std::uint32_t creation) const;
-  bool is_up(const std::string& id, std::uint32_t creation) const;
+  bool is_up(const std::string& id, std::uint32_t creation) const;  // false once downed()
   bool in_minority() const noexcept { return minority_; }
+  // Downed: inert from then on (no gossip, no dials, no decisions, no verdicts). It closes
+  // no connection itself: the members that downed it close theirs, the others as soon as
+  // gossip tells them.
   bool downed() const noexcept { return downed_; }
   std::size_t counted_members() const;  // up members this node counts, self included
   std::size_t blocked_incarnations() const { return blocked_.size(); }
