@@ -477,7 +477,14 @@ class service_impl final : public service,
         e.detail.empty() ? "" : " [" + e.detail + "]");
     if (e.kind == node_event_kind::minority) minority_.store(true);
     if (e.kind == node_event_kind::majority) minority_.store(false);
-    if (e.kind == node_event_kind::downed) downed_.store(true);
+    if (e.kind == node_event_kind::downed && !downed_.exchange(true)) {
+      // This incarnation is finished in the cluster: drop every connection quietly (the
+      // members close theirs as the verdict reaches them) and dial nobody any more. Sends
+      // from here on answer nodedown; the application restarts the node to rejoin.
+      for (const auto& c : endpoint_->connections()) {
+        c->abort(failure(errc::downed, "this node was downed by the cluster"));
+      }
+    }
     std::vector<std::function<void(const node_event&)>> subs;
     std::vector<pid> pids;
     {
