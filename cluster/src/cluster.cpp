@@ -699,6 +699,7 @@ class service_impl final : public service,
 
   void on_frame(const transport::connection_ptr& c, transport::frame_view f) {
     frames_in_.fetch_add(1, std::memory_order_relaxed);
+    inbound_scope scope(node_);  // the target runs next on this I/O thread: no wake-up hop
     auto d = wire::decode(f.payload.data(), f.payload.size());
     if (!d) return bad_frame(c, f.kind, d.fail());
     switch (f.kind) {

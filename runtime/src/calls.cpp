@@ -272,6 +272,8 @@ std::size_t fail_remote_calls(node& n, node_atom peer, const failure& why) {
 std::size_t pending_remote_calls(node& n) {
   return n.impl().pending_remote_calls();
 }
+inbound_scope::inbound_scope(node& n) noexcept : began_(detail::inbound_scope_begin(n.impl())) {}
+
 bool deliver_signal(node& n, detail::envelope_kind kind, const pid& from, const pid& to,
                     exit_reason reason, monitor_ref ref, bool from_link) {
   // Only this node's own processes: a frame must never make the node route onwards.

@@ -34,6 +34,11 @@ thread_local bool deferred_used = false;
 thread_local process* deferred_in_turn = nullptr;  // alive: its deferred wake-up holds it
 thread_local std::uint32_t deferred_epoch = 0;
 thread_local bool this_thread_watchman = false;
+// An inbound_scope (a frame from the wire being delivered on an I/O handler) is open, and the
+// worker's turn count when such a scope last deferred a wake-up: one deferred wake-up at most
+// between process turns, so a burst of frames for many processes still spreads over workers.
+thread_local bool inbound_active = false;
+thread_local std::uint64_t inbound_deferred_at = ~std::uint64_t{0};
 constexpr std::uint32_t promote_after_sends = 32;
 constexpr auto watch_nap = std::chrono::milliseconds(10);
 
@@ -108,6 +113,24 @@ void node_impl::hand_over_watch() {
   if (sleepers_.load(std::memory_order_seq_cst) > 0) asio::post(ctx_, [] {});
 }
 
+bool inbound_scope_begin(node_impl& n) noexcept {
+  if (this_thread_node != &n || !this_thread_slot || current_process() || inbound_active) {
+    return false;
+  }
+  if (this_thread_slot->turns.load(std::memory_order_relaxed) == inbound_deferred_at) return false;
+  deferred_used = false;
+  deferred_in_turn = nullptr;
+  sends_in_turn = 0;
+  inbound_active = true;
+  return true;
+}
+
+void inbound_scope_end() noexcept {
+  inbound_active = false;
+  if (deferred_used) inbound_deferred_at = this_thread_slot->turns.load(std::memory_order_relaxed);
+  deferred_in_turn = nullptr;
+}
+
 void node_impl::post_run(process* p, std::uint32_t epoch) {
   asio::post(ctx_, wake_up{this, wake_ref(p), epoch});
 }
@@ -115,7 +138,8 @@ void node_impl::post_run(process* p, std::uint32_t epoch) {
 void node_impl::schedule(process* p) {
   p->add_ref();
   auto epoch = p->sched_epoch_.load(std::memory_order_acquire);
-  if (this_thread_node == this && this_thread_slot && current_process() && !deferred_used) {
+  if (this_thread_node == this && this_thread_slot && (current_process() || inbound_active) &&
+      !deferred_used) {
     deferred_used = true;
     deferred_in_turn = p;
     deferred_epoch = epoch;

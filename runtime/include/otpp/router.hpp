@@ -46,6 +46,29 @@ std::size_t fail_remote_calls(node& n, node_atom peer, const failure& why);
 // Calls whose request left this node and that wait for a reply.
 std::size_t pending_remote_calls(node& n);
 
+namespace detail {
+bool inbound_scope_begin(node_impl& n) noexcept;
+void inbound_scope_end() noexcept;
+}  // namespace detail
+
+// Open while a frame from the wire is delivered on one of the node's threads (outside any
+// process): the first process the delivery wakes runs next on this thread, right after the
+// I/O handler, instead of waking another thread, just as a process that sends does. At most
+// one wake-up per thread waits like this between process turns (a burst for many processes
+// still spreads over the workers), and the watchman takes it over if the thread stays busy.
+class inbound_scope {
+ public:
+  explicit inbound_scope(node& n) noexcept;
+  ~inbound_scope() {
+    if (began_) detail::inbound_scope_end();
+  }
+  inbound_scope(const inbound_scope&) = delete;
+  inbound_scope& operator=(const inbound_scope&) = delete;
+
+ private:
+  bool began_;
+};
+
 // A signal that arrived from another node (kind: exit_signal, link, unlink, monitor,
 // demonitor) for local process `to`, sent by `from` (a pid of that node). False when `to` is
 // not alive here: the caller answers the sender (exit noproc for a link, down noproc for a

@@ -28,12 +28,22 @@
 #include "otpp/log.hpp"
 #include "otpp/runtime.hpp"
 
+#include <asio/use_awaitable.hpp>
+#include <asio/use_future.hpp>
+
 namespace {
 
 using namespace std::chrono_literals;
 using steady = std::chrono::steady_clock;
 
 const std::string secret = "otpp-bench-remote-secret-0123456789";
+
+// Worker threads of each node (OTPP_BENCH_THREADS, default 2: one per vCPU, as Erlang's
+// schedulers).
+std::size_t node_threads() {
+  const char* t = std::getenv("OTPP_BENCH_THREADS");
+  return t ? static_cast<std::size_t>(std::atoi(t)) : 2;
+}
 
 struct echo_int {
   static constexpr std::string_view tag = "echo_int";
@@ -99,7 +109,7 @@ otpp::cluster::options cluster_options(std::vector<std::string> seeds) {
 int serve(const std::string& name, const std::vector<std::string>& seeds) {
   ::prctl(PR_SET_PDEATHSIG, SIGKILL);
   otpp::set_log_level(otpp::log_level::error);
-  otpp::node n({.name = name, .threads = 2});
+  otpp::node n({.name = name, .threads = node_threads()});
   n.start();
   auto c = otpp::cluster::join(n, cluster_options(seeds));
   if (!c) {
@@ -229,7 +239,7 @@ struct pair_setup {
   otpp::pid target;
   bool ok = false;
 
-  explicit pair_setup(std::size_t threads = 2) {
+  explicit pair_setup(std::size_t threads = node_threads()) {
     auto pb = free_port(), pa = free_port();
     auto c = child::start(self_exe, id_of("b", pb), {});
     if (!c) return;
@@ -255,8 +265,58 @@ struct pair_setup {
   }
 };
 
-// `callers` chains of sequential calls, each completion issuing the next (on the node's
-// threads, as a process awaiting its calls would).
+// What a caller process records: its latencies, and the run's end.
+struct call_run {
+  std::mutex mu;
+  std::vector<double> latencies;
+  std::atomic<std::size_t> issued{0};
+  std::atomic<std::size_t> callers_left{0};
+  std::size_t total = 0;
+  bool record = false;
+  std::promise<void> finished;
+  std::atomic<bool> failed{false};
+};
+struct go {
+  static constexpr std::string_view tag = "go";
+  std::shared_ptr<call_run> run;
+};
+
+// A process that makes sequential calls, as the Erlang peer's caller does: each awaits its
+// reply on the process (co_await), so the reply's wake-up is the process's own.
+template <class Msg>
+class caller : public otpp::gen_server<caller<Msg>> {
+ public:
+  caller(otpp::pid target, Msg msg) : target_(target), msg_(std::move(msg)) {}
+  static void define_handlers(otpp::handlers<caller>& h) {
+    h.template cast<go>([](caller& self, go g) -> asio::awaitable<void> {
+      auto run = g.run;
+      std::vector<double> mine;
+      while (run->issued.fetch_add(1) < run->total) {
+        Msg m = self.msg_;  // named: never a braced temporary inside co_await (g++ 12)
+        auto start = steady::now();
+        auto r = co_await otpp::call(self.this_node(), self.target_, std::move(m), 30s,
+                                     asio::use_awaitable);
+        if (run->record) {
+          mine.push_back(std::chrono::duration<double, std::micro>(steady::now() - start).count());
+        }
+        if (!r && !run->failed.exchange(true)) {
+          std::printf("WARN call failed: %s\n", r.fail().message().c_str());
+        }
+      }
+      {
+        std::lock_guard lock(run->mu);
+        run->latencies.insert(run->latencies.end(), mine.begin(), mine.end());
+      }
+      if (run->callers_left.fetch_sub(1) == 1) run->finished.set_value();
+    });
+  }
+
+ private:
+  otpp::pid target_;
+  Msg msg_;
+};
+
+// `callers` processes on A, each making sequential calls to the server on B.
 template <class Msg>
 void call_workload(const std::string& name, std::size_t total, std::size_t callers, Msg msg) {
   pair_setup s;
@@ -264,54 +324,35 @@ void call_workload(const std::string& name, std::size_t total, std::size_t calle
     std::printf("ERROR %s: setup failed\n", name.c_str());
     return;
   }
-  auto run = [&](std::size_t n, std::vector<double>* lat) -> double {
-    std::atomic<std::size_t> issued{0}, done{0};
-    std::promise<void> finished;
-    std::mutex lat_mu;
-    std::atomic<bool> failed{false};
-    struct chain {
-      std::function<void()> next;
-    };
-    std::vector<std::shared_ptr<chain>> chains;
-    auto t0 = steady::now();
-    for (std::size_t c = 0; c < callers; ++c) {
-      auto ch = std::make_shared<chain>();
-      std::weak_ptr<chain> weak = ch;
-      ch->next = [&, weak] {
-        if (issued.fetch_add(1) >= n) return;
-        auto start = steady::now();
-        otpp::call(*s.a, s.target, msg, 30s, [&, weak, start](otpp::result<typename Msg::reply> r) {
-          auto us = std::chrono::duration<double, std::micro>(steady::now() - start).count();
-          if (!r) {
-            if (!failed.exchange(true)) {
-              std::printf("WARN %s: call failed: %s\n", name.c_str(), r.fail().message().c_str());
-            }
-          }
-          if (lat) {
-            std::lock_guard lock(lat_mu);
-            lat->push_back(us);
-          }
-          if (done.fetch_add(1) + 1 == n) finished.set_value();
-          if (auto c = weak.lock()) c->next();
-        });
-      };
-      chains.push_back(ch);
+  std::vector<otpp::pid> procs;
+  for (std::size_t i = 0; i < callers; ++i) {
+    auto p = s.a->spawn<caller<Msg>>(s.target, msg);
+    if (!p) {
+      std::printf("ERROR %s: spawn failed\n", name.c_str());
+      return;
     }
-    for (auto& ch : chains) ch->next();
-    auto f = finished.get_future();
-    if (f.wait_for(120s) != std::future_status::ready) {
+    procs.push_back(*p);
+  }
+  auto run = [&](std::size_t n, bool record) -> std::pair<double, std::vector<double>> {
+    auto r = std::make_shared<call_run>();
+    r->total = n;
+    r->record = record;
+    r->callers_left = callers;
+    if (record) r->latencies.reserve(n);
+    auto f = r->finished.get_future();
+    auto t0 = steady::now();
+    for (const auto& p : procs) (void)otpp::cast(*s.a, p, go{r});
+    if (f.wait_for(180s) != std::future_status::ready) {
       std::printf("ERROR %s: did not finish\n", name.c_str());
       std::_Exit(1);
     }
-    return std::chrono::duration<double>(steady::now() - t0).count();
+    double secs = std::chrono::duration<double>(steady::now() - t0).count();
+    std::lock_guard lock(r->mu);
+    return {secs, std::move(r->latencies)};
   };
-  std::size_t warm = quick ? 500 : 5000;
-  run(warm, nullptr);
-  std::vector<double> lat;
-  lat.reserve(total);
-  double secs = run(total, &lat);
-  double rate = static_cast<double>(total) / secs;
-  print(name + ".throughput", "call/s", rate);
+  run(quick ? 500 : 5000, false);
+  auto [secs, lat] = run(total, true);
+  print(name + ".throughput", "call/s", static_cast<double>(total) / secs);
   print(name + ".p50", "us", percentile(lat, 0.50));
   print(name + ".p99", "us", percentile(lat, 0.99));
 }
