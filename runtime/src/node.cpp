@@ -38,6 +38,21 @@ struct message_timer final : timer_entry {
   }
 };
 
+// post_after: the task waits in the timer service, then joins the process's urgent queue.
+struct task_timer final : timer_entry {
+  node_impl* node;
+  pid to;
+  std::function<void()> fn;
+  task_timer(node_impl* n, pid t, std::function<void()> f) : node(n), to(t), fn(std::move(f)) {}
+  void expire() override {
+    auto* task = new task_envelope<std::function<void()>>(std::move(fn));
+    auto p = node->find(to);
+    if (!p || !node->enqueue(*p, task)) delete task;
+    delete this;
+  }
+  void discard() override { delete this; }
+};
+
 std::atomic<std::size_t> next_service_index{0};
 }  // namespace
 
@@ -386,6 +401,9 @@ std::size_t node::poll() {
 bool node::running() const noexcept {
   return impl_->running();
 }
+bool node::manual() const noexcept {
+  return impl_->manual();
+}
 asio::io_context& node::context() noexcept {
   return impl_->context();
 }
@@ -417,6 +435,14 @@ void node::stop_process(const pid& to, exit_reason reason) {
 }
 void node::watch_process(const pid& p, std::function<void(const exit_reason&)> on_exit) {
   if (auto not_alive = impl_->watch(p, std::move(on_exit))) (*not_alive)(exit_reason::noproc());
+}
+
+timer_ref node::post_after(clock_type::duration delay, const pid& to, std::function<void()> f) {
+  timer_ref ref{impl_->new_ref()};
+  auto* t = new detail::task_timer(impl_.get(), to, std::move(f));
+  t->timer_id = ref.id;
+  impl_->timers().arm(t, delay);
+  return ref;
 }
 
 bool node::cancel_timer(timer_ref ref) {

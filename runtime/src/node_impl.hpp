@@ -69,6 +69,7 @@ class node_impl {
     return s == state::stopping || s == state::stopped;
   }
   bool started() const { return state_.load() != state::idle; }
+  bool manual() const noexcept { return manual_; }
   std::size_t poll();  // manual scheduler: runs ready work on this thread
 
   node& owner() noexcept { return owner_; }

@@ -145,8 +145,10 @@ void node_impl::schedule(process* p) {
     deferred_epoch = epoch;
     // What the watchman needs to post this wake-up again if the turn runs long: the process
     // by serial (it looks it up, so no reference is held here) and the epoch.
+    // Release (a plain store on x86): a stolen copy runs `p` on another thread, which must see
+    // what this turn wrote to `p` before waking it (an async init's first task, its after_init).
     this_thread_slot->epoch.store(epoch, std::memory_order_relaxed);
-    this_thread_slot->serial.store(p->self().serial(), std::memory_order_relaxed);
+    this_thread_slot->serial.store(p->self().serial(), std::memory_order_release);
     asio::defer(ctx_, wake_up{this, wake_ref(p), epoch});
   } else {
     post_run(p, epoch);
@@ -192,7 +194,7 @@ void node_impl::steal_stale_deferred(std::vector<std::pair<std::uint64_t, std::u
   seen.resize(slots_.size());
   for (std::size_t i = 0; i < slots_.size(); ++i) {
     auto& s = *slots_[i];
-    const std::uint64_t serial = s.serial.load(std::memory_order_relaxed);
+    const std::uint64_t serial = s.serial.load(std::memory_order_acquire);  // see schedule()
     const std::uint64_t turns = s.turns.load(std::memory_order_relaxed);
     if (serial && seen[i].first == serial && seen[i].second == turns) {
       // Deferred behind the same turn since the last nap: that turn runs long. A second copy

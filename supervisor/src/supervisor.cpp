@@ -3,11 +3,9 @@
 
 #include <algorithm>
 #include <atomic>
-#include <condition_variable>
 #include <deque>
 #include <memory>
 #include <mutex>
-#include <thread>
 #include <unordered_map>
 #include <unordered_set>
 
@@ -83,24 +81,72 @@ void drop_stop(const pid& child) {
   stop_tokens().erase(child);
 }
 
-// ---- bounded starts (child_spec::start_timeout)
-// A process's init runs on the spawner's thread and cannot be pre-empted, so a bounded start
-// runs the start function on a helper thread and waits for it with a timer.
-std::atomic<std::size_t> helpers_running{0};
-// Set on a helper thread: the supervisor the start runs for (a supervisor child started there
-// takes it as its parent, as it would take the calling process inline).
-thread_local node* helper_node = nullptr;
-thread_local pid helper_parent{};
+// ---- starting children without holding a thread
+// A child's init runs on its own first turn (spawn_options::async_init) and its outcome comes
+// back to the supervisor as a task: tasks run even while the supervisor's coroutine handler is
+// suspended, and one reaching a dead supervisor is dropped. The start timeout is a node timer
+// posting a task too (node time: a manual clock drives it).
 
-struct start_job {
-  std::mutex mutex;
-  std::condition_variable cv;
-  bool finished = false;   // the start function returned
-  bool abandoned = false;  // the supervisor stopped waiting: a late child is killed
-  bool taken = false;      // the supervisor took the outcome (and linked its child)
-  result<pid> outcome = failure(errc::timeout);
-  std::function<void()> wake;  // wakes an awaiting supervisor (posted to its executor)
+// The supervisor's coroutine parked until wake(): an asio timer that never expires on its own
+// (cancelling it is the wake-up). Owned by the parked frame; touched on the supervisor's strand.
+struct parking {
+  explicit parking(process::executor_type ex)
+      : timer(std::move(ex), asio::steady_timer::time_point::max()) {}
+  asio::steady_timer timer;
+  void wake() { timer.cancel(); }
 };
+
+// Exits awaited by a supervisor coroutine. Touched only on the supervisor's own thread (the
+// exit callbacks post to it).
+struct exit_wait {
+  explicit exit_wait(process::executor_type ex) : timer(std::move(ex)) {}
+  asio::steady_timer timer;
+  std::unordered_set<pid> pending;
+};
+
+// What a supervisor's coroutine may be parked on. Woken when the supervisor ends, killed or
+// not: the wake-up then reaches a dead process and the frame is destroyed unresumed.
+struct parked_waits {
+  std::weak_ptr<parking> start;
+  std::weak_ptr<exit_wait> exits;
+  void cancel() {
+    if (auto p = start.lock()) p->wake();
+    if (auto w = exits.lock()) w->timer.cancel();
+  }
+};
+
+// One start in flight, settled once on the supervisor's strand by the first of: the child's init
+// outcome, the start function's answer (starter), the start timeout. It holds plain values and
+// a weak reference to the parked coroutine: nothing that can dangle once the supervisor (or the
+// node) is gone, whoever holds the job last.
+struct start_job {
+  std::optional<result<pid>> outcome;
+  bool timed_out = false;
+  std::weak_ptr<parking> parked;
+};
+
+// On the supervisor's strand (a task).
+void settle(start_job& job, result<pid> r) {
+  if (job.outcome) {
+    // Late: the start timed out and its process was killed. A child a start function still
+    // brought up is nobody's: kill it too (a child of a killed starter dies with it unless it
+    // traps exits).
+    process* sup = current_process();
+    if (job.timed_out && r && *r && sup) {
+      log(log_level::warning, "supervisor", sup->self().to_string(), ": child ", r->to_string(),
+          " started after its start timeout: killing it");
+      sup->this_node().exit(*r, exit_reason::kill());
+    }
+    return;
+  }
+  job.outcome = std::move(r);
+  if (auto p = job.parked.lock()) p->wake();
+}
+
+// From any thread: settles `job` on the supervisor `sup`, or nowhere if it has ended.
+void post_settle(const process::executor_type& sup, std::shared_ptr<start_job> job, result<pid> r) {
+  sup.execute([job = std::move(job), r = std::move(r)]() mutable { settle(*job, std::move(r)); });
+}
 
 result<pid> call_start(node& n, const child_spec& spec, const std::any& args) {
   result<pid> r = failure(errc::invalid_argument, "child '" + spec.id + "' has no start function");
@@ -118,42 +164,52 @@ result<pid> call_start(node& n, const child_spec& spec, const std::any& args) {
   return r;
 }
 
-void run_start_job(std::shared_ptr<start_job> job, node& n, pid parent, child_spec spec,
-                   std::any args) {
-  helper_node = &n;
-  helper_parent = parent;
-  {
-    auto r = call_start(n, spec, args);
-    bool late = false;
-    std::function<void()> wake;
-    {
-      std::lock_guard lock(job->mutex);
-      job->finished = true;
-      late = job->abandoned;
-      if (!late) {
-        job->outcome = r;
-        wake = std::move(job->wake);
-      }
-    }
-    job->cv.notify_all();
-    if (wake) wake();
-    if (!late && r && *r && !n.alive(parent)) {
-      // The supervisor was killed (no terminate) before taking the child: nobody's child now.
-      // (It cannot die between taking and linking: both happen in one of its turns.)
-      std::lock_guard lock(job->mutex);
-      late = !job->taken;
-      job->abandoned = true;
-    }
-    if (late && r && *r) {
-      log(log_level::warning, "supervisor", parent.to_string(), ": child '", spec.id, "' ",
-          r->to_string(), " started after its start timeout: killing it");
-      n.exit(*r, exit_reason::kill());
-    }
-    spec = {};  // release captured state before counting as done
-    args.reset();
+// Runs a start function bounded by start_timeout. Its init (its own first turn) calls the
+// function, so a hung function holds neither the supervisor nor any thread but one of the node's
+// workers (the node's stop waits for it: nothing outlives the node). The child, linked to the
+// starter (the calling process), is handed over: the supervisor links to it, then unlinks and
+// stops the starter, which unlinks the child before it goes. Linked to the supervisor until
+// then, so the supervisor's end, or its kill at the timeout, takes the starter and its child
+// down.
+class starter : public gen_server<starter> {
+ public:
+  starter(child_spec spec, std::any args, process::executor_type sup,
+          std::shared_ptr<start_job> job)
+      : spec_(std::move(spec)),
+        args_(std::move(args)),
+        sup_(std::move(sup)),
+        job_(std::move(job)) {}
+
+  result<void> init() {
+    auto r = call_start(this_node(), spec_, args_);
+    if (r && *r) child_ = *r;
+    post_settle(sup_, job_, std::move(r));
+    return {};
   }
-  helpers_running.fetch_sub(1);
-}
+  void terminate(const exit_reason&) {
+    if (child_) unlink(child_);
+  }
+
+ private:
+  child_spec spec_;
+  std::any args_;
+  process::executor_type sup_;
+  std::shared_ptr<start_job> job_;
+  pid child_;
+};
+
+// How a supervisor reports its own start to whoever started it: exactly once, with its initial
+// children running, or the failure.
+struct start_report {
+  std::atomic<bool> told{false};
+  std::function<void(const pid&, const result<void>&)> tell;
+  void operator()(const pid& p, const result<void>& r) {
+    if (told.exchange(true)) return;
+    auto t = std::move(tell);
+    tell = nullptr;
+    if (t) t(p, r);
+  }
+};
 
 sup::reply pid_reply(const pid& p) {
   sup::reply r;
@@ -161,34 +217,10 @@ sup::reply pid_reply(const pid& p) {
   return r;
 }
 
-// Set by a supervisor whose start failed: the process stopping the children already started.
-struct start_context {
-  pid reaper;
-};
-
-// Exits awaited by a supervisor coroutine. Touched only on the supervisor's own thread (the
-// exit callbacks post to it).
-struct exit_wait {
-  explicit exit_wait(process::executor_type ex) : timer(ex) {}
-  asio::steady_timer timer;
-  std::unordered_set<pid> pending;
-};
-
 class supervisor_server : public gen_server<supervisor_server> {
  public:
-  struct reaper_tag {};
-
-  supervisor_server(supervisor_spec spec, std::shared_ptr<start_context> ctx, pid parent)
-      : spec_(std::move(spec)), ctx_(std::move(ctx)), parent_(parent) {}
-
-  // A process that stops the children of a supervisor whose start failed (in reverse order,
-  // honouring each shutdown mode), then ends.
-  supervisor_server(reaper_tag, supervisor_spec spec, std::vector<pid> started)
-      : spec_(std::move(spec)), parent_(detail::current_self()), reaper_(true) {
-    for (std::size_t i = 0; i < started.size(); ++i) {
-      statics_.push_back({spec_.children[i], started[i]});
-    }
-  }
+  supervisor_server(supervisor_spec spec, std::shared_ptr<start_report> report, pid parent)
+      : spec_(std::move(spec)), report_(std::move(report)), parent_(parent) {}
 
   static void define_handlers(handlers<supervisor_server>& h) {
     h.info<exit_message>(&supervisor_server::on_exit);
@@ -204,56 +236,67 @@ class supervisor_server : public gen_server<supervisor_server> {
     h.call<sup::get_stats>(&supervisor_server::on_get_stats);
   }
 
+  // Checks only: the children start in handle_continue, where the supervisor can wait.
   result<void> init() {
     trap_exit(true);
-    if (reaper_) {
-      (void)cast(this_node(), self(), sup::shutdown{exit_reason::normal()});
-      return {};
-    }
     if (dynamic() && spec_.children.size() != 1) {
       return failure(errc::invalid_argument, "simple_one_for_one needs exactly one child template");
+    }
+    if (!dynamic()) {
+      std::unordered_set<std::string> ids;
+      for (const auto& c : spec_.children) {
+        if (!ids.insert(c.id).second) {
+          return failure(errc::invalid_argument, "duplicate child id '" + c.id + "'");
+        }
+      }
     }
     if (!spec_.name.empty()) {
       if (auto r = register_name(this_node(), spec_.name, self()); !r) {
         return failure(r.error(), "name '" + spec_.name + "': " + r.error().message());
       }
     }
-    if (dynamic()) return {};
-    std::unordered_set<std::string> ids;
-    for (const auto& c : spec_.children) {
-      if (!ids.insert(c.id).second) {
-        return failure(errc::invalid_argument, "duplicate child id '" + c.id + "'");
-      }
-    }
-    std::vector<pid> started;  // one per spec_.children entry (empty: ignored)
-    for (const auto& c : spec_.children) {
-      auto r = launch_blocking(c);
+    // Our end, killed or not (a kill runs no terminate): drop a parked coroutine, and tell the
+    // starter if the start had not finished.
+    this_node().watch_process(
+        self(), [waits = waits_, report = report_, me = self()](const exit_reason& why) {
+          waits->cancel();
+          (*report)(me, failure(errc::init_failed,
+                                "the supervisor ended before its children started: " + why.text()));
+        });
+    return {};
+  }
+
+  // The initial children, in order (OTP does this in init, which cannot wait here). The start
+  // completes once they all run; after a failure, once those started are stopped again.
+  asio::awaitable<void> handle_continue() {
+    for (std::size_t i = 0; !dynamic() && i < spec_.children.size(); ++i) {
+      child_spec spec = spec_.children[i];
+      std::any none;
+      auto r = co_await launch_async(std::move(spec), std::move(none));
+      const auto& c = spec_.children[i];
       if (!r) {
         std::string why = "child '" + c.id + "': " + r.fail().message();
         log(log_level::error, "supervisor", self().to_string(), ": start failed: ", why);
-        rollback(started);
-        return failure(r.error(), why);
+        co_await stop_children();
+        (*report_)(self(), failure(errc::init_failed, why));
+        stop(exit_reason(why));
+        co_return;
       }
-      started.push_back(*r);
       // OTP: an ignoring child is kept as not running, unless it is temporary.
       if (!*r && c.restart == restart_type::temporary) continue;
       statics_.push_back({c, *r});
     }
-    return {};
+    // Started from a process: it is our parent from now on (a start that failed did not take
+    // it down with us). A parent that ended meanwhile answers with an EXIT noproc: we stop.
+    if (parent_) link(parent_);
+    (*report_)(self(), {});
   }
 
   void terminate(const exit_reason& reason) {
-    // Ending without the orderly shutdown (stopped while suspended, node stop): cancel the
-    // pending wait and ask the children to stop, without waiting.
-    if (auto w = wait_.lock()) w->timer.cancel();
-    if (auto job = std::move(starting_)) {
-      // A bounded start in flight: its child, if any, is nobody's now.
-      std::lock_guard lock(job->mutex);
-      job->abandoned = true;
-      if (job->finished && !job->taken && job->outcome && *job->outcome) {
-        this_node().exit(*job->outcome, exit_reason::kill());
-      }
-    }
+    // Ending without the orderly shutdown (stopped while suspended, node stop): drop the parked
+    // wait, kill a start in flight, and ask the children to stop, without waiting.
+    waits_->cancel();
+    if (in_flight_) this_node().exit(in_flight_, exit_reason::kill());
     drop_stop(self());
     for (auto it = statics_.rbegin(); it != statics_.rend(); ++it) {
       if (it->current) request_stop(it->current, it->spec, reason);
@@ -277,90 +320,124 @@ class supervisor_server : public gen_server<supervisor_server> {
   bool dynamic() const { return spec_.strategy == restart_strategy::simple_one_for_one; }
   const child_spec& template_spec() const { return spec_.children.front(); }
 
-  // Starts a child inline and links to it.
+  // A start function without a bound: inline, as OTP's supervisor calls it.
   result<pid> launch(const child_spec& spec, const std::any& args) {
     auto r = call_start(this_node(), spec, args);
     if (r && *r) link(*r);
     return r;
   }
 
-  // Runs the start function of `spec` on a helper thread (start_timeout set).
-  std::shared_ptr<start_job> start_helper(const child_spec& spec, const std::any& args) {
-    auto job = std::make_shared<start_job>();
-    helpers_running.fetch_add(1);
+  // The child, its init to run on its own turn; its outcome settles `job`.
+  result<pid> spawn_child(const child_spec& spec, const std::any& args,
+                          const std::shared_ptr<start_job>& job) {
+    spawn_options o;
+    o.link = true;
+    o.async_init = true;
+    o.after_init = [sup = get_executor(), job](const pid& p, const result<void>& r) {
+      post_settle(sup, job, r ? result<pid>(p) : result<pid>(r.fail()));
+    };
     try {
-      std::thread(run_start_job, job, std::ref(this_node()), self(), spec, args).detach();
+      return spec.spawn(this_node(), o, args);
     } catch (const std::exception& e) {
-      helpers_running.fetch_sub(1);
-      job->finished = true;
-      job->outcome = failure(errc::init_failed, std::string("no start helper thread: ") + e.what());
+      return failure(errc::init_failed, e.what());
+    } catch (...) {
+      return failure(errc::init_failed, "unknown exception");
     }
-    return job;
   }
 
-  // The outcome of a bounded start once waited for: its child (linked now), or timeout.
-  result<pid> collect(start_job& job, const child_spec& spec) {
-    result<pid> r = failure(errc::timeout);
-    bool timed_out = false;
-    {
-      std::lock_guard lock(job.mutex);
-      if (job.finished) {
-        r = job.outcome;
-        job.taken = true;
-      } else {
-        timed_out = true;
-        job.abandoned = true;
-        job.wake = nullptr;  // it holds our executor (a reference to this process)
-      }
+  // A starter running the start function of `spec` (see starter).
+  result<pid> spawn_starter(const child_spec& spec, const std::any& args,
+                            const std::shared_ptr<start_job>& job) {
+    spawn_options o;
+    o.link = true;
+    o.async_init = true;
+    o.after_init = [sup = get_executor(), job](const pid&, const result<void>& r) {
+      // Killed before its init ran: the start function never ran.
+      if (!r) post_settle(sup, job, r.fail());
+    };
+    return this_node().spawn_opt<starter>(o, spec, args, get_executor(), job);
+  }
+
+  // Starts a child and waits for it without holding a thread: the outcome comes back as a task
+  // (see start_job), bounded by a node timer if asked. Meanwhile this process takes no other
+  // message, as for every coroutine handler (OTP's supervisor waits in start_link likewise).
+  asio::awaitable<result<pid>> launch_async(child_spec spec, std::any args) {
+    const bool by_function = spec.start || spec.start_with;
+    if (by_function && !spec.start_timeout) co_return launch(spec, args);
+    if (!by_function && !spec.spawn) {
+      co_return failure(errc::invalid_argument, "child '" + spec.id + "' has no start function");
     }
-    if (timed_out) {
+    auto job = std::make_shared<start_job>();
+    // The bound runs from before the child can run (its init may start on another worker at
+    // once): whoever sees the init start sees the bound armed.
+    timer_ref deadline{};
+    if (spec.start_timeout) {
+      deadline = this_node().post_after(*spec.start_timeout, self(), [job] {
+        if (job->outcome) return;
+        job->timed_out = true;
+        settle(*job, failure(errc::timeout));
+      });
+    }
+    auto spawned = by_function ? spawn_starter(spec, args, job) : spawn_child(spec, args, job);
+    if (!spawned || !*spawned) {  // failed at once, or ignore: nothing runs
+      if (deadline.id) this_node().cancel_timer(deadline);
+      co_return spawned;
+    }
+    const pid proc = *spawned;  // the child, or the starter
+    in_flight_ = proc;
+    if (!job->outcome) {
+      auto park = std::make_shared<parking>(get_executor());
+      job->parked = park;
+      waits_->start = park;
+      std::error_code ec;
+      auto token = asio::redirect_error(asio::use_awaitable, ec);  // named: see stop_child
+      co_await park->timer.async_wait(token);
+    }
+    in_flight_ = {};
+    if (deadline.id && !job->timed_out) this_node().cancel_timer(deadline);
+    result<pid> r = job->outcome ? std::move(*job->outcome)
+                                 : result<pid>(failure(errc::init_failed, "start interrupted"));
+    if (job->timed_out) {
+      // Its init cannot be pre-empted: the kill acts when it returns. Unlinked first, so its
+      // EXIT does not read as a child's.
+      unlink(proc);
+      this_node().exit(proc, exit_reason::kill());
       r = failure(errc::timeout, "child '" + spec.id + "' did not start within " +
                                      std::to_string(spec.start_timeout->count()) + " ms");
       ++stats_.start_timeouts;
-      log(log_level::error, "supervisor", self().to_string(), ": ", r.fail().message());
-      emit(supervisor_event::kind::start_timeout, spec.id, {}, exit_reason(r.fail().message()));
+      log(log_level::error, "supervisor", self().to_string(), ": ", r.fail().message(), ": killed");
+      emit(supervisor_event::kind::start_timeout, spec.id, by_function ? pid{} : proc,
+           exit_reason(r.fail().message()));
+      expect_exit(proc);  // in case it ended (and signalled) just before we unlinked
+      co_return r;
     }
-    if (r && *r) link(*r);
-    return r;
+    if (by_function) {
+      // Hand-over: our link to the child first, then the starter goes (unlinked: its exit is
+      // nobody's business).
+      if (r && *r) link(*r);
+      unlink(proc);
+      this_node().stop_process(proc, exit_reason::normal());
+      co_return r;
+    }
+    if (!r) {
+      expect_exit(proc);  // a failed init ended it: its link's EXIT is on its way
+      co_return r;
+    }
+    link(*r);  // spawn_opt linked it already; a hand-written spawn may not have
+    co_return r;
   }
 
-  // Starts a child from init (which cannot await): bounded by a blocking wait if asked.
-  result<pid> launch_blocking(const child_spec& spec) {
-    if (!spec.start_timeout) return launch(spec, {});
-    auto job = start_helper(spec, {});
-    {
-      std::unique_lock lock(job->mutex);
-      job->cv.wait_for(lock, *spec.start_timeout, [&] { return job->finished; });
-    }
-    return collect(*job, spec);
+  // EXITs of children whose start failed (linked at spawn): taken quietly when they come. A
+  // short list: an EXIT that never comes (a race lost to an unlink) is forgotten.
+  void expect_exit(const pid& p) {
+    expected_exits_.push_back(p);
+    if (expected_exits_.size() > 64) expected_exits_.pop_front();
   }
-
-  // Starts a child from a handler: bounded by a timer if asked (the supervisor's thread is
-  // free meanwhile; its mailbox waits, as for every coroutine handler).
-  asio::awaitable<result<pid>> launch_async(child_spec spec, std::any args) {
-    if (!spec.start_timeout) co_return launch(spec, args);
-    auto timer = std::make_shared<asio::steady_timer>(get_executor());
-    timer->expires_after(*spec.start_timeout);
-    auto job = start_helper(spec, args);
-    {
-      std::lock_guard lock(job->mutex);
-      if (!job->finished) {
-        job->wake = [ex = get_executor(), timer] {
-          asio::execution::execute(ex, [timer] { timer->cancel(); });
-        };
-      }
-    }
-    starting_ = job;
-    std::error_code ec;
-    bool finished = false;
-    {
-      std::lock_guard lock(job->mutex);
-      finished = job->finished;
-    }
-    auto token = asio::redirect_error(asio::use_awaitable, ec);  // named: see stop_child
-    if (!finished) co_await timer->async_wait(token);
-    starting_.reset();
-    co_return collect(*job, spec);
+  bool take_expected_exit(const pid& p) {
+    auto it = std::find(expected_exits_.begin(), expected_exits_.end(), p);
+    if (it == expected_exits_.end()) return false;
+    expected_exits_.erase(it);
+    return true;
   }
 
   void emit(supervisor_event::kind what, const std::string& id, const pid& child,
@@ -375,21 +452,6 @@ class supervisor_server : public gen_server<supervisor_server> {
     }
   }
 
-  // Init failed after starting `started`: unlink them (so our exit does not reach them) and
-  // hand them to a reaper process that stops them in reverse order without blocking anyone.
-  void rollback(const std::vector<pid>& started) {
-    for (const auto& p : started)
-      if (p) unlink(p);
-    statics_.clear();
-    if (std::none_of(started.begin(), started.end(), [](const pid& p) { return bool(p); })) return;
-    auto r = this_node().spawn<supervisor_server>(reaper_tag{}, spec_, started);
-    if (r && ctx_) ctx_->reaper = *r;
-    if (!r) {
-      for (auto it = started.rbegin(); it != started.rend(); ++it)
-        if (*it) this_node().exit(*it, exit_reason::kill());
-    }
-  }
-
   // ---- waiting for exits (never blocks a thread)
 
   // Waits until every pid in `ps` ended or `limit` passed; returns those still alive.
@@ -398,7 +460,7 @@ class supervisor_server : public gen_server<supervisor_server> {
     auto w = std::make_shared<exit_wait>(get_executor());
     w->pending.insert(ps.begin(), ps.end());
     w->timer.expires_after(limit ? *limit : std::chrono::hours(24 * 365));
-    wait_ = w;
+    waits_->exits = w;
     auto ex = get_executor();
     for (const auto& p : ps) {
       this_node().watch_process(p, [w, ex, p](const exit_reason&) {
@@ -413,7 +475,7 @@ class supervisor_server : public gen_server<supervisor_server> {
       auto token = asio::redirect_error(asio::use_awaitable, ec);  // named: see stop_child
       co_await w->timer.async_wait(token);
     }
-    wait_.reset();
+    waits_->exits.reset();
     std::vector<pid> alive(w->pending.begin(), w->pending.end());
     co_return alive;
   }
@@ -591,8 +653,7 @@ class supervisor_server : public gen_server<supervisor_server> {
   }
 
   asio::awaitable<void> on_exit(exit_message m) {
-    // A supervisor stopping us (our parent, or the helper stopping the children of a parent
-    // whose start failed) granted a token first: a forged EXIT cannot.
+    // A supervisor stopping us (our parent) granted a token first: a forged EXIT cannot.
     if (m.from && take_stop(self(), m.from)) {
       co_await stop_children();
       stop(m.reason);
@@ -616,7 +677,7 @@ class supervisor_server : public gen_server<supervisor_server> {
     if (dynamic()) {
       auto it = dynamics_.find(m.from);
       if (it == dynamics_.end()) {
-        ignore_exit(m, "not a child");
+        if (!take_expected_exit(m.from)) ignore_exit(m, "not a child");
         co_return;
       }
       if (this_node().alive(m.from)) {
@@ -638,7 +699,7 @@ class supervisor_server : public gen_server<supervisor_server> {
     auto it = std::find_if(statics_.begin(), statics_.end(),
                            [&](const auto& c) { return c.current && c.current == m.from; });
     if (it == statics_.end()) {
-      ignore_exit(m, "not a child");
+      if (!take_expected_exit(m.from)) ignore_exit(m, "not a child");
       co_return;
     }
     if (this_node().alive(m.from)) {
@@ -848,25 +909,48 @@ class supervisor_server : public gen_server<supervisor_server> {
   }
 
   supervisor_spec spec_;
-  std::shared_ptr<start_context> ctx_;
-  pid parent_;  // the spawning process (pid{} for a top-level supervisor)
-  bool reaper_ = false;
+  std::shared_ptr<start_report> report_;
+  pid parent_;  // the starting process (pid{} for a top-level supervisor)
   std::vector<child_state> statics_;
   std::unordered_map<pid, dynamic_state> dynamics_;
   std::deque<dynamic_state> dynamic_pending_;
   std::deque<otpp::time_point> restarts_;
-  std::weak_ptr<exit_wait> wait_;
-  std::shared_ptr<start_job> starting_;  // bounded start being awaited
-  std::uint64_t seq_ = 0;                // dynamic children started
+  std::shared_ptr<parked_waits> waits_ = std::make_shared<parked_waits>();
+  pid in_flight_;  // the process of the start being awaited (child or starter)
+  std::deque<pid> expected_exits_;
+  std::uint64_t seq_ = 0;  // dynamic children started
   supervisor_stats stats_;
 };
 
-// Blocks (off the node's threads) until `p` ended.
+// Blocks (off the node's threads) until `p` ended; a manual node is polled meanwhile.
 void wait_for_exit(node& n, const pid& p) {
   auto done = std::make_shared<std::promise<void>>();
   auto f = done->get_future();
   n.watch_process(p, [done](const exit_reason&) { done->set_value(); });
-  f.wait();
+  (void)detail::sup::wait_ready(n, f);
+}
+
+bool on_node_thread(node& n) {
+  process* p = current_process();
+  return p && &p->this_node() == &n;
+}
+
+// Spawns a supervisor whose start (its children running, or the failure) is told to `tell`
+// once. `o`: link and async_init as the caller wants; its after_init is replaced.
+result<pid> spawn_supervisor(node& n, supervisor_spec spec, spawn_options o,
+                             std::function<void(const pid&, const result<void>&)> tell) {
+  auto report = std::make_shared<start_report>();
+  report->tell = std::move(tell);
+  o.trap_exit = true;
+  o.after_init = nullptr;
+  if (o.async_init) {
+    // A failing init ends it at once; a good one goes on to start the children (handle_continue).
+    o.after_init = [report](const pid& p, const result<void>& r) {
+      if (!r) (*report)(p, r);
+    };
+  }
+  const pid parent = on_node_thread(n) ? detail::current_self() : pid{};
+  return n.spawn_opt<supervisor_server>(o, std::move(spec), report, parent);
 }
 
 }  // namespace
@@ -878,48 +962,70 @@ const std::error_category& supervisor_category() noexcept {
 
 namespace detail::sup {
 bool on_node_thread(node& n) {
-  process* p = current_process();
-  return p && &p->this_node() == &n;
+  return otpp::on_node_thread(n);
 }
-std::size_t start_helpers_running() noexcept {
-  return helpers_running.load();
+
+pid start_supervisor(node& n, supervisor_spec spec, std::function<void(result<pid>)> done) {
+  auto finish = std::make_shared<std::function<void(result<pid>)>>(std::move(done));
+  if (!n.running()) {
+    (*finish)(failure(errc::not_started, "node " + n.name() + " is not running"));
+    return {};
+  }
+  if (!spec.name.empty()) {
+    if (auto holder = whereis(n, spec.name)) {
+      (*finish)(failure(errc::already_registered, spec.name + " held by " + holder->to_string()));
+      return {};
+    }
+  }
+  const bool top_level = !on_node_thread(n);
+  // Init (checks, name) runs here; the children start on the supervisor's own turn.
+  auto r = spawn_supervisor(n, std::move(spec), spawn_options{},
+                            [finish](const pid& p, const result<void>& started) {
+                              (*finish)(started ? result<pid>(p) : result<pid>(started.fail()));
+                            });
+  if (!r) {
+    (*finish)(r.fail());
+    return {};
+  }
+  if (top_level) {
+    // node.stop() stops it; hooks run last added first, so supervisors stop in reverse start
+    // order.
+    n.add_stop_hook([&n, sup = *r] {
+      if (!n.alive(sup)) return;
+      (void)cast(n, sup, shutdown{exit_reason::shutdown()});
+      if (!on_node_thread(n)) wait_for_exit(n, sup);
+    });
+  }
+  return *r;
 }
 }  // namespace detail::sup
 
 result<pid> start_supervisor(node& n, supervisor_spec spec) {
-  if (!spec.name.empty()) {
-    if (auto holder = whereis(n, spec.name)) {
-      return failure(errc::already_registered, spec.name + " held by " + holder->to_string());
-    }
+  if (on_node_thread(n)) {
+    return failure(errc::invalid_argument,
+                   "blocking start_supervisor called from a process of the same node: use the "
+                   "completion-token form (or supervisor_child for a child of a supervisor)");
   }
-  // Inside: started by a process of `n` (its parent, linked), or by a bounded start's helper
-  // thread on behalf of a supervisor (which links to it when the start returns).
-  const bool in_process = detail::sup::on_node_thread(n);
-  const bool inside = in_process || helper_node == &n;
-  const pid parent = in_process ? detail::current_self() : inside ? helper_parent : pid{};
-  auto ctx = std::make_shared<start_context>();
-  auto r = n.spawn_opt<supervisor_server>(spawn_options{.link = inside, .trap_exit = true},
-                                          std::move(spec), ctx, parent);
-  if (!r) {
-    if (!inside && ctx->reaper && n.running()) wait_for_exit(n, ctx->reaper);
-    return r;
-  }
-  if (!inside) {
-    // Top-level: node.stop() stops it; hooks run last added first, so supervisors stop in
-    // reverse start order.
-    n.add_stop_hook([&n, sup = *r] {
-      if (!n.alive(sup)) return;
-      (void)cast(n, sup, detail::sup::shutdown{exit_reason::shutdown()});
-      if (!detail::sup::on_node_thread(n)) wait_for_exit(n, sup);
-    });
-  }
-  return r;
+  auto out = std::make_shared<std::promise<result<pid>>>();
+  auto f = out->get_future();
+  pid sup = detail::sup::start_supervisor(n, std::move(spec),
+                                          [out](result<pid> r) { out->set_value(std::move(r)); });
+  if (detail::sup::wait_ready(n, f)) return f.get();
+  // A manual node with nothing left to run: the start waits for virtual time (a start timeout)
+  // that only this thread could advance. Stop it rather than leave it unowned.
+  n.stop_process(sup, exit_reason::shutdown());
+  (void)detail::sup::wait_ready(n, f);
+  return failure(errc::would_block,
+                 "manual node: the supervisor's start waits for its clock to advance (use the "
+                 "completion-token form); stopped");
 }
 
 child_spec supervisor_child(std::string id, supervisor_spec spec, restart_type restart) {
   child_spec c;
   c.id = std::move(id);
-  c.start = [spec = std::move(spec)](node& n) { return start_supervisor(n, spec); };
+  c.spawn = [spec = std::move(spec)](node& n, const spawn_options& o, const std::any&) {
+    return spawn_supervisor(n, spec, o, o.after_init);
+  };
   c.restart = restart;
   c.type = child_type::supervisor;
   c.shutdown = shutdown_mode::infinity();
@@ -928,7 +1034,7 @@ child_spec supervisor_child(std::string id, supervisor_spec spec, restart_type r
 
 result<void> stop_supervisor(node& n, const pid& sup, exit_reason reason) {
   if (auto r = cast(n, sup, detail::sup::shutdown{std::move(reason)}); !r) return r;
-  if (!detail::sup::on_node_thread(n)) wait_for_exit(n, sup);
+  if (!on_node_thread(n)) wait_for_exit(n, sup);
   return {};
 }
 

@@ -1,5 +1,6 @@
 // Supervisor tests: strategies, restart types, intensity and escalation, start rollback,
-// shutdown timeouts and kill, dynamic children, run-time API, names, node shutdown order.
+// shutdown timeouts and kill, dynamic children, run-time API, names, node shutdown order,
+// bounded starts (start_timeout, also on a manual clock) and the node going while an init hangs.
 #include <algorithm>
 #include <any>
 #include <atomic>
@@ -8,6 +9,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <random>
 #include <string>
 #include <thread>
@@ -127,6 +129,8 @@ class dyn_worker : public otpp::gen_server<dyn_worker> {
 
 class supervisor_test : public ::testing::Test {
  protected:
+  supervisor_test() : node_({.name = "sup@test", .threads = 2}) {}
+  explicit supervisor_test(otpp::node_options o) : node_(std::move(o)) {}
   void SetUp() override {
     otpp::set_log_level(otpp::log_level::off);
     node_.start();
@@ -183,7 +187,7 @@ class supervisor_test : public ::testing::Test {
   }
 
   std::shared_ptr<probe> p_ = std::make_shared<probe>();
-  otpp::node node_{{.name = "sup@test", .threads = 2}};
+  otpp::node node_;
 };
 
 // ---- strategies
@@ -752,7 +756,8 @@ TEST_F(supervisor_test, NestedSupervisorRestartsItsSubtree) {
   await_restart(*sup, in, 2);
   auto in2 = pids(*sup)["inner"];
   EXPECT_TRUE(eventually([&] { return all_running(in2, 2) && !node_.alive(y); }));
-  EXPECT_EQ(node_.process_count(), 5u);
+  // Every child of the killed inner supervisor goes (through its link, asynchronously).
+  EXPECT_TRUE(eventually([&] { return node_.process_count() == 5u; }));
   // Stopping the outer stops inner's children first (reverse order throughout).
   p_->clear();
   ASSERT_TRUE(otpp::stop_supervisor(node_, *sup));
@@ -1140,6 +1145,7 @@ class slow_init : public otpp::gen_server<slow_init> {
     h.cast<die>([](slow_init&, die d) -> void { throw std::runtime_error(d.why); });
   }
   otpp::result<void> init() {
+    p_->add("init_enter");
     gate_.wait();
     p_->add("init_done");
     return {};
@@ -1150,17 +1156,33 @@ class slow_init : public otpp::gen_server<slow_init> {
   std::shared_future<void> gate_;
 };
 
-class supervisor_start_timeout : public supervisor_test {
+// Start bounds on a manual clock (worker threads as usual): a bound passes only when the test
+// steps the clock, once it saw the init hang, so no start is ever timed out by a slow machine.
+struct manual_clock_holder {
+  std::shared_ptr<otpp::manual_clock> clock_ = std::make_shared<otpp::manual_clock>();
+};
+
+class supervisor_start_timeout : protected manual_clock_holder, public supervisor_test {
  protected:
+  supervisor_start_timeout()
+      : supervisor_test({.name = "sup@test", .threads = 2, .clock = clock_}) {}
   void TearDown() override {
-    open_gate();
-    // A late child is killed by the helper thread, which must be done before the node goes.
-    EXPECT_TRUE(eventually([] { return otpp::detail::sup::start_helpers_running() == 0; }));
+    open_gate();  // a hung init holds a worker until it returns: node.stop() waits for it
+    if (stepper_.joinable()) stepper_.join();
     supervisor_test::TearDown();
   }
   void open_gate() {
     if (!opened_) open_.set_value();
     opened_ = true;
+  }
+  // Steps the clock by `d` once `event` was probed (an init or start function about to hang),
+  // from another thread: the test's own thread may be blocked in the start meanwhile.
+  void step_when(std::string event, std::chrono::milliseconds d) {
+    if (stepper_.joinable()) stepper_.join();
+    stepper_ = std::thread([this, event = std::move(event), d] {
+      (void)eventually([&] { return !p_->with(event).empty(); });
+      clock_->advance(d);
+    });
   }
   otpp::child_spec hung(std::string id, std::chrono::milliseconds bound = 50ms) {
     auto c = otpp::child<slow_init>(std::move(id), p_, gate_);
@@ -1170,12 +1192,14 @@ class supervisor_start_timeout : public supervisor_test {
   std::promise<void> open_;
   std::shared_future<void> gate_ = open_.get_future().share();
   bool opened_ = false;
+  std::thread stepper_;
 };
 
 TEST_F(supervisor_start_timeout, HungInitFailsTheSupervisorStartWithTimeout) {
   otpp::supervisor_spec spec;
   spec.children.push_back(otpp::child<worker>("a", p_, "a"));
   spec.children.push_back(hung("h"));
+  step_when("init_enter", 50ms);
   auto sup = otpp::start_supervisor(node_, spec);
   ASSERT_FALSE(sup);
   // As any failed child start: init_failed, the child's error in the reason.
@@ -1184,27 +1208,91 @@ TEST_F(supervisor_start_timeout, HungInitFailsTheSupervisorStartWithTimeout) {
   EXPECT_EQ(p_->with("stop:"), std::vector<std::string>{"stop:a:shutdown"});  // rolled back
   open_gate();
   // The late child comes up after the timeout and is killed.
-  EXPECT_TRUE(eventually([&] {
-    return !p_->with("init_done").empty() && otpp::detail::sup::start_helpers_running() == 0 &&
-           node_.process_count() == 0;
-  }));
+  EXPECT_TRUE(
+      eventually([&] { return !p_->with("init_done").empty() && node_.process_count() == 0; }));
 }
 
 TEST_F(supervisor_start_timeout, HungStartChildAnswersTimeoutAndTheSupervisorGoesOn) {
-  otpp::supervisor_spec spec;
+  auto events = std::make_shared<probe>();
+  std::mutex m;
+  otpp::pid late;  // the child whose init hung, as the event names it
+  otpp::supervisor_spec spec{.max_restarts = 10};
+  spec.on_event = [&](const otpp::supervisor_event& e) {
+    if (e.what != otpp::supervisor_event::kind::start_timeout) return;
+    std::lock_guard lock(m);
+    late = e.child;
+    events->add("timeout:" + e.child_id);
+  };
   spec.children.push_back(otpp::child<worker>("a", p_, "a"));
   auto sup = otpp::start_supervisor(node_, spec);
   ASSERT_TRUE(sup);
+  step_when("init_enter", 50ms);
   auto r = otpp::start_child(node_, *sup, hung("h"));
   EXPECT_EQ(r.error(), errc::timeout);
   EXPECT_EQ(pids(*sup).size(), 1u);  // not added, and the supervisor answers
   auto stats = otpp::get_supervisor_stats(node_, *sup);
   ASSERT_TRUE(stats);
   EXPECT_EQ(stats->start_timeouts, 1u);
+  EXPECT_EQ(events->events(), std::vector<std::string>{"timeout:h"});
+  otpp::pid h;
+  {
+    std::lock_guard lock(m);
+    h = late;
+  }
+  ASSERT_TRUE(h);
+  EXPECT_TRUE(node_.alive(h));  // still inside its init: the kill waits for it to return
+  // The late init completes: its outcome reaches a supervisor that moved on, and is ignored;
+  // the kill takes the child.
   open_gate();
-  EXPECT_TRUE(eventually([&] {
-    return otpp::detail::sup::start_helpers_running() == 0 && node_.process_count() == 2;
-  }));
+  EXPECT_TRUE(eventually([&] { return !node_.alive(h) && node_.process_count() == 2; }));
+  EXPECT_EQ(pids(*sup).size(), 1u);
+  stats = otpp::get_supervisor_stats(node_, *sup);
+  ASSERT_TRUE(stats);
+  EXPECT_EQ(stats->start_timeouts, 1u);
+  EXPECT_EQ(stats->ignored_exits, 0u);
+  EXPECT_EQ(stats->child_exits, 0u);
+  // Healthy: it starts (and restarts) children as before.
+  auto b = otpp::start_child(node_, *sup, otpp::child<worker>("b", p_, "b"));
+  ASSERT_TRUE(b) << b.reason();
+  crash(*b);
+  await_restart(*sup, *b, 2);
+}
+
+// A hand-written start function with a bound runs in a starter process: a hung one times out
+// the same way, and the child it brings up late is killed.
+TEST_F(supervisor_start_timeout, HungStartFunctionTimesOutAndItsLateChildIsKilled) {
+  otpp::supervisor_spec spec{.max_restarts = 10};
+  spec.children.push_back(otpp::child<worker>("a", p_, "a"));
+  auto sup = otpp::start_supervisor(node_, spec);
+  ASSERT_TRUE(sup);
+  otpp::child_spec c;
+  c.id = "f";
+  c.start_timeout = 50ms;
+  c.start = [p = p_, gate = gate_](otpp::node& n) -> otpp::result<otpp::pid> {
+    p->add("start_enter");
+    gate.wait();
+    return n.spawn_opt<worker>(otpp::spawn_options{.link = true}, p, std::string("f"));
+  };
+  step_when("start_enter", 50ms);
+  auto r = otpp::start_child(node_, *sup, c);
+  EXPECT_EQ(r.error(), errc::timeout);
+  open_gate();
+  // The child started late ran its init, then was killed (with its starter).
+  EXPECT_TRUE(eventually([&] { return !p_->with("start:f").empty(); }));
+  EXPECT_TRUE(eventually([&] { return node_.process_count() == 2; }));
+  EXPECT_TRUE(p_->with("stop:f").empty());  // killed: no terminate
+  EXPECT_EQ(pids(*sup).size(), 1u);
+  // In time, the same start function hands its child over: linked to the supervisor.
+  c.id = "g";
+  auto g = otpp::start_child(node_, *sup, c);
+  ASSERT_TRUE(g) << g.reason();
+  EXPECT_TRUE(eventually([&] { return node_.process_count() == 3; }));  // the starter is gone
+  crash(*g);
+  await_restart(*sup, *g, 2);
+  auto stats = otpp::get_supervisor_stats(node_, *sup);
+  ASSERT_TRUE(stats);
+  EXPECT_EQ(stats->start_timeouts, 1u);
+  EXPECT_EQ(stats->ignored_exits, 0u);
 }
 
 TEST_F(supervisor_start_timeout, BoundedStartThatFinishesInTimeIsAnOrdinaryChild) {
@@ -1221,7 +1309,7 @@ TEST_F(supervisor_start_timeout, BoundedStartThatFinishesInTimeIsAnOrdinaryChild
 
 TEST_F(supervisor_start_timeout, HungRestartIsRetriedWithoutWedgingTheSupervisor) {
   auto events = std::make_shared<probe>();
-  std::atomic<bool> hang_next{false};
+  auto hang_next = std::make_shared<std::atomic<bool>>(false);
   otpp::supervisor_spec spec{.max_restarts = 1000000, .period = 1000s};
   spec.on_event = [events](const otpp::supervisor_event& e) {
     if (e.what == otpp::supervisor_event::kind::start_timeout) events->add("timeout");
@@ -1229,28 +1317,30 @@ TEST_F(supervisor_start_timeout, HungRestartIsRetriedWithoutWedgingTheSupervisor
   otpp::child_spec c;
   c.id = "r";
   c.start_timeout = 50ms;
-  c.start = [this, &hang_next](otpp::node& n) -> otpp::result<otpp::pid> {
-    if (hang_next.exchange(false)) gate_.wait();
-    return n.spawn_opt<worker>(otpp::spawn_options{.link = true}, p_, std::string("r"));
+  c.start = [p = p_, gate = gate_, hang_next](otpp::node& n) -> otpp::result<otpp::pid> {
+    if (hang_next->exchange(false)) {
+      p->add("start_hang");
+      gate.wait();
+    }
+    return n.spawn_opt<worker>(otpp::spawn_options{.link = true}, p, std::string("r"));
   };
   spec.children.push_back(c);
   auto sup = otpp::start_supervisor(node_, spec);
   ASSERT_TRUE(sup);
   auto r1 = pids(*sup)["r"];
-  hang_next = true;
+  hang_next->store(true);
+  step_when("start_hang", 50ms);
   crash(r1);
   ASSERT_TRUE(eventually([&] { return !events->with("timeout").empty(); }));
   // Retried: the next start does not hang.
   await_restart(*sup, r1, 1);
   auto stats = otpp::get_supervisor_stats(node_, *sup);
   ASSERT_TRUE(stats);
-  EXPECT_GE(stats->start_timeouts, 1u);
+  EXPECT_EQ(stats->start_timeouts, 1u);
   EXPECT_GE(stats->restart_failures, 1u);
   open_gate();
   // The hung start's late child is killed; the supervisor still runs exactly one.
-  EXPECT_TRUE(eventually([&] {
-    return otpp::detail::sup::start_helpers_running() == 0 && node_.process_count() == 2;
-  }));
+  EXPECT_TRUE(eventually([&] { return node_.process_count() == 2; }));
   ASSERT_TRUE(otpp::stop_supervisor(node_, *sup));
 }
 
@@ -1270,6 +1360,283 @@ TEST_F(supervisor_start_timeout, BoundedSupervisorChildKnowsItsParent) {
   ASSERT_TRUE(otpp::stop_supervisor(node_, *sup));
   EXPECT_EQ(p_->with("stop:"), std::vector<std::string>{"stop:x:shutdown"});
   EXPECT_TRUE(eventually([&] { return node_.process_count() == 0; }));
+}
+
+// The bound of a nested supervisor covers its whole start: it reports once its own children
+// run. Past the bound it is killed, and its child with a hung init dies through the link once
+// that init returns.
+TEST_F(supervisor_start_timeout, BoundedNestedSupervisorWhoseChildHangsIsKilled) {
+  otpp::supervisor_spec inner;
+  inner.children.push_back(otpp::child<worker>("x", p_, "x"));
+  inner.children.push_back(otpp::child<slow_init>("h", p_, gate_));  // no bound of its own
+  otpp::supervisor_spec outer;
+  outer.children.push_back(otpp::child<worker>("a", p_, "a"));
+  auto c = otpp::supervisor_child("inner", inner);
+  c.start_timeout = 50ms;
+  outer.children.push_back(c);
+  step_when("init_enter", 50ms);
+  auto sup = otpp::start_supervisor(node_, outer);
+  ASSERT_FALSE(sup);
+  EXPECT_NE(sup.reason().find("'inner' did not start within 50 ms"), std::string::npos)
+      << sup.reason();
+  EXPECT_EQ(p_->with("stop:"), std::vector<std::string>{"stop:a:shutdown"});  // x was killed
+  open_gate();
+  EXPECT_TRUE(eventually([&] { return node_.process_count() == 0; }));
+  EXPECT_EQ(p_->with("init_done").size(), 1u);
+}
+
+// init hangs on the gate once `hang` is set (it takes the flag).
+class hang_once : public otpp::gen_server<hang_once> {
+ public:
+  hang_once(std::shared_ptr<probe> p, std::shared_ptr<std::atomic<bool>> hang,
+            std::shared_future<void> gate)
+      : p_(std::move(p)), hang_(std::move(hang)), gate_(std::move(gate)) {}
+  static void define_handlers(otpp::handlers<hang_once>& h) {
+    h.cast<die>([](hang_once&, die d) -> void { throw std::runtime_error(d.why); });
+  }
+  otpp::result<void> init() {
+    if (hang_->exchange(false)) {
+      p_->add("hang");
+      gate_.wait();
+    }
+    p_->add("up");
+    return {};
+  }
+
+ private:
+  std::shared_ptr<probe> p_;
+  std::shared_ptr<std::atomic<bool>> hang_;
+  std::shared_future<void> gate_;
+};
+
+TEST_F(supervisor_start_timeout, CrashedChildIsRestartedWithinItsBoundAndAHungRestartRetried) {
+  auto hang = std::make_shared<std::atomic<bool>>(false);
+  auto events = std::make_shared<probe>();
+  otpp::supervisor_spec spec{.max_restarts = 100, .period = 1000s};
+  spec.on_event = [events](const otpp::supervisor_event& e) {
+    using k = otpp::supervisor_event::kind;
+    if (e.what == k::start_timeout) events->add("timeout:" + e.child_id);
+    if (e.what == k::restarted) events->add("restarted:" + e.child_id);
+  };
+  auto c = otpp::child<hang_once>("r", p_, hang, gate_);
+  c.start_timeout = 50ms;
+  spec.children.push_back(c);
+  auto sup = otpp::start_supervisor(node_, spec);
+  ASSERT_TRUE(sup) << sup.reason();
+  // A crash: restarted within the bound.
+  auto r1 = pids(*sup)["r"];
+  crash(r1);
+  await_restart(*sup, r1, 1);
+  EXPECT_TRUE(eventually([&] { return events->with("restarted:r").size() == 1; }));
+  // A restart whose init hangs: timed out (its child killed), then retried; the retry comes up.
+  auto r2 = pids(*sup)["r"];
+  hang->store(true);
+  step_when("hang", 50ms);
+  crash(r2);
+  ASSERT_TRUE(eventually([&] { return events->with("timeout:r").size() == 1; }));
+  await_restart(*sup, r2, 1);
+  auto stats = otpp::get_supervisor_stats(node_, *sup);
+  ASSERT_TRUE(stats);
+  EXPECT_EQ(stats->start_timeouts, 1u);
+  EXPECT_GE(stats->restart_failures, 1u);
+  EXPECT_EQ(stats->ignored_exits, 0u);
+  // The hung init returns: that child is killed; the supervisor runs exactly the retried one.
+  auto r3 = pids(*sup)["r"];
+  open_gate();
+  EXPECT_TRUE(eventually([&] { return p_->with("up").size() == 4 && node_.process_count() == 2; }));
+  EXPECT_EQ(pids(*sup)["r"], r3);
+  EXPECT_TRUE(node_.alive(r3));
+}
+
+// The node goes while a child's init is hung (the start still in flight, bound not reached):
+// the node's stop waits for the init (it holds one of the node's workers, no other thread), the
+// call answers once, nothing touches the node afterwards (run under ASan).
+TEST(supervisor_start_timeout_node, NodeDestroyedWhileAChildInitIsHung) {
+  otpp::set_log_level(otpp::log_level::off);
+  auto p = std::make_shared<probe>();
+  std::promise<void> open;
+  auto gate = open.get_future().share();
+  std::thread opener;
+  auto answers = std::make_shared<std::atomic<int>>(0);
+  {
+    otpp::node node({.name = "hung@test", .threads = 2});
+    node.start();
+    otpp::supervisor_spec spec;
+    spec.children.push_back(otpp::child<worker>("a", p, "a"));
+    auto sup = otpp::start_supervisor(node, spec);
+    ASSERT_TRUE(sup);
+    // Opens the gate a moment into the node's stop (hooks run last added first: this one runs
+    // before the supervisor's, which waits for the supervisor to end).
+    node.add_stop_hook([&] {
+      opener = std::thread([&] {
+        std::this_thread::sleep_for(50ms);
+        open.set_value();
+      });
+    });
+    auto c = otpp::child<slow_init>("h", p, gate);
+    c.start_timeout = std::chrono::hours(1);
+    otpp::start_child(node, *sup, std::move(c), [answers](otpp::result<otpp::pid>) { ++*answers; });
+    EXPECT_TRUE(eventually([&] { return !p->with("init_enter").empty(); }));
+  }
+  if (opener.joinable()) opener.join();
+  EXPECT_EQ(answers->load(), 1);
+  EXPECT_EQ(p->with("init_done").size(), 1u);
+  EXPECT_EQ(p->with("stop:a").size(), 1u);
+}
+
+// The old use-after-free: the start timed out, the supervisor moved on, and the late init is
+// still hung when the node goes. It returns during the node's stop, its outcome reaches a
+// supervisor that is gone (dropped), and the kill takes it.
+TEST(supervisor_start_timeout_node, NodeDestroyedWhileATimedOutInitIsStillHung) {
+  otpp::set_log_level(otpp::log_level::off);
+  auto p = std::make_shared<probe>();
+  std::promise<void> open;
+  auto gate = open.get_future().share();
+  std::thread opener;
+  {
+    otpp::node node({.name = "late@test", .threads = 2});
+    node.start();
+    otpp::supervisor_spec spec;
+    spec.children.push_back(otpp::child<worker>("a", p, "a"));
+    auto sup = otpp::start_supervisor(node, spec);
+    ASSERT_TRUE(sup);
+    node.add_stop_hook([&] {
+      opener = std::thread([&] {
+        std::this_thread::sleep_for(50ms);
+        open.set_value();
+      });
+    });
+    auto c = otpp::child<slow_init>("h", p, gate);
+    c.start_timeout = 20ms;
+    EXPECT_EQ(otpp::start_child(node, *sup, std::move(c)).error(), errc::timeout);
+    EXPECT_TRUE(node.alive(*sup));
+  }
+  if (opener.joinable()) opener.join();
+  EXPECT_EQ(p->with("init_done").size(), 1u);
+}
+
+// Virtual time: the bound is a node timer, driven by the manual clock. The hung init runs in
+// poll() on this thread; another thread steps the clock past the bound, then lets it return.
+TEST(supervisor_virtual_time, StartTimeoutOnTheManualClock) {
+  otpp::set_log_level(otpp::log_level::off);
+  auto clock = std::make_shared<otpp::manual_clock>();
+  otpp::node n({.name = "sup_vt_timeout", .clock = clock, .manual = true});
+  n.start();
+  auto p = std::make_shared<probe>();
+  std::promise<void> open;
+  auto gate = open.get_future().share();
+  std::vector<otpp::supervisor_event> events;  // on_event runs on this thread (poll)
+  otpp::supervisor_spec spec;
+  spec.on_event = [&events](const otpp::supervisor_event& e) { events.push_back(e); };
+  spec.children.push_back(otpp::child<worker>("a", p, "a"));
+  auto h = otpp::child<slow_init>("h", p, gate);
+  h.start_timeout = 5s;
+  spec.children.push_back(h);
+  std::thread stepper([&] {
+    (void)eventually([&] { return !p->with("init_enter").empty(); });
+    clock->advance(5s);  // the bound passes while the init still hangs
+    open.set_value();
+  });
+  auto sup = otpp::start_supervisor(n, spec);  // polls the node until the start completes
+  stepper.join();
+  ASSERT_FALSE(sup);
+  EXPECT_EQ(sup.error(), errc::init_failed);
+  EXPECT_NE(sup.reason().find("'h' did not start within 5000 ms"), std::string::npos)
+      << sup.reason();
+  EXPECT_EQ(p->with("stop:"), std::vector<std::string>{"stop:a:shutdown"});
+  ASSERT_EQ(events.size(), 1u);
+  EXPECT_EQ(events[0].what, otpp::supervisor_event::kind::start_timeout);
+  EXPECT_EQ(events[0].child_id, "h");
+  n.poll();
+  EXPECT_FALSE(n.alive(events[0].child));  // killed once its init returned
+  EXPECT_EQ(p->with("init_done").size(), 1u);
+  EXPECT_EQ(n.process_count(), 0u);
+}
+
+// A start only virtual time can settle (a spawn function that drops after_init: the bound
+// alone ends it). The blocking form on a manual node cannot step the clock: it answers
+// would_block and stops the supervisor. The token form completes once the clock passes the
+// bound.
+TEST(supervisor_virtual_time, StartWaitingForTheClockOnAManualNode) {
+  otpp::set_log_level(otpp::log_level::off);
+  auto clock = std::make_shared<otpp::manual_clock>();
+  otpp::node n({.name = "sup_vt_mute", .clock = clock, .manual = true});
+  n.start();
+  auto p = std::make_shared<probe>();
+  otpp::child_spec c;
+  c.id = "mute";
+  c.start_timeout = 5s;
+  c.spawn = [p](otpp::node& node, const otpp::spawn_options& o, const std::any&) {
+    auto mine = o;
+    mine.after_init = nullptr;  // never tells the supervisor
+    return node.spawn_opt<worker>(mine, p, std::string("mute"));
+  };
+  otpp::supervisor_spec spec;
+  spec.children.push_back(c);
+  auto blocked = otpp::start_supervisor(n, spec);
+  EXPECT_EQ(blocked.error(), errc::would_block);
+  EXPECT_EQ(n.process_count(), 0u);  // stopped, and the child it was waiting for killed
+  std::optional<otpp::result<otpp::pid>> started;
+  otpp::start_supervisor(n, spec, [&started](otpp::result<otpp::pid> r) { started = r; });
+  n.poll();
+  EXPECT_FALSE(started);  // waiting for the bound
+  clock->advance(5s);
+  n.poll();
+  ASSERT_TRUE(started);
+  EXPECT_EQ(started->error(), errc::init_failed);
+  EXPECT_NE(started->reason().find("'mute' did not start within 5000 ms"), std::string::npos)
+      << started->reason();
+  EXPECT_EQ(n.process_count(), 0u);
+}
+
+// Virtual time: bounded starts and restarts that finish in time leave no timer behind; the
+// supervisor's run-time API in token form, completed by poll().
+TEST(supervisor_virtual_time, BoundedStartsInTimeNeverTimeOut) {
+  otpp::set_log_level(otpp::log_level::off);
+  auto clock = std::make_shared<otpp::manual_clock>();
+  otpp::node n({.name = "sup_vt_bounded", .clock = clock, .manual = true});
+  n.start();
+  auto p = std::make_shared<probe>();
+  std::vector<otpp::supervisor_event> events;
+  otpp::supervisor_spec spec{.max_restarts = 10, .period = 1s};
+  spec.on_event = [&events](const otpp::supervisor_event& e) { events.push_back(e); };
+  auto w = otpp::child<worker>("w", p, "w");
+  w.start_timeout = 5s;
+  spec.children.push_back(w);
+  auto sup = otpp::start_supervisor(n, spec);
+  ASSERT_TRUE(sup) << sup.reason();
+  auto count = [&](otpp::supervisor_event::kind k) {
+    return std::count_if(events.begin(), events.end(), [k](auto& e) { return e.what == k; });
+  };
+  std::optional<otpp::result<otpp::pid>> added;
+  auto x = otpp::child<worker>("x", p, "x");
+  x.start_timeout = 5s;
+  otpp::start_child(n, *sup, std::move(x), [&added](otpp::result<otpp::pid> r) { added = r; });
+  n.poll();
+  ASSERT_TRUE(added && *added) << (added ? added->reason() : "no answer");
+  otpp::pid current;
+  otpp::which_children(n, *sup, [&current](otpp::result<std::vector<otpp::child_info>> r) {
+    if (r && r->size() == 2) current = r->back().child;  // newest first: w last
+  });
+  n.poll();
+  ASSERT_TRUE(current);
+  ASSERT_TRUE(otpp::cast(n, current, die{"boom"}));
+  n.poll();
+  ASSERT_EQ(count(otpp::supervisor_event::kind::restarted), 1);
+  clock->advance(1h);  // past every bound: none of them fires
+  n.poll();
+  EXPECT_EQ(count(otpp::supervisor_event::kind::start_timeout), 0);
+  std::optional<otpp::supervisor_stats> stats;
+  otpp::get_supervisor_stats(n, *sup, [&stats](otpp::result<otpp::supervisor_stats> r) {
+    if (r) stats = *r;
+  });
+  n.poll();
+  ASSERT_TRUE(stats);
+  EXPECT_EQ(stats->start_timeouts, 0u);
+  EXPECT_EQ(stats->restarts, 1u);
+  EXPECT_EQ(n.process_count(), 3u);
+  EXPECT_TRUE(otpp::stop_supervisor(n, *sup));  // blocking form: polls this node
+  EXPECT_EQ(n.process_count(), 0u);
 }
 
 // ---- forged EXIT messages (issue 8 item 3, supervisor side)
@@ -1377,12 +1744,31 @@ class owner : public otpp::gen_server<owner> {
     using reply = otpp::pid;
     OTPP_NO_FIELDS()
   };
+  struct start_bad {
+    static constexpr std::string_view tag = "owner:start_bad";
+    using reply = std::string;
+    OTPP_NO_FIELDS()
+  };
   explicit owner(std::shared_ptr<probe> p) : p_(std::move(p)) {}
   static void define_handlers(otpp::handlers<owner>& h) {
-    h.call<start>([](owner& self, start) {
+    // The blocking form would wait on this thread: refused. The token form completes once the
+    // children run; the supervisor then links to its caller.
+    h.call<start>([](owner& self, start) -> asio::awaitable<otpp::pid> {
+      auto& n = self.this_node();
       otpp::supervisor_spec spec;
       spec.children.push_back(otpp::child<worker>("w", self.p_, "w"));
-      return otpp::start_supervisor(self.this_node(), spec).value_or(otpp::pid{});
+      if (otpp::start_supervisor(n, spec).error() != errc::invalid_argument) co_return otpp::pid{};
+      auto sup = co_await otpp::start_supervisor(n, std::move(spec), asio::use_awaitable);
+      co_return sup.value_or(otpp::pid{});
+    });
+    // A failed start answers the error; the caller lives on (it was not linked yet).
+    h.call<start_bad>([](owner& self, start_bad) -> asio::awaitable<std::string> {
+      otpp::supervisor_spec spec;
+      spec.children.push_back(
+          otpp::child<worker>("bad", self.p_, "bad", behaviour{.fail_init = true}));
+      auto sup =
+          co_await otpp::start_supervisor(self.this_node(), std::move(spec), asio::use_awaitable);
+      co_return sup ? std::string("started") : sup.reason();
     });
   }
 
@@ -1393,6 +1779,11 @@ class owner : public otpp::gen_server<owner> {
 TEST_F(supervisor_test, RealExitOfTheParentStillShutsTheTreeDown) {
   auto o = node_.spawn<owner>(p_);
   ASSERT_TRUE(o);
+  auto bad = otpp::call(node_, *o, owner::start_bad{}, asio::use_future).get();
+  ASSERT_TRUE(bad);
+  EXPECT_NE(bad->find("refused:bad"), std::string::npos) << *bad;
+  EXPECT_TRUE(node_.alive(*o));
+  EXPECT_TRUE(eventually([&] { return node_.process_count() == 1; }));
   auto sup = otpp::call(node_, *o, owner::start{}, asio::use_future).get();
   ASSERT_TRUE(sup && *sup);
   // While the owner lives, an EXIT naming it is not believed.

@@ -72,6 +72,8 @@ class node {
   void stop();
   void join();
   bool running() const noexcept;
+  // options.manual: the node's work runs only in poll(), on its owner's thread.
+  bool manual() const noexcept;
 
   // Manual nodes (options.manual): runs every ready piece of work on this thread, including
   // work that running it makes ready; returns how many ran. Not for threaded nodes.
@@ -134,6 +136,10 @@ class node {
         new detail::typed_envelope<M>(detail::envelope_kind::system_info, detail::current_self(),
                                       std::move(msg)));
   }
+  // Runs `f` on process `to` after `delay` (node time), as a task of its own: unlike a
+  // send_after message it runs even while a coroutine handler of `to` is suspended (a timeout
+  // for the waits such a handler makes). Dropped if `to` has ended. Cancel with cancel_timer.
+  timer_ref post_after(clock_type::duration delay, const pid& to, std::function<void()> f);
   // True if the timer was cancelled before it fired.
   bool cancel_timer(timer_ref ref);
 

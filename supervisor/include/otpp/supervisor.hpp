@@ -7,14 +7,16 @@
 //   otpp::result<otpp::pid> sup = otpp::start_supervisor(node, spec);
 //
 // A supervisor is itself an otpp process (a gen_server trapping exits, linked to its children).
-// It starts its children in order inside its own init (so start_supervisor returns once the
-// whole subtree runs) and stops them in reverse order. Waits for children to stop never block
-// a worker thread: they are coroutine handlers awaiting exits and timers.
+// It starts its children in order right after its init, on its own turn (start_supervisor
+// completes once the whole subtree runs), and stops them in reverse order. No wait of a
+// supervisor blocks a thread: a child's init runs on the child's own first turn and its outcome
+// comes back as a task; stops await exits and timers in coroutine handlers.
 //
-// Run-time API: every function comes in two forms. With a completion token (callback,
-// asio::use_awaitable, asio::use_future; completion void(result<T>)) it may be used anywhere.
-// Without a token it blocks the calling thread: not from a process of the same node (it
-// answers errc::invalid_argument there instead of risking a deadlock).
+// start_supervisor and the run-time API come in two forms. With a completion token (callback,
+// asio::use_awaitable, asio::use_future; completion void(result<T>)) they may be used anywhere.
+// Without a token they block the calling thread: not from a process of the same node (they
+// answer errc::invalid_argument there instead of risking a deadlock). On a manual node the
+// blocking forms run the node (poll) on the calling thread until they complete.
 #pragma once
 
 #include <any>
@@ -22,6 +24,7 @@
 #include <cstdint>
 #include <functional>
 #include <future>
+#include <memory>
 #include <optional>
 #include <string>
 #include <system_error>
@@ -96,9 +99,19 @@ inline pid ignore_child() {
 
 struct child_spec {
   std::string id{};
-  // Starts the child and returns its pid. It should link the child to the calling process
-  // (spawn_options{.link = true}); the supervisor links to the returned pid in any case.
-  // Returning an empty pid{} (ignore_child()) means "ignore".
+  // How the child starts: `spawn` (set by child<Server>(), dynamic_child<Server>() and
+  // supervisor_child()), or a start function set by hand (`start`, or `start_with` for a
+  // simple_one_for_one template), which wins over `spawn`.
+  //
+  // spawn: spawns the child with `options` as given (spawn_opt does). The supervisor asks for a
+  // link, async_init (the child's init runs on its own first turn, never on the supervisor's)
+  // and an after_init it waits for without holding a thread. `args`: start_dynamic_child's.
+  std::function<result<pid>(node&, const spawn_options& options, const std::any& args)> spawn{};
+  // A start function: starts the child and returns its pid. It should link the child to the
+  // calling process (spawn_options{.link = true}); the supervisor links to the returned pid in
+  // any case. Returning an empty pid{} (ignore_child()) means "ignore". It runs synchronously
+  // in the supervisor's turn, or, with start_timeout, in a short-lived starter process linked
+  // to the supervisor (the calling process then), so it must not block on the supervisor.
   std::function<result<pid>(node&)> start{};
   // simple_one_for_one template: started with the arguments given to start_dynamic_child.
   std::function<result<pid>(node&, const std::any&)> start_with{};
@@ -106,12 +119,12 @@ struct child_spec {
   // Default: 5000 ms for workers, infinity for supervisors (OTP defaults).
   std::optional<shutdown_mode> shutdown{};
   child_type type = child_type::worker;
-  // Bound on the start function (OTP: the start_link timeout). Unset: the start runs inline
-  // on the supervisor's thread, unbounded. Set: it runs on a helper thread (a process's init
-  // cannot be pre-empted) and the supervisor gives up after this long: the start fails with
-  // errc::timeout (a failed start at init, a failed and retried restart later), and a child
-  // that still comes up afterwards is killed at once. The supervisor keeps working meanwhile,
-  // except at its own init, which waits (bounded) as start_supervisor always does.
+  // Bound on the start (OTP: the start_link timeout), in node time (a manual clock drives it).
+  // If it passes first, the start fails with errc::timeout (event and counter start_timeout;
+  // start_supervisor then fails, a restart is retried) and the child is killed: a hung init
+  // cannot be pre-empted, so it dies when its init returns, holding one of the node's worker
+  // threads until then. Unset: unbounded (a start function then runs inline in the
+  // supervisor's turn).
   std::optional<std::chrono::milliseconds> start_timeout{};
 };
 
@@ -192,8 +205,9 @@ template <class Server, class... Args>
 child_spec child(std::string id, Args&&... args) {
   child_spec c;
   c.id = std::move(id);
-  c.start = [... a = std::forward<Args>(args)](node& n) -> result<pid> {
-    return n.spawn_opt<Server>(spawn_options{.link = true}, a...);
+  c.spawn = [... a = std::forward<Args>(args)](node& n, const spawn_options& o,
+                                               const std::any&) -> result<pid> {
+    return n.spawn_opt<Server>(o, a...);
   };
   return c;
 }
@@ -204,15 +218,13 @@ template <class Server, class... Args>
 child_spec dynamic_child(std::string id) {
   child_spec c;
   c.id = std::move(id);
-  c.start_with = [](node& n, const std::any& args) -> result<pid> {
+  c.spawn = [](node& n, const spawn_options& o, const std::any& args) -> result<pid> {
     const auto* t = std::any_cast<std::tuple<Args...>>(&args);
     if (!t) {
       return failure(errc::invalid_argument,
                      "start_dynamic_child: arguments do not match the child template");
     }
-    return std::apply(
-        [&n](const Args&... a) { return n.spawn_opt<Server>(spawn_options{.link = true}, a...); },
-        *t);
+    return std::apply([&n, &o](const Args&... a) { return n.spawn_opt<Server>(o, a...); }, *t);
   };
   return c;
 }
@@ -222,12 +234,15 @@ std::any child_args(Args&&... args) {
   return std::any(std::tuple<std::decay_t<Args>...>(std::forward<Args>(args)...));
 }
 
-// Starts a supervisor. From inside a process it is linked to that process (its parent, whose
-// exit signal makes it shut down); from outside any process of `n` it is a top-level
-// supervisor, stopped by node.stop() in reverse start order. Fails with already_registered if
-// spec.name is taken, init_failed (with the child's reason) if a child fails to start; the
-// children already started are then stopped in reverse order (before this returns when called
-// from outside the node's processes).
+// Starts a supervisor and completes once all its children run (OTP's start_link). Blocking
+// form: from outside the node's processes only (a top-level supervisor, stopped by node.stop()
+// in reverse start order); from a process of `n` it answers invalid_argument (use the token
+// form, or supervisor_child() for a child of a supervisor). Fails with already_registered if
+// spec.name is taken, not_started if the node is not running, init_failed (with the child's
+// reason) if a child fails to start: the children already started are stopped in reverse
+// order before it completes. On a manual node a start waiting for virtual time (a
+// start_timeout) cannot complete in the blocking form: it answers would_block and the
+// supervisor is stopped (use the token form and advance the clock).
 result<pid> start_supervisor(node& n, supervisor_spec spec);
 
 // A child spec whose child is a supervisor (shutdown infinity, type supervisor).
@@ -306,10 +321,30 @@ inline failure to_failure(const reply& r) {
   return failure(r.error, r.reason);
 }
 
-// Start helper threads (child_spec::start_timeout) still running. A helper whose start
-// outlived its timeout kills the late child, touching the node: wait for this to be 0 before
-// destroying a node whose supervisors use start timeouts (tests do).
-std::size_t start_helpers_running() noexcept;
+// Starts a supervisor; `done` is called exactly once, on one of the node's threads: with its
+// pid once all its children run, or with the failure (after the children it started were
+// stopped again). Started from a process of `n`, the supervisor links to it once started (its
+// parent: its exit shuts the tree down). Returns the pid spawned (empty if it failed at once).
+pid start_supervisor(node& n, supervisor_spec spec, std::function<void(result<pid>)> done);
+
+// Waits for `f` off the node's threads. A manual node runs only when polled: it is polled here
+// until `f` is ready, or nothing is left to run (false: `f` waits for virtual time or another
+// thread).
+template <class T>
+bool wait_ready(node& n, std::future<T>& f) {
+  if (!n.manual()) {
+    f.wait();
+    return true;
+  }
+  for (int idle = 0; f.wait_for(std::chrono::seconds(0)) != std::future_status::ready;) {
+    if (n.poll() > 0) {
+      idle = 0;
+    } else if (++idle >= 3) {
+      return false;
+    }
+  }
+  return true;
+}
 
 // Sends `msg` to the supervisor and completes `token` with convert(reply) or the call error.
 template <class T, call_message M, class Token, class Convert>
@@ -339,7 +374,11 @@ result<T> request_blocking(node& n, const pid& sup, M msg, Convert convert) {
                    "blocking supervisor API called from a process of the same node: "
                    "use the completion-token form");
   }
-  return request<T>(n, sup, std::move(msg), asio::use_future, convert).get();
+  auto f = request<T>(n, sup, std::move(msg), asio::use_future, convert);
+  if (!wait_ready(n, f)) {
+    return failure(errc::would_block, "manual node: the request waits for its clock to advance");
+  }
+  return f.get();
 }
 
 inline result<pid> to_pid(reply r) {
@@ -360,7 +399,23 @@ inline result<supervisor_stats> to_stats(reply r) {
 
 }  // namespace detail::sup
 
-// ---- run-time API (completion-token forms)
+// ---- completion-token forms (anywhere)
+
+// start_supervisor, completing with void(result<pid>) once all the children run. From a
+// handler: co_await it with asio::use_awaitable (the supervisor links to the process once
+// started); use_future from a process answers would_block.
+template <class Token>
+auto start_supervisor(node& n, supervisor_spec spec, Token&& token) {
+  return asio::async_initiate<Token, void(result<pid>)>(
+      [&n](auto handler, supervisor_spec s) {
+        if (detail::refuse_blocking_wait<Token, pid>(handler)) return;
+        auto shared = std::make_shared<decltype(handler)>(std::move(handler));
+        (void)detail::sup::start_supervisor(n, std::move(s), [&n, shared](result<pid> r) {
+          detail::complete_on(n.impl(), std::move(*shared), std::move(r));
+        });
+      },
+      token, std::move(spec));
+}
 
 // Adds and starts a static child. already_registered ("already_started" / "already_present")
 // if the id is taken; the child's start error if it fails (the spec is then not added);
