@@ -234,11 +234,11 @@ class simulator {
   };
 
   struct event {
-    time_point at;
-    std::uint64_t seq;
-    ev kind;
-    std::uint32_t a;  // the node it happens at (tick, dial_done: the dialer; else the receiver)
-    std::uint32_t b;  // the other node
+    time_point at{};
+    std::uint64_t seq = 0;
+    ev kind{};
+    std::uint32_t a = 0;  // the node it happens at (tick, dial_done: the dialer; else the receiver)
+    std::uint32_t b = 0;  // the other node
     std::uint64_t epoch = 0;
     msg m = msg::gossip;
     dial_result dr = dial_result::connected;
