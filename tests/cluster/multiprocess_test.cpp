@@ -13,61 +13,7 @@ namespace {
 using namespace otpp_test;
 using namespace std::chrono_literals;
 
-const std::string node_program = OTPP_TEST_NODE_PATH;
-
-long long now_us() {
-  return std::chrono::duration_cast<std::chrono::microseconds>(
-             std::chrono::steady_clock::now().time_since_epoch())
-      .count();
-}
-
-class multiprocess : public ::testing::Test {
- protected:
-  // Timing of every node: detection fast enough for short tests, slack enough that a loaded
-  // machine (or TSan) does not make a live node look silent.
-  static std::vector<std::string> timing() {
-    return {"--heartbeat-ms", "100", "--unreachable-after-ms", "1500", "--stable-after-ms", "1500",
-            "--gossip-ms",    "200", "--retry-max-ms",         "300"};
-  }
-
-  // Starts name@127.0.0.1:port (port 0: a free one) with `seeds`; fails the test if it does
-  // not come up.
-  node_process* start(const std::string& name, std::uint16_t port,
-                      const std::vector<std::string>& seeds, std::vector<std::string> extra = {},
-                      const std::string& secret = test_secret) {
-    if (port == 0) port = free_port();
-    std::vector<std::string> args = timing();
-    args.insert(args.end(), {"--secret", secret});
-    if (!seeds.empty()) {
-      std::string s;
-      for (const auto& x : seeds) s += (s.empty() ? "" : ",") + x;
-      args.insert(args.end(), {"--seeds", s});
-    }
-    args.insert(args.end(), extra.begin(), extra.end());
-    std::string error;
-    auto p = node_process::start(node_program, node_name(name, port), args, &error);
-    if (!p) {
-      ADD_FAILURE() << "cannot start " << name << ": " << error;
-      return nullptr;
-    }
-    nodes_.push_back(std::move(p));
-    return nodes_.back().get();
-  }
-
-  static std::string seed_of(const node_process* p) { return p->id; }
-  static std::uint16_t port_of(const node_process* p) {
-    return static_cast<std::uint16_t>(std::stoi(p->id.substr(p->id.rfind(':') + 1)));
-  }
-
-  void TearDown() override {
-    if (HasFailure()) {
-      for (auto& n : nodes_) std::cerr << n->proc->transcript();
-    }
-    nodes_.clear();  // kills and reaps every process still running
-  }
-
-  std::vector<std::unique_ptr<node_process>> nodes_;
-};
+using multiprocess = multiprocess_fixture;
 
 // Three nodes through a chain of seeds: C knows only B, B only A.
 class three_processes : public multiprocess {

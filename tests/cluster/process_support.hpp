@@ -25,6 +25,10 @@
 #include <thread>
 #include <vector>
 
+#include <gtest/gtest.h>
+
+#include "cluster/cluster_support.hpp"
+
 extern char** environ;
 
 namespace otpp_test {
@@ -386,5 +390,91 @@ inline bool processes_converged(const std::vector<node_process*>& nodes, int n,
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
 }
+
+inline long long now_us() {  // the clock of node_event_line::mono_us
+  return std::chrono::duration_cast<std::chrono::microseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+// A sanitizer's report in a child's stderr (the child runs under the same sanitizer as the
+// test; with halt_on_error it also ends, which a test may not otherwise notice).
+inline bool has_sanitizer_report(const std::string& err) {
+  for (const char* s : {"ERROR: AddressSanitizer", "ERROR: LeakSanitizer",
+                        "WARNING: ThreadSanitizer", "runtime error:"}) {
+    if (err.find(s) != std::string::npos) return true;
+  }
+  return false;
+}
+
+#ifdef OTPP_TEST_NODE_PATH
+// Fixture of the multi-process tests: starts otpp_test_node processes, prints what they said
+// when the test failed, fails on a sanitizer report in any of them, kills them all at the end.
+class multiprocess_fixture : public ::testing::Test {
+ protected:
+  // Timing of every node: detection fast enough for short tests, slack enough that a loaded
+  // machine (or TSan) does not make a live node look silent.
+  virtual std::vector<std::string> timing() const {
+    return {"--heartbeat-ms", "100", "--unreachable-after-ms", "1500", "--stable-after-ms", "1500",
+            "--gossip-ms",    "200", "--retry-max-ms",         "300"};
+  }
+
+  // Starts `id` with the test timing, `extra` arguments and `seeds`; fails the test (and
+  // answers null) if it does not come up.
+  node_process* start_id(const std::string& id, const std::vector<std::string>& seeds,
+                         std::vector<std::string> extra = {},
+                         const std::string& secret = test_secret) {
+    std::vector<std::string> args = timing();
+    args.insert(args.end(), {"--secret", secret});
+    if (!seeds.empty()) {
+      std::string s;
+      for (const auto& x : seeds) s += (s.empty() ? "" : ",") + x;
+      args.insert(args.end(), {"--seeds", s});
+    }
+    args.insert(args.end(), extra.begin(), extra.end());
+    std::string error;
+    auto p = node_process::start(OTPP_TEST_NODE_PATH, id, args, &error);
+    if (!p) {
+      ADD_FAILURE() << "cannot start " << id << ": " << error;
+      return nullptr;
+    }
+    nodes_.push_back(std::move(p));
+    return nodes_.back().get();
+  }
+  // name@127.0.0.1:port (port 0: a free one).
+  node_process* start(const std::string& name, std::uint16_t port,
+                      const std::vector<std::string>& seeds, std::vector<std::string> extra = {},
+                      const std::string& secret = test_secret) {
+    return start_id(node_name(name, port == 0 ? free_port() : port), seeds, std::move(extra),
+                    secret);
+  }
+
+  static std::string seed_of(const node_process* p) { return p->id; }
+  static std::uint16_t port_of(const node_process* p) {
+    return static_cast<std::uint16_t>(std::stoi(p->id.substr(p->id.rfind(':') + 1)));
+  }
+
+  void TearDown() override {
+    // Stops them first: a report at exit (leaks) is part of their stderr.
+    for (auto& n : nodes_) n->proc->close_stdin();
+    auto until = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+    for (auto& n : nodes_) {
+      (void)n->proc->wait_exit(std::max(until - std::chrono::steady_clock::now(),
+                                        std::chrono::steady_clock::duration::zero()));
+    }
+    for (auto& n : nodes_) {
+      EXPECT_FALSE(has_sanitizer_report(n->proc->stderr_text()))
+          << n->id << " (pid " << n->proc->pid() << "):\n"
+          << n->proc->stderr_text();
+    }
+    if (HasFailure()) {
+      for (auto& n : nodes_) std::cerr << n->proc->transcript();
+    }
+    nodes_.clear();  // kills and reaps every process still running
+  }
+
+  std::vector<std::unique_ptr<node_process>> nodes_;
+};
+#endif
 
 }  // namespace otpp_test
