@@ -29,94 +29,6 @@
 
 namespace otpp::cluster {
 
-namespace wire {
-
-status to_status(const std::error_code& ec) noexcept {
-  if (!ec) return status::ok;
-  if (ec.category() != otpp::error_category()) return status::foreign_error;
-  switch (static_cast<errc>(ec.value())) {
-    case errc::timeout:
-      return status::timeout;
-    case errc::noproc:
-      return status::noproc;
-    case errc::nodedown:
-      return status::nodedown;
-    case errc::bad_message:
-      return status::bad_message;
-    case errc::exit:
-      return status::exit;
-    case errc::unknown_behaviour:
-      return status::unknown_behaviour;
-    case errc::not_authorised:
-      return status::not_authorised;
-    case errc::already_registered:
-      return status::already_registered;
-    case errc::mailbox_full:
-      return status::mailbox_full;
-    case errc::node_stopped:
-      return status::node_stopped;
-    case errc::no_reply:
-      return status::no_reply;
-    case errc::not_serializable:
-      return status::not_serializable;
-    case errc::calling_self:
-      return status::calling_self;
-    case errc::init_failed:
-      return status::init_failed;
-    case errc::invalid_argument:
-      return status::invalid_argument;
-    case errc::overloaded:
-      return status::overloaded;
-    default:
-      return status::other;
-  }
-}
-
-errc to_errc(status s) noexcept {
-  switch (s) {
-    case status::ok:
-      return errc::ok;
-    case status::timeout:
-      return errc::timeout;
-    case status::noproc:
-      return errc::noproc;
-    case status::nodedown:
-      return errc::nodedown;
-    case status::bad_message:
-      return errc::bad_message;
-    case status::exit:
-      return errc::exit;
-    case status::unknown_behaviour:
-      return errc::unknown_behaviour;
-    case status::not_authorised:
-      return errc::not_authorised;
-    case status::already_registered:
-      return errc::already_registered;
-    case status::mailbox_full:
-      return errc::mailbox_full;
-    case status::node_stopped:
-      return errc::node_stopped;
-    case status::no_reply:
-      return errc::no_reply;
-    case status::not_serializable:
-      return errc::not_serializable;
-    case status::calling_self:
-      return errc::calling_self;
-    case status::init_failed:
-      return errc::init_failed;
-    case status::invalid_argument:
-      return errc::invalid_argument;
-    case status::overloaded:
-      return errc::overloaded;
-    case status::other:
-    case status::foreign_error:
-      break;
-  }
-  return errc::exit;  // unknown: the callee failed in a way this node cannot name
-}
-
-}  // namespace wire
-
 namespace {
 
 // Errors of a user's own category come back as this category with the same value; the reason
@@ -138,32 +50,6 @@ msgpack::sbuffer& scratch() {
 }
 bytes_view view(const msgpack::sbuffer& b) {
   return bytes_view(reinterpret_cast<const std::uint8_t*>(b.data()), b.size());
-}
-
-// A frame decoded into its own zone (sized to the frame: the default 8 KiB chunk would cost
-// more than most messages).
-struct decoded {
-  std::unique_ptr<msgpack::zone> zone;
-  msgpack::object root;
-};
-result<decoded> decode(bytes_view payload) {
-  decoded d;
-  d.zone = std::make_unique<msgpack::zone>(payload.size() * 2 + 256);
-  try {
-    std::size_t off = 0;
-    d.root = msgpack::unpack(*d.zone, reinterpret_cast<const char*>(payload.data()), payload.size(),
-                             off);
-    if (off != payload.size()) return failure(errc::malformed_frame, "trailing bytes");
-  } catch (const std::exception& e) {
-    return failure(errc::malformed_frame, e.what());
-  }
-  if (d.root.type != msgpack::type::ARRAY) return failure(errc::malformed_frame, "not an array");
-  return d;
-}
-
-const msgpack::object& field(const msgpack::object& a, std::uint32_t i) {
-  if (a.via.array.size <= i) throw msgpack::type_error();
-  return a.via.array.ptr[i];
 }
 
 // A message from another node, decoded into the handler's type on the target's turn.
@@ -335,6 +221,14 @@ class service_impl final : public service,
     cfg.heartbeat_interval = opt_.heartbeat_interval;
     cfg.silence_timeout = opt_.silence_timeout;
     cfg.handshake_timeout = opt_.connect_timeout;
+    // Only the kinds this protocol version knows: anything else closes the connection in the
+    // transport (unknown_frame_kind) before it reaches this layer.
+    cfg.accepted_kinds.reset();
+    for (auto k : {wire::kind::hello, wire::kind::gossip, wire::kind::leave, wire::kind::blocked,
+                   wire::kind::send, wire::kind::call, wire::kind::reply, wire::kind::signal,
+                   wire::kind::down}) {
+      cfg.accepted_kinds.set(k);
+    }
     std::weak_ptr<service_impl> weak = shared_from_this();
     transport::connection_events ev;
     ev.on_up = [weak](const transport::connection_ptr& c) {
@@ -405,10 +299,17 @@ class service_impl final : public service,
   }
 
   // Called when the node is destroyed (its services go after its processes).
+  // The node's threads have ended (or never ran this service's work): nothing else touches the
+  // timer and resolver. Cancelling them lets the node's last poll release their handlers (and
+  // with them this service) while the io_context is still alive.
   void shutdown() {
     set_router(node_, nullptr);
     closed_.store(true);
     if (endpoint_) endpoint_->close();
+    std::error_code ignored;
+    timer_.cancel();
+    resolver_.cancel();
+    (void)ignored;
   }
 
   // ---- service
@@ -436,9 +337,7 @@ class service_impl final : public service,
       node_monitors_.erase(p);
     }
   }
-  void leave() override {
-    asio::post(strand_, [self = shared_from_this()] { self->do_leave(); });
-  }
+  void leave() override { leave_and_wait(); }
   bool in_minority() const override { return minority_.load(); }
   bool downed() const override { return downed_.load(); }
   cluster_stats stats() const override {
@@ -492,7 +391,7 @@ class service_impl final : public service,
         pk.pack(to.serial());
         pk.pack(to.creation());
         pk.pack(d->ref.id);
-        pk.pack(d->who);
+        pk.pack(local_serial(d->who));
         pk.pack(d->reason.text());
         forget_monitor_in(to, d->ref.id);
       } else if (m.kind == envelope_kind::call) {
@@ -793,62 +692,68 @@ class service_impl final : public service,
 
   void on_frame(const transport::connection_ptr& c, transport::frame_view f) {
     frames_in_.fetch_add(1, std::memory_order_relaxed);
-    auto d = decode(f.payload);
-    if (!d) return bad_frame(c, f.kind, d.fail().message());
-    try {
-      switch (f.kind) {
-        case wire::kind::send:
-          return on_send(c, std::move(*d));
-        case wire::kind::call:
-          return on_call(c, std::move(*d));
-        case wire::kind::reply:
-          return on_reply(c, std::move(*d));
-        case wire::kind::signal:
-          return on_signal(c, d->root);
-        case wire::kind::down:
-          return on_down_frame(c, d->root);
-        case wire::kind::hello:
-        case wire::kind::gossip: {
-          const auto& a = d->root;
-          bool hello = f.kind == wire::kind::hello;
-          if (hello && field(a, 0).as<std::uint32_t>() != wire::protocol_version) {
-            return bad_frame(c, f.kind, "unsupported cluster protocol version");
-          }
-          bool hidden = hello ? field(a, 1).as<bool>() : false;
-          auto state = field(a, hello ? 2 : 0).as<std::vector<gossip_entry>>();
-          asio::post(strand_,
-                     [self = shared_from_this(), c, hello, hidden, state = std::move(state)] {
-                       self->handle_state(c, hello, hidden, state);
-                     });
-          return;
-        }
-        case wire::kind::leave:
-          asio::post(strand_, [self = shared_from_this(), c] {
-            if (self->membership_) {
-              self->membership_->peer_leaving(c->peer_id(), c->peer_creation(), self->node_.now());
-            }
-          });
-          return;
-        case wire::kind::blocked: {
-          auto why = field(d->root, 0).as<std::string>();
-          asio::post(strand_,
-                     [self = shared_from_this(), c, why] { self->handle_blocked(c, why); });
-          return;
-        }
-        default:
-          return bad_frame(c, f.kind, "unknown cluster frame kind");
+    auto d = wire::decode(f.payload.data(), f.payload.size());
+    if (!d) return bad_frame(c, f.kind, d.fail());
+    switch (f.kind) {
+      case wire::kind::send: {
+        auto m = wire::parse_send(d->root);
+        if (!m) return bad_frame(c, f.kind, m.fail());
+        return deliver_message(c, *m, std::move(d->zone));
       }
-    } catch (const std::exception& e) {
-      return bad_frame(c, f.kind, e.what());
+      case wire::kind::call: {
+        auto m = wire::parse_call(d->root);
+        if (!m) return bad_frame(c, f.kind, m.fail());
+        return deliver_call(c, *m, std::move(d->zone));
+      }
+      case wire::kind::reply: {
+        auto r = wire::parse_reply(d->root);
+        if (!r) return bad_frame(c, f.kind, r.fail());
+        return deliver_reply(*r, std::move(d->zone));
+      }
+      case wire::kind::signal: {
+        auto s = wire::parse_signal(d->root);
+        if (!s) return bad_frame(c, f.kind, s.fail());
+        return deliver_remote_signal(c, *s);
+      }
+      case wire::kind::down: {
+        auto x = wire::parse_down(d->root);
+        if (!x) return bad_frame(c, f.kind, x.fail());
+        return deliver_remote_down(c, *x);
+      }
+      case wire::kind::hello:
+      case wire::kind::gossip: {
+        const bool hello = f.kind == wire::kind::hello;
+        auto st = hello ? wire::parse_hello(d->root) : wire::parse_gossip(d->root);
+        if (!st) return bad_frame(c, f.kind, st.fail());
+        asio::post(strand_, [self = shared_from_this(), c, hello, st = std::move(*st)] {
+          self->handle_state(c, hello, st.hidden, st.state);
+        });
+        return;
+      }
+      case wire::kind::leave:
+        asio::post(strand_, [self = shared_from_this(), c] {
+          if (self->membership_) {
+            self->membership_->peer_leaving(c->peer_id(), c->peer_creation(), self->node_.now());
+          }
+        });
+        return;
+      case wire::kind::blocked: {
+        auto why = wire::parse_blocked(d->root);
+        if (!why) return bad_frame(c, f.kind, why.fail());
+        asio::post(strand_,
+                   [self = shared_from_this(), c, why = *why] { self->handle_blocked(c, why); });
+        return;
+      }
+      default:
+        return bad_frame(c, f.kind, failure(errc::unknown_frame_kind, "not a cluster frame"));
     }
   }
 
-  void bad_frame(const transport::connection_ptr& c, std::uint8_t kind, const std::string& why) {
+  void bad_frame(const transport::connection_ptr& c, std::uint8_t kind, const failure& why) {
     bad_frames_.fetch_add(1, std::memory_order_relaxed);
-    log(log_level::error, "cluster", self_text_, ": malformed frame (kind 0x", std::hex,
-        static_cast<int>(kind), std::dec, ") from ", c->peer_id(), ": ", why,
-        ": connection closed");
-    c->abort(failure(errc::malformed_frame, why));
+    log(log_level::error, "cluster", self_text_, ": bad frame (kind ", static_cast<int>(kind),
+        ") from ", c->peer_id(), ": ", why.message(), ": connection closed");
+    c->abort(why);
   }
 
   pid peer_pid(const transport::connection_ptr& c, std::uint64_t serial) const {
@@ -859,63 +764,47 @@ class service_impl final : public service,
     return pid(node_.atom(), creation, serial);
   }
 
-  void on_send(const transport::connection_ptr& c, decoded d) {
-    const auto& a = d.root;
-    auto to = local_pid(field(a, 0).as<std::uint64_t>(), field(a, 1).as<std::uint32_t>());
-    auto from = peer_pid(c, field(a, 2).as<std::uint64_t>());
-    bool info = field(a, 3).as<bool>();
-    const auto& tag = field(a, 4);
-    const auto& body = field(a, 5);
-    if (tag.type != msgpack::type::STR) throw msgpack::type_error();
-    auto* e = new wire_envelope(info ? detail::envelope_kind::info : detail::envelope_kind::cast,
-                                from, std::string_view(tag.via.str.ptr, tag.via.str.size), &body,
-                                std::move(d.zone));
-    if (!detail::route(node_.impl(), to, e)) undeliverable_.fetch_add(1, std::memory_order_relaxed);
-  }
-
-  void on_call(const transport::connection_ptr& c, decoded d) {
-    const auto& a = d.root;
-    auto to = local_pid(field(a, 0).as<std::uint64_t>(), field(a, 1).as<std::uint32_t>());
-    auto from = peer_pid(c, field(a, 2).as<std::uint64_t>());
-    auto id = field(a, 3).as<std::uint64_t>();
-    const auto& tag = field(a, 4);
-    const auto& body = field(a, 5);
-    if (tag.type != msgpack::type::STR) throw msgpack::type_error();
-    auto* e = new wire_envelope(detail::envelope_kind::call, from,
-                                std::string_view(tag.via.str.ptr, tag.via.str.size), &body,
-                                std::move(d.zone));
-    e->call = detail::ref_ptr<detail::call_state_base>(new wire_call_state(c, id));
-    // A dead target answers noproc through the call state (route_failed / the envelope's end).
-    if (!detail::route(node_.impl(), to, e)) undeliverable_.fetch_add(1, std::memory_order_relaxed);
-  }
-
-  void on_reply(const transport::connection_ptr& c, decoded d) {
-    (void)c;
-    const auto& a = d.root;
-    auto id = field(a, 0).as<std::uint64_t>();
-    auto st = static_cast<wire::status>(field(a, 1).as<std::uint8_t>());
-    result<msgpack::object_handle> reply = failure(errc::exit);
-    if (st == wire::status::ok) {
-      reply = msgpack::object_handle(field(a, 2), std::move(d.zone));
-    } else if (st == wire::status::foreign_error) {
-      auto reason = field(a, 2).as<std::string>();
-      auto category = field(a, 3).as<std::string>();
-      auto value = field(a, 4).as<int>();
-      reply = failure(std::error_code(value, remote_category_instance), category + ": " + reason);
-    } else {
-      reply = failure(wire::to_errc(st), field(a, 2).as<std::string>());
+  void deliver_message(const transport::connection_ptr& c, const wire::message_frame& m,
+                       std::unique_ptr<msgpack::zone> zone) {
+    auto* e = new wire_envelope(m.info ? detail::envelope_kind::info : detail::envelope_kind::cast,
+                                peer_pid(c, m.from_serial), m.tag, m.body, std::move(zone));
+    if (!detail::route(node_.impl(), local_pid(m.to_serial, m.to_creation), e)) {
+      undeliverable_.fetch_add(1, std::memory_order_relaxed);
     }
-    (void)complete_remote_call(node_, id, std::move(reply));
   }
 
-  void on_signal(const transport::connection_ptr& c, const msgpack::object& a) {
-    auto kind = envelope_kind_of(field(a, 0).as<std::uint8_t>());
-    if (!kind) throw msgpack::type_error();
-    auto to = local_pid(field(a, 1).as<std::uint64_t>(), field(a, 2).as<std::uint32_t>());
-    auto from = peer_pid(c, field(a, 3).as<std::uint64_t>());
-    exit_reason reason(field(a, 4).as<std::string>());
-    monitor_ref ref{field(a, 5).as<std::uint64_t>()};
-    bool from_link = field(a, 6).as<bool>();
+  void deliver_call(const transport::connection_ptr& c, const wire::message_frame& m,
+                    std::unique_ptr<msgpack::zone> zone) {
+    auto* e = new wire_envelope(detail::envelope_kind::call, peer_pid(c, m.from_serial), m.tag,
+                                m.body, std::move(zone));
+    e->call = detail::ref_ptr<detail::call_state_base>(new wire_call_state(c, m.call_id));
+    // A dead target answers noproc through the call state (route_failed / the envelope's end).
+    if (!detail::route(node_.impl(), local_pid(m.to_serial, m.to_creation), e)) {
+      undeliverable_.fetch_add(1, std::memory_order_relaxed);
+    }
+  }
+
+  void deliver_reply(const wire::reply_frame& r, std::unique_ptr<msgpack::zone> zone) {
+    result<msgpack::object_handle> reply = failure(errc::exit);
+    if (r.code == wire::status::ok) {
+      reply = msgpack::object_handle(*r.body, std::move(zone));
+    } else if (r.code == wire::status::foreign_error) {
+      reply =
+          failure(std::error_code(r.value, remote_category_instance), r.category + ": " + r.reason);
+    } else {
+      reply = failure(wire::to_errc(r.code), r.reason);
+    }
+    // A reply nobody waits for (timed out, or never asked) is dropped by the runtime.
+    (void)complete_remote_call(node_, r.call_id, std::move(reply));
+  }
+
+  void deliver_remote_signal(const transport::connection_ptr& c, const wire::signal_frame& s) {
+    auto kind = envelope_kind_of(static_cast<std::uint8_t>(s.code));
+    if (!kind) return;
+    auto to = local_pid(s.to_serial, s.to_creation);
+    auto from = peer_pid(c, s.from_serial);
+    exit_reason reason(s.reason);
+    monitor_ref ref{s.ref};
     using detail::envelope_kind;
     {
       std::lock_guard lock(watch_mu_);
@@ -928,7 +817,7 @@ class service_impl final : public service,
           w.links.erase({to, from});
           break;
         case envelope_kind::exit_signal:
-          if (from_link) w.links.erase({to, from});
+          if (s.from_link) w.links.erase({to, from});
           break;
         case envelope_kind::monitor:
           w.monitors_in[{from, ref.id}] = to;
@@ -940,7 +829,7 @@ class service_impl final : public service,
           break;
       }
     }
-    if (deliver_signal(node_, *kind, from, to, reason, ref, from_link)) return;
+    if (deliver_signal(node_, *kind, from, to, reason, ref, s.from_link)) return;
     undeliverable_.fetch_add(1, std::memory_order_relaxed);
     // Answer as a local target would: a link to a dead process is an exit noproc, a monitor a
     // down noproc. These go back through the router (and untrack what was just tracked).
@@ -949,35 +838,30 @@ class service_impl final : public service,
         std::lock_guard lock(watch_mu_);
         watches_[from.node().index()].links.erase({to, from});
       }
-      auto* x = new detail::signal_envelope(envelope_kind::exit_signal, to);
-      x->reason = exit_reason::noproc();
-      x->from_link = true;
-      (void)route(from, *x);
-      delete x;
+      detail::signal_envelope x(envelope_kind::exit_signal, to);
+      x.reason = exit_reason::noproc();
+      x.from_link = true;
+      (void)route(from, x);
     } else if (*kind == envelope_kind::monitor) {
       {
         std::lock_guard lock(watch_mu_);
         watches_[from.node().index()].monitors_in.erase({from, ref.id});
       }
-      auto* m = new detail::typed_envelope<down>(detail::envelope_kind::system_info, to,
-                                                 down{ref, to, exit_reason::noproc()});
-      (void)route(from, *m);
-      delete m;
+      detail::typed_envelope<down> m(detail::envelope_kind::system_info, to,
+                                     down{ref, to, exit_reason::noproc()});
+      (void)route(from, m);
     }
   }
 
-  void on_down_frame(const transport::connection_ptr& c, const msgpack::object& a) {
-    (void)c;
-    auto to = local_pid(field(a, 0).as<std::uint64_t>(), field(a, 1).as<std::uint32_t>());
-    monitor_ref ref{field(a, 2).as<std::uint64_t>()};
-    auto who = field(a, 3).as<pid>();
-    exit_reason reason(field(a, 4).as<std::string>());
+  void deliver_remote_down(const transport::connection_ptr& c, const wire::down_frame& x) {
+    auto who = peer_pid(c, x.who_serial);
     {
       std::lock_guard lock(watch_mu_);
       auto it = watches_.find(who.node().index());
-      if (it != watches_.end()) it->second.monitors_out.erase(ref.id);
+      if (it != watches_.end()) it->second.monitors_out.erase(x.ref);
     }
-    deliver_down(to, ref, who, std::move(reason));
+    deliver_down(local_pid(x.to_serial, x.to_creation), monitor_ref{x.ref}, who,
+                 exit_reason(x.reason));
   }
 
   // ---- control strand
@@ -1251,32 +1135,36 @@ class service_impl final : public service,
     leaving_ = true;
     membership_->leave(node_.now());
     log(log_level::info, "cluster", self_text_, ": leaving the cluster");
-    for (const auto& c : endpoint_->connections()) {
-      (void)c->send(wire::kind::leave, view([] {
-                      auto& b = scratch();
-                      msgpack::packer<msgpack::sbuffer> pk(b);
-                      pk.pack_array(0);
-                      return std::cref(b);
-                    }()
-                                                .get()));
-      c->close();  // flushes the leave first
+    {
+      auto& b = scratch();
+      msgpack::packer<msgpack::sbuffer> pk(b);
+      pk.pack_array(0);
+      for (const auto& c : endpoint_->connections()) {
+        (void)c->send(wire::kind::leave, view(b));
+        c->close();  // flushes the leave first
+      }
     }
+    leave_sent_.store(true);
     publish_view();
   }
 
+  // Announces the leave, waits (bounded) until the peers have it, then stops listening: from
+  // then on a dial to this node is refused, which is what a peer should see of a node that
+  // left. From a process handler it cannot wait (it would hold a worker): the leave frames
+  // still go out, and the listener closes with the node.
   void leave_and_wait() {
-    leave();
-    // From a process handler the stop cannot wait here (it would hold a worker); the leave
-    // frames still go out while the node winds down.
+    asio::post(strand_, [self = shared_from_this()] { self->do_leave(); });
     if (detail::current_self()) return;
     auto until = std::chrono::steady_clock::now() + opt_.leave_timeout;
     while (std::chrono::steady_clock::now() < until) {
       if (leaving_done()) break;
       std::this_thread::sleep_for(std::chrono::milliseconds(1));
     }
+    closed_.store(true);
+    if (endpoint_) endpoint_->close();
   }
   bool leaving_done() const {
-    if (!endpoint_) return true;
+    if (!endpoint_ || !leave_sent_.load()) return !endpoint_;
     for (const auto& c : endpoint_->connections()) {
       if (c->is_open()) return false;
     }
@@ -1296,6 +1184,7 @@ class service_impl final : public service,
   std::atomic<bool> closed_{false};
   std::atomic<bool> minority_{false};
   std::atomic<bool> downed_{false};
+  std::atomic<bool> leave_sent_{false};
 
   // Control strand only.
   std::optional<membership> membership_;

@@ -2,10 +2,17 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <string>
+#include <string_view>
 #include <system_error>
+#include <vector>
 
+#include <msgpack.hpp>
+
+#include "otpp/cluster/membership.hpp"
 #include "otpp/error.hpp"
+#include "otpp/result.hpp"
 
 namespace otpp::cluster::wire {
 
@@ -63,5 +70,64 @@ enum class status : std::uint8_t {
 
 status to_status(const std::error_code& ec) noexcept;
 errc to_errc(status s) noexcept;
+
+// ---- parsing (everything that arrives from a peer goes through these; fuzzed)
+
+// A frame's payload unpacked into a zone of its own (sized to the frame: msgpack's default
+// 8 KiB chunk would cost more than most messages). Strings are copied into the zone, so views
+// into it live as long as the zone.
+struct decoded {
+  std::unique_ptr<msgpack::zone> zone;
+  msgpack::object root;
+};
+result<decoded> decode(const std::uint8_t* data, std::size_t size);
+
+struct message_frame {  // send and call
+  std::uint64_t to_serial = 0;
+  std::uint32_t to_creation = 0;
+  std::uint64_t from_serial = 0;
+  bool info = false;          // send: handle_info instead of handle_cast
+  std::uint64_t call_id = 0;  // call
+  std::string_view tag;
+  const msgpack::object* body = nullptr;
+};
+struct reply_frame {
+  std::uint64_t call_id = 0;
+  status code = status::ok;
+  const msgpack::object* body = nullptr;  // ok
+  std::string reason;                     // errors
+  std::string category;                   // foreign_error
+  int value = 0;                          // foreign_error
+};
+struct signal_frame {
+  signal_code code = signal_code::exit;
+  std::uint64_t to_serial = 0;
+  std::uint32_t to_creation = 0;
+  std::uint64_t from_serial = 0;
+  std::string reason;
+  std::uint64_t ref = 0;
+  bool from_link = false;
+};
+struct down_frame {
+  std::uint64_t to_serial = 0;
+  std::uint32_t to_creation = 0;
+  std::uint64_t ref = 0;
+  std::uint64_t who_serial = 0;  // the monitored process: always one of the sender's
+  std::string reason;
+};
+struct state_frame {  // hello and gossip
+  bool hidden = false;
+  std::vector<gossip_entry> state;
+};
+
+// Each answers malformed_frame (with what was wrong) for a payload of the wrong shape.
+result<message_frame> parse_send(const msgpack::object& root);
+result<message_frame> parse_call(const msgpack::object& root);
+result<reply_frame> parse_reply(const msgpack::object& root);
+result<signal_frame> parse_signal(const msgpack::object& root);
+result<down_frame> parse_down(const msgpack::object& root);
+result<state_frame> parse_hello(const msgpack::object& root);
+result<state_frame> parse_gossip(const msgpack::object& root);
+result<std::string> parse_blocked(const msgpack::object& root);
 
 }  // namespace otpp::cluster::wire

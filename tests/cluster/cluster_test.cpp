@@ -3,6 +3,7 @@
 
 #include "cluster/cluster_support.hpp"
 #include "otpp/router.hpp"
+#include "otpp/transport/endpoint.hpp"
 #include "runtime/test_support.hpp"
 
 namespace {
@@ -303,9 +304,9 @@ TEST(cluster, PortInUseIsAnError) {
   EXPECT_FALSE(otpp::cluster::join(n, fast_options()));
 }
 
-TEST(cluster, EightNodesStartedAtOnceConvergeAndGrowToTen) {
+TEST(cluster, EightNodesStartedAtOnceConverge) {
   std::vector<std::uint16_t> ports;
-  for (int i = 0; i < 10; ++i) ports.push_back(free_port());
+  for (int i = 0; i < 8; ++i) ports.push_back(free_port());
   std::vector<std::unique_ptr<test_node>> nodes;
   auto seeds = std::vector<std::string>{"127.0.0.1:" + std::to_string(ports[0]),
                                         "127.0.0.1:" + std::to_string(ports[1])};
@@ -315,12 +316,35 @@ TEST(cluster, EightNodesStartedAtOnceConvergeAndGrowToTen) {
   std::vector<test_node*> raw;
   for (auto& n : nodes) raw.push_back(n.get());
   ASSERT_TRUE(converged(raw, 8));
-  for (int i = 8; i < 10; ++i) {
-    nodes.push_back(test_node::start("n" + std::to_string(i), ports[i],
-                                     fast_options({node_name("n5", ports[5])}), 1));
+  for (auto* t : raw) EXPECT_EQ(t->cluster->stats().connections, 7u);  // one per pair
+}
+
+TEST(cluster, FiveGrowToEight) {
+  std::vector<std::uint16_t> ports;
+  for (int i = 0; i < 8; ++i) ports.push_back(free_port());
+  std::vector<std::unique_ptr<test_node>> nodes;
+  std::vector<test_node*> raw;
+  for (int i = 0; i < 5; ++i) {
+    auto seeds =
+        i == 0 ? std::vector<std::string>{}
+               : std::vector<std::string>{node_name("n" + std::to_string(i - 1), ports[i - 1])};
+    nodes.push_back(test_node::start("n" + std::to_string(i), ports[i], fast_options(seeds), 1));
     raw.push_back(nodes.back().get());
   }
-  ASSERT_TRUE(converged(raw, 10));
+  ASSERT_TRUE(converged(raw, 5));
+  for (int i = 5; i < 8; ++i) {
+    // A host name as seed: "localhost" resolves to each of its addresses, each is tried.
+    nodes.push_back(test_node::start("n" + std::to_string(i), ports[i],
+                                     fast_options({"localhost:" + std::to_string(ports[2])}), 1));
+    raw.push_back(nodes.back().get());
+  }
+  ASSERT_TRUE(converged(raw, 8));
+  for (auto* t : raw) {
+    for (auto* other : raw) {
+      if (other == t) continue;
+      EXPECT_EQ(t->log->count(node_event_kind::node_up, other->id), 1u);
+    }
+  }
 }
 
 TEST(cluster, RestartedNodeIsANewIncarnationAndOldPidsAreDead) {
@@ -360,6 +384,163 @@ TEST(cluster, HiddenNodeCallsButIsNotAMember) {
   EXPECT_EQ(b->cluster->members().size(), 2u);
   EXPECT_EQ(b->cluster->stats().connections, 1u);  // nobody dials a hidden node
   EXPECT_EQ(a->log->count(node_event_kind::node_up, h->id), 0u);
+}
+
+}  // namespace
+
+namespace {
+
+// A peer that holds the secret but speaks the cluster protocol badly: the transport alone.
+struct raw_peer {
+  asio::io_context io;
+  std::unique_ptr<otpp::transport::endpoint> ep;
+  std::thread runner;
+  std::mutex mu;
+  std::vector<std::pair<std::uint8_t, std::vector<std::uint8_t>>> frames;
+  std::atomic<bool> down{false};
+  otpp::transport::connection_ptr conn;
+
+  explicit raw_peer(const std::string& id) {
+    otpp::transport::config cfg;
+    cfg.node_id = id;
+    cfg.creation = 77;
+    cfg.secret = test_secret;
+    otpp::transport::connection_events ev;
+    ev.on_frame = [this](const otpp::transport::connection_ptr&, otpp::transport::frame_view f) {
+      std::lock_guard lock(mu);
+      frames.emplace_back(f.kind, std::vector<std::uint8_t>(f.payload.begin(), f.payload.end()));
+    };
+    ev.on_down = [this](const otpp::transport::connection_ptr&, const otpp::failure&) {
+      down = true;
+    };
+    ep = std::move(*otpp::transport::endpoint::create(io, cfg, std::move(ev)));
+  }
+  bool connect(std::uint16_t port) {
+    std::promise<otpp::result<otpp::transport::connection_ptr>> p;
+    ep->connect("127.0.0.1", port, [&](otpp::result<otpp::transport::connection_ptr> r) {
+      p.set_value(std::move(r));
+    });
+    runner = std::thread([this] {
+      auto guard = asio::make_work_guard(io);
+      io.run();
+    });
+    auto r = p.get_future().get();
+    if (!r) return false;
+    conn = *r;
+    return true;
+  }
+  template <class... T>
+  void send(std::uint8_t kind, const T&... fields) {
+    msgpack::sbuffer b;
+    msgpack::packer<msgpack::sbuffer> pk(b);
+    pk.pack_array(sizeof...(T));
+    (pk.pack(fields), ...);
+    (void)conn->send(kind, otpp::transport::bytes_view(
+                               reinterpret_cast<const std::uint8_t*>(b.data()), b.size()));
+  }
+  void send_raw(std::uint8_t kind, std::vector<std::uint8_t> bytes) {
+    (void)conn->send(kind, otpp::transport::bytes_view(bytes.data(), bytes.size()));
+  }
+  std::optional<msgpack::object_handle> wait_frame(std::uint8_t kind) {
+    std::optional<msgpack::object_handle> out;
+    eventually([&] {
+      std::lock_guard lock(mu);
+      for (auto& [k, bytes] : frames) {
+        if (k == kind) {
+          out = msgpack::unpack(reinterpret_cast<const char*>(bytes.data()), bytes.size());
+          return true;
+        }
+      }
+      return false;
+    });
+    return out;
+  }
+  ~raw_peer() {
+    ep->close();
+    io.stop();
+    if (runner.joinable()) runner.join();
+  }
+};
+
+TEST(cluster, CallFromTheWireToADeadPidIsAnsweredNoproc) {
+  auto pa = free_port();
+  auto a = test_node::start("a", pa, fast_options());
+  raw_peer evil("evil@127.0.0.1:9");
+  ASSERT_TRUE(evil.connect(pa));
+  // [to serial, to creation, from serial, call id, tag, body]
+  evil.send(0x21, std::uint64_t{999999}, a->node->creation(), std::uint64_t{5}, std::uint64_t{42},
+            std::string("echo"), std::map<std::string, std::string>{{"text", "x"}});
+  auto reply = evil.wait_frame(0x22);
+  ASSERT_TRUE(reply);
+  auto arr = reply->get().as<std::vector<msgpack::object>>();
+  EXPECT_EQ(arr.at(0).as<std::uint64_t>(), 42u);
+  EXPECT_EQ(arr.at(1).as<int>(), 2);  // wire status noproc
+  // A reply for a call nobody waits for is dropped, a send to nobody counted.
+  evil.send(0x22, std::uint64_t{12345}, std::uint8_t{0}, 1);
+  evil.send(0x20, std::uint64_t{999999}, a->node->creation(), std::uint64_t{5}, false,
+            std::string("echo"), 1);
+  EXPECT_TRUE(eventually([&] { return a->cluster->stats().undeliverable >= 2; }));
+  EXPECT_FALSE(evil.down.load());
+}
+
+TEST(cluster, MalformedClusterFrameClosesThatConnectionOnly) {
+  auto pa = free_port(), pb = free_port();
+  auto a = test_node::start("a", pa, fast_options());
+  auto b = test_node::start("b", pb, fast_options({"127.0.0.1:" + std::to_string(pa)}));
+  ASSERT_TRUE(converged({a.get(), b.get()}, 2));
+  raw_peer evil("evil@127.0.0.1:9");
+  ASSERT_TRUE(evil.connect(pa));
+  // A call frame missing its fields.
+  evil.send(0x21, std::uint64_t{1});
+  EXPECT_TRUE(eventually([&] { return evil.down.load(); }));
+  EXPECT_EQ(a->cluster->stats().bad_frames, 1u);
+  // The cluster itself is untouched.
+  EXPECT_TRUE(converged({a.get(), b.get()}, 2));
+}
+
+// Found by the fuzzer: msgpack sizes an array from its header before reading its elements.
+TEST(cluster, FrameAnnouncingAHugeArrayIsRefusedWithoutAllocating) {
+  auto pa = free_port();
+  auto a = test_node::start("a", pa, fast_options());
+  raw_peer evil("evil@127.0.0.1:9");
+  ASSERT_TRUE(evil.connect(pa));
+  evil.send_raw(0x20, {0xdd, 0xff, 0xff, 0xff, 0xff});  // array32 of 2^32-1 elements
+  EXPECT_TRUE(eventually([&] { return evil.down.load(); }));
+  EXPECT_EQ(a->cluster->stats().bad_frames, 1u);
+  auto w = a->node->spawn<counter>(0);
+  EXPECT_TRUE(w);  // the node lives on
+}
+
+TEST(cluster, UnknownFrameKindIsRefusedByTheTransport) {
+  auto pa = free_port();
+  auto a = test_node::start("a", pa, fast_options());
+  raw_peer evil("evil@127.0.0.1:9");
+  ASSERT_TRUE(evil.connect(pa));
+  evil.send(0x7f, 1);
+  EXPECT_TRUE(eventually([&] { return evil.down.load(); }));
+  EXPECT_EQ(a->cluster->stats().bad_frames, 0u);  // never reached the cluster layer
+}
+
+TEST(cluster, MonitorNodesSendsEventsToAProcess) {
+  auto pa = free_port(), pb = free_port();
+  auto a = test_node::start("a", pa, fast_options());
+  auto rec = std::make_shared<recorder>();
+  struct listener : otpp::gen_server<listener> {
+    explicit listener(std::shared_ptr<recorder> r) : rec(std::move(r)) {}
+    static void define_handlers(otpp::handlers<listener>& h) {
+      h.info<otpp::cluster::node_event>([](listener& self, otpp::cluster::node_event e) {
+        self.rec->add(std::string(otpp::cluster::to_string(e.kind)) + ":" + e.node);
+      });
+    }
+    std::shared_ptr<recorder> rec;
+  };
+  auto l = a->node->spawn<listener>(rec);
+  ASSERT_TRUE(l);
+  a->cluster->monitor_nodes(*l, true);
+  auto b = test_node::start("b", pb, fast_options({"127.0.0.1:" + std::to_string(pa)}));
+  ASSERT_TRUE(rec->wait_for_event("node_up:" + b->id));
+  b.reset();
+  ASSERT_TRUE(rec->wait_for_event("node_down:" + node_name("b", pb)));
 }
 
 }  // namespace

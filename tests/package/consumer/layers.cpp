@@ -3,6 +3,7 @@
 #include <cstdio>
 #include <string_view>
 
+#include <otpp/cluster/node_id.hpp>
 #include <otpp/error.hpp>
 #include <otpp/registry.hpp>
 #include <otpp/runtime.hpp>
@@ -19,13 +20,15 @@ int main() {
   std::error_code ec = otpp::errc::not_found;
   // otpp::transport
   auto digest = otpp::transport::sha256({otpp::transport::as_bytes("otpp")});
+  // otpp::cluster
+  auto id = otpp::cluster::node_id::parse("layers@127.0.0.1:4370");
   // otpp::runtime, otpp::registry, otpp::supervisor
   otpp::node node({.name = "layers", .threads = 1});
   node.start();
   otpp::supervisor_spec spec{.name = "top"};
   spec.children.push_back(otpp::child<idle>("idle"));
   auto sup = otpp::start_supervisor(node, spec);
-  bool ok = ec && digest.size() == 32 && sup && otpp::whereis(node, "top").has_value();
+  bool ok = ec && digest.size() == 32 && id && id->port == 4370 && sup && otpp::whereis(node, "top").has_value();
   auto kids = sup ? otpp::which_children(node, *sup)
                   : otpp::result<std::vector<otpp::child_info>>(otpp::failure(otpp::errc::noproc));
   ok = ok && kids && kids->size() == 1 && kids->front().child;
