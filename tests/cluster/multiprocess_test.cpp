@@ -13,10 +13,10 @@ namespace {
 using namespace otpp_test;
 using namespace std::chrono_literals;
 
-using multiprocess = multiprocess_fixture;
+using cluster_multiprocess = multiprocess_fixture;
 
 // Three nodes through a chain of seeds: C knows only B, B only A.
-class three_processes : public multiprocess {
+class cluster_three_processes : public multiprocess_fixture {
  protected:
   void SetUp() override {
     a = start("a", 0, {});
@@ -30,7 +30,7 @@ class three_processes : public multiprocess {
   node_process *a = nullptr, *b = nullptr, *c = nullptr;
 };
 
-TEST_F(three_processes, ChainOfSeedsConvergesAndCallsAndCastsCrossProcesses) {
+TEST_F(cluster_three_processes, ChainOfSeedsConvergesAndCallsAndCastsCrossProcesses) {
   // Every node saw node_up once for each other.
   for (auto* p : {a, b, c}) {
     for (auto* q : {a, b, c}) {
@@ -51,7 +51,7 @@ TEST_F(three_processes, ChainOfSeedsConvergesAndCallsAndCastsCrossProcesses) {
   EXPECT_EQ(child_process::fields(*n).at(1), "30");
 }
 
-TEST_F(three_processes, SigkillIsConnectionClosedAndTheRestartIsANewIncarnation) {
+TEST_F(cluster_three_processes, SigkillIsConnectionClosedAndTheRestartIsANewIncarnation) {
   const auto old_id = c->id;
   const auto old_creation = c->creation;
   const auto old_worker = c->worker();
@@ -89,7 +89,7 @@ TEST_F(three_processes, SigkillIsConnectionClosedAndTheRestartIsANewIncarnation)
   EXPECT_EQ(a->count_events("node_up", old_id, old_creation), 1u);
 }
 
-TEST_F(three_processes, QuitIsSeenAsGracefulShutdown) {
+TEST_F(cluster_three_processes, QuitIsSeenAsGracefulShutdown) {
   ASSERT_TRUE(c->proc->send("quit"));
   EXPECT_EQ(c->proc->wait_exit(30s), 0) << c->proc->transcript();
   for (auto* p : {a, b}) {
@@ -100,7 +100,7 @@ TEST_F(three_processes, QuitIsSeenAsGracefulShutdown) {
   EXPECT_TRUE(processes_converged({a, b}, 2, 30s));
 }
 
-TEST_F(three_processes, SigstopIsDownedByTheMajorityAndTheOldIncarnationNeverReturns) {
+TEST_F(cluster_three_processes, SigstopIsDownedByTheMajorityAndTheOldIncarnationNeverReturns) {
   const auto id = c->id;
   const auto old_creation = c->creation;
   const auto port = port_of(c);
@@ -137,7 +137,7 @@ TEST_F(three_processes, SigstopIsDownedByTheMajorityAndTheOldIncarnationNeverRet
   EXPECT_EQ(a->count_events("node_up", id, c2->creation), 1u);
 }
 
-TEST_F(three_processes, ABlockedIncarnationCannotRejoin) {
+TEST_F(cluster_three_processes, ABlockedIncarnationCannotRejoin) {
   const auto id = c->id;
   const auto old_creation = c->creation;
   const auto port = port_of(c);
@@ -158,7 +158,7 @@ TEST_F(three_processes, ABlockedIncarnationCannotRejoin) {
   EXPECT_TRUE(processes_converged({a, b}, 2, 10s));
 }
 
-TEST_F(three_processes, CallPendingWhenItsNodeIsKilledResolvesNodedown) {
+TEST_F(cluster_three_processes, CallPendingWhenItsNodeIsKilledResolvesNodedown) {
   // The callee holds the reply; the call's own timeout is 60 s.
   auto from = a->proc->line_count();
   ASSERT_TRUE(a->proc->send("stall " + c->worker() + " 60000"));
@@ -178,7 +178,7 @@ TEST_F(three_processes, CallPendingWhenItsNodeIsKilledResolvesNodedown) {
   EXPECT_LT(took, 20s);
 }
 
-TEST_F(multiprocess, WrongSecretNeverJoinsAndBothSidesSayWhy) {
+TEST_F(cluster_multiprocess, WrongSecretNeverJoinsAndBothSidesSayWhy) {
   auto a = start("a", 0, {});
   ASSERT_TRUE(a);
   auto b = start("b", 0, {seed_of(a)}, {}, "another-secret-0123456789abcdef");
