@@ -35,6 +35,8 @@ TEST_F(cluster_three_processes, ChainOfSeedsConvergesAndCallsAndCastsCrossProces
   for (auto* p : {a, b, c}) {
     for (auto* q : {a, b, c}) {
       if (p == q) continue;
+      // (Listed as a member may come a moment before the event line is read.)
+      ASSERT_TRUE(p->wait_event("node_up", q->id, 10s, q->creation)) << p->id << " about " << q->id;
       EXPECT_EQ(p->count_events("node_up", q->id, q->creation), 1u) << p->id << " about " << q->id;
     }
   }
@@ -134,6 +136,7 @@ TEST_F(cluster_three_processes, SigstopIsDownedByTheMajorityAndTheOldIncarnation
   ASSERT_TRUE(c2);
   EXPECT_NE(c2->creation, old_creation);
   ASSERT_TRUE(processes_converged({a, b, c2}, 3, 60s));
+  ASSERT_TRUE(a->wait_event("node_up", id, 10s, c2->creation));
   EXPECT_EQ(a->count_events("node_up", id, c2->creation), 1u);
 }
 
@@ -152,8 +155,14 @@ TEST_F(cluster_three_processes, ABlockedIncarnationCannotRejoin) {
   EXPECT_EQ(*code, 3);
   EXPECT_NE(again->proc->stderr_text().find("was downed"), std::string::npos)
       << again->proc->stderr_text();
-  EXPECT_NE(a->proc->stderr_text().find("cannot rejoin"), std::string::npos)
-      << a->proc->stderr_text();
+  // At least one survivor refused it (the other may not have been reached before it ended).
+  int rejected = 0;
+  for (auto* p : {a, b}) {
+    auto st = p->proc->ask("stats", "stats ");
+    ASSERT_TRUE(st);
+    rejected += std::stoi(child_process::fields(*st).at(3));
+  }
+  EXPECT_GE(rejected, 1);
   for (auto* p : {a, b}) EXPECT_EQ(p->count_events("node_up", id, old_creation), 1u);
   EXPECT_TRUE(processes_converged({a, b}, 2, 10s));
 }

@@ -125,6 +125,7 @@ TEST_F(cluster_partition, ThreeTwoSplitTheThreeDownTheTwoWhichRejoinAfterHealing
     for (int y : small) {
       EXPECT_EQ(nodes[x]->count_events("node_up", ids[y], old_creation[y]), 1u)
           << "the old incarnation of " << ids[y] << " came back on " << ids[x];
+      ASSERT_TRUE(nodes[x]->wait_event("node_up", ids[y], 10s, nodes[y]->creation));
       EXPECT_EQ(nodes[x]->count_events("node_up", ids[y], nodes[y]->creation), 1u);
     }
   }
