@@ -463,7 +463,8 @@ class service_impl final : public service,
   void disconnect(const std::string& id, std::uint32_t creation, errc why) override {
     auto c = endpoint_->find(id);
     if (c && c->peer_creation() == creation) {
-      send_blocked(c, "downed");
+      // Only a live member speaks for the cluster: a downed node says nothing on its way out.
+      if (!membership_->downed()) send_blocked(c, "downed");
       c->abort(failure(why, "downed by " + self_text_));
     }
   }
@@ -923,7 +924,14 @@ class service_impl final : public service,
 
   void handle_blocked(const transport::connection_ptr& c, const std::string& why) {
     if (!membership_) return;
-    // Only a member may tell this node it was downed.
+    // A verdict from a node this one already knows to be down does not count: a downed node
+    // must not take others down with it. (A node not known yet does count: a restarted node
+    // of a blocked incarnation hears it from the first member it reaches.)
+    if (membership_->is_blocked(c->peer_id(), c->peer_creation())) {
+      log(log_level::info, "cluster", self_text_, ": ignored '", why, "' from ", c->peer_id(),
+          ", which is down here");
+      return;
+    }
     std::vector<gossip_entry> verdict{
         gossip_entry{self_text_, node_.creation(), member_status::down, 0, errc::downed, {}}};
     log(log_level::warning, "cluster", self_text_, ": ", c->peer_id(), " says: ", why);

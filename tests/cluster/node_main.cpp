@@ -1,0 +1,301 @@
+// otpp_test_node: one cluster node per OS process, driven by a test through stdin/stdout.
+//
+//   otpp_test_node --name a@127.0.0.1:4370 [--seeds s1,s2] [--secret S] [--listen-port P]
+//                  [--address id=host:port]... [--hidden] [--gossip-ms N] [--heartbeat-ms N]
+//                  [--unreachable-after-ms N] [--stable-after-ms N] [--retry-max-ms N]
+//                  [--creation N]
+//
+// Prints one line per fact on stdout (flushed at once; fields separated by spaces):
+//   ready <node id> <creation> <worker serial>
+//   event <kind> <node> <creation> <reason> <monotonic us>    one per node_event
+//   members <n up, connected and reachable> <id:creation:status:c|-:r|->...
+//   reply <text> <elapsed ms> | error <errc> <elapsed ms>      for call / stall / count
+//   count <n> | cast ok | cast error <errc> | stats <connections> <connect attempts> <rejected>
+// Commands (stdin, one per line):
+//   members | stats | call <id> <creation> <serial> <text> [timeout ms]
+//   stall <id> <creation> <serial> <timeout ms>    (the callee holds the reply: never answers)
+//   cast <id> <creation> <serial> <n> | count <id> <creation> <serial> | leave | quit
+// Exit codes: 0 after quit or stdin EOF (graceful stop), 3 when this node learns it was downed
+// (restart it: a new incarnation), 2 bad arguments or join failure, 4 a stop that hung.
+#include <poll.h>
+#include <sys/prctl.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <csignal>
+#include <cstdio>
+#include <cstdlib>
+#include <mutex>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "otpp/cluster/cluster.hpp"
+#include "otpp/runtime.hpp"
+
+namespace {
+
+using namespace std::chrono_literals;
+
+struct echo {
+  static constexpr std::string_view tag = "test_node.echo";
+  using reply = std::string;
+  std::string text;
+  MSGPACK_DEFINE_MAP(text)
+};
+struct stall {
+  static constexpr std::string_view tag = "test_node.stall";
+  using reply = std::string;
+  OTPP_NO_FIELDS()
+};
+struct bump {
+  static constexpr std::string_view tag = "test_node.bump";
+  std::uint64_t by = 1;
+  MSGPACK_DEFINE_MAP(by)
+};
+struct get_count {
+  static constexpr std::string_view tag = "test_node.get_count";
+  using reply = std::uint64_t;
+  OTPP_NO_FIELDS()
+};
+
+class worker : public otpp::gen_server<worker> {
+ public:
+  static void define_handlers(otpp::handlers<worker>& h) {
+    h.call<echo>([](worker&, echo e) { return "echo:" + e.text; });
+    // Held until the process ends (then answered exit): a call that stays pending.
+    h.call<stall>([](worker& self, stall, otpp::reply_to<std::string> r) {
+      self.held_.push_back(std::move(r));
+    });
+    h.cast<bump>([](worker& self, bump b) { self.count_ += b.by; });
+    h.call<get_count>([](worker& self, get_count) { return self.count_; });
+  }
+
+ private:
+  std::vector<otpp::reply_to<std::string>> held_;
+  std::uint64_t count_ = 0;
+};
+
+std::mutex out_mu;
+std::atomic<bool> downed{false};  // set by the event subscriber (a node thread)
+
+template <class... Args>
+void say(Args&&... args) {
+  std::ostringstream s;
+  (s << ... << std::forward<Args>(args));
+  std::lock_guard lock(out_mu);
+  std::fputs((s.str() + "\n").c_str(), stdout);
+  std::fflush(stdout);
+}
+
+// "connection_closed" out of "connection_closed" or "noproc: no such process or name".
+std::string errc_name(std::error_code e) {
+  auto m = e.message();
+  return m.substr(0, m.find(':'));
+}
+
+long long mono_us() {
+  return std::chrono::duration_cast<std::chrono::microseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+std::vector<std::string> split(const std::string& s, char sep) {
+  std::vector<std::string> out;
+  std::string item;
+  std::istringstream in(s);
+  while (std::getline(in, item, sep)) {
+    if (!item.empty()) out.push_back(item);
+  }
+  return out;
+}
+
+int usage(const std::string& why) {
+  std::fprintf(stderr, "otpp_test_node: %s\n", why.c_str());
+  return 2;
+}
+
+// A stop that hangs must not hang the test: the process ends anyway.
+void stop_bounded(otpp::node& n, int code) {
+  std::thread([code] {
+    std::this_thread::sleep_for(20s);
+    std::fprintf(stderr, "otpp_test_node: stop did not finish in 20 s\n");
+    std::_Exit(code == 0 ? 4 : code);
+  }).detach();
+  n.stop();
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  // Dies with the test that started it (even on SIGKILL of the test): no stray nodes.
+  // (A parent gone before this line: stdin reads EOF and the node stops.)
+  ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+  std::signal(SIGPIPE, SIG_IGN);
+
+  std::string name;
+  std::uint32_t creation = 0;  // 0: a fresh one (a test pins it to replay a dead incarnation)
+  otpp::cluster::options o;
+  o.gossip_interval = 200ms;
+  o.heartbeat_interval = 50ms;
+  o.unreachable_after = 1000ms;
+  o.downing.stable_after = 1000ms;
+  o.retry_initial = 20ms;
+  o.retry_max = 300ms;
+  o.leave_timeout = 2000ms;
+  std::vector<std::string> args(argv + 1, argv + argc);
+  for (std::size_t i = 0; i < args.size(); ++i) {
+    const auto& a = args[i];
+    auto value = [&]() -> std::string {
+      if (i + 1 >= args.size()) throw std::invalid_argument(a + " needs a value");
+      return args[++i];
+    };
+    auto ms = [&] { return std::chrono::milliseconds(std::stol(value())); };
+    try {
+      if (a == "--name") {
+        name = value();
+      } else if (a == "--seeds") {
+        o.seeds = split(value(), ',');
+      } else if (a == "--secret") {
+        o.transport.secret = value();
+      } else if (a == "--listen-port") {
+        o.listen_port = static_cast<std::uint16_t>(std::stoi(value()));
+      } else if (a == "--address") {
+        auto v = value();
+        auto eq = v.find('=');
+        if (eq == std::string::npos) return usage("--address wants id=host:port");
+        o.addresses[v.substr(0, eq)] = v.substr(eq + 1);
+      } else if (a == "--creation") {
+        creation = static_cast<std::uint32_t>(std::stoul(value()));
+      } else if (a == "--hidden") {
+        o.hidden = true;
+      } else if (a == "--gossip-ms") {
+        o.gossip_interval = ms();
+      } else if (a == "--heartbeat-ms") {
+        o.heartbeat_interval = ms();
+      } else if (a == "--unreachable-after-ms") {
+        o.unreachable_after = ms();
+      } else if (a == "--stable-after-ms") {
+        o.downing.stable_after = ms();
+      } else if (a == "--retry-max-ms") {
+        o.retry_max = ms();
+      } else {
+        return usage("unknown argument " + a);
+      }
+    } catch (const std::exception& e) {
+      return usage(a + ": " + e.what());
+    }
+  }
+  if (name.empty()) return usage("--name is required");
+
+  otpp::node node({.name = name, .threads = 2, .creation = creation});
+  node.start();
+  auto w = node.spawn<worker>();
+  if (!w) return usage("spawn worker: " + w.fail().message());
+  auto joined = otpp::cluster::join(node, o);
+  if (!joined) return usage("join: " + joined.fail().message());
+  auto* cluster = *joined;
+
+  cluster->subscribe([](const otpp::cluster::node_event& e) {
+    say("event ", otpp::cluster::to_string(e.kind), " ", e.node, " ", e.creation, " ",
+        errc_name(otpp::make_error_code(e.reason)), " ", mono_us());
+    if (e.kind == otpp::cluster::node_event_kind::downed) downed = true;
+  });
+  say("ready ", name, " ", node.creation(), " ", w->serial());
+
+  auto target = [](const std::vector<std::string>& f) {
+    return otpp::pid(otpp::node_atom::intern(f.at(1)),
+                     static_cast<std::uint32_t>(std::stoul(f.at(2))), std::stoull(f.at(3)));
+  };
+  // Answers of calls come on node threads, in any order; each line says what it answers.
+  auto report = [](std::string what, auto started) {
+    return [what, started](auto r) {
+      auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                    std::chrono::steady_clock::now() - started)
+                    .count();
+      if (r) {
+        std::ostringstream v;
+        v << *r;
+        say(what == "count" ? "count " : "reply ", v.str(), " ", ms);
+      } else {
+        say("error ", errc_name(r.error()), " ", ms);
+      }
+    };
+  };
+
+  std::string pending;
+  char buf[4096];
+  while (true) {
+    if (downed) {
+      // The cluster removed this incarnation: a test restarts the program to rejoin.
+      stop_bounded(node, 3);
+      return 3;
+    }
+    pollfd p{STDIN_FILENO, POLLIN, 0};
+    int ready = ::poll(&p, 1, 50);
+    if (ready < 0 && errno == EINTR) continue;
+    if (ready <= 0) continue;
+    auto n = ::read(STDIN_FILENO, buf, sizeof buf);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;  // EOF: the test is gone or done
+    pending.append(buf, static_cast<std::size_t>(n));
+    std::size_t eol;
+    bool quit = false;
+    while ((eol = pending.find('\n')) != std::string::npos) {
+      auto line = pending.substr(0, eol);
+      pending.erase(0, eol + 1);
+      auto f = split(line, ' ');
+      if (f.empty()) continue;
+      auto started = std::chrono::steady_clock::now();
+      try {
+        if (f[0] == "quit") {
+          quit = true;
+          break;
+        } else if (f[0] == "members") {
+          std::size_t up = 0;
+          std::ostringstream list;
+          for (const auto& m : cluster->members()) {
+            bool counted = m.status == otpp::cluster::member_status::up &&
+                           (m.self || (m.connected && m.reachable));
+            up += counted;
+            list << " " << m.id << ":" << m.creation << ":" << otpp::cluster::to_string(m.status)
+                 << ":" << (m.connected ? "c" : "-") << ":" << (m.reachable ? "r" : "-");
+          }
+          say("members ", up, list.str());
+        } else if (f[0] == "stats") {
+          auto s = cluster->stats();
+          say("stats ", s.connections, " ", s.connect_attempts, " ", s.rejected_peers);
+        } else if (f[0] == "call") {
+          auto timeout = f.size() > 5 ? std::chrono::milliseconds(std::stol(f[5])) : 10000ms;
+          otpp::call(node, target(f), echo{f.at(4)}, timeout, report("reply", started));
+        } else if (f[0] == "stall") {
+          otpp::call(node, target(f), stall{}, std::chrono::milliseconds(std::stol(f.at(4))),
+                     report("reply", started));
+        } else if (f[0] == "count") {
+          otpp::call(node, target(f), get_count{}, 10000ms, report("count", started));
+        } else if (f[0] == "cast") {
+          auto r = otpp::cast(node, target(f), bump{std::stoull(f.at(4))});
+          if (r) {
+            say("cast ok");
+          } else {
+            say("cast error ", errc_name(r.error()));
+          }
+        } else if (f[0] == "leave") {
+          cluster->leave();
+          say("left");
+        } else {
+          say("bad command ", line);
+        }
+      } catch (const std::exception& e) {
+        say("bad command ", line, ": ", e.what());
+      }
+    }
+    if (quit) break;
+  }
+  // Graceful: peers see graceful_shutdown.
+  stop_bounded(node, 0);
+  say("stopped");
+  return 0;
+}
