@@ -453,9 +453,17 @@ result<void> connection::send(std::uint8_t k, bytes_view payload) {
   frames_sent_.fetch_add(1, std::memory_order_relaxed);
   // last_send_ (heartbeat idleness) is stamped by the writer, once per batch.
   if (kick) {
-    if (tls_) {
+    // Direct only when this connection has not just started a chain: a sender streaming
+    // frames (a chain per frame, each a syscall) is better served by the strand, which
+    // gathers everything queued meanwhile into one write. A request/reply exchange starts a
+    // chain per round trip, far apart, and writes directly.
+    const std::int64_t now = now_ns();
+    const bool streaming = now - last_direct_.load(std::memory_order_relaxed) < direct_gap_ns;
+    if (tls_ || streaming) {
+      if (!tls_) last_direct_.store(now, std::memory_order_relaxed);
       asio::dispatch(ex_, [self = shared_from_this()] { self->do_write(); });
     } else {
+      last_direct_.store(now, std::memory_order_relaxed);
       write_direct();
     }
   }

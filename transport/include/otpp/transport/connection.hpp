@@ -150,6 +150,10 @@ class connection : public std::enable_shared_from_this<connection> {
   bool writing_ = false;      // a write is scheduled or in flight
   bool send_open_ = false;    // established and not closing
 
+  // When a sender last started a write chain (ns); chains closer than direct_gap_ns are a
+  // stream: written from the strand in batches instead of directly (send()).
+  static constexpr std::int64_t direct_gap_ns = 20000;
+  std::atomic<std::int64_t> last_direct_{0};
   // Guards the descriptor against close during a sender's direct write (write_direct).
   std::mutex fd_mu_;
   bool fd_closed_ = false;
