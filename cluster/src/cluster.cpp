@@ -15,7 +15,9 @@
 #include <asio/steady_timer.hpp>
 #include <asio/strand.hpp>
 #include <atomic>
+#include <cstring>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <shared_mutex>
 #include <thread>
@@ -52,14 +54,39 @@ bytes_view view(const msgpack::sbuffer& b) {
   return bytes_view(reinterpret_cast<const std::uint8_t*>(b.data()), b.size());
 }
 
-// A message from another node, decoded into the handler's type on the target's turn.
+// A message from another node: one allocation holding its tag and body bytes. The body is
+// unpacked on the target's turn (first body() call), into a zone that thread makes and frees.
 struct wire_envelope final : detail::message_envelope {
-  std::unique_ptr<msgpack::zone> zone;
-  const msgpack::object* payload;
-  wire_envelope(detail::envelope_kind k, pid from, std::string_view tag, const msgpack::object* b,
-                std::unique_ptr<msgpack::zone> z)
-      : message_envelope(k, from, tag, nullptr), zone(std::move(z)), payload(b) {}
-  const msgpack::object* body() const override { return payload; }
+  static wire_envelope* make(detail::envelope_kind k, pid from, const wire::message_frame& m) {
+    void* mem = ::operator new(sizeof(wire_envelope) + m.tag.size() + m.body_size);
+    auto* tail = static_cast<char*>(mem) + sizeof(wire_envelope);
+    std::memcpy(tail, m.tag.data(), m.tag.size());
+    std::memcpy(tail + m.tag.size(), m.body, m.body_size);
+    return new (mem)
+        wire_envelope(k, from, std::string_view(tail, m.tag.size()),
+                      reinterpret_cast<const std::uint8_t*>(tail + m.tag.size()), m.body_size);
+  }
+  static void operator delete(void* p) { ::operator delete(p); }
+
+  const msgpack::object* body() const override {
+    if (!zone_) {
+      zone_.emplace(body_size_ * 2 + 256);
+      // Checked well-formed on arrival; a failure here can only be a limit: answered as a
+      // body that does not decode (nil).
+      auto o = wire::decode_body(*zone_, body_bytes_, body_size_);
+      object_ = o ? *o : msgpack::object();
+    }
+    return &object_;
+  }
+
+ private:
+  wire_envelope(detail::envelope_kind k, pid from, std::string_view tag, const std::uint8_t* body,
+                std::size_t body_size)
+      : message_envelope(k, from, tag, nullptr), body_bytes_(body), body_size_(body_size) {}
+  const std::uint8_t* body_bytes_;
+  std::size_t body_size_;
+  mutable std::optional<msgpack::zone> zone_;
+  mutable msgpack::object object_;
 };
 
 // The callee's side of a call from another node: its completion becomes a reply frame.
@@ -396,7 +423,7 @@ class service_impl final : public service,
         forget_monitor_in(to, d->ref.id);
       } else if (m.kind == envelope_kind::call) {
         k = wire::kind::call;
-        pk.pack_array(6);
+        pk.pack_array(5);  // the body follows the header
         pk.pack(to.serial());
         pk.pack(to.creation());
         pk.pack(from);
@@ -409,7 +436,7 @@ class service_impl final : public service,
         }
       } else {
         k = wire::kind::send;
-        pk.pack_array(6);
+        pk.pack_array(5);  // the body follows the header
         pk.pack(to.serial());
         pk.pack(to.creation());
         pk.pack(from);
@@ -701,19 +728,17 @@ class service_impl final : public service,
   void on_frame(const transport::connection_ptr& c, transport::frame_view f) {
     frames_in_.fetch_add(1, std::memory_order_relaxed);
     inbound_scope scope(node_);  // the target runs next on this I/O thread: no wake-up hop
+    // The hot kinds first: their header is parsed without allocating (wire.cpp).
+    if (f.kind == wire::kind::send || f.kind == wire::kind::call) {
+      const bool call = f.kind == wire::kind::call;
+      auto m = call ? wire::parse_call(f.payload.data(), f.payload.size())
+                    : wire::parse_send(f.payload.data(), f.payload.size());
+      if (!m) return bad_frame(c, f.kind, m.fail());
+      return call ? deliver_call(c, *m) : deliver_message(c, *m);
+    }
     auto d = wire::decode(f.payload.data(), f.payload.size());
     if (!d) return bad_frame(c, f.kind, d.fail());
     switch (f.kind) {
-      case wire::kind::send: {
-        auto m = wire::parse_send(d->root);
-        if (!m) return bad_frame(c, f.kind, m.fail());
-        return deliver_message(c, *m, std::move(d->zone));
-      }
-      case wire::kind::call: {
-        auto m = wire::parse_call(d->root);
-        if (!m) return bad_frame(c, f.kind, m.fail());
-        return deliver_call(c, *m, std::move(d->zone));
-      }
       case wire::kind::reply: {
         auto r = wire::parse_reply(d->root);
         if (!r) return bad_frame(c, f.kind, r.fail());
@@ -773,19 +798,17 @@ class service_impl final : public service,
     return pid(node_.atom(), creation, serial);
   }
 
-  void deliver_message(const transport::connection_ptr& c, const wire::message_frame& m,
-                       std::unique_ptr<msgpack::zone> zone) {
-    auto* e = new wire_envelope(m.info ? detail::envelope_kind::info : detail::envelope_kind::cast,
-                                peer_pid(c, m.from_serial), m.tag, m.body, std::move(zone));
+  void deliver_message(const transport::connection_ptr& c, const wire::message_frame& m) {
+    auto* e =
+        wire_envelope::make(m.info ? detail::envelope_kind::info : detail::envelope_kind::cast,
+                            peer_pid(c, m.from_serial), m);
     if (!detail::route(node_.impl(), local_pid(m.to_serial, m.to_creation), e)) {
       undeliverable_.fetch_add(1, std::memory_order_relaxed);
     }
   }
 
-  void deliver_call(const transport::connection_ptr& c, const wire::message_frame& m,
-                    std::unique_ptr<msgpack::zone> zone) {
-    auto* e = new wire_envelope(detail::envelope_kind::call, peer_pid(c, m.from_serial), m.tag,
-                                m.body, std::move(zone));
+  void deliver_call(const transport::connection_ptr& c, const wire::message_frame& m) {
+    auto* e = wire_envelope::make(detail::envelope_kind::call, peer_pid(c, m.from_serial), m);
     e->call = detail::ref_ptr<detail::call_state_base>(new wire_call_state(c, m.call_id));
     // A dead target answers noproc through the call state (route_failed / the envelope's end).
     if (!detail::route(node_.impl(), local_pid(m.to_serial, m.to_creation), e)) {

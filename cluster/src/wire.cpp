@@ -136,32 +136,74 @@ result<T> guarded(const char* what, F&& f) {
 
 }  // namespace
 
-result<message_frame> parse_send(const msgpack::object& a) {
-  return guarded<message_frame>("send frame", [&]() -> result<message_frame> {
-    if (!has(a, 6)) return failure(errc::malformed_frame, "send frame: 6 fields expected");
-    message_frame m;
-    m.to_serial = at(a, 0).as<std::uint64_t>();
-    m.to_creation = at(a, 1).as<std::uint32_t>();
-    m.from_serial = at(a, 2).as<std::uint64_t>();
-    m.info = at(a, 3).as<bool>();
-    m.tag = str(at(a, 4));
-    m.body = &at(a, 5);
-    return m;
-  });
+namespace {
+
+// Limits for anything unpacked from `size` bytes: no count can exceed the bytes that would
+// hold its elements (msgpack allocates from the announced count), nesting bounded.
+msgpack::unpack_limit limit_for(std::size_t size) {
+  return msgpack::unpack_limit(size, size, size, size, size, 64);
 }
 
-result<message_frame> parse_call(const msgpack::object& a) {
-  return guarded<message_frame>("call frame", [&]() -> result<message_frame> {
-    if (!has(a, 6)) return failure(errc::malformed_frame, "call frame: 6 fields expected");
+// The header of a send/call frame, unpacked into this thread's scratch zone (reused: no
+// allocation once warm).
+result<message_frame> parse_header(const std::uint8_t* data, std::size_t size, bool call) {
+  thread_local msgpack::zone zone(512);
+  zone.clear();
+  const char* what = call ? "call frame" : "send frame";
+  try {
+    std::size_t off = 0;
+    auto h = msgpack::unpack(zone, reinterpret_cast<const char*>(data), size, off, nullptr, nullptr,
+                             limit_for(size));
+    if (!has(h, 5))
+      return failure(errc::malformed_frame, std::string(what) + ": 5 header fields expected");
+    if (off >= size) return failure(errc::malformed_frame, std::string(what) + ": no body");
     message_frame m;
-    m.to_serial = at(a, 0).as<std::uint64_t>();
-    m.to_creation = at(a, 1).as<std::uint32_t>();
-    m.from_serial = at(a, 2).as<std::uint64_t>();
-    m.call_id = at(a, 3).as<std::uint64_t>();
-    m.tag = str(at(a, 4));
-    m.body = &at(a, 5);
+    m.to_serial = at(h, 0).as<std::uint64_t>();
+    m.to_creation = at(h, 1).as<std::uint32_t>();
+    m.from_serial = at(h, 2).as<std::uint64_t>();
+    if (call) {
+      m.call_id = at(h, 3).as<std::uint64_t>();
+    } else {
+      m.info = at(h, 3).as<bool>();
+    }
+    m.tag = str(at(h, 4));
+    m.body = data + off;
+    m.body_size = size - off;
+    // The body must be exactly one well-formed object: checked here without allocating (the
+    // target decodes it later), so a malformed body closes the connection like any other
+    // malformed frame.
+    msgpack::null_visitor check;
+    std::size_t body_off = 0;
+    if (!msgpack::parse(reinterpret_cast<const char*>(m.body), m.body_size, body_off, check) ||
+        body_off != m.body_size) {
+      return failure(errc::malformed_frame, std::string(what) + ": malformed body");
+    }
     return m;
-  });
+  } catch (const std::exception& e) {
+    return failure(errc::malformed_frame, std::string(what) + ": " + e.what());
+  }
+}
+
+}  // namespace
+
+result<message_frame> parse_send(const std::uint8_t* data, std::size_t size) {
+  return parse_header(data, size, false);
+}
+result<message_frame> parse_call(const std::uint8_t* data, std::size_t size) {
+  return parse_header(data, size, true);
+}
+
+result<msgpack::object> decode_body(msgpack::zone& zone, const std::uint8_t* data,
+                                    std::size_t size) {
+  try {
+    std::size_t off = 0;
+    auto o = msgpack::unpack(zone, reinterpret_cast<const char*>(data), size, off, nullptr, nullptr,
+                             limit_for(size));
+    if (off != size) return failure(errc::malformed_frame, "trailing bytes after the body");
+    return o;
+  } catch (const std::exception& e) {
+    return failure(errc::malformed_frame, std::string("body: ") + e.what());
+  }
 }
 
 result<reply_frame> parse_reply(const msgpack::object& a) {

@@ -82,14 +82,19 @@ struct decoded {
 };
 result<decoded> decode(const std::uint8_t* data, std::size_t size);
 
-struct message_frame {  // send and call
+// send and call: a header array, then the body as its own msgpack object. The header is
+// parsed on the I/O thread without allocating; the body stays bytes until the target's turn
+// decodes it (decode_body), so the I/O thread allocates once per message (the envelope) and
+// the body's zone is made and freed by the same thread.
+struct message_frame {
   std::uint64_t to_serial = 0;
   std::uint32_t to_creation = 0;
   std::uint64_t from_serial = 0;
-  bool info = false;          // send: handle_info instead of handle_cast
-  std::uint64_t call_id = 0;  // call
-  std::string_view tag;
-  const msgpack::object* body = nullptr;
+  bool info = false;                   // send: handle_info instead of handle_cast
+  std::uint64_t call_id = 0;           // call
+  std::string_view tag;                // valid until the next parse on this thread
+  const std::uint8_t* body = nullptr;  // the rest of the payload: one msgpack object
+  std::size_t body_size = 0;
 };
 struct reply_frame {
   std::uint64_t call_id = 0;
@@ -120,9 +125,14 @@ struct state_frame {  // hello and gossip
   std::vector<gossip_entry> state;
 };
 
+// The header of a send or call frame (malformed_frame for a wrong shape or an empty body).
+result<message_frame> parse_send(const std::uint8_t* data, std::size_t size);
+result<message_frame> parse_call(const std::uint8_t* data, std::size_t size);
+// A body (exactly one msgpack object) unpacked into `zone`: malformed_frame when it is not.
+result<msgpack::object> decode_body(msgpack::zone& zone, const std::uint8_t* data,
+                                    std::size_t size);
+
 // Each answers malformed_frame (with what was wrong) for a payload of the wrong shape.
-result<message_frame> parse_send(const msgpack::object& root);
-result<message_frame> parse_call(const msgpack::object& root);
 result<reply_frame> parse_reply(const msgpack::object& root);
 result<signal_frame> parse_signal(const msgpack::object& root);
 result<down_frame> parse_down(const msgpack::object& root);

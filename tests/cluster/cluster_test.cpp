@@ -439,6 +439,17 @@ struct raw_peer {
     (void)conn->send(kind, otpp::transport::bytes_view(
                                reinterpret_cast<const std::uint8_t*>(b.data()), b.size()));
   }
+  // A send/call frame: the header array, then the body as its own object.
+  template <class Body, class... T>
+  void send_with_body(std::uint8_t kind, const Body& body, const T&... header) {
+    msgpack::sbuffer b;
+    msgpack::packer<msgpack::sbuffer> pk(b);
+    pk.pack_array(sizeof...(T));
+    (pk.pack(header), ...);
+    pk.pack(body);
+    (void)conn->send(kind, otpp::transport::bytes_view(
+                               reinterpret_cast<const std::uint8_t*>(b.data()), b.size()));
+  }
   void send_raw(std::uint8_t kind, std::vector<std::uint8_t> bytes) {
     (void)conn->send(kind, otpp::transport::bytes_view(bytes.data(), bytes.size()));
   }
@@ -468,9 +479,10 @@ TEST(cluster, CallFromTheWireToADeadPidIsAnsweredNoproc) {
   auto a = test_node::start("a", pa, fast_options());
   raw_peer evil("evil@127.0.0.1:9");
   ASSERT_TRUE(evil.connect(pa));
-  // [to serial, to creation, from serial, call id, tag, body]
-  evil.send(0x21, std::uint64_t{999999}, a->node->creation(), std::uint64_t{5}, std::uint64_t{42},
-            std::string("echo"), std::map<std::string, std::string>{{"text", "x"}});
+  // [to serial, to creation, from serial, call id, tag] body
+  evil.send_with_body(0x21, std::map<std::string, std::string>{{"text", "x"}},
+                      std::uint64_t{999999}, a->node->creation(), std::uint64_t{5},
+                      std::uint64_t{42}, std::string("echo"));
   auto reply = evil.wait_frame(0x22);
   ASSERT_TRUE(reply);
   auto arr = reply->get().as<std::vector<msgpack::object>>();
@@ -478,8 +490,8 @@ TEST(cluster, CallFromTheWireToADeadPidIsAnsweredNoproc) {
   EXPECT_EQ(arr.at(1).as<int>(), 2);  // wire status noproc
   // A reply for a call nobody waits for is dropped, a send to nobody counted.
   evil.send(0x22, std::uint64_t{12345}, std::uint8_t{0}, 1);
-  evil.send(0x20, std::uint64_t{999999}, a->node->creation(), std::uint64_t{5}, false,
-            std::string("echo"), 1);
+  evil.send_with_body(0x20, 1, std::uint64_t{999999}, a->node->creation(), std::uint64_t{5}, false,
+                      std::string("echo"));
   EXPECT_TRUE(eventually([&] { return a->cluster->stats().undeliverable >= 2; }));
   EXPECT_FALSE(evil.down.load());
 }
