@@ -167,6 +167,7 @@ struct dial_state {
   unsigned attempt = 0;
   time_point next{};
   bool in_flight = false;
+  unsigned quick_probes = 0;  // probes redone at once after a reset (see dial_done)
 };
 
 struct seed_entry {
@@ -1034,7 +1035,19 @@ class service_impl final : public service,
       after_change();
       return;
     }
-    (void)probe;
+    // A dying process closes its descriptors one by one: a probe that raced the close of its
+    // listening socket is accepted by the kernel and then reset, instead of refused. Probe
+    // again at once, a few times: the next one is refused. (A hung process is not affected:
+    // its probe times out in the handshake, with another error.)
+    const bool reset = r.fail().code == make_error_code(errc::connection_closed) ||
+                       r.fail().code == make_error_code(errc::handshake_failed);
+    if (probe && reset && d.quick_probes < 5 && membership_->is_up(id, creation) &&
+        !endpoint_->find(id)) {
+      ++d.quick_probes;
+      dial_member(id, creation, true);
+      return;
+    }
+    d.quick_probes = 0;
     d.next = now + backoff(d.attempt++);
   }
 
