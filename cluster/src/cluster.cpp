@@ -140,6 +140,16 @@ class wire_call_state final : public detail::call_state_base {
  private:
   void send(const msgpack::sbuffer& b) {
     auto sent = conn_->send(wire::kind::reply, view(b));
+    if (!sent && sent.error() == make_error_code(errc::frame_too_large) && !error_sent_) {
+      // A reply over the connection's frame bound: the caller hears why at once instead of
+      // waiting out its timeout.
+      error_sent_ = true;
+      log(log_level::warning, "cluster", "reply to call ", id_, " for ", conn_->peer_id(), " is ",
+          b.size(), " bytes, over the frame bound: answered frame_too_large");
+      complete_error(failure(errc::frame_too_large, "the reply (" + std::to_string(b.size()) +
+                                                        " bytes) is over the bound"));
+      return;
+    }
     if (!sent) {
       // The caller hears nodedown (or its timeout) from its own node.
       log(log_level::debug, "cluster", "reply to call ", id_, " for ", conn_->peer_id(),
@@ -148,6 +158,7 @@ class wire_call_state final : public detail::call_state_base {
   }
   transport::connection_ptr conn_;
   std::uint64_t id_;
+  bool error_sent_ = false;
 };
 
 // Links and monitors that cross to one peer node: what must fire noconnection when the

@@ -39,6 +39,8 @@ status to_status(const std::error_code& ec) noexcept {
       return status::invalid_argument;
     case errc::overloaded:
       return status::overloaded;
+    case errc::frame_too_large:
+      return status::frame_too_large;
     default:
       return status::other;
   }
@@ -80,6 +82,8 @@ errc to_errc(status s) noexcept {
       return errc::invalid_argument;
     case status::overloaded:
       return errc::overloaded;
+    case status::frame_too_large:
+      return errc::frame_too_large;
     case status::other:
     case status::foreign_error:
       break;

@@ -64,6 +64,7 @@ enum class status : std::uint8_t {
   init_failed = 14,
   invalid_argument = 15,
   overloaded = 16,
+  frame_too_large = 17,
   other = 254,         // another otpp errc: reason text carries it
   foreign_error = 255  // a user's error category: category name and value follow
 };

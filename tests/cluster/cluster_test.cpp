@@ -23,6 +23,12 @@ struct stall {
   using reply = int;
   OTPP_NO_FIELDS()
 };
+struct grow {
+  static constexpr std::string_view tag = "grow";
+  using reply = std::string;
+  std::size_t size = 0;
+  MSGPACK_DEFINE_MAP(size)
+};
 struct seq {
   static constexpr std::string_view tag = "seq";
   std::uint64_t n = 0;
@@ -46,6 +52,7 @@ class worker : public otpp::gen_server<worker> {
   explicit worker(std::shared_ptr<gate> g = nullptr) : gate_(std::move(g)) {}
   static void define_handlers(otpp::handlers<worker>& h) {
     h.call<echo>([](worker&, echo e) { return "echo:" + e.text; });
+    h.call<grow>([](worker&, grow g) { return std::string(g.size, 'y'); });
     h.call<stall>([](worker& self, stall) {
       if (self.gate_) self.gate_->pass();
       return 1;
@@ -363,6 +370,57 @@ TEST(cluster, RestartedNodeIsANewIncarnationAndOldPidsAreDead) {
   EXPECT_EQ(a->log->count(node_event_kind::node_up, b->id), 2u);
   auto r = call_sync(*a->node, *w, echo{"x"}, 10s);
   EXPECT_EQ(r.error(), errc::noproc);
+}
+
+TEST(cluster, OversizedMessageIsRefusedWithFrameTooLarge) {
+  auto pa = free_port(), pb = free_port();
+  auto oa = fast_options();
+  oa.transport.max_frame_size = 4096;
+  auto ob = fast_options({"127.0.0.1:" + std::to_string(pa)});
+  ob.transport.max_frame_size = 4096;
+  auto a = test_node::start("a", pa, oa);
+  auto b = test_node::start("b", pb, ob);
+  ASSERT_TRUE(converged({a.get(), b.get()}, 2));
+  auto w = b->node->spawn<worker>();
+  ASSERT_TRUE(w);
+  std::string big(10000, 'x');
+  auto r = call_sync(*a->node, *w, echo{big}, 10s);
+  EXPECT_EQ(r.error(), errc::frame_too_large) << (r ? "answered" : r.fail().message());
+  // The connection is untouched: a small call still works.
+  auto ok = call_sync(*a->node, *w, echo{"small"}, 10s);
+  ASSERT_TRUE(ok) << ok.fail().message();
+  // A reply over the bound: the callee's node answers frame_too_large instead (and logs it).
+  auto big_reply = call_sync(*a->node, *w, grow{10000}, 60s);
+  EXPECT_EQ(big_reply.error(), errc::frame_too_large)
+      << (big_reply ? "answered" : big_reply.fail().message());
+  EXPECT_EQ(a->cluster->stats().connections, 1u);
+}
+
+TEST(cluster, TagsAndUptimeAreListedEverywhere) {
+  auto pa = free_port(), pb = free_port(), pc = free_port();
+  auto oa = fast_options();
+  oa.tags = {{"role", "db"}, {"zone", "eu-1"}};
+  auto a = test_node::start("a", pa, oa);
+  auto b = test_node::start("b", pb, fast_options({"127.0.0.1:" + std::to_string(pa)}));
+  auto c = test_node::start("c", pc, fast_options({node_name("b", pb)}));
+  ASSERT_TRUE(converged({a.get(), b.get(), c.get()}, 3));
+  for (auto* t : {b.get(), c.get()}) {
+    ASSERT_TRUE(eventually([&] {
+      for (const auto& m : t->cluster->members()) {
+        if (m.id == a->id) return m.tags == oa.tags && m.up_since <= t->node->now();
+      }
+      return false;
+    }));
+  }
+  // Heartbeat counters move with gossip rounds.
+  auto heartbeat_of = [](test_node& t, const std::string& id) {
+    for (const auto& m : t.cluster->members()) {
+      if (m.id == id) return m.heartbeat;
+    }
+    return std::uint64_t{0};
+  };
+  auto before = heartbeat_of(*b, a->id);
+  EXPECT_TRUE(eventually([&] { return heartbeat_of(*b, a->id) > before; }));
 }
 
 TEST(cluster, HiddenNodeCallsButIsNotAMember) {
