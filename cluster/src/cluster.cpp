@@ -169,6 +169,19 @@ struct peer_watches {
   std::map<std::pair<pid, std::uint64_t>, pid> monitors_in;   // (remote watcher, ref) -> local
 };
 
+// Moves the entries of `from` that satisfy `pred` into `to`.
+template <class Container, class Pred>
+void move_if(Container& from, Container& to, Pred pred) {
+  for (auto it = from.begin(); it != from.end();) {
+    if (pred(*it)) {
+      to.insert(*it);
+      it = from.erase(it);
+    } else {
+      ++it;
+    }
+  }
+}
+
 struct route_entry {
   transport::connection_ptr conn;
   std::uint32_t creation = 0;
@@ -645,30 +658,11 @@ class service_impl final : public service,
       auto it = watches_.find(atom.index());
       if (it == watches_.end()) return;
       auto& cur = it->second;
-      for (auto l = cur.links.begin(); l != cur.links.end();) {
-        if (l->second.creation() == creation) {
-          w.links.insert(*l);
-          l = cur.links.erase(l);
-        } else {
-          ++l;
-        }
-      }
-      for (auto m = cur.monitors_out.begin(); m != cur.monitors_out.end();) {
-        if (m->second.second.creation() == creation) {
-          w.monitors_out.insert(*m);
-          m = cur.monitors_out.erase(m);
-        } else {
-          ++m;
-        }
-      }
-      for (auto m = cur.monitors_in.begin(); m != cur.monitors_in.end();) {
-        if (m->first.first.creation() == creation) {
-          w.monitors_in.insert(*m);
-          m = cur.monitors_in.erase(m);
-        } else {
-          ++m;
-        }
-      }
+      move_if(cur.links, w.links, [&](const auto& l) { return l.second.creation() == creation; });
+      move_if(cur.monitors_out, w.monitors_out,
+              [&](const auto& m) { return m.second.second.creation() == creation; });
+      move_if(cur.monitors_in, w.monitors_in,
+              [&](const auto& m) { return m.first.first.creation() == creation; });
     }
     for (const auto& [local, remote] : w.links) {
       (void)deliver_signal(node_, detail::envelope_kind::exit_signal, remote, local,

@@ -477,20 +477,7 @@ result<void> connection::send(std::uint8_t k, bytes_view payload) {
 // handed to the strand, which finishes the chain with async writes as before. (TLS streams
 // are not thread-safe: they always write from the strand.)
 void connection::write_direct() {
-  {
-    std::lock_guard lock(mu_);
-    if (pending_.empty() || !send_open_) {
-      writing_ = false;
-      return;
-    }
-    wbuf_.swap(pending_);
-    inflight_ = wbuf_.size();
-  }
-  wbuf_.seal(sealer_);
-  const std::int64_t now = now_ns();
-  last_send_.store(now, std::memory_order_relaxed);
-  write_progress_.store(now, std::memory_order_relaxed);
-  woff_ = 0;
+  if (!take_batch(true)) return;
   ssize_t n = -1;
   {
     // close_socket() closes the descriptor under fd_mu_: it cannot be closed (and its number
@@ -545,24 +532,31 @@ void connection::enqueue_plain(std::uint8_t k, const std::vector<std::uint8_t>& 
 
 void connection::do_write() {
   if (socket_closed_) return;
+  if (take_batch(false)) write_some();
+}
+
+// The holder of the write chain takes everything queued and seals it (false: nothing to
+// write, and the chain ends). `direct`: a sender's direct write, which also stops once the
+// connection no longer accepts sends.
+bool connection::take_batch(bool direct) {
   {
     std::lock_guard lock(mu_);
-    if (pending_.empty()) {
+    if (pending_.empty() || (direct && !send_open_)) {
       writing_ = false;
-      return;
+      return false;
     }
     wbuf_.swap(pending_);
     inflight_ = wbuf_.size();
   }
   // The batch is ours now: MAC its records outside the lock (senders keep appending to the
-  // fresh pending_ meanwhile). Only this write chain uses sealer_, so the record sequence
+  // fresh pending_ meanwhile). Only the chain's holder uses sealer_, so the record sequence
   // follows the byte order on the wire.
   wbuf_.seal(sealer_);
   const std::int64_t now = now_ns();
   last_send_.store(now, std::memory_order_relaxed);
   write_progress_.store(now, std::memory_order_relaxed);
   woff_ = 0;
-  write_some();
+  return true;
 }
 
 // The batch leaves through write_some steps rather than one async_write, so that every

@@ -102,6 +102,7 @@ class connection : public std::enable_shared_from_this<connection> {
   void enqueue_plain(std::uint8_t kind, const std::vector<std::uint8_t>& payload);
   void kick_writer();
   void do_write();
+  bool take_batch(bool direct);
   void write_direct();
   void write_some();
   void on_write(const std::error_code& ec, std::size_t n);
