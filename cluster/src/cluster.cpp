@@ -748,7 +748,7 @@ class service_impl final : public service,
       case wire::kind::reply: {
         auto r = wire::parse_reply(d->root);
         if (!r) return bad_frame(c, f.kind, r.fail());
-        return deliver_reply(*r, std::move(d->zone));
+        return deliver_reply(c, *r, std::move(d->zone));
       }
       case wire::kind::signal: {
         auto s = wire::parse_signal(d->root);
@@ -822,7 +822,8 @@ class service_impl final : public service,
     }
   }
 
-  void deliver_reply(const wire::reply_frame& r, std::unique_ptr<msgpack::zone> zone) {
+  void deliver_reply(const transport::connection_ptr& c, const wire::reply_frame& r,
+                     std::unique_ptr<msgpack::zone> zone) {
     result<msgpack::object_handle> reply = failure(errc::exit);
     if (r.code == wire::status::ok) {
       reply = msgpack::object_handle(*r.body, std::move(zone));
@@ -833,7 +834,7 @@ class service_impl final : public service,
       reply = failure(wire::to_errc(r.code), r.reason);
     }
     // A reply nobody waits for (timed out, or never asked) is dropped by the runtime.
-    (void)complete_remote_call(node_, r.call_id, std::move(reply));
+    (void)complete_remote_call(node_, node_atom::find(c->peer_id()), r.call_id, std::move(reply));
   }
 
   void deliver_remote_signal(const transport::connection_ptr& c, const wire::signal_frame& s) {

@@ -54,11 +54,18 @@ void node_impl::register_remote_call(call_state_base* s, const pid& to) {
 }
 
 result<void> node_impl::complete_remote_call(std::uint64_t call_id,
-                                             result<msgpack::object_handle> reply) {
+                                             result<msgpack::object_handle> reply,
+                                             std::optional<node_atom> from) {
   ref_ptr<call_state_base> s;
   {
     std::lock_guard lock(remote_calls_mutex_);
     auto it = remote_calls_.find(call_id);
+    if (it != remote_calls_.end() && from && it->second.peer != *from) {
+      // Only the node the request went to may answer it.
+      log(log_level::warning, "node", name_, ": reply to call ", call_id, " from ", from->name(),
+          ", which was not asked: dropped");
+      return failure(errc::not_found, "call " + std::to_string(call_id) + " did not go there");
+    }
     if (it != remote_calls_.end()) {
       s = std::move(it->second.state);
       remote_calls_.erase(it);
@@ -265,6 +272,10 @@ void call_dynamic(node& n, const pid& to, msgpack::object_handle map,
 result<void> complete_remote_call(node& n, std::uint64_t call_id,
                                   result<msgpack::object_handle> reply) {
   return n.impl().complete_remote_call(call_id, std::move(reply));
+}
+result<void> complete_remote_call(node& n, node_atom from, std::uint64_t call_id,
+                                  result<msgpack::object_handle> reply) {
+  return n.impl().complete_remote_call(call_id, std::move(reply), from);
 }
 std::size_t fail_remote_calls(node& n, node_atom peer, const failure& why) {
   return n.impl().fail_remote_calls(peer, why);

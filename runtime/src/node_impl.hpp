@@ -124,7 +124,8 @@ class node_impl {
   void call_finished(call_state_base* s);
   // Remembers a call made by `self` so its continuation is dropped if `self` ends first.
   static void track_call(process& self, const ref_ptr<call_state_base>& state);
-  result<void> complete_remote_call(std::uint64_t call_id, result<msgpack::object_handle> reply);
+  result<void> complete_remote_call(std::uint64_t call_id, result<msgpack::object_handle> reply,
+                                    std::optional<node_atom> from = std::nullopt);
   // Fails the calls waiting on `peer` (every remote call: nullopt) with `why`; returns how many.
   std::size_t fail_remote_calls(std::optional<node_atom> peer, const failure& why);
   std::size_t pending_remote_calls() const;

@@ -554,6 +554,31 @@ TEST(cluster, CallFromTheWireToADeadPidIsAnsweredNoproc) {
   EXPECT_FALSE(evil.down.load());
 }
 
+TEST(cluster, APeerCannotAnswerACallMadeToAnotherNode) {
+  auto pa = free_port(), pb = free_port();
+  auto a = test_node::start("a", pa, fast_options());
+  auto b = test_node::start("b", pb, fast_options({"127.0.0.1:" + std::to_string(pa)}));
+  ASSERT_TRUE(converged({a.get(), b.get()}, 2));
+  auto g = std::make_shared<gate>();
+  auto slow = b->node->spawn<worker>(g);
+  ASSERT_TRUE(slow);
+  auto pending = otpp::call(*a->node, *slow, stall{}, 60s, asio::use_future);
+  ASSERT_TRUE(eventually([&] { return otpp::pending_remote_calls(*a->node) == 1; }));
+  // Call ids are small counters: a peer holding the secret can guess them.
+  raw_peer evil("evil@127.0.0.1:9");
+  ASSERT_TRUE(evil.connect(pa));
+  const auto before = a->cluster->stats().frames_in;
+  constexpr std::uint64_t forged = 20000;
+  for (std::uint64_t id = 1; id <= forged; ++id) evil.send(0x22, id, std::uint8_t{0}, 666);
+  // Every forged reply arrived and was dropped; the call still waits for B.
+  ASSERT_TRUE(eventually([&] { return a->cluster->stats().frames_in >= before + forged; }));
+  EXPECT_EQ(otpp::pending_remote_calls(*a->node), 1u);
+  g->open();
+  auto r = get(pending);
+  ASSERT_TRUE(r) << r.fail().message();
+  EXPECT_EQ(*r, 1);  // B's answer, not 666
+}
+
 TEST(cluster, MalformedClusterFrameClosesThatConnectionOnly) {
   auto pa = free_port(), pb = free_port();
   auto a = test_node::start("a", pa, fast_options());

@@ -41,6 +41,10 @@ void set_router(node& n, router* r);
 // answers not_found.
 result<void> complete_remote_call(node& n, std::uint64_t call_id,
                                   result<msgpack::object_handle> reply);
+// The same, for a reply that arrived from node `from`: dropped (not_found, logged) unless the
+// call's request went to `from`, so a peer cannot answer calls made to another node.
+result<void> complete_remote_call(node& n, node_atom from, std::uint64_t call_id,
+                                  result<msgpack::object_handle> reply);
 // Completes every call waiting on node `peer` with `why` (a peer going down): returns how many.
 std::size_t fail_remote_calls(node& n, node_atom peer, const failure& why);
 // Calls whose request left this node and that wait for a reply.
