@@ -28,7 +28,8 @@ int main() {
   otpp::supervisor_spec spec{.name = "top"};
   spec.children.push_back(otpp::child<idle>("idle"));
   auto sup = otpp::start_supervisor(node, spec);
-  bool ok = ec && digest.size() == 32 && id && id->port == 4370 && sup && otpp::whereis(node, "top").has_value();
+  bool ok = ec && digest.size() == 32 && id && id->port == 4370 && sup &&
+            otpp::whereis(node, "top").has_value();
   auto kids = sup ? otpp::which_children(node, *sup)
                   : otpp::result<std::vector<otpp::child_info>>(otpp::failure(otpp::errc::noproc));
   ok = ok && kids && kids->size() == 1 && kids->front().child;
