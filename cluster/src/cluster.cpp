@@ -358,10 +358,8 @@ class service_impl final : public service,
     set_router(node_, nullptr);
     closed_.store(true);
     if (endpoint_) endpoint_->close();
-    std::error_code ignored;
     timer_.cancel();
     resolver_.cancel();
-    (void)ignored;
   }
 
   // ---- service
@@ -411,18 +409,19 @@ class service_impl final : public service,
 
   // ---- router: runs on the sender's thread
   result<void> route(const pid& to, detail::envelope& e) override {
-    route_entry r;
-    {
-      std::shared_lock lock(routes_mu_);
-      auto it = routes_.find(to.node().index());
-      if (it != routes_.end()) r = it->second;
-    }
     using detail::envelope_kind;
     const bool is_signal = e.kind >= envelope_kind::exit_signal;
-    if (!r.conn) {
+    // Held (shared) until the frame is queued, so the hot path copies no connection pointer:
+    // on_up/on_down only hold it exclusively to swap an entry. Lock order: routes_mu_, then
+    // watch_mu_ (track_outgoing); nothing takes them the other way round.
+    std::shared_lock lock(routes_mu_);
+    auto it = routes_.find(to.node().index());
+    if (it == routes_.end()) {
+      lock.unlock();
       if (is_signal) return signal_without_connection(to, static_cast<detail::signal_envelope&>(e));
       return failure(errc::nodedown, std::string(to.node().name()));
     }
+    const route_entry& r = it->second;
     if (to.creation() != r.creation) {
       // An incarnation that is gone: its processes are dead.
       return failure(errc::noproc, to.to_string());
@@ -446,26 +445,19 @@ class service_impl final : public service,
         pk.pack(local_serial(d->who));
         pk.pack(d->reason.text());
         forget_monitor_in(to, d->ref.id);
-      } else if (m.kind == envelope_kind::call) {
-        k = wire::kind::call;
-        pk.pack_array(5);  // the body follows the header
-        pk.pack(to.serial());
-        pk.pack(to.creation());
-        pk.pack(from);
-        pk.pack(m.call->call_id);
-        pk.pack(m.tag);
-        if (!m.pack_body(pk)) {
-          return failure(
-              errc::not_serializable,
-              "'" + std::string(m.tag) + "' has no msgpack mapping: it cannot leave the node");
-        }
       } else {
-        k = wire::kind::send;
+        // send and call share a header; its fourth field is the call id or the info flag.
+        const bool call = m.kind == envelope_kind::call;
+        k = call ? wire::kind::call : wire::kind::send;
         pk.pack_array(5);  // the body follows the header
         pk.pack(to.serial());
         pk.pack(to.creation());
         pk.pack(from);
-        pk.pack(m.kind == envelope_kind::info);
+        if (call) {
+          pk.pack(m.call->call_id);
+        } else {
+          pk.pack(m.kind == envelope_kind::info);
+        }
         pk.pack(m.tag);
         if (!m.pack_body(pk)) {
           return failure(
@@ -1191,7 +1183,7 @@ class service_impl final : public service,
   void do_leave() {
     if (leaving_ || !membership_) return;
     leaving_ = true;
-    membership_->leave(node_.now());
+    membership_->leave();
     log(log_level::info, "cluster", self_text_, ": leaving the cluster");
     {
       auto& b = scratch();

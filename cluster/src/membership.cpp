@@ -225,7 +225,6 @@ void membership::self_downed(errc why, const std::string& detail) {
 void membership::gossip_received(const std::string& from, const std::vector<gossip_entry>& state,
                                  time_point now) {
   if (downed_) return;
-  bool changed = false;
   for (const auto& e : state) {
     if (e.id == self_) {
       // The cluster's verdict on this incarnation. Entries of other creations of this name are
@@ -249,7 +248,6 @@ void membership::gossip_received(const std::string& from, const std::vector<goss
       mark_down(e.id, it->second, errc::connection_closed, now, false);
       members_.erase(it);
       it = members_.end();
-      changed = true;
     }
     if (it == members_.end()) {
       if (e.status == member_status::down) {
@@ -262,7 +260,6 @@ void membership::gossip_received(const std::string& from, const std::vector<goss
       r.heartbeat = e.heartbeat;
       r.tags = e.tags;
       members_.emplace(e.id, std::move(r));
-      changed = true;
       continue;
     }
     record& r = it->second;
@@ -272,13 +269,10 @@ void membership::gossip_received(const std::string& from, const std::vector<goss
     }
     if (e.status == member_status::down) {
       mark_down(e.id, r, e.reason, now, false);
-      changed = true;
     } else if (e.status == member_status::leaving && r.status == member_status::up) {
       peer_leaving(e.id, e.creation, now);
-      changed = true;
     }
   }
-  (void)changed;
 }
 
 void membership::push_to_all() {
@@ -335,8 +329,7 @@ void membership::gossip_round(time_point now) {
   }
 }
 
-void membership::leave(time_point now) {
-  (void)now;
+void membership::leave() {
   if (self_status_ != member_status::up) return;
   self_status_ = member_status::leaving;
   push_to_all();

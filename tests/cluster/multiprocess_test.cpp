@@ -171,7 +171,11 @@ TEST_F(cluster_three_processes, CallPendingWhenItsNodeIsKilledResolvesNodedown) 
   // The callee holds the reply; the call's own timeout is 60 s.
   auto from = a->proc->line_count();
   ASSERT_TRUE(a->proc->send("stall " + c->worker() + " 60000"));
-  std::this_thread::sleep_for(300ms);  // the request reaches C (its reply is never sent)
+  // The call is in flight (waiting on C) before C dies.
+  ASSERT_TRUE(eventually([&] {
+    auto st = a->proc->ask("stats", "stats ");
+    return st && child_process::fields(*st).at(4) == "1";
+  }));
   EXPECT_FALSE(a->proc->wait_prefix("error ", 0s, from)) << "the call failed before the kill";
   auto killed = std::chrono::steady_clock::now();
   ASSERT_TRUE(c->proc->kill(SIGKILL));

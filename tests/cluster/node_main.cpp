@@ -10,7 +10,8 @@
 //   event <kind> <node> <creation> <reason> <monotonic us>    one per node_event
 //   members <n up, connected and reachable> <id:creation:status:c|-:r|->...
 //   reply <text> <elapsed ms> | error <errc> <elapsed ms>      for call / stall / count
-//   count <n> | cast ok | cast error <errc> | stats <connections> <connect attempts> <rejected>
+//   count <n> | cast ok | cast error <errc> |
+//   stats <connections> <connect attempts> <rejected> <pending remote calls>
 // Commands (stdin, one per line):
 //   members | stats | call <id> <creation> <serial> <text> [timeout ms]
 //   stall <id> <creation> <serial> <timeout ms>    (the callee holds the reply: never answers)
@@ -33,6 +34,7 @@
 #include <vector>
 
 #include "otpp/cluster/cluster.hpp"
+#include "otpp/router.hpp"
 #include "otpp/runtime.hpp"
 
 namespace {
@@ -266,7 +268,8 @@ int main(int argc, char** argv) {
           say("members ", up, list.str());
         } else if (f[0] == "stats") {
           auto s = cluster->stats();
-          say("stats ", s.connections, " ", s.connect_attempts, " ", s.rejected_peers);
+          say("stats ", s.connections, " ", s.connect_attempts, " ", s.rejected_peers, " ",
+              otpp::pending_remote_calls(node));
         } else if (f[0] == "call") {
           auto timeout = f.size() > 5 ? std::chrono::milliseconds(std::stol(f[5])) : 10000ms;
           otpp::call(node, target(f), echo{f.at(4)}, timeout, report("reply", started));

@@ -127,7 +127,7 @@ class membership {
   // coarse as the calls).
   void tick(time_point now);
   // This node leaves: its status becomes leaving (gossiped).
-  void leave(time_point now);
+  void leave();
 
   std::vector<gossip_entry> state() const;
   std::vector<member> members() const;  // self first, then by id; down members omitted
