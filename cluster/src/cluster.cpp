@@ -1024,7 +1024,7 @@ class service_impl final : public service,
       d = {};
       return;  // on_up and the hello do the rest
     }
-    const bool refused = r.fail().reason.find("Connection refused") != std::string::npos;
+    const bool refused = r.fail().code == make_error_code(errc::connection_refused);
     auto now = node_.now();
     if (refused && membership_->is_up(id, creation) && !endpoint_->find(id)) {
       // Nothing listens where the member was: its OS process is gone.

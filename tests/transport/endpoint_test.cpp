@@ -370,7 +370,7 @@ TEST(Endpoint, ConnectFailuresAreReported) {
     port = l.port();
   }
   auto r = connect_sync(**c, loopback(port));
-  EXPECT_EQ(r.error(), make_error_code(errc::connection_closed));
+  EXPECT_EQ(r.error(), make_error_code(errc::connection_refused));
   // Wrong expected peer id.
   recorder es;
   auto s = endpoint::create(run.io, test_config("server"), es.events());

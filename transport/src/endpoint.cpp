@@ -379,24 +379,28 @@ void detail::endpoint_state::connect(const std::shared_ptr<endpoint_state>& st,
     return;
   }
   if (!expected_peer.empty()) st->add_pending(c, expected_peer);
-  asio::dispatch(c->ex_, [c, remote, h = std::move(handler),
-                          peer = std::move(expected_peer)]() mutable {
-    c->connect_handler_ = std::move(h);
-    c->expected_peer_ = peer;
-    c->peer_id_ = peer;  // for the table; checked against the authenticated id
-    c->remote_ = describe(remote);
-    c->arm_handshake_timer();
-    c->socket_.async_connect(remote, [c](const std::error_code& ec) {
-      if (c->phase_ == connection::phase::closed) return;
-      if (ec) {
-        c->fail(failure(errc::connection_closed, "connect to " + c->remote_ + ": " + ec.message()));
-        return;
-      }
-      auto h2 = std::move(c->connect_handler_);
-      c->connect_handler_ = nullptr;
-      c->start(std::move(h2), c->expected_peer_);
-    });
-  });
+  asio::dispatch(
+      c->ex_, [c, remote, h = std::move(handler), peer = std::move(expected_peer)]() mutable {
+        c->connect_handler_ = std::move(h);
+        c->expected_peer_ = peer;
+        c->peer_id_ = peer;  // for the table; checked against the authenticated id
+        c->remote_ = describe(remote);
+        c->arm_handshake_timer();
+        c->socket_.async_connect(remote, [c](const std::error_code& ec) {
+          if (c->phase_ == connection::phase::closed) return;
+          if (ec) {
+            // A refusal is its own value: it says nothing listens there (for the cluster, that the
+            // peer's OS process is gone), which a timeout or a reset does not.
+            const auto code = ec == asio::error::connection_refused ? errc::connection_refused
+                                                                    : errc::connection_closed;
+            c->fail(failure(code, "connect to " + c->remote_ + ": " + ec.message()));
+            return;
+          }
+          auto h2 = std::move(c->connect_handler_);
+          c->connect_handler_ = nullptr;
+          c->start(std::move(h2), c->expected_peer_);
+        });
+      });
 }
 
 void endpoint::connect(const asio::ip::tcp::endpoint& remote, connect_handler handler,

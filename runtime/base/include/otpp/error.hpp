@@ -53,6 +53,8 @@ enum class errc {
   graceful_shutdown = 35,  // the node left the cluster on purpose (node.stop())
   downed = 36,    // removed by the downing rule (silence, a split): its incarnation is blocked
   minority = 37,  // this node is on the losing side of a split: not a member any more
+  // transport
+  connection_refused = 38,  // nothing listens at the address (TCP connect refused)
 };
 
 const std::error_category& error_category() noexcept;
@@ -143,6 +145,8 @@ class otpp_category final : public std::error_category {
         return "downed: removed from the cluster by the downing rule";
       case errc::minority:
         return "minority: this node is on the losing side of a split";
+      case errc::connection_refused:
+        return "connection_refused: nothing listens at that address";
     }
     return "otpp error " + std::to_string(value);
   }

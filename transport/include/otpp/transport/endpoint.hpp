@@ -74,8 +74,8 @@ class endpoint {
   // Starts accepting on `where` (port 0: ephemeral). Returns the bound address.
   result<asio::ip::tcp::endpoint> listen(const asio::ip::tcp::endpoint& where);
   // Connects, runs TLS (if configured) and the handshake; the handler gets the established
-  // connection (after on_up) or the failure (not_authorised, version_mismatch, tls_error,
-  // handshake_failed, connection_closed, ...). Bounded by config::handshake_timeout.
+  // connection (after on_up) or the failure (connection_refused: nothing listens there;
+  // not_authorised, version_mismatch, tls_error, handshake_failed, connection_closed, ...). Bounded by config::handshake_timeout.
   // expected_peer: the peer's node id if known (checked; see the table rule above).
   void connect(const asio::ip::tcp::endpoint& remote, connect_handler handler,
                std::string expected_peer = {});
