@@ -1451,6 +1451,19 @@ TEST_F(supervisor_start_timeout, CrashedChildIsRestartedWithinItsBoundAndAHungRe
 // The node goes while a child's init is hung (the start still in flight, bound not reached):
 // the node's stop waits for the init (it holds one of the node's workers, no other thread), the
 // call answers once, nothing touches the node afterwards (run under ASan).
+
+// Opens `open` a moment into the node's stop, from a thread of its own (`opener`, joined by
+// the caller): stop hooks run last added first, so this one runs before the supervisor's,
+// which waits for the supervisor to end while the init it starts is still hung.
+void open_during_stop(otpp::node& node, std::promise<void>& open, std::thread& opener) {
+  node.add_stop_hook([&open, &opener] {
+    opener = std::thread([&open] {
+      std::this_thread::sleep_for(50ms);
+      open.set_value();
+    });
+  });
+}
+
 TEST(supervisor_start_timeout_node, NodeDestroyedWhileAChildInitIsHung) {
   otpp::set_log_level(otpp::log_level::off);
   auto p = std::make_shared<probe>();
@@ -1465,14 +1478,7 @@ TEST(supervisor_start_timeout_node, NodeDestroyedWhileAChildInitIsHung) {
     spec.children.push_back(otpp::child<worker>("a", p, "a"));
     auto sup = otpp::start_supervisor(node, spec);
     ASSERT_TRUE(sup);
-    // Opens the gate a moment into the node's stop (hooks run last added first: this one runs
-    // before the supervisor's, which waits for the supervisor to end).
-    node.add_stop_hook([&] {
-      opener = std::thread([&] {
-        std::this_thread::sleep_for(50ms);
-        open.set_value();
-      });
-    });
+    open_during_stop(node, open, opener);
     auto c = otpp::child<slow_init>("h", p, gate);
     c.start_timeout = std::chrono::hours(1);
     otpp::start_child(node, *sup, std::move(c), [answers](otpp::result<otpp::pid>) { ++*answers; });
@@ -1500,12 +1506,7 @@ TEST(supervisor_start_timeout_node, NodeDestroyedWhileATimedOutInitIsStillHung) 
     spec.children.push_back(otpp::child<worker>("a", p, "a"));
     auto sup = otpp::start_supervisor(node, spec);
     ASSERT_TRUE(sup);
-    node.add_stop_hook([&] {
-      opener = std::thread([&] {
-        std::this_thread::sleep_for(50ms);
-        open.set_value();
-      });
-    });
+    open_during_stop(node, open, opener);
     auto c = otpp::child<slow_init>("h", p, gate);
     c.start_timeout = 20ms;
     EXPECT_EQ(otpp::start_child(node, *sup, std::move(c)).error(), errc::timeout);
