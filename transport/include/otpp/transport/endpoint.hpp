@@ -75,8 +75,9 @@ class endpoint {
   result<asio::ip::tcp::endpoint> listen(const asio::ip::tcp::endpoint& where);
   // Connects, runs TLS (if configured) and the handshake; the handler gets the established
   // connection (after on_up) or the failure (connection_refused: nothing listens there;
-  // not_authorised, version_mismatch, tls_error, handshake_failed, connection_closed, ...). Bounded by config::handshake_timeout.
-  // expected_peer: the peer's node id if known (checked; see the table rule above).
+  // not_authorised, version_mismatch, tls_error, handshake_failed, connection_closed, ...). Bounded
+  // by config::handshake_timeout. expected_peer: the peer's node id if known (checked; see the
+  // table rule above).
   void connect(const asio::ip::tcp::endpoint& remote, connect_handler handler,
                std::string expected_peer = {});
   void connect(std::string host, std::uint16_t port, connect_handler handler,
