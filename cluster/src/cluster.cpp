@@ -10,6 +10,7 @@
 #include "otpp/cluster/cluster.hpp"
 
 #include <algorithm>
+#include <array>
 #include <asio/ip/tcp.hpp>
 #include <asio/post.hpp>
 #include <asio/steady_timer.hpp>
@@ -278,7 +279,7 @@ class service_impl final : public service,
     cfg.accepted_kinds.reset();
     for (auto k : {wire::kind::hello, wire::kind::gossip, wire::kind::leave, wire::kind::blocked,
                    wire::kind::send, wire::kind::call, wire::kind::reply, wire::kind::signal,
-                   wire::kind::down}) {
+                   wire::kind::down, wire::kind::channel}) {
       cfg.accepted_kinds.set(k);
     }
     std::weak_ptr<service_impl> weak = shared_from_this();
@@ -399,12 +400,141 @@ class service_impl final : public service,
     s.connect_attempts = connect_attempts_.load();
     s.rejected_peers = rejected_peers_.load();
     s.connections = endpoint_ ? endpoint_->connections().size() : 0;
+    s.channel_frames_dropped = channel_dropped_.load();
+    {
+      std::lock_guard lock(node_mon_mu_);
+      s.node_monitors = node_mons_.size();
+    }
     std::lock_guard lock(watch_mu_);
     for (const auto& [a, w] : watches_) {
       s.links += w.links.size();
       s.monitors += w.monitors_out.size() + w.monitors_in.size();
     }
     return s;
+  }
+
+  // ---- monitor_node
+  std::uint64_t monitor_node(const pid& watcher, std::string_view node_id) override {
+    auto atom = node_atom::find(node_id);
+    std::uint64_t ref = 0;
+    bool connected = false, watch = false;
+    {
+      // routes_mu_ before node_mon_mu_: the connection's loss (on_down) erases the route first
+      // and then takes node_mon_mu_, so an entry is either fired by it or sees no route here.
+      std::shared_lock routes(routes_mu_);
+      connected = atom != node_atom{} && routes_.count(atom.index()) != 0;
+      std::lock_guard lock(node_mon_mu_);
+      ref = ++next_node_mon_;
+      if (connected) {
+        node_mons_.emplace(ref, node_monitor{watcher, atom});
+        watch = node_mon_watchers_.insert(watcher).second;
+      }
+    }
+    if (!connected) {
+      send_nodedown(watcher, std::string(node_id), ref, "not connected");
+      return ref;
+    }
+    if (watch) {
+      // One exit callback per watcher, however many monitors it holds.
+      std::weak_ptr<service_impl> weak = shared_from_this();
+      node_.watch_process(watcher, [weak, watcher](const exit_reason&) {
+        if (auto s = weak.lock()) s->forget_node_monitors(watcher);
+      });
+    }
+    return ref;
+  }
+  bool demonitor_node(std::uint64_t ref) override {
+    std::lock_guard lock(node_mon_mu_);
+    return node_mons_.erase(ref) != 0;
+  }
+
+  // ---- channels
+  void open_channel(channel_id channel, channel_handlers handlers) override {
+    auto h = std::make_shared<const channel_handlers>(std::move(handlers));
+    std::unique_lock lock(chan_mu_);
+    channels_[channel] = std::move(h);
+  }
+  void close_channel(channel_id channel) override {
+    std::unique_lock lock(chan_mu_);
+    channels_[channel].reset();
+  }
+  result<void> send_channel(node_atom to, std::uint32_t creation, channel_id channel,
+                            std::span<const std::uint8_t> payload) override {
+    auto& b = scratch();
+    b.write(reinterpret_cast<const char*>(&channel), 1);
+    b.write(reinterpret_cast<const char*>(payload.data()), payload.size());
+    std::shared_lock lock(routes_mu_);
+    auto it = routes_.find(to.index());
+    if (it == routes_.end() || (creation != 0 && it->second.creation != creation)) {
+      return failure(errc::nodedown, std::string(to.name()));
+    }
+    auto sent = it->second.conn->send(wire::kind::channel, view(b));
+    if (!sent) {
+      if (sent.error() == make_error_code(errc::connection_closed)) {
+        return failure(errc::nodedown, std::string(to.name()) + ": connection closing");
+      }
+      return sent.fail();
+    }
+    frames_out_.fetch_add(1, std::memory_order_relaxed);
+    return {};
+  }
+  std::vector<peer> ready_peers() const override {
+    std::lock_guard lock(ready_mu_);
+    std::vector<peer> out;
+    for (const auto& [atom, r] : ready_) out.push_back(r.who);
+    return out;
+  }
+
+  bool accept_link(const pid& remote, const pid& local) override {
+    {
+      std::shared_lock routes(routes_mu_);
+      if (!connected_to(remote)) return false;
+      std::lock_guard lock(watch_mu_);
+      watches_[remote.node().index()].links.insert({local, remote});
+    }
+    if (deliver_signal(node_, detail::envelope_kind::link, remote, local)) return true;
+    std::lock_guard lock(watch_mu_);
+    watches_[remote.node().index()].links.erase({local, remote});
+    return false;
+  }
+  bool accept_monitor(const pid& remote_watcher, monitor_ref ref, const pid& local) override {
+    {
+      std::shared_lock routes(routes_mu_);
+      if (!connected_to(remote_watcher)) return false;
+      std::lock_guard lock(watch_mu_);
+      watches_[remote_watcher.node().index()].monitors_in[{remote_watcher, ref.id}] = local;
+    }
+    if (deliver_signal(node_, detail::envelope_kind::monitor, remote_watcher, local, {}, ref)) {
+      return true;
+    }
+    std::lock_guard lock(watch_mu_);
+    watches_[remote_watcher.node().index()].monitors_in.erase({remote_watcher, ref.id});
+    return false;
+  }
+  void adopt_monitor(const pid& watcher, monitor_ref ref, const pid& target) override {
+    {
+      std::shared_lock routes(routes_mu_);
+      if (connected_to(target)) {
+        {
+          std::lock_guard lock(watch_mu_);
+          watches_[target.node().index()].monitors_out[ref.id] = {watcher, target};
+        }
+        if (otpp::adopt_monitor(node_, watcher, ref, target)) return;
+        std::lock_guard lock(watch_mu_);
+        watches_[target.node().index()].monitors_out.erase(ref.id);
+        routes.unlock();
+        // The watcher is gone: the target's node drops its end.
+        detail::signal_envelope x(detail::envelope_kind::demonitor, watcher);
+        x.ref = ref;
+        (void)route(target, x);
+        return;
+      }
+    }
+    // The connection went before the watcher heard of the target: noconnection, as for a
+    // monitor made by hand.
+    if (otpp::adopt_monitor(node_, watcher, ref, target)) {
+      deliver_down(watcher, ref, target, exit_reason::noconnection());
+    }
   }
 
   // ---- router: runs on the sender's thread
@@ -590,6 +720,41 @@ class service_impl final : public service,
     return std::nullopt;
   }
 
+  // Callers hold routes_mu_.
+  bool connected_to(const pid& p) const {
+    auto it = routes_.find(p.node().index());
+    return it != routes_.end() && it->second.creation == p.creation();
+  }
+
+  void send_nodedown(const pid& watcher, std::string node, std::uint64_t ref, std::string why) {
+    auto* e = new detail::typed_envelope<nodedown>(detail::envelope_kind::info, pid{},
+                                                   nodedown{std::move(node), ref, std::move(why)});
+    (void)detail::route(node_.impl(), watcher, e);
+  }
+  void forget_node_monitors(const pid& watcher) {
+    std::lock_guard lock(node_mon_mu_);
+    node_mon_watchers_.erase(watcher);
+    std::erase_if(node_mons_, [&](const auto& m) { return m.second.watcher == watcher; });
+  }
+  // The connection to `atom` is gone: every monitor_node on it fires once.
+  void fire_node_monitors(node_atom atom, const std::string& why) {
+    std::vector<std::pair<std::uint64_t, pid>> fired;
+    {
+      std::lock_guard lock(node_mon_mu_);
+      for (auto it = node_mons_.begin(); it != node_mons_.end();) {
+        if (it->second.node == atom) {
+          fired.emplace_back(it->first, it->second.watcher);
+          it = node_mons_.erase(it);
+        } else {
+          ++it;
+        }
+      }
+    }
+    for (const auto& [ref, watcher] : fired) {
+      send_nodedown(watcher, std::string(atom.name()), ref, why);
+    }
+  }
+
   // A link or monitor toward a node with no connection: answered at once with noconnection,
   // as Erlang does; other signals to it are lost like a message would be.
   result<void> signal_without_connection(const pid& to, detail::signal_envelope& s) {
@@ -717,6 +882,7 @@ class service_impl final : public service,
             " answered nodedown");
       }
       connection_lost(atom, c->peer_creation());
+      fire_node_monitors(atom, why.message());
     }
     asio::post(strand_, [self = shared_from_this(), c, why, current] {
       self->handle_down(c, why, current);
@@ -734,6 +900,7 @@ class service_impl final : public service,
       if (!m) return bad_frame(c, f.kind, m.fail());
       return call ? deliver_call(c, *m) : deliver_message(c, *m);
     }
+    if (f.kind == wire::kind::channel) return deliver_channel(c, f.payload);
     auto d = wire::decode(f.payload.data(), f.payload.size());
     if (!d) return bad_frame(c, f.kind, d.fail());
     switch (f.kind) {
@@ -794,6 +961,81 @@ class service_impl final : public service,
   }
   pid local_pid(std::uint64_t serial, std::uint32_t creation) const {
     return pid(node_.atom(), creation, serial);
+  }
+
+  void deliver_channel(const transport::connection_ptr& c, bytes_view payload) {
+    if (payload.empty())
+      return bad_frame(c, wire::kind::channel,
+                       failure(errc::malformed_frame, "empty channel frame"));
+    std::shared_ptr<const channel_handlers> h;
+    {
+      std::shared_lock lock(chan_mu_);
+      h = channels_[payload[0]];
+    }
+    if (!h || !h->on_frame) {
+      if (channel_dropped_.fetch_add(1) == 0 || channel_dropped_.load() % 1000 == 0) {
+        log(log_level::warning, "cluster", self_text_, ": frame for channel ",
+            static_cast<int>(payload[0]), " from ", c->peer_id(),
+            ": nobody opened that channel here (dropped)");
+      }
+      return;
+    }
+    peer from{node_atom::find(c->peer_id()), c->peer_creation(), is_hidden(c)};
+    try {
+      h->on_frame(from, payload.subspan(1));
+    } catch (const std::exception& ex) {
+      log(log_level::error, "cluster", self_text_, ": channel ", static_cast<int>(payload[0]),
+          " handler threw on a frame from ", c->peer_id(), ": ", ex.what());
+    }
+  }
+  bool is_hidden(const transport::connection_ptr& c) const {
+    std::lock_guard lock(ready_mu_);
+    auto it = ready_.find(node_atom::find(c->peer_id()).index());
+    return it != ready_.end() && it->second.conn == c.get() && it->second.who.hidden;
+  }
+
+  // A peer's hello arrived (control strand): channel users may talk to it.
+  void peer_ready(const transport::connection_ptr& c, bool hidden) {
+    auto atom = node_atom::find(c->peer_id());
+    {
+      std::shared_lock routes(routes_mu_);
+      auto it = routes_.find(atom.index());
+      if (it == routes_.end() || it->second.conn != c) return;  // already gone
+      std::lock_guard lock(ready_mu_);
+      ready_[atom.index()] = ready_peer{peer{atom, c->peer_creation(), hidden}, c.get()};
+    }
+    notify_peer(peer{atom, c->peer_creation(), hidden}, true);
+  }
+  // The connection is gone (control strand, after peer_ready if that ran).
+  void peer_gone(const transport::connection_ptr& c) {
+    auto atom = node_atom::find(c->peer_id());
+    std::optional<peer> was;
+    {
+      std::lock_guard lock(ready_mu_);
+      auto it = ready_.find(atom.index());
+      if (it == ready_.end() || it->second.conn != c.get()) return;
+      was = it->second.who;
+      ready_.erase(it);
+    }
+    notify_peer(*was, false);
+  }
+  void notify_peer(const peer& p, bool up) {
+    std::vector<std::shared_ptr<const channel_handlers>> hs;
+    {
+      std::shared_lock lock(chan_mu_);
+      for (const auto& h : channels_) {
+        if (h) hs.push_back(h);
+      }
+    }
+    for (const auto& h : hs) {
+      const auto& f = up ? h->on_peer_up : h->on_peer_down;
+      if (!f) continue;
+      try {
+        f(p);
+      } catch (const std::exception& ex) {
+        log(log_level::error, "cluster", self_text_, ": channel peer handler threw: ", ex.what());
+      }
+    }
   }
 
   void deliver_message(const transport::connection_ptr& c, const wire::message_frame& m) {
@@ -927,6 +1169,7 @@ class service_impl final : public service,
       if (hidden) {
         hidden_peers_.insert(c.get());
         log(log_level::info, "cluster", self_text_, ": hidden node ", c->peer_id(), " connected");
+        peer_ready(c, true);
         return;
       }
       if (!membership_->peer_connected(c->peer_id(), c->peer_creation(), now)) {
@@ -935,6 +1178,7 @@ class service_impl final : public service,
         c->close();
         return;
       }
+      peer_ready(c, false);
       silent_.erase(c->peer_id());
       dials_.erase(c->peer_id());
       for (auto& s : seeds_) s.dial = {};
@@ -963,6 +1207,7 @@ class service_impl final : public service,
 
   void handle_down(const transport::connection_ptr& c, const failure& why, bool current) {
     hidden_peers_.erase(c.get());
+    if (!closed_.load()) peer_gone(c);
     if (!membership_ || closed_.load() || leaving_) return;
     const auto& id = c->peer_id();
     auto creation = c->peer_creation();
@@ -1256,7 +1501,24 @@ class service_impl final : public service,
   subscription next_sub_ = 0;
 
   std::atomic<std::uint64_t> frames_in_{0}, frames_out_{0}, bad_frames_{0}, undeliverable_{0},
-      connect_attempts_{0}, rejected_peers_{0};
+      connect_attempts_{0}, rejected_peers_{0}, channel_dropped_{0};
+
+  mutable std::shared_mutex chan_mu_;
+  std::array<std::shared_ptr<const channel_handlers>, 256> channels_;
+  struct ready_peer {
+    peer who;
+    const transport::connection* conn = nullptr;  // identity only
+  };
+  mutable std::mutex ready_mu_;
+  std::unordered_map<std::uint32_t, ready_peer> ready_;  // by node atom index
+  struct node_monitor {
+    pid watcher;
+    node_atom node;
+  };
+  mutable std::mutex node_mon_mu_;
+  std::map<std::uint64_t, node_monitor> node_mons_;
+  std::set<pid> node_mon_watchers_;
+  std::uint64_t next_node_mon_ = 0;
 };
 
 // Owned by the node: destroyed after every process ended.

@@ -33,6 +33,8 @@ inline constexpr std::uint8_t reply = 0x22;  // [call id, status, body | reason 
 inline constexpr std::uint8_t signal =
     0x23;  // [signal, to serial, to creation, from serial, reason, ref, from link]
 inline constexpr std::uint8_t down = 0x24;  // [to serial, to creation, ref, who, reason]
+// An upper layer's frame: one byte of channel number, then that layer's own bytes.
+inline constexpr std::uint8_t channel = 0x25;
 }  // namespace kind
 
 // Signals on the wire (never the runtime's enum values: those may change).

@@ -15,7 +15,9 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <span>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "otpp/cluster/downing.hpp"
@@ -72,8 +74,52 @@ struct cluster_stats {
   std::uint64_t connect_attempts = 0;
   std::uint64_t rejected_peers = 0;  // blocked incarnations refused
   std::size_t connections = 0;
-  std::size_t links = 0;     // local-remote link pairs tracked for noconnection
-  std::size_t monitors = 0;  // remote monitors tracked (both directions)
+  std::size_t links = 0;                     // local-remote link pairs tracked for noconnection
+  std::size_t monitors = 0;                  // remote monitors tracked (both directions)
+  std::size_t node_monitors = 0;             // monitor_node entries waiting for a nodedown
+  std::uint64_t channel_frames_dropped = 0;  // channel frames for a channel nobody opened
+};
+
+// A peer connection as the channel users below see it.
+struct peer {
+  node_atom atom;
+  std::uint32_t creation = 0;
+  bool hidden = false;  // a hidden node (a tool): not a member, no replication toward it
+  std::string_view id() const { return atom.name(); }
+};
+
+// Upper layers (the registry's global names, process groups and remote spawn) run their own
+// small protocols over the member connections, each on a channel number it reserves (see
+// channels below). Frames of a channel from one peer arrive in the order they were sent, and
+// in order with that peer's messages and signals (one connection carries everything).
+using channel_id = std::uint8_t;
+namespace channels {
+inline constexpr channel_id spawn = 1;   // registry: remote spawn by behaviour name
+inline constexpr channel_id global = 2;  // registry: global names
+inline constexpr channel_id groups = 3;  // registry: process groups
+inline constexpr channel_id user_first = 64;
+}  // namespace channels
+
+struct channel_handlers {
+  // A frame from `from`. Runs on the connection's I/O thread, in an inbound_scope (a process
+  // it wakes runs next on this thread): keep it short, never block. `payload` is valid only
+  // during the call.
+  std::function<void(const peer& from, std::span<const std::uint8_t> payload)> on_frame;
+  // A peer is ready: its hello arrived, and frames sent to it from now on reach it (the first
+  // one after every frame sent before). Runs on the cluster's control strand.
+  std::function<void(const peer&)> on_peer_up;
+  // The connection to a peer is gone (frames sent to it before may be lost). Runs on the
+  // connection's thread, before the peer's node events. Not called at node stop.
+  std::function<void(const peer&)> on_peer_down;
+};
+
+// Erlang's {nodedown, Node}: what monitor_node sends.
+struct nodedown {
+  static constexpr std::string_view tag = "otpp.nodedown";
+  std::string node;
+  std::uint64_t ref = 0;  // the monitor_node reference
+  std::string reason;
+  MSGPACK_DEFINE_MAP(node, ref, reason)
 };
 
 class service;
@@ -106,6 +152,37 @@ class service {
   virtual bool in_minority() const = 0;
   virtual bool downed() const = 0;
   virtual cluster_stats stats() const = 0;
+
+  // Erlang's monitor_node: `watcher` gets one `nodedown` message when the connection to
+  // `node_id` is lost, or at once if there is none. Removed when it fires, on
+  // demonitor_node, or when the watcher ends. Returns the reference (never 0).
+  virtual std::uint64_t monitor_node(const pid& watcher, std::string_view node_id) = 0;
+  // False if the monitor already fired or never existed.
+  virtual bool demonitor_node(std::uint64_t ref) = 0;
+
+  // ---- for upper layers (see channel_handlers)
+  // Opens (or replaces) the handlers of a channel; frames for a channel nobody opened are
+  // dropped and counted (channel_frames_dropped).
+  virtual void open_channel(channel_id channel, channel_handlers handlers) = 0;
+  virtual void close_channel(channel_id channel) = 0;
+  // Sends a frame to `to` (creation 0: whichever incarnation is connected). nodedown if no
+  // ready connection to it (or another incarnation), frame_too_large, mailbox_full (its
+  // outgoing queue is full). Any thread; never blocks.
+  virtual result<void> send_channel(node_atom to, std::uint32_t creation, channel_id channel,
+                                    std::span<const std::uint8_t> payload) = 0;
+  // Peers whose hello arrived and whose connection is up (members and hidden nodes).
+  virtual std::vector<peer> ready_peers() const = 0;
+  // Remote spawn's link and monitor options, set up by the spawned process's node on behalf of
+  // a caller on another node, so they are in place before the process runs: as if `remote`
+  // had sent a link (a monitor with `ref`) to local process `local`: delivered and tracked as
+  // one from the wire (noconnection when the connection goes). False: `local` is not alive.
+  virtual bool accept_link(const pid& remote, const pid& local) = 0;
+  virtual bool accept_monitor(const pid& remote_watcher, monitor_ref ref, const pid& local) = 0;
+  // The caller's side: local process `watcher` monitors remote `target` with `ref`, which
+  // target's node already holds (accept_monitor): recorded as if watcher had called
+  // monitor(target) and tracked for noconnection. Call it before any down for `ref` can be
+  // routed to the watcher (from the handler of the frame that told the watcher of `target`).
+  virtual void adopt_monitor(const pid& watcher, monitor_ref ref, const pid& target) = 0;
 };
 
 }  // namespace otpp::cluster
