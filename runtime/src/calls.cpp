@@ -300,27 +300,10 @@ monitor_ref new_monitor_ref(node& n) {
   return monitor_ref{n.impl().new_ref()};
 }
 
-namespace detail {
-// process_extras is a friend of process: the adopted monitor is written from the process's
-// own turn, where its extras live.
-void process_extras::adopt_monitor(process& p, monitor_ref ref, const pid& target) {
-  p.extras().monitors.push_back({ref, target});
-}
-}  // namespace detail
-
 bool adopt_monitor(node& n, const pid& watcher, monitor_ref ref, const pid& target) {
   auto& impl = n.impl();
   if (!impl.is_local(watcher)) return false;
-  auto p = impl.find(watcher);
-  if (!p) return false;
-  auto* task = new detail::task_envelope([ref, target] {
-    if (auto* self = current_process()) detail::process_extras::adopt_monitor(*self, ref, target);
-  });
-  if (!impl.enqueue(*p, task)) {
-    delete task;
-    return false;
-  }
-  return true;
+  return impl.send_signal(detail::envelope_kind::adopt_monitor, target, watcher, {}, ref);
 }
 
 }  // namespace otpp

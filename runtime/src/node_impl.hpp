@@ -25,7 +25,6 @@ struct worker_slot;
 
 // Per-process state that most processes never use: allocated on first need.
 struct process_extras {
-  static void adopt_monitor(process& p, monitor_ref ref, const pid& target);
   std::vector<pid> links;
   struct watcher {
     monitor_ref ref;

@@ -97,6 +97,12 @@ void process::fetch() {
       case detail::envelope_kind::system_info:
         if (accept_system_info(e)) user_.push(e);
         break;
+      case detail::envelope_kind::adopt_monitor: {
+        auto* s = static_cast<detail::signal_envelope*>(e);
+        extras().monitors.push_back({s->ref, s->from});
+        delete e;
+        break;
+      }
       case detail::envelope_kind::exit_signal: {
         auto* s = static_cast<detail::signal_envelope*>(e);
         const bool untrappable = s->reason.is_kill() && !s->from_link;

@@ -96,6 +96,11 @@ class recorder {
     std::lock_guard lock(mutex_);
     return static_cast<std::size_t>(std::count(events_.begin(), events_.end(), ev));
   }
+  std::size_t count_prefix(const std::string& prefix) {
+    std::lock_guard lock(mutex_);
+    return static_cast<std::size_t>(std::count_if(
+        events_.begin(), events_.end(), [&](const auto& e) { return e.starts_with(prefix); }));
+  }
 
  private:
   std::mutex mutex_;

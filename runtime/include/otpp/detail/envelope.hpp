@@ -34,6 +34,9 @@ enum class envelope_kind : std::uint8_t {
   monitor,
   demonitor,
   stop,
+  // Local only: the watcher records a monitor its target's node already holds (remote spawn's
+  // monitor option). Handled as it is fetched, so a down fetched after it finds the monitor.
+  adopt_monitor,
 };
 
 struct envelope {
