@@ -13,7 +13,8 @@
 # go to stderr; everything raw goes to tools/bench/results/<utc>/.
 #
 # FILTER words select by prefix: `local` (otpp_bench_local + its Erlang peers),
-# `remote` (TCP floor, otpp_bench_remote if built, two Erlang nodes), `transport`,
+# `remote` (TCP floor, otpp_bench_remote if built, two Erlang nodes), `registry`
+# (otpp_bench_registry if built, three Erlang nodes), `transport`,
 # or a result-name prefix such as `local.cast` or `remote.call_small.p99` (a
 # remote.call_X / remote.cast_X filter also runs the matching TCP floor part).
 #
@@ -23,11 +24,13 @@
 #   --build-dir DIR   build dir (default: $BUILD_DIR or <repo>/build-release)
 #   --no-erlang       otpp only, even if erl is installed
 #   --install-erlang  apt-get install -y erlang-base first if erl is missing
-#   --quick           remote group only: counts / 10 (smoke runs; not for figures)
+#   --quick           remote and registry groups only: counts / 10 (smoke runs;
+#                     not for figures)
 #   -h, --help
 # Environment: TIMEOUT (s, per Erlang VM, default 300), BIN_TIMEOUT (s, per
 # otpp binary, default 900), JOBS (build parallelism, default 2).
-# The remote group starts epmd on 127.0.0.1 if none runs, and stops it at the end.
+# The remote and registry groups start epmd on 127.0.0.1 if none runs, and stop
+# it at the end.
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ROOT="$(cd "$HERE/../.." && pwd)"
@@ -82,7 +85,11 @@ selects() {
     [ "${#FILTERS[@]}" -eq 0 ] && { echo ""; return 0; }
     for w in "${FILTERS[@]}"; do
         if [[ "$item" == "$w"* ]]; then echo ""; return 0; fi     # whole item
-        if [[ "$w" == "$item."* ]]; then parts+=("$w"); hit=1; fi  # part of it
+        # part of it (registry.* workload ids are plain prefixes of their names:
+        # registry.global prints registry.global_register_p50_us, ...)
+        if [[ "$w" == "$item."* || ( "$item" == registry.* && "$w" == "$item"?* ) ]]; then
+            parts+=("$w"); hit=1
+        fi
     done
     [ "$hit" = 1 ] || return 1
     echo "${parts[*]}"
@@ -143,6 +150,11 @@ for b in "$BUILD_DIR"/tools/bench/*/otpp_bench_*; do
     fi
 done
 [ "${#BINS[@]}" -gt 0 ] || say "no otpp benchmark binary selected under $BUILD_DIR/tools/bench/*/"
+# registry group: the otpp side may not exist yet (tools/bench/registry/bench_registry.cpp)
+if selects registry >/dev/null && [ ! -x "$BUILD_DIR/tools/bench/registry/otpp_bench_registry" ]; then
+    say "registry: otpp side skipped: $BUILD_DIR/tools/bench/registry/otpp_bench_registry not built" \
+        "(tools/bench/registry/bench_registry.cpp missing or otpp::registry not a target): Erlang figures only"
+fi
 
 WLS=() WL_NARROW=()
 if [ "$USE_ERLANG" = 1 ]; then
@@ -150,7 +162,7 @@ if [ "$USE_ERLANG" = 1 ]; then
     mkdir -p "$EBIN"
     erlc -o "$EBIN" "$HERE"/erlang/*.erl
     ERL=(erl -noshell -pa "$EBIN")
-    # remote.* workloads: the driver VM is a distributed node on 127.0.0.1 (it
+    # remote.* and registry.* workloads: the driver VM is a distributed node on 127.0.0.1 (it
     # starts its peers itself with the same cookie, interface and net_ticktime)
     ERL_DIST=(-setcookie otpp_bench -kernel inet_dist_use_interface '{127,0,0,1}'
               -kernel net_ticktime "${REMOTE_TICKTIME:-4}")
@@ -164,7 +176,7 @@ if [ "${#BINS[@]}" -eq 0 ] && [ "${#WLS[@]}" -eq 0 ]; then
     say "nothing to run (filter: ${FILTERS[*]:-none})"; rm -rf "$OUT"; exit 2
 fi
 
-# ------------------------------------------------------------------ epmd (remote group)
+# ------------------------------------------------------------------ epmd (remote, registry)
 # Distributed Erlang needs epmd: started here on 127.0.0.1 when none runs, and
 # stopped at exit (epmd -kill refuses while a node is still registered: then a
 # stray node is reported).
@@ -177,7 +189,7 @@ stop_epmd() {
     epmd -kill >/dev/null 2>&1 || say "WARN: epmd -kill failed (epmd left running)"
     EPMD_OURS=0
 }
-if [ "${#WLS[@]}" -gt 0 ] && printf '%s\n' "${WLS[@]}" | grep -q '^remote\.'; then
+if [ "${#WLS[@]}" -gt 0 ] && printf '%s\n' "${WLS[@]}" | grep -qE '^(remote|registry)\.'; then
     export ERL_EPMD_ADDRESS=127.0.0.1           # epmd and the nodes on loopback only
     if ! epmd -names >/dev/null 2>&1; then
         epmd -daemon -address 127.0.0.1
@@ -214,7 +226,7 @@ if [ "$QUICK" = 1 ]; then export OTPP_BENCH_QUICK=1; fi
     if command -v lscpu >/dev/null 2>&1; then
         echo "lscpu: $(lscpu | awk -F': *' '/^(Model name|Vendor ID|Hypervisor vendor|CPU\(s\)|Thread\(s\) per core|L3 cache)/ { printf "%s=%s; ", $1, $2 }')"
     fi
-    if [ "$QUICK" = 1 ]; then echo "QUICK: remote counts / 10 (smoke run, not figures)"; fi
+    if [ "$QUICK" = 1 ]; then echo "QUICK: remote and registry counts / 10 (smoke run, not figures)"; fi
 } >"$OUT/versions.txt"
 sed 's/^/[bench]   /' "$OUT/versions.txt" >&2
 
@@ -267,9 +279,9 @@ run_otpp() {
     local i args words
     for i in "${!BINS[@]}"; do
         say "rep $1/$REPS otpp   $(basename "${BINS[$i]}")"
-        # remote/ binaries take [--quick] [NAME_PREFIX...] (see README)
+        # remote/ and registry/ binaries take [--quick] [NAME_PREFIX...] (see README)
         args=()
-        if [ "$(basename "$(dirname "${BINS[$i]}")")" = remote ]; then
+        if [[ "$(basename "$(dirname "${BINS[$i]}")")" =~ ^(remote|registry)$ ]]; then
             if [ "$QUICK" = 1 ]; then args+=(--quick); fi
             if [ -n "${BIN_NARROW[$i]}" ]; then read -r -a words <<<"${BIN_NARROW[$i]}"; args+=("${words[@]}"); fi
         fi
@@ -281,7 +293,7 @@ run_erlang() {
     for i in "${!WLS[@]}"; do
         say "rep $1/$REPS erlang ${WLS[$i]}"
         dist=()
-        if [[ "${WLS[$i]}" == remote.* ]]; then dist=(-name "otpp_ra_$$_$1_$i@127.0.0.1" "${ERL_DIST[@]}"); fi
+        if [[ "${WLS[$i]}" == remote.* || "${WLS[$i]}" == registry.* ]]; then dist=(-name "otpp_ra_$$_$1_$i@127.0.0.1" "${ERL_DIST[@]}"); fi
         run_one "$1" erlang "${WLS[$i]}" "${WL_NARROW[$i]}" "$ERL_RAW" \
             "${ERL[@]}" "${dist[@]}" -run otpp_peer main "${WLS[$i]}"
     done

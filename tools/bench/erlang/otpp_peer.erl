@@ -5,7 +5,8 @@
 %%   erl -noshell -pa ebin -run otpp_peer main <workload>
 %%   erl -noshell -pa ebin -run otpp_peer main list      % prints the workload ids
 %%
-%% The remote.* workloads (otpp_remote.erl) need a distributed VM: see there.
+%% The remote.* (otpp_remote.erl) and registry.* (otpp_registry.erl) workloads
+%% need a distributed VM: see there.
 %%
 %% A workload id is the prefix of the result names it prints.  run.sh starts one
 %% fresh VM per workload.  Counts are fixed, every receive has a timeout, and
@@ -19,7 +20,7 @@ workloads() ->
     ["local.cast_1p", "local.cast_4p", "local.cast_4p_offheap",
      "local.call_seq", "local.pingpong",
      "local.spawn.idle_rate", "local.spawn.gen_server_start_rate",
-     "local.mem", "local.ring"] ++ otpp_remote:workloads().
+     "local.mem", "local.ring"] ++ otpp_remote:workloads() ++ otpp_registry:workloads().
 
 main(["list"]) ->
     [io:format("~s~n", [W]) || W <- workloads()],
@@ -58,6 +59,8 @@ await(Tag, What) ->
 %% ------------------------------------------------------------------ workloads
 workload("remote." ++ _ = Id) ->
     otpp_remote:workload(Id);
+workload("registry." ++ _ = Id) ->
+    otpp_registry:workload(Id);
 
 workload("local.cast_1p") ->
     {ok, Srv} = otpp_peer_srv:start(),

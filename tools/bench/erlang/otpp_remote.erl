@@ -19,6 +19,8 @@
 -module(otpp_remote).
 -export([workloads/0, workload/1]).
 -export([peer/1, peer_join/1]).                 % run on the peers (-run otpp_remote ...)
+-export([emit/3, emit/4, ns/0, rate/3, nearest_rank/2, n/1,   % shared with otpp_registry
+         with_peers/2, wait_until/2]).
 
 -define(WAIT, 120000).          % ms: upper bound for any single wait
 -define(PEER_UP_MS, 30000).     % ms: a peer must answer a ping within this
