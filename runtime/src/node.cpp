@@ -241,6 +241,30 @@ result<pid> node_impl::start_process(process* raw, const spawn_options& o) {
     // reaches a linked spawner as an EXIT.
     link_to_spawner();
     if (o.after_init) p->extras().after_init = o.after_init;
+    if (o.init_gate) {
+      // No message is handled before init (a suspended process takes signals only); the
+      // release posts init as a task, and is a no-op once the process has ended.
+      p->suspended_ = true;
+      schedule(p.get());
+      auto released = std::make_shared<std::atomic<bool>>(false);
+      std::function<void(result<void>)> release = [this, self = p->self_,
+                                                   released](result<void> r) {
+        if (released->exchange(true)) return;
+        auto q = find(self);
+        if (!q) return;
+        auto* task = new task_envelope<std::function<void()>>(
+            std::function<void()>([q = q.get(), r = std::move(r)] { q->release_init(r); }));
+        if (!enqueue(*q, task)) delete task;
+      };
+      try {
+        o.init_gate(p->self_, release);
+      } catch (const std::exception& e) {
+        log(log_level::error, "node", name_, ": init_gate of ", p->self_.to_string(),
+            " threw: ", e.what());
+        release(failure(errc::init_failed, std::string("init_gate threw: ") + e.what()));
+      }
+      return p->self_;
+    }
     p->urgent_.push(new task_envelope<std::function<void()>>(
         std::function<void()>([q = p.get()] { q->run_async_init(); })));
     schedule(p.get());

@@ -375,6 +375,25 @@ void process::run_async_init() {
   if (report) report(self_, r);
 }
 
+void process::release_init(result<void> gate) {
+  suspended_ = false;
+  if (gate) {
+    run_async_init();
+    return;
+  }
+  // Refused before init: the spawner hears the refusal itself, then the process ends.
+  if (auto report = std::move(extras().after_init)) {
+    extras().after_init = nullptr;
+    try {
+      report(self_, gate);
+    } catch (...) {
+      log(log_level::error, "process", self_.to_string(),
+          ": after_init threw: ", detail::describe(std::current_exception()));
+    }
+  }
+  exit_now(exit_reason("not started: " + gate.fail().message()), false);
+}
+
 void process::run_first(detail::envelope* e) {
   fetch();  // what arrived during init stays behind it
   user_.push_front(e);

@@ -346,5 +346,98 @@ TEST(otp, AsyncInitKilledBeforeItRanStillReports) {
   EXPECT_FALSE(n.alive(*p));
 }
 
+// ---- init held by a gate until an answer from elsewhere (a global name claimed first)
+
+TEST(otp, GatedInitWaitsForItsReleaseAndTakesNoMessageBefore) {
+  auto clock = std::make_shared<otpp::manual_clock>();
+  otpp::node n({.name = "otp_k", .clock = clock, .manual = true});
+  n.start();
+  auto g = std::make_shared<gate>();
+  g->open();
+  auto rec = std::make_shared<recorder>();
+  std::function<void(otpp::result<void>)> release;
+  otpp::spawn_options o;
+  o.async_init = true;
+  o.init_gate = [&](const otpp::pid&, std::function<void(otpp::result<void>)> r) {
+    release = std::move(r);
+  };
+  o.after_init = [rec](const otpp::pid&, const otpp::result<void>& r) {
+    rec->add(r ? "after_init:ok" : "after_init:" + r.fail().message());
+  };
+  auto p = n.spawn_opt<slow_init>(o, g, rec, false);
+  ASSERT_TRUE(p);
+  ASSERT_TRUE(otpp::cast(n, *p, reset{}));
+  n.poll();
+  EXPECT_TRUE(rec->events().empty()) << "a message was handled before init";
+  ASSERT_TRUE(release);
+  std::thread([&] { release({}); }).join();  // any thread
+  release({});                               // a second release is ignored
+  n.poll();
+  EXPECT_EQ(rec->events(), (std::vector<std::string>{"init", "after_init:ok", "reset"}));
+  EXPECT_TRUE(n.alive(*p));
+}
+
+TEST(otp, GateRefusalEndsTheProcessWithoutInitAndReportsTheRefusal) {
+  auto clock = std::make_shared<otpp::manual_clock>();
+  otpp::node n({.name = "otp_l", .clock = clock, .manual = true});
+  n.start();
+  auto g = std::make_shared<gate>();
+  g->open();
+  auto rec = std::make_shared<recorder>();
+  otpp::spawn_options o;
+  o.async_init = true;
+  o.init_gate = [](const otpp::pid&, std::function<void(otpp::result<void>)> r) {
+    r(otpp::failure(errc::already_registered, "db"));  // at once, on the spawner's thread
+  };
+  o.after_init = [rec](const otpp::pid&, const otpp::result<void>& r) {
+    rec->add(r ? "after_init:ok" : std::string("after_init:") + r.error().message());
+  };
+  auto p = n.spawn_opt<slow_init>(o, g, rec, false);
+  ASSERT_TRUE(p);
+  n.poll();
+  ASSERT_EQ(rec->events().size(), 1u);
+  EXPECT_EQ(rec->events()[0],
+            "after_init:" + otpp::make_error_code(errc::already_registered).message());
+  EXPECT_FALSE(n.alive(*p));
+  // A gate that throws refuses the start the same way.
+  otpp::spawn_options t = o;
+  t.init_gate = [](const otpp::pid&, std::function<void(otpp::result<void>)>) {
+    throw std::runtime_error("gate broke");
+  };
+  auto q = n.spawn_opt<slow_init>(t, g, rec, false);
+  ASSERT_TRUE(q);
+  n.poll();
+  EXPECT_EQ(rec->events().size(), 2u);
+  EXPECT_FALSE(n.alive(*q));
+  EXPECT_EQ(rec->count("init"), 0u);
+}
+
+TEST(otp, GatedProcessCanBeKilledAndALateReleaseIsHarmless) {
+  auto clock = std::make_shared<otpp::manual_clock>();
+  otpp::node n({.name = "otp_m", .clock = clock, .manual = true});
+  n.start();
+  auto g = std::make_shared<gate>();
+  g->open();
+  auto rec = std::make_shared<recorder>();
+  std::function<void(otpp::result<void>)> release;
+  otpp::spawn_options o;
+  o.async_init = true;
+  o.init_gate = [&](const otpp::pid&, std::function<void(otpp::result<void>)> r) {
+    release = std::move(r);
+  };
+  o.after_init = [rec](const otpp::pid&, const otpp::result<void>& r) {
+    rec->add(r ? "after_init:ok" : "after_init:failed");
+  };
+  auto p = n.spawn_opt<slow_init>(o, g, rec, false);
+  ASSERT_TRUE(p);
+  n.poll();
+  n.exit(*p, otpp::exit_reason::kill());
+  n.poll();
+  EXPECT_FALSE(n.alive(*p));
+  release({});
+  n.poll();
+  EXPECT_EQ(rec->events(), std::vector<std::string>{"after_init:failed"});
+}
+
 }  // namespace
 }  // namespace otpp_test

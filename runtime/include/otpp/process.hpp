@@ -51,6 +51,13 @@ struct spawn_options {
   // starts that must not hold the spawner.
   bool async_init = false;
   std::function<void(const pid&, const result<void>&)> after_init{};
+  // With async_init: init waits until `init_gate` calls `release` (once, from any thread),
+  // for a start that needs an answer from elsewhere first (a global name claimed before init
+  // runs, as Erlang's gen_server:start({global, Name})). Until then the process exists and
+  // takes signals (it can be killed) but no message. release(failure) ends it without init,
+  // and after_init hears that failure as it is. `release` must not outlive the node (keep it
+  // in a node_service).
+  std::function<void(const pid&, std::function<void(result<void>)> release)> init_gate{};
 };
 
 class process : public detail::ref_counted {
@@ -117,6 +124,7 @@ class process : public detail::ref_counted {
   void on_idle_timer();
   result<void> run_init();  // init, ending the process if it fails (then init_failed + why)
   void run_async_init();
+  void release_init(result<void> gate);
   detail::process_extras& extras();
 
   detail::node_impl* node_ = nullptr;
