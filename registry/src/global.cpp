@@ -74,6 +74,8 @@ class global_impl final : public registry_detail::replica_core {
     node_atom arbiter;
     std::set<std::uint32_t> excluded;  // arbiters that went away during this claim
     std::function<void(result<void>)> done;
+    // Armed again by each retry, cancelled by whoever completes: from different threads.
+    std::mutex timer_mu;
     std::unique_ptr<asio::steady_timer> timer;
   };
 
@@ -443,6 +445,7 @@ class global_impl final : public registry_detail::replica_core {
     if (!c->timer) return;
     std::weak_ptr<global_impl> weak = std::static_pointer_cast<global_impl>(shared_from_this());
     // The expiry stays the one set at the start: retries do not extend it.
+    std::lock_guard lock(c->timer_mu);
     c->timer->async_wait([weak, seq = c->seq](const std::error_code& ec) {
       if (ec) return;
       auto self = weak.lock();
@@ -462,7 +465,10 @@ class global_impl final : public registry_detail::replica_core {
   }
 
   void finish(const std::shared_ptr<claim>& c, result<void> r) {
-    if (c->timer) c->timer->cancel();
+    if (c->timer) {
+      std::lock_guard lock(c->timer_mu);
+      c->timer->cancel();
+    }
     auto done = std::move(c->done);
     if (done) done(std::move(r));
   }

@@ -408,7 +408,10 @@ struct exits : std::enable_shared_from_this<exits> {
 
 // Both sides of a split register one name; once healed, `expect_winner` keeps it everywhere
 // and the other is told.
-void split_and_heal(split_pair& s, bool later_wins, const std::string& loser_reason) {
+// reset: the connections are also closed during the split, so the healed side learns the
+// other's names from the snapshots of the new connections rather than from queued adds.
+void split_and_heal(split_pair& s, bool later_wins, const std::string& loser_reason,
+                    bool reset = false) {
   ASSERT_TRUE(converged({s.x.get(), s.y.get()}, 2));
   ASSERT_TRUE(registries_ready({s.x.get(), s.y.get()}));
   s.cut();
@@ -452,6 +455,11 @@ void split_and_heal(split_pair& s, bool later_wins, const std::string& loser_rea
 TEST(global_split, HealingKeepsTheEarlierRegistration) {
   split_pair s({});
   split_and_heal(s, false, "name_conflict");
+}
+
+TEST(global_split, HealingOverNewConnectionsUsesTheSnapshots) {
+  split_pair s({});
+  split_and_heal(s, false, "name_conflict", true);
 }
 
 TEST(global_split, CustomResolverAndConflictHandler) {
