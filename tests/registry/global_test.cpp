@@ -415,6 +415,10 @@ void split_and_heal(split_pair& s, bool later_wins, const std::string& loser_rea
   ASSERT_TRUE(converged({s.x.get(), s.y.get()}, 2));
   ASSERT_TRUE(registries_ready({s.x.get(), s.y.get()}));
   s.cut();
+  if (reset) {
+    s.to_y->reset_connections();
+    s.to_x->reset_connections();
+  }
   ASSERT_TRUE(
       eventually([&] { return s.x->log->count(node_event_kind::node_unreachable, s.y->id) >= 1; }));
   ASSERT_TRUE(
