@@ -1,0 +1,712 @@
+#include "otpp/registry/global.hpp"
+
+#include <algorithm>
+#include <future>
+#include <shared_mutex>
+#include <unordered_map>
+#include <unordered_set>
+
+#include <asio/steady_timer.hpp>
+
+#include "otpp/log.hpp"
+#include "replica.hpp"
+
+namespace otpp {
+namespace {
+
+using registry_detail::field;
+using registry_detail::is_local;
+using registry_detail::key_field;
+using registry_detail::make_frame;
+using registry_detail::max_key_length;
+using registry_detail::pid_less;
+
+// Frames of channel global (kind 0 is the replicas' hello):
+enum : std::uint64_t {
+  claim_kind = 1,       // home -> arbiter: [1, seq, name, pid, stamp]
+  grant_kind = 2,       // arbiter -> home: [2, seq, name, pid]
+  refuse_kind = 3,      // arbiter -> home: [3, seq, holder text]
+  add_kind = 4,         // home -> all: [4, name, pid, seq, stamp]
+  remove_kind = 5,      // home -> all: [5, name, pid, seq]
+  snapshot_kind = 6,    // home -> peer: [6, [[name, pid, seq, stamp], ...]]
+  unregister_kind = 7,  // any -> home: [7, name, pid, seq]
+};
+
+// One holder of a name. (holder, seq) identifies a registration: seq is unique per home
+// incarnation, so a late message about an earlier registration of the same pid does nothing.
+struct candidate {
+  pid holder;
+  std::uint64_t seq = 0;
+  std::int64_t stamp = 0;
+};
+
+// The pid's wire form is its node id: a pid of the sender's own incarnation only.
+pid holder_field(const msgpack::object_array& a, std::uint32_t i, const cluster::peer& from) {
+  auto p = field(a, i).as<pid>();
+  if (!registry_detail::homed_at(p, from) || !p.valid()) {
+    throw std::invalid_argument("a pid not of the sender's incarnation");
+  }
+  return p;
+}
+
+std::uint64_t rendezvous_score(std::string_view name, std::string_view node) {
+  // FNV-1a then a mixer: the same in every OS process (std::hash is not guaranteed to be).
+  std::uint64_t h = 0xcbf29ce484222325ull;
+  auto eat = [&h](std::string_view s) {
+    for (unsigned char c : s) h = (h ^ c) * 0x100000001b3ull;
+  };
+  eat(name);
+  h = (h ^ 0xff) * 0x100000001b3ull;
+  eat(node);
+  h ^= h >> 33;
+  h *= 0xff51afd7ed558ccdull;
+  h ^= h >> 33;
+  return h;
+}
+
+class global_impl final : public registry_detail::replica_core {
+ public:
+  struct claim {
+    std::string name;
+    pid holder;
+    std::int64_t stamp = 0;
+    std::uint64_t seq = 0;
+    node_atom arbiter;
+    std::set<std::uint32_t> excluded;  // arbiters that went away during this claim
+    std::function<void(result<void>)> done;
+    // Armed again by each retry, cancelled by whoever completes: from different threads.
+    std::mutex timer_mu;
+    std::unique_ptr<asio::steady_timer> timer;
+  };
+
+  global_impl(node& n, global_options o)
+      : replica_core(n, cluster::channels::global, "global"), options_(std::move(o)) {
+    if (!options_.resolve) {
+      options_.resolve = [](const global_candidate& a, const global_candidate& b) {
+        if (a.stamp != b.stamp) return a.stamp < b.stamp;
+        return pid_less(a.holder, b.holder);
+      };
+    }
+    if (!options_.on_conflict) {
+      options_.on_conflict = [](node& n, const global_candidate& loser, const global_candidate&) {
+        n.exit(loser.holder, exit_reason("name_conflict"));
+      };
+    }
+  }
+
+  // ---- API
+  void register_name(std::string name, const pid& p, std::chrono::milliseconds timeout,
+                     std::function<void(result<void>)> done) {
+    if (name.empty() || name.size() > max_key_length) {
+      return done(failure(errc::invalid_argument, "a global name has 1 to 1024 bytes"));
+    }
+    if (!is_local(node_, p)) {
+      return done(failure(errc::invalid_argument,
+                          p.to_string() + " is not a process of this node: register it there"));
+    }
+    if (stopping_.load()) return done(failure(errc::node_stopped, node_.name()));
+    if (!node_.alive(p)) return done(failure(errc::noproc, p.to_string()));
+    ensure_attached();
+    node_.watch_exit(p, true);
+    {
+      std::shared_lock lock(mu_);
+      if (auto w = winner_locked(name)) {
+        return done(failure(errc::already_registered, w->holder.to_string()));
+      }
+    }
+    auto c = std::make_shared<claim>();
+    c->name = std::move(name);
+    c->holder = p;
+    c->stamp = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                   std::chrono::system_clock::now().time_since_epoch())
+                   .count();
+    c->done = std::move(done);
+    if (timeout.count() >= 0) {
+      c->timer = std::make_unique<asio::steady_timer>(node_.context(), timeout);
+    }
+    try_claim(std::move(c));
+  }
+
+  result<void> unregister_name(const std::string& name) {
+    ensure_attached();
+    std::unique_lock lock(mu_);
+    auto w = winner_locked(name);
+    if (!w) return failure(errc::not_found, name);
+    auto holder = *w;
+    if (is_local(node_, holder.holder)) {
+      remove_locked(name, holder.holder, holder.seq);
+      broadcast(make_frame(remove_kind, name, holder.holder, holder.seq));
+      return {};
+    }
+    lock.unlock();
+    return send_to(holder.holder.node(), holder.holder.creation(),
+                   make_frame(unregister_kind, name, holder.holder, holder.seq));
+  }
+
+  result<pid> whereis(const std::string& name) {
+    ensure_attached();
+    std::shared_lock lock(mu_);
+    if (auto w = winner_locked(name)) return w->holder;
+    return failure(errc::noproc, name);
+  }
+
+  std::vector<std::string> names() {
+    ensure_attached();
+    std::shared_lock lock(mu_);
+    std::vector<std::string> out;
+    out.reserve(names_.size());
+    for (const auto& [name, cs] : names_) out.push_back(name);
+    return out;
+  }
+
+  global_registry_stats stats() {
+    global_registry_stats s;
+    {
+      std::shared_lock lock(mu_);
+      s.names = names_.size();
+      s.candidates = candidates_;
+      for (const auto& [p, regs] : homed_) s.homed += regs.size();
+    }
+    {
+      std::lock_guard lock(claims_mu_);
+      s.pending = claims_.size();
+    }
+    s.conflicts = conflicts_.load();
+    s.bad_frames = bad_frames();
+    s.peers = arbiters().size();
+    return s;
+  }
+
+  const global_options& options() const { return options_; }
+
+  // The node stops: waiting registrations end now.
+  void stop() {
+    stopping_.store(true);
+    std::vector<std::shared_ptr<claim>> all;
+    {
+      std::lock_guard lock(claims_mu_);
+      for (auto& [seq, c] : claims_) all.push_back(c);
+      claims_.clear();
+    }
+    for (auto& c : all) finish(c, failure(errc::node_stopped, node_.name()));
+  }
+
+  // A local process ended: its registrations go, everywhere.
+  void process_exited(const pid& p) {
+    std::unique_lock lock(mu_);
+    auto it = homed_.find(p);
+    if (it == homed_.end()) return;
+    auto regs = it->second;
+    for (const auto& [name, seq] : regs) {
+      remove_locked(name, p, seq);
+      broadcast(make_frame(remove_kind, name, p, seq));
+    }
+  }
+
+ protected:
+  void send_snapshot(const cluster::peer& to) override {
+    std::shared_lock lock(mu_);
+    msgpack::sbuffer b;
+    msgpack::packer<msgpack::sbuffer> pk(b);
+    pk.pack_array(2);
+    pk.pack(std::uint64_t{snapshot_kind});
+    std::size_t count = 0;
+    for (const auto& [p, regs] : homed_) count += regs.size();
+    pk.pack_array(static_cast<std::uint32_t>(count));
+    for (const auto& [p, regs] : homed_) {
+      for (const auto& [name, seq] : regs) {
+        pk.pack_array(4);
+        pk.pack(name);
+        pk.pack(p);
+        pk.pack(seq);
+        pk.pack(stamp_locked(name, p, seq));
+      }
+    }
+    (void)send_to(to.atom, to.creation, b);
+  }
+
+  void handle(const cluster::peer& from, std::uint64_t kind,
+              const msgpack::object_array& f) override {
+    switch (kind) {
+      case claim_kind:
+        return on_claim(from, field(f, 1).as<std::uint64_t>(), key_field(f, 2),
+                        holder_field(f, 3, from), field(f, 4).as<std::int64_t>());
+      case grant_kind:
+        return on_answer(from, field(f, 1).as<std::uint64_t>(), std::nullopt, key_field(f, 2),
+                         field(f, 3).as<pid>());
+      case refuse_kind:
+        return on_answer(from, field(f, 1).as<std::uint64_t>(), field(f, 2).as<std::string>(), {},
+                         {});
+      case add_kind: {
+        auto name = key_field(f, 1);
+        candidate c{holder_field(f, 2, from), field(f, 3).as<std::uint64_t>(),
+                    field(f, 4).as<std::int64_t>()};
+        std::vector<conflict> lost;
+        {
+          std::unique_lock lock(mu_);
+          insert_locked(name, c);
+          resolve_locked(name, lost);
+        }
+        return tell_losers(lost);
+      }
+      case remove_kind: {
+        auto name = key_field(f, 1);
+        auto p = holder_field(f, 2, from);
+        auto seq = field(f, 3).as<std::uint64_t>();
+        std::unique_lock lock(mu_);
+        remove_locked(name, p, seq);
+        return;
+      }
+      case snapshot_kind:
+        return on_snapshot(from, field(f, 1));
+      case unregister_kind: {
+        auto name = key_field(f, 1);
+        auto p = field(f, 2).as<pid>();
+        auto seq = field(f, 3).as<std::uint64_t>();
+        std::unique_lock lock(mu_);
+        if (!is_local(node_, p) || !has_locked(name, p, seq)) return;
+        remove_locked(name, p, seq);
+        broadcast(make_frame(remove_kind, name, p, seq));
+        return;
+      }
+      default:
+        throw std::invalid_argument("unknown frame kind " + std::to_string(kind));
+    }
+  }
+
+  void peer_down(const cluster::peer& p) override { fail_over(p.atom); }
+
+  void node_event(const cluster::node_event& e) override {
+    using cluster::node_event_kind;
+    if (e.kind == node_event_kind::node_unreachable) {
+      fail_over(node_atom::find(e.node));
+    } else if (e.kind == node_event_kind::node_down) {
+      auto atom = node_atom::find(e.node);
+      {
+        std::unique_lock lock(mu_);
+        drop_locked([&](const pid& p) { return p.node() == atom && p.creation() == e.creation; });
+      }
+      fail_over(atom);
+    }
+  }
+
+ private:
+  struct conflict {
+    global_candidate loser, winner;
+  };
+
+  // ---- the replica (mu_ held)
+  std::optional<candidate> winner_locked(const std::string& name) const {
+    auto it = names_.find(name);
+    if (it == names_.end() || it->second.empty()) return std::nullopt;
+    const auto& cs = it->second;
+    if (cs.size() == 1) return cs.front();
+    return cs[winner_index(name, cs)];
+  }
+  // The resolver folded over the candidates in one canonical order: the same winner on every
+  // node that holds the same candidates, whatever order they arrived in.
+  std::size_t winner_index(const std::string& name, const std::vector<candidate>& cs) const {
+    std::vector<std::size_t> order(cs.size());
+    for (std::size_t i = 0; i < cs.size(); ++i) order[i] = i;
+    std::sort(order.begin(), order.end(), [&](std::size_t a, std::size_t b) {
+      if (cs[a].stamp != cs[b].stamp) return cs[a].stamp < cs[b].stamp;
+      if (cs[a].holder != cs[b].holder) return pid_less(cs[a].holder, cs[b].holder);
+      return cs[a].seq < cs[b].seq;
+    });
+    std::size_t w = order[0];
+    for (std::size_t k = 1; k < order.size(); ++k) {
+      auto i = order[k];
+      if (options_.resolve(as_public(name, cs[i]), as_public(name, cs[w]))) w = i;
+    }
+    return w;
+  }
+  static global_candidate as_public(const std::string& name, const candidate& c) {
+    return {name, c.holder, c.stamp};
+  }
+  bool has_locked(const std::string& name, const pid& p, std::uint64_t seq) const {
+    auto it = names_.find(name);
+    if (it == names_.end()) return false;
+    return std::any_of(it->second.begin(), it->second.end(),
+                       [&](const candidate& c) { return c.holder == p && c.seq == seq; });
+  }
+  std::int64_t stamp_locked(const std::string& name, const pid& p, std::uint64_t seq) const {
+    auto it = names_.find(name);
+    if (it != names_.end()) {
+      for (const auto& c : it->second) {
+        if (c.holder == p && c.seq == seq) return c.stamp;
+      }
+    }
+    return 0;
+  }
+  void insert_locked(const std::string& name, const candidate& c) {
+    auto& cs = names_[name];
+    for (const auto& x : cs) {
+      if (x.holder == c.holder && x.seq == c.seq) return;
+    }
+    cs.push_back(c);
+    ++candidates_;
+    if (is_local(node_, c.holder)) homed_[c.holder].emplace_back(name, c.seq);
+  }
+  void remove_locked(const std::string& name, const pid& p, std::uint64_t seq) {
+    auto it = names_.find(name);
+    if (it != names_.end()) {
+      auto& cs = it->second;
+      auto before = cs.size();
+      std::erase_if(cs, [&](const candidate& c) { return c.holder == p && c.seq == seq; });
+      candidates_ -= before - cs.size();
+      if (cs.empty()) names_.erase(it);
+    }
+    if (is_local(node_, p)) {
+      auto h = homed_.find(p);
+      if (h != homed_.end()) {
+        std::erase_if(h->second, [&](const auto& r) { return r.first == name && r.second == seq; });
+        if (h->second.empty()) homed_.erase(h);
+      }
+    }
+  }
+  template <class Pred>
+  void drop_locked(Pred pred) {
+    for (auto it = names_.begin(); it != names_.end();) {
+      auto& cs = it->second;
+      auto before = cs.size();
+      std::erase_if(cs, [&](const candidate& c) { return pred(c.holder); });
+      candidates_ -= before - cs.size();
+      it = cs.empty() ? names_.erase(it) : std::next(it);
+    }
+  }
+  // Local holders of `name` that lose to another holder give the name up: removed here and
+  // everywhere; their processes are told once the lock is released (tell_losers).
+  void resolve_locked(const std::string& name, std::vector<conflict>& lost) {
+    auto it = names_.find(name);
+    if (it == names_.end() || it->second.size() < 2) return;
+    auto cs = it->second;
+    auto w = cs[winner_index(name, cs)];
+    for (const auto& c : cs) {
+      if (c.holder == w.holder && c.seq == w.seq) continue;
+      if (!is_local(node_, c.holder)) continue;  // its home decides
+      remove_locked(name, c.holder, c.seq);
+      broadcast(make_frame(remove_kind, name, c.holder, c.seq));
+      lost.push_back({as_public(name, c), as_public(name, w)});
+    }
+  }
+  void tell_losers(const std::vector<conflict>& lost) {
+    for (const auto& c : lost) {
+      conflicts_.fetch_add(1);
+      log(log_level::warning, "global", node_.name(), ": '", c.loser.name, "' held by ",
+          c.loser.holder.to_string(), " lost to ", c.winner.holder.to_string());
+      try {
+        options_.on_conflict(node_, c.loser, c.winner);
+      } catch (const std::exception& e) {
+        log(log_level::error, "global", node_.name(), ": on_conflict threw: ", e.what());
+      }
+    }
+  }
+
+  // ---- registration
+  // Asks the arbiter of the name (rendezvous hash over this node and the arbiter peers).
+  void try_claim(std::shared_ptr<claim> c) {
+    for (;;) {
+      auto peers = arbiters();
+      std::string_view best_id = node_.name();
+      node_atom best = node_.atom();
+      std::uint32_t best_creation = node_.creation();
+      auto best_score = rendezvous_score(c->name, best_id);
+      for (const auto& p : peers) {
+        if (c->excluded.contains(p.atom.index())) continue;
+        auto s = rendezvous_score(c->name, p.id());
+        if (s > best_score || (s == best_score && p.id() < best_id)) {
+          best_score = s;
+          best_id = p.id();
+          best = p.atom;
+          best_creation = p.creation;
+        }
+      }
+      if (best == node_.atom()) return decide_here(std::move(c));
+      c->seq = next_seq_.fetch_add(1);
+      c->arbiter = best;
+      {
+        std::lock_guard lock(claims_mu_);
+        if (stopping_.load()) break;
+        claims_[c->seq] = c;
+      }
+      arm_timer(c);
+      auto sent = send_to(best, best_creation,
+                          make_frame(claim_kind, c->seq, c->name, c->holder, c->stamp));
+      if (sent) return;
+      // Not connected after all: another arbiter.
+      std::lock_guard lock(claims_mu_);
+      if (claims_.erase(c->seq) == 0) return;  // completed meanwhile (timeout, stop)
+      c->excluded.insert(best.index());
+    }
+    finish(c, failure(errc::node_stopped, node_.name()));
+  }
+
+  void arm_timer(const std::shared_ptr<claim>& c) {
+    if (!c->timer) return;
+    std::weak_ptr<global_impl> weak = std::static_pointer_cast<global_impl>(shared_from_this());
+    // The expiry stays the one set at the start: retries do not extend it.
+    std::lock_guard lock(c->timer_mu);
+    c->timer->async_wait([weak, seq = c->seq](const std::error_code& ec) {
+      if (ec) return;
+      auto self = weak.lock();
+      if (!self) return;
+      std::shared_ptr<claim> mine;
+      {
+        std::lock_guard lock(self->claims_mu_);
+        auto it = self->claims_.find(seq);
+        if (it == self->claims_.end()) return;
+        mine = it->second;
+        self->claims_.erase(it);
+      }
+      self->finish(mine,
+                   failure(errc::timeout, "no answer from the arbiter of '" + mine->name + "' (" +
+                                              std::string(mine->arbiter.name()) + ")"));
+    });
+  }
+
+  void finish(const std::shared_ptr<claim>& c, result<void> r) {
+    if (c->timer) {
+      std::lock_guard lock(c->timer_mu);
+      c->timer->cancel();
+    }
+    auto done = std::move(c->done);
+    if (done) done(std::move(r));
+  }
+
+  // This node arbitrates its own claim: check and insert under one lock.
+  void decide_here(std::shared_ptr<claim> c) {
+    candidate mine{c->holder, next_seq_.fetch_add(1), c->stamp};
+    {
+      std::unique_lock lock(mu_);
+      if (auto w = winner_locked(c->name)) {
+        lock.unlock();
+        return finish(c, failure(errc::already_registered, w->holder.to_string()));
+      }
+      insert_locked(c->name, mine);
+      broadcast(make_frame(add_kind, c->name, mine.holder, mine.seq, mine.stamp));
+    }
+    complete_registered(c, mine);
+  }
+
+  // The registration is in the replica and broadcast: unless the process died meanwhile
+  // (its exit listener may have run before the insert), the caller has the name.
+  void complete_registered(const std::shared_ptr<claim>& c, const candidate& mine) {
+    if (!node_.alive(c->holder)) {
+      {
+        std::unique_lock lock(mu_);
+        if (has_locked(c->name, mine.holder, mine.seq)) {
+          remove_locked(c->name, mine.holder, mine.seq);
+          broadcast(make_frame(remove_kind, c->name, mine.holder, mine.seq));
+        }
+      }
+      return finish(c, failure(errc::noproc, c->holder.to_string()));
+    }
+    finish(c, {});
+  }
+
+  // An arbiter's claim from `from` (the home of `p`).
+  void on_claim(const cluster::peer& from, std::uint64_t seq, const std::string& name, const pid& p,
+                std::int64_t stamp) {
+    std::unique_lock lock(mu_);
+    if (auto w = winner_locked(name)) {
+      (void)send_to(from.atom, from.creation, make_frame(refuse_kind, seq, w->holder.to_string()));
+      return;
+    }
+    // Recorded at once: a second claim is refused before the home's add arrives.
+    insert_locked(name, candidate{p, seq, stamp});
+    (void)send_to(from.atom, from.creation, make_frame(grant_kind, seq, name, p));
+  }
+
+  // The arbiter's answer: granted (refused empty) or refused with the holder.
+  void on_answer(const cluster::peer& from, std::uint64_t seq, std::optional<std::string> refused,
+                 const std::string& name, const pid& p) {
+    std::shared_ptr<claim> c;
+    {
+      std::lock_guard lock(claims_mu_);
+      auto it = claims_.find(seq);
+      if (it != claims_.end() && it->second->arbiter == from.atom) {
+        c = it->second;
+        claims_.erase(it);
+      }
+    }
+    if (!c) {
+      // Late (timed out, or failed over to another arbiter): the arbiter recorded a
+      // registration nobody wants; it goes.
+      if (!refused) {
+        if (!is_local(node_, p)) throw std::invalid_argument("grant for a foreign pid");
+        (void)send_to(from.atom, from.creation, make_frame(remove_kind, name, p, seq));
+      }
+      return;
+    }
+    if (refused) return finish(c, failure(errc::already_registered, *refused));
+    candidate mine{c->holder, seq, c->stamp};
+    std::vector<conflict> lost;
+    {
+      std::unique_lock lock(mu_);
+      // Another holder arrived meanwhile (a different arbiter during a view change): if it
+      // wins, this registration is withdrawn instead of taking the name from it.
+      if (auto w = winner_locked(c->name)) {
+        auto cs = names_[c->name];
+        cs.push_back(mine);
+        auto win = cs[winner_index(c->name, cs)];
+        if (!(win.holder == mine.holder && win.seq == mine.seq)) {
+          (void)send_to(from.atom, from.creation, make_frame(remove_kind, c->name, c->holder, seq));
+          lock.unlock();
+          return finish(c, failure(errc::already_registered, w->holder.to_string()));
+        }
+      }
+      insert_locked(c->name, mine);
+      broadcast(make_frame(add_kind, c->name, mine.holder, mine.seq, mine.stamp));
+      resolve_locked(c->name, lost);
+    }
+    tell_losers(lost);
+    complete_registered(c, mine);
+  }
+
+  // A peer's snapshot replaces everything held for its node.
+  void on_snapshot(const cluster::peer& from, const msgpack::object& list) {
+    if (list.type != msgpack::type::ARRAY) throw msgpack::type_error();
+    std::vector<std::pair<std::string, candidate>> entries;
+    entries.reserve(list.via.array.size);
+    for (std::uint32_t i = 0; i < list.via.array.size; ++i) {
+      const auto& e = list.via.array.ptr[i];
+      if (e.type != msgpack::type::ARRAY) throw msgpack::type_error();
+      entries.emplace_back(
+          key_field(e.via.array, 0),
+          candidate{holder_field(e.via.array, 1, from), field(e.via.array, 2).as<std::uint64_t>(),
+                    field(e.via.array, 3).as<std::int64_t>()});
+    }
+    std::vector<conflict> lost;
+    {
+      std::unique_lock lock(mu_);
+      drop_locked([&](const pid& p) { return p.node() == from.atom; });
+      for (const auto& [name, c] : entries) insert_locked(name, c);
+      for (const auto& [name, c] : entries) resolve_locked(name, lost);
+    }
+    tell_losers(lost);
+  }
+
+  // Claims waiting for `arbiter` ask another one (a fresh seq: a late answer to the old one
+  // is undone, see on_answer).
+  void fail_over(node_atom arbiter) {
+    std::vector<std::shared_ptr<claim>> moved;
+    {
+      std::lock_guard lock(claims_mu_);
+      for (auto it = claims_.begin(); it != claims_.end();) {
+        if (it->second->arbiter == arbiter) {
+          moved.push_back(it->second);
+          it = claims_.erase(it);
+        } else {
+          ++it;
+        }
+      }
+    }
+    for (auto& c : moved) {
+      log(log_level::info, "global", node_.name(), ": arbiter ", arbiter.name(), " of '", c->name,
+          "' went away: asking another");
+      c->excluded.insert(arbiter.index());
+      try_claim(std::move(c));
+    }
+  }
+
+  global_options options_;
+  mutable std::shared_mutex mu_;
+  std::unordered_map<std::string, std::vector<candidate>> names_;
+  std::size_t candidates_ = 0;
+  // Registrations of this node's processes: pid -> (name, seq).
+  std::unordered_map<pid, std::vector<std::pair<std::string, std::uint64_t>>> homed_;
+
+  std::mutex claims_mu_;
+  std::unordered_map<std::uint64_t, std::shared_ptr<claim>> claims_;
+  std::atomic<std::uint64_t> next_seq_{1};
+  std::atomic<bool> stopping_{false};
+  std::atomic<std::uint64_t> conflicts_{0};
+};
+
+// The node's global registry: a service of the node (it lives exactly as long as the node).
+class global_service final : public node_service {
+ public:
+  explicit global_service(node& n) : node_(n) {}
+  ~global_service() override {
+    if (impl_) impl_->detach();
+  }
+
+  // The registry, started with `o` (or defaults) on first use.
+  global_impl& get(const global_options* o, bool& created) {
+    created = false;
+    if (auto* i = fast_.load(std::memory_order_acquire)) return *i;
+    std::lock_guard lock(mu_);
+    if (impl_) return *impl_;
+    impl_ = std::make_shared<global_impl>(node_, o ? *o : global_options{});
+    std::weak_ptr<global_impl> weak = impl_;
+    node_.add_exit_listener([weak](const pid& p, const exit_reason&) {
+      if (auto self = weak.lock()) self->process_exited(p);
+    });
+    node_.add_stop_hook([weak] {
+      if (auto self = weak.lock()) self->stop();
+    });
+    fast_.store(impl_.get(), std::memory_order_release);
+    created = true;
+    impl_->ensure_attached();
+    return *impl_;
+  }
+
+ private:
+  node& node_;
+  std::mutex mu_;
+  std::shared_ptr<global_impl> impl_;  // the channel handlers hold it weakly
+  std::atomic<global_impl*> fast_{nullptr};
+};
+
+global_impl& registry(node& n) {
+  bool created = false;
+  return n.use_service<global_service>().get(nullptr, created);
+}
+
+}  // namespace
+
+result<void> start_global(node& n, global_options options) {
+  bool created = false;
+  n.use_service<global_service>().get(&options, created);
+  if (!created) return failure(errc::invalid_argument, "the global registry already runs");
+  return {};
+}
+
+global_registry_stats global_stats(node& n) {
+  return registry(n).stats();
+}
+
+namespace detail {
+void global_register(node& n, std::string name, const pid& p, std::chrono::milliseconds timeout,
+                     std::function<void(result<void>)> done) {
+  registry(n).register_name(std::move(name), p, timeout, std::move(done));
+}
+}  // namespace detail
+
+result<void> register_name(node& n, const global_name& name, const pid& p,
+                           std::chrono::milliseconds timeout) {
+  if (current_process()) {
+    return failure(errc::would_block, "blocking register_name inside a handler: use a token");
+  }
+  if (!n.running()) return failure(errc::not_started, n.name());
+  // Completed inline or from a frame handler or timer: never needs this thread.
+  std::promise<result<void>> promise;
+  auto future = promise.get_future();
+  detail::global_register(n, name.name, p, timeout,
+                          [&promise](result<void> r) { promise.set_value(std::move(r)); });
+  return future.get();
+}
+
+result<void> unregister_name(node& n, const global_name& name) {
+  return registry(n).unregister_name(name.name);
+}
+
+result<pid> whereis(node& n, const global_name& name) {
+  return registry(n).whereis(name.name);
+}
+
+std::vector<std::string> global_names(node& n) {
+  return registry(n).names();
+}
+
+}  // namespace otpp
