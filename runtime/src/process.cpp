@@ -118,6 +118,14 @@ void process::fetch() {
         }
         break;
       }
+      case detail::envelope_kind::link:
+      case detail::envelope_kind::unlink:
+        // Applied as they arrive, as adopt_monitor is: a trapped exit signal (handled right here)
+        // must find the link a signal queued before it set up (remote spawn adopts the link
+        // to a child whose exit may be fetched in the same batch). A sender's link, unlink
+        // and exit keep their order: all three are applied at fetch for a trapping process.
+        handle_signal(e);
+        break;
       default:
         urgent_.push(e);
         break;
