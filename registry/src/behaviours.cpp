@@ -116,9 +116,6 @@ class spawn_core : public std::enable_shared_from_this<spawn_core> {
           ": ", f.message());
       done(std::move(f));
     };
-    if (!o.global_name.empty()) {
-      return fail(failure(errc::invalid_argument, "global_name is not supported yet"));
-    }
     if ((o.link || o.monitor) && !caller) {
       return fail(failure(errc::invalid_argument, o.link ? "link needs a calling process"
                                                          : "monitor needs a calling "
@@ -168,14 +165,15 @@ class spawn_core : public std::enable_shared_from_this<spawn_core> {
       }
     }
     if (stopped) return fail(failure(errc::node_stopped, node_.name()));
-    if (p->local) return start_local(p, *args, o.local_name);
+    if (p->local) return start_local(p, *args, o.local_name, o.global_name);
     spawn_wire::request req{.id = p->id,
                             .caller_serial = caller ? caller.serial() : 0,
                             .behaviour = behaviour,
                             .args = {},
                             .link = o.link,
                             .monitor_ref = p->ref.id,
-                            .local_name = o.local_name};
+                            .local_name = o.local_name,
+                            .global_name = o.global_name};
     auto frame = spawn_wire::encode(req, {args->data(), args->size()});
     auto sent =
         c->send_channel(p->peer, p->creation, cluster::channels::spawn,
@@ -186,7 +184,7 @@ class spawn_core : public std::enable_shared_from_this<spawn_core> {
   // A spawn on this node itself: the same lookup and hooks, with local signals for the link
   // and the monitor.
   void start_local(const pending_ptr& p, const msgpack::sbuffer& args,
-                   const std::string& local_name) {
+                   const std::string& local_name, const std::string& global_name) {
     auto b = find(p->behaviour);
     if (!b) return finish(p->id, failure(errc::unknown_behaviour, "'" + p->behaviour + "'"));
     if (!allowed(*b, node_.name())) {
@@ -212,6 +210,7 @@ class spawn_core : public std::enable_shared_from_this<spawn_core> {
       if (p->link) deliver_signal(node_, detail::envelope_kind::link, p->caller, child);
       return {};
     };
+    gate_on_global_name(so, global_name);
     std::weak_ptr<spawn_core> weak = shared_from_this();
     so.after_init = [weak, id = p->id](const pid& child, const result<void>& r) {
       if (auto self = weak.lock()) self->on_outcome(id, child, r);
@@ -227,7 +226,7 @@ class spawn_core : public std::enable_shared_from_this<spawn_core> {
       if (r) orphan(child, "its spawn already timed out or the node is stopping");
       return;
     }
-    if (!r) return complete(p, failure(errc::init_failed, r.reason()));
+    if (!r) return complete(p, r.fail());
     if (p->link && !deliver_signal(node_, detail::envelope_kind::link, child, p->caller)) {
       // The caller died meanwhile: the link it asked for carries its exit to the child.
       deliver_signal(node_, detail::envelope_kind::exit_signal, p->caller, child,
@@ -357,6 +356,7 @@ class spawn_core : public std::enable_shared_from_this<spawn_core> {
       }
       return {};
     };
+    gate_on_global_name(so, req.global_name);
     std::weak_ptr<spawn_core> weak = shared_from_this();
     so.after_init = [weak, from, id = req.id](const pid& child, const result<void>& r) {
       auto self = weak.lock();
@@ -368,13 +368,27 @@ class spawn_core : public std::enable_shared_from_this<spawn_core> {
       auto sent = self->send_reply(
           from,
           spawn_wire::reply{.id = id,
-                            .code = r ? spawn_wire::status::ok : spawn_wire::status::init_failed,
+                            .code = r ? spawn_wire::status::ok : spawn_wire::to_status(r.error()),
                             .child_serial = r ? child.serial() : 0,
                             .reason = r ? std::string{} : r.reason()});
       if (!sent && r) self->orphan(child, "its caller's node cannot be told of it");
     };
     auto started = b->start(node_, req.args, so);
     if (!started) refuse(started.fail());
+  }
+
+  // A global name is claimed before init runs (Erlang's gen_server:start({global, Name})): the
+  // child waits, taking no message, until the registry answers; a refusal (the name is taken,
+  // its arbiter did not answer) ends it without init, and that is the spawn's answer.
+  void gate_on_global_name(spawn_options& so, const std::string& name) {
+    if (name.empty()) return;
+    std::weak_ptr<spawn_core> weak = shared_from_this();
+    so.init_gate = [weak, name](const pid& child, std::function<void(result<void>)> release) {
+      auto self = weak.lock();
+      if (!self) return release(failure(errc::node_stopped, "the node is stopping"));
+      detail::global_register(self->node_, name, child, default_call_timeout,
+                              [release = std::move(release)](result<void> r) { release(r); });
+    };
   }
 
   // ---- stop

@@ -61,6 +61,7 @@ result<decoded> decode(std::span<const std::uint8_t> bytes, decode_error& error)
       d.req.link = at(root, 6).as<bool>();
       d.req.monitor_ref = at(root, 7).as<std::uint64_t>();
       d.req.local_name = text(at(root, 8));
+      if (n > 9) d.req.global_name = text(at(root, 9));
     } else if (o == static_cast<std::uint32_t>(op::reply)) {
       // A reply is never answered: a bad one is only logged.
       error.id_known = false;
@@ -83,7 +84,7 @@ result<decoded> decode(std::span<const std::uint8_t> bytes, decode_error& error)
 msgpack::sbuffer encode(const request& r, std::span<const char> packed_args) {
   msgpack::sbuffer b;
   msgpack::packer<msgpack::sbuffer> pk(b);
-  pk.pack_array(9);
+  pk.pack_array(10);
   pk.pack(version);
   pk.pack(static_cast<std::uint8_t>(op::request));
   pk.pack(r.id);
@@ -93,6 +94,7 @@ msgpack::sbuffer encode(const request& r, std::span<const char> packed_args) {
   pk.pack(r.link);
   pk.pack(r.monitor_ref);
   pk.pack(r.local_name);
+  pk.pack(r.global_name);
   return b;
 }
 
@@ -134,6 +136,8 @@ status to_status(const std::error_code& e) {
       return status::invalid_argument;
     case errc::version_mismatch:
       return status::unsupported_version;
+    case errc::timeout:
+      return status::timeout;
     default:
       return status::other;
   }
@@ -163,6 +167,8 @@ failure to_failure(status s, std::string reason) {
       return failure(errc::invalid_argument, std::move(reason));
     case status::unsupported_version:
       return failure(errc::version_mismatch, std::move(reason));
+    case status::timeout:
+      return failure(errc::timeout, std::move(reason));
     case status::other:
       break;
   }

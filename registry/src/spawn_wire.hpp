@@ -35,7 +35,8 @@ enum class status : std::uint8_t {
   nodedown = 8,
   invalid_argument = 9,
   unsupported_version = 10,
-  other = 255,  // an error this version cannot name: the reason text carries it
+  timeout = 11,  // the global name's claim was not answered in time
+  other = 255,   // an error this version cannot name: the reason text carries it
 };
 
 struct request {
@@ -46,6 +47,7 @@ struct request {
   bool link = false;
   std::uint64_t monitor_ref = 0;
   std::string local_name;
+  std::string global_name;  // field 10 (absent from older senders: none)
 };
 
 struct reply {

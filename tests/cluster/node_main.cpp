@@ -12,10 +12,19 @@
 //   reply <text> <elapsed ms> | error <errc> <elapsed ms>      for call / stall / count
 //   count <n> | cast ok | cast error <errc> |
 //   stats <connections> <connect attempts> <rejected> <pending remote calls>
+//   spawned <id> <creation> <serial> | spawn error <errc> <elapsed ms>
+//   gregister ok | gregister error <errc> | gwhereis <id> <creation> <serial> | gwhereis none
+//   pjoined | pmembers <n> [<id>:<serial>...] | monitoring <serial> | down <serial> <reason>
+//   worker_exit <reason>                                   when this node's worker ends
 // Commands (stdin, one per line):
 //   members | stats | call <id> <creation> <serial> <text> [timeout ms]
 //   stall <id> <creation> <serial> <timeout ms>    (the callee holds the reply: never answers)
 //   cast <id> <creation> <serial> <n> | count <id> <creation> <serial> | leave | quit
+//   spawn <node id> <behaviour> [init ms] [global name]  (behaviours: test_node.worker, with
+//                                  an init that sleeps <init ms>; test_node.unknown is not one)
+//   gregister <name> (this node's worker) | gwhereis <name>
+//   pjoin <group> (this node's worker) | pmembers <group>
+//   monitor <id> <creation> <serial>    (a watcher process of this node monitors that pid)
 // Exit codes: 0 after quit or stdin EOF (graceful stop), 3 when this node learns it was downed
 // (restart it: a new incarnation), 2 bad arguments or join failure, 4 a stop that hung.
 #include <poll.h>

@@ -7,6 +7,7 @@
 #include "cluster/cluster_support.hpp"
 #include "otpp/registry.hpp"
 #include "otpp/registry/behaviours.hpp"
+#include "otpp/registry/join_cluster.hpp"
 #include "runtime/test_support.hpp"
 
 namespace {
@@ -296,11 +297,7 @@ TEST_F(spawn_cluster, ErrorsAreDistinctWithTheirReasons) {
   // The allowed node may.
   auto ok = spawn_sync(*c->node, b->id, "restricted", otpp::remote_spawn_options{});
   EXPECT_TRUE(ok) << ok.fail().message();
-  // Reserved and refused options.
-  otpp::remote_spawn_options global;
-  global.global_name = "g";
-  EXPECT_EQ(spawn_sync(*a->node, b->id, "plain", global).error(),
-            make_error_code(errc::invalid_argument));
+  // Refused options.
   otpp::remote_spawn_options link;
   link.link = true;  // from a plain thread: no caller process
   EXPECT_EQ(spawn_sync(*a->node, b->id, "plain", link).error(),
@@ -482,6 +479,80 @@ TEST_F(spawn_cluster, HiddenNodeSpawns) {
   auto r = call_sync(*h->node, s->child, echo{"x"}, 10s);
   ASSERT_TRUE(r);
   EXPECT_EQ(*r, "tool:x");
+}
+
+// Counts its inits: a start that loses its global name must never run one.
+std::atomic<int> counted_inits{0};
+class counted : public otpp::gen_server<counted> {
+ public:
+  otpp::result<void> init() {
+    ++counted_inits;
+    return {};
+  }
+  static void define_handlers(otpp::handlers<counted>& h) {
+    h.call<echo>([](counted&, echo e) { return "counted:" + e.text; });
+  }
+};
+
+TEST(spawn_global_name, TheNameIsTakenBeforeInitAndGoesWithTheChild) {
+  counted_inits = 0;
+  auto pa = free_port(), pb = free_port(), pc = free_port();
+  std::vector<std::unique_ptr<test_node>> nodes;
+  for (auto [name, port, seed] :
+       {std::tuple{"a", pa, std::uint16_t{0}}, {"b", pb, pa}, {"c", pc, pa}}) {
+    auto t = std::make_unique<test_node>();
+    t->id = node_name(name, port);
+    t->node = std::make_unique<otpp::node>(otpp::node_options{.name = t->id, .threads = 2});
+    t->node->start();
+    ASSERT_TRUE(otpp::register_behaviour<counted>(*t->node, "counted"));
+    auto c = otpp::join_cluster(
+        *t->node, fast_options(seed ? std::vector<std::string>{"127.0.0.1:" + std::to_string(seed)}
+                                    : std::vector<std::string>{}));
+    ASSERT_TRUE(c) << c.fail().message();
+    t->cluster = *c;
+    nodes.push_back(std::move(t));
+  }
+  auto& a = *nodes[0];
+  auto& b = *nodes[1];
+  auto& c = *nodes[2];
+  ASSERT_TRUE(converged({&a, &b, &c}, 3));
+  ASSERT_TRUE(eventually([&] {
+    for (auto& t : nodes) {
+      if (otpp::global_stats(*t->node).peers != 2) return false;
+    }
+    return true;
+  }));
+  otpp::remote_spawn_options o;
+  o.global_name = "the_db";
+  auto first = spawn_sync(*a.node, b.id, "counted", o);
+  ASSERT_TRUE(first) << first.fail().message();
+  EXPECT_EQ(counted_inits.load(), 1);
+  // Visible from every node; reachable by name.
+  for (auto& t : nodes) {
+    EXPECT_TRUE(eventually([&] {
+      auto w = otpp::whereis(*t->node, otpp::global("the_db"));
+      return w && *w == first->child;
+    })) << t->id;
+  }
+  auto r = otpp::call(*c.node, otpp::global("the_db"), echo{"x"}, 10s, asio::use_future).get();
+  ASSERT_TRUE(r) << r.fail().message();
+  EXPECT_EQ(*r, "counted:x");
+  // A second start under the same name, on another node or locally, never runs init.
+  auto second = spawn_sync(*a.node, c.id, "counted", o);
+  EXPECT_EQ(second.error(), make_error_code(errc::already_registered)) << second.fail().message();
+  auto third = spawn_sync(*a.node, a.id, "counted", o);
+  EXPECT_EQ(third.error(), make_error_code(errc::already_registered)) << third.fail().message();
+  EXPECT_EQ(counted_inits.load(), 1);
+  // The name goes with the child, everywhere, and can be taken again (here locally).
+  b.node->exit(first->child, otpp::exit_reason::kill());
+  for (auto& t : nodes) {
+    EXPECT_TRUE(eventually([&] { return !otpp::whereis(*t->node, otpp::global("the_db")); }))
+        << t->id;
+  }
+  auto again = spawn_sync(*a.node, a.id, "counted", o);
+  ASSERT_TRUE(again) << again.fail().message();
+  EXPECT_EQ(again->child.node(), a.node->atom());
+  EXPECT_EQ(counted_inits.load(), 2);
 }
 
 }  // namespace

@@ -23,6 +23,7 @@
 
 #include "otpp/call.hpp"
 #include "otpp/node.hpp"
+#include "otpp/registry/global.hpp"
 #include "otpp/result.hpp"
 
 namespace otpp {
@@ -45,7 +46,10 @@ struct remote_spawn_options {
   // Registers the child under this local name on its node, atomically (as spawn_named: init
   // never runs if the name is taken, and the spawn answers already_registered).
   std::string local_name;
-  // Reserved for the global registry: must stay empty for now (invalid_argument).
+  // Registers the child under this global name before its init runs (Erlang's
+  // gen_server:start({global, Name})): the child takes no message until the name is its own; a
+  // name already held answers already_registered (the holder as reason) and init never runs.
+  // The name goes with the child's exit, everywhere.
   std::string global_name;
   // Bounds the whole spawn, init included. A success that arrives later kills the child it
   // names (nothing runs that nobody knows of).
@@ -125,12 +129,12 @@ result<void> serve_remote_spawn(node& n);
 //   unknown_behaviour   no behaviour of that name on the target
 //   bad_message         the arguments do not decode into the behaviour's Args
 //   init_failed         init refused (its reason in reason())
-//   already_registered  options.local_name is taken there
+//   already_registered  options.local_name (or global_name) is taken
 //   not_authorised      this node is not in the behaviour's allowed_nodes
 //   nodedown            no connection to the target, or it was lost with the spawn pending
 //   timeout             no answer within options.timeout (a late success kills the child)
 //   node_stopped        this node (or the target) is stopping
-//   invalid_argument    link without a calling process, a global_name
+//   invalid_argument    link or monitor without a calling process
 //   would_block         use_future from a process thread (use use_awaitable or a callback)
 namespace detail {
 template <class Token>
