@@ -3,7 +3,7 @@
 //   otpp_test_node --name a@127.0.0.1:4370 [--seeds s1,s2] [--secret S] [--listen-port P]
 //                  [--address id=host:port]... [--hidden] [--gossip-ms N] [--heartbeat-ms N]
 //                  [--unreachable-after-ms N] [--stable-after-ms N] [--retry-max-ms N]
-//                  [--creation N]
+//                  [--creation N] [--downing keep_majority|down_on_silence|off]
 //
 // Prints one line per fact on stdout (flushed at once; fields separated by spaces):
 //   ready <node id> <creation> <worker serial>
@@ -43,6 +43,7 @@
 #include <vector>
 
 #include "otpp/cluster/cluster.hpp"
+#include "otpp/registry/join_cluster.hpp"
 #include "otpp/router.hpp"
 #include "otpp/runtime.hpp"
 
@@ -91,6 +92,48 @@ class worker : public otpp::gen_server<worker> {
 
 std::mutex out_mu;
 std::atomic<bool> downed{false};  // set by the event subscriber (a node thread)
+
+template <class... Args>
+void say(Args&&... args);
+
+// What a spawn by behaviour name passes: how long the child's init takes.
+struct spawn_args {
+  std::uint32_t init_ms = 0;
+  MSGPACK_DEFINE_MAP(init_ms)
+};
+class spawned_worker : public otpp::gen_server<spawned_worker> {
+ public:
+  explicit spawned_worker(spawn_args a) : init_ms_(a.init_ms) {}
+  otpp::result<void> init() {
+    // Blocks a node thread on purpose: a start that is slow to come up (killed mid-spawn).
+    if (init_ms_) std::this_thread::sleep_for(std::chrono::milliseconds(init_ms_));
+    return {};
+  }
+  static void define_handlers(otpp::handlers<spawned_worker>& h) {
+    h.call<echo>([](spawned_worker&, echo e) { return "spawned:" + e.text; });
+  }
+
+ private:
+  std::uint32_t init_ms_;
+};
+
+struct watch_pid {
+  static constexpr std::string_view tag = "test_node.watch_pid";
+  otpp::pid target;
+  MSGPACK_DEFINE_MAP(target)
+};
+// Monitors what it is told to and prints each down.
+class watcher : public otpp::gen_server<watcher> {
+ public:
+  static void define_handlers(otpp::handlers<watcher>& h) {
+    h.info<watch_pid>([](watcher& self, watch_pid w) {
+      self.monitor(w.target);
+      say("monitoring ", w.target.serial());
+    });
+    h.info<otpp::down>(
+        [](watcher&, otpp::down d) { say("down ", d.who.serial(), " ", d.reason.text()); });
+  }
+};
 
 template <class... Args>
 void say(Args&&... args) {
@@ -190,6 +233,15 @@ int main(int argc, char** argv) {
         o.unreachable_after = ms();
       } else if (a == "--stable-after-ms") {
         o.downing.stable_after = ms();
+      } else if (a == "--downing") {
+        auto v = value();
+        if (v == "off") {
+          o.downing.strategy = otpp::cluster::downing_strategy::off;
+        } else if (v == "down_on_silence") {
+          o.downing.strategy = otpp::cluster::downing_strategy::down_on_silence;
+        } else if (v != "keep_majority") {
+          return usage("--downing wants keep_majority, down_on_silence or off");
+        }
       } else if (a == "--retry-max-ms") {
         o.retry_max = ms();
       } else {
@@ -205,7 +257,13 @@ int main(int argc, char** argv) {
   node.start();
   auto w = node.spawn<worker>();
   if (!w) return usage("spawn worker: " + w.fail().message());
-  auto joined = otpp::cluster::join(node, o);
+  node.watch_process(*w, [](const otpp::exit_reason& r) { say("worker_exit ", r.text()); });
+  auto watch = node.spawn<watcher>();
+  if (!watch) return usage("spawn watcher: " + watch.fail().message());
+  if (auto b = otpp::register_behaviour<spawned_worker, spawn_args>(node, "test_node.worker"); !b) {
+    return usage("register_behaviour: " + b.fail().message());
+  }
+  auto joined = otpp::join_cluster(node, o);
   if (!joined) return usage("join: " + joined.fail().message());
   auto* cluster = *joined;
 
@@ -294,6 +352,52 @@ int main(int argc, char** argv) {
           } else {
             say("cast error ", errc_name(r.error()));
           }
+        } else if (f[0] == "spawn") {
+          otpp::remote_spawn_options so;
+          so.timeout = 30s;
+          if (f.size() > 4) so.global_name = f[4];
+          spawn_args args{f.size() > 3 ? static_cast<std::uint32_t>(std::stoul(f[3])) : 0};
+          otpp::spawn_remote(node, f.at(1), f.at(2), args, so,
+                             [started](otpp::result<otpp::remote_spawned> r) {
+                               auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                                             std::chrono::steady_clock::now() - started)
+                                             .count();
+                               if (r) {
+                                 say("spawned ", r->child.node().name(), " ", r->child.creation(),
+                                     " ", r->child.serial());
+                               } else {
+                                 say("spawn error ", errc_name(r.error()), " ", ms);
+                               }
+                             });
+        } else if (f[0] == "gregister") {
+          otpp::register_name(node, otpp::global(f.at(1)), *w, [](otpp::result<void> r) {
+            if (r) {
+              say("gregister ok");
+            } else {
+              say("gregister error ", errc_name(r.error()));
+            }
+          });
+        } else if (f[0] == "gwhereis") {
+          auto p = otpp::whereis(node, otpp::global(f.at(1)));
+          if (p) {
+            say("gwhereis ", p->node().name(), " ", p->creation(), " ", p->serial());
+          } else {
+            say("gwhereis none");
+          }
+        } else if (f[0] == "pjoin") {
+          auto r = otpp::pg::join(node, f.at(1), *w);
+          if (r) {
+            say("pjoined");
+          } else {
+            say("pjoin error ", errc_name(r.error()));
+          }
+        } else if (f[0] == "pmembers") {
+          auto ms = otpp::pg::members(node, f.at(1));
+          std::ostringstream list;
+          for (const auto& m : ms) list << " " << m.node().name() << ":" << m.serial();
+          say("pmembers ", ms.size(), list.str());
+        } else if (f[0] == "monitor") {
+          (void)otpp::send(node, *watch, watch_pid{target(f)});
         } else if (f[0] == "leave") {
           cluster->leave();
           say("left");

@@ -41,8 +41,7 @@ class cluster_partition : public multiprocess_fixture {
     return "127.0.0.1:" + std::to_string(relays[from][to]->port());
   }
   // Node i: every peer through its relay; seed n0 (n1 for n0), reached through the relay too.
-  node_process* start_node(int i) {
-    std::vector<std::string> extra;
+  node_process* start_node(int i, std::vector<std::string> extra = {}) {
     for (int j = 0; j < static_cast<int>(ids.size()); ++j) {
       if (j != i) extra.insert(extra.end(), {"--address", ids[j] + "=" + via(i, j)});
     }
@@ -217,6 +216,60 @@ TEST_F(cluster_partition, AsymmetricCutIsDecidedOnceWithoutFlapping) {
     for (const auto& [who, n] : downs) EXPECT_LE(n, 1) << p->id << " about " << who;
     EXPECT_TRUE(ups.empty()) << p->id << " saw a node come up during the cut";
   }
+}
+
+// A split where both sides register the same global name, then heal (nobody downed: downing
+// off): every node ends with one holder, and the loser's process is told (exit name_conflict).
+TEST_F(cluster_partition, GlobalNameTakenOnBothSidesOfASplitHasOneWinnerAfterHealing) {
+  make_mesh(2);
+  for (int i = 0; i < 2; ++i) ASSERT_TRUE(start_node(i, {"--downing", "off"}));
+  ASSERT_TRUE(processes_converged(group({0, 1}), 2, 60s));
+  cut_between(0, 1);
+  // Each side sees the other unreachable: its claims go to an arbiter on its own side.
+  ASSERT_TRUE(nodes[0]->wait_event("node_unreachable", ids[1], 60s));
+  ASSERT_TRUE(nodes[1]->wait_event("node_unreachable", ids[0], 60s));
+  for (int i = 0; i < 2; ++i) {
+    auto r = nodes[i]->proc->ask("gregister split_name", "gregister ", 30s);
+    ASSERT_TRUE(r) << nodes[i]->proc->transcript();
+    EXPECT_EQ(*r, "gregister ok") << ids[i];
+    auto w = nodes[i]->proc->ask("gwhereis split_name", "gwhereis ", 10s);
+    ASSERT_TRUE(w);
+    EXPECT_EQ(*w, "gwhereis " + nodes[i]->worker()) << "each side holds its own";
+  }
+  for (auto& row : relays) {
+    for (auto& r : row) {
+      if (r) r->heal();
+    }
+  }
+  // One winner everywhere; the loser's worker exits with name_conflict.
+  auto exited = [&](int i) {
+    return nodes[i]->proc->count(
+               [](const std::string& l) { return l == "worker_exit name_conflict"; }) == 1;
+  };
+  auto until = std::chrono::steady_clock::now() + 60s;
+  int loser = -1;
+  while (loser < 0 && std::chrono::steady_clock::now() < until) {
+    for (int i = 0; i < 2; ++i) {
+      if (exited(i)) loser = i;
+    }
+    std::this_thread::sleep_for(100ms);
+  }
+  ASSERT_GE(loser, 0) << "no loser was told";
+  const int winner = 1 - loser;
+  EXPECT_FALSE(exited(winner));
+  for (int i = 0; i < 2; ++i) {
+    bool agreed = false;
+    auto deadline = std::chrono::steady_clock::now() + 30s;
+    while (!agreed && std::chrono::steady_clock::now() < deadline) {
+      auto w = nodes[i]->proc->ask("gwhereis split_name", "gwhereis ", 10s);
+      agreed = w && *w == "gwhereis " + nodes[winner]->worker();
+      if (!agreed) std::this_thread::sleep_for(100ms);
+    }
+    EXPECT_TRUE(agreed) << ids[i] << " does not see the winner";
+  }
+  // Nobody was downed: the same incarnations are one cluster again.
+  EXPECT_TRUE(processes_converged(group({0, 1}), 2, 60s));
+  EXPECT_EQ(nodes[0]->count_events("node_down"), 0u);
 }
 
 }  // namespace
