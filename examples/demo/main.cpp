@@ -1,7 +1,9 @@
 // The main demo: a cluster of 3 OS processes on 127.0.0.1. This program starts itself three
 // times in node mode (node.cpp): alice, then bob (seed: alice), then carol (seed: bob only: she
-// learns alice by gossip). They call and cast to each other's counter processes; carol is
-// killed with SIGKILL and the survivors see it at once; restarted, she rejoins as a new
+// learns alice by gossip). They call and cast to each other's counter processes; alice starts
+// counters on bob and carol by behaviour name under global names and monitors them; carol is
+// killed with SIGKILL: the survivors see it at once, alice's monitor fires, the global name is
+// gone everywhere and alice starts it again on bob; restarted, carol rejoins as a new
 // incarnation whose old pids answer noproc; then everyone leaves. Every wait is bounded: on any
 // failure the demo says what went wrong, kills its nodes and exits 1.
 #include <fcntl.h>
@@ -234,6 +236,33 @@ int main(int argc, char** argv) {
   std::printf("bob calls carol's counter %s: add 7 -> %s\n", pid_text(carol0.counter).c_str(),
               call(bob, carol0.counter, 7).c_str());
 
+  // Workers started elsewhere by behaviour name, found anywhere by global name.
+  for (auto* n : {&bob, &carol0}) {
+    std::string gname = "counter." + n->name;
+    send(alice, "spawn " + n->id + " " + gname);
+    auto w = words(await(
+        alice, [](const auto& w) { return !w.empty() && w[0].starts_with("spawn"); }, "a spawn"));
+    if (w.size() != 5 || w[0] != "spawned" || w[2] != n->id)
+      fail("spawn on " + n->name + ": " + w.back());
+    std::printf(
+        "alice starts behaviour demo.counter on %s, global name %s (pid <%s.%s.%s>), and "
+        "monitors it\n",
+        n->name.c_str(), gname.c_str(), w[2].c_str(), w[3].c_str(), w[4].c_str());
+  }
+  auto gcall = [&](node_proc& from, const std::string& gname, long amount) {
+    send(from, "gcall " + gname + " " + std::to_string(amount));
+    return words(
+               await(
+                   from,
+                   [](const auto& w) { return !w.empty() && (w[0] == "reply" || w[0] == "error"); },
+                   "a call by global name"))
+        .at(1);
+  };
+  std::printf("bob calls counter.carol by global name: add 3 -> %s\n",
+              gcall(bob, "counter.carol", 3).c_str());
+  std::printf("carol calls counter.bob by global name: add 4 -> %s\n",
+              gcall(carol0, "counter.bob", 4).c_str());
+
   std::printf("kill -9 carol (OS pid %d)\n", carol0.os_pid);
   auto killed_at = now_us();
   ::kill(carol0.os_pid, SIGKILL);
@@ -242,6 +271,35 @@ int main(int argc, char** argv) {
     std::printf("  %s: node_down carol, reason %s, %.1f ms after the kill\n", n->name.c_str(),
                 e[4].c_str(), static_cast<double>(std::stoll(e[5]) - killed_at) / 1000.0);
   }
+  {
+    auto d = words(await(
+        alice, [](const auto& w) { return w.size() == 4 && w[0] == "down"; },
+        "the monitor's down"));
+    std::printf("  alice: monitor of %s fired: down %s, %.1f ms after the kill\n", d[1].c_str(),
+                d[2].c_str(), static_cast<double>(std::stoll(d[3]) - killed_at) / 1000.0);
+    if (d[1] != "counter.carol" || d[2] != "noconnection")
+      fail("unexpected down " + d[1] + " " + d[2]);
+  }
+  for (auto* n : {&alice, &bob}) {
+    auto until = clock_type::now() + 10s;
+    while (true) {
+      send(*n, "gwhereis counter.carol");
+      auto at = words(await(
+          *n, [](const auto& w) { return w.size() == 2 && w[0] == "at"; }, "a global lookup"));
+      if (at[1] == "none") break;
+      if (clock_type::now() > until) fail(n->name + " still has counter.carol");
+      ::usleep(20000);
+    }
+  }
+  std::printf("  alice and bob: global name counter.carol is gone with its node\n");
+  send(alice, "spawn " + bob.id + " counter.carol");
+  {
+    auto w = words(await(
+        alice, [](const auto& w) { return !w.empty() && w[0].starts_with("spawn"); }, "a spawn"));
+    if (w.size() != 5 || w[0] != "spawned") fail("respawn of counter.carol: " + w.back());
+  }
+  std::printf("alice starts counter.carol again, on bob; bob calls it: add 1 -> %s (a new one)\n",
+              gcall(bob, "counter.carol", 1).c_str());
   if (reap(carol0) != 128 + SIGKILL) fail("carol was not killed");
   std::printf("alice calls carol's counter while carol is down -> %s (at once, no timeout)\n",
               call(alice, carol0.counter, 1).c_str());

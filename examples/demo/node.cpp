@@ -4,6 +4,11 @@
 //   event <kind> <node id> <creation> <reason> <steady clock, us>
 //   call <node id> <creation> <serial> <amount>          -> reply <total> | error <errc>
 //   cast <node id> <creation> <serial> <amount> <times>  -> cast ok <times> | cast error <errc>
+//   spawn <node id> <global name>   spawns behaviour demo.counter there under that global name,
+//                                   monitored from here -> spawned <name> <node> <creation>
+//                                   <serial> | spawn error <errc>; later: down <name> <reason> <us>
+//   gcall <global name> <amount>    call by global name  -> reply <total> | error <errc>
+//   gwhereis <global name>                               -> at <node id> | at none
 //   quit (or end of stdin)                               -> leaves the cluster and exits 0
 #include <sys/prctl.h>
 
@@ -12,11 +17,14 @@
 #include <cstdio>
 #include <cstdlib>
 #include <iostream>
+#include <map>
 #include <mutex>
 #include <sstream>
 #include <string>
 
+#include <asio/use_awaitable.hpp>
 #include <otpp/cluster/cluster.hpp>
+#include <otpp/registry/join_cluster.hpp>
 #include <otpp/runtime.hpp>
 
 #include "demo.hpp"
@@ -47,6 +55,48 @@ std::string name_of(std::error_code e) {  // "noproc" out of "noproc: no such pr
   return m.substr(0, m.find(':'));
 }
 
+long long now_us() {
+  return std::chrono::duration_cast<std::chrono::microseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+struct start_counter {  // to this node's supervisor-to-be: start a counter over there
+  static constexpr std::string_view tag = "demo.start_counter";
+  std::string node;
+  std::string name;
+};
+
+// Starts counters on other nodes by behaviour name, each under a global name, and watches them:
+// a monitor set up before the counter's init ran, so even a crash right after start is seen.
+class starter : public otpp::gen_server<starter> {
+ public:
+  static void define_handlers(otpp::handlers<starter>& h) {
+    h.info<start_counter>([](starter& self, start_counter s) -> asio::awaitable<void> {
+      otpp::remote_spawn_options o;
+      o.monitor = true;
+      o.global_name = s.name;
+      auto& n = self.this_node();
+      std::string behaviour = "demo.counter";  // named: no temporary inside co_await (g++ 12)
+      auto r = co_await otpp::spawn_remote(n, s.node, std::move(behaviour), o, asio::use_awaitable);
+      if (!r) {
+        say("spawn error " + name_of(r.error()));
+        co_return;
+      }
+      self.names_[r->monitor.id] = s.name;
+      say("spawned " + s.name + " " + std::string(r->child.node().name()) + " " +
+          std::to_string(r->child.creation()) + " " + std::to_string(r->child.serial()));
+    });
+    h.info<otpp::down>([](starter& self, otpp::down d) {
+      say("down " + self.names_[d.ref.id] + " " + d.reason.text() + " " + std::to_string(now_us()));
+      self.names_.erase(d.ref.id);
+    });
+  }
+
+ private:
+  std::map<std::uint64_t, std::string> names_;
+};
+
 }  // namespace
 
 int run_node(const std::string& id, const std::string& seeds) {
@@ -57,15 +107,22 @@ int run_node(const std::string& id, const std::string& seeds) {
   otpp::node node({.name = id, .threads = 2});
   node.start();
   auto count = node.spawn<counter>();
+  auto start = node.spawn<starter>();
+  // What other nodes may start here, by name (C++ cannot ship code: each node registers it).
+  (void)otpp::register_behaviour<counter>(node, "demo.counter");
   otpp::cluster::options o;
   std::istringstream list(seeds);
   for (std::string s; std::getline(list, s, ',');) o.seeds.push_back(s);
   const char* secret = std::getenv("OTPP_DEMO_SECRET");
   o.transport.secret = secret ? secret : "";
-  auto cluster = otpp::cluster::join(node, o);
-  if (!count || !cluster) {
+  auto cluster = otpp::join_cluster(node, o);  // + global names, groups, remote spawn
+  if (!count || !start || !cluster) {
     std::fprintf(stderr, "%s: %s\n", id.c_str(),
-                 (count ? cluster.fail() : count.fail()).message().c_str());
+                 (!count   ? count.fail()
+                  : !start ? start.fail()
+                           : cluster.fail())
+                     .message()
+                     .c_str());
     return 2;
   }
   (*cluster)->subscribe([](const otpp::cluster::node_event& e) {
@@ -87,6 +144,25 @@ int run_node(const std::string& id, const std::string& seeds) {
     long amount = 0, times = 1;
     in >> cmd >> node_id >> creation >> serial >> amount >> times;
     if (cmd == "quit") break;
+    if (cmd == "spawn" || cmd == "gcall" || cmd == "gwhereis") {
+      std::istringstream args(line);
+      std::string word, name;
+      long value = 0;
+      args >> word >> name;
+      if (cmd == "spawn") {  // spawn <node id> <global name>: name is the node, then the name
+        std::string global_name;
+        args >> global_name;
+        (void)otpp::send(node, *start, start_counter{name, global_name});
+      } else if (cmd == "gcall") {  // gcall <global name> <amount>
+        args >> value;
+        auto r = otpp::call(node, otpp::global(name), add{value}, asio::use_future).get();
+        say(r ? "reply " + std::to_string(*r) : "error " + name_of(r.error()));
+      } else {
+        auto p = otpp::whereis(node, otpp::global(name));
+        say(p ? "at " + std::string(p->node().name()) : "at none");
+      }
+      continue;
+    }
     // Pids travel as text here only because the demo driver relays them; between nodes they
     // are plain values in messages.
     otpp::pid to(otpp::node_atom::intern(node_id), creation, serial);
