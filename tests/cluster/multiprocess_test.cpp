@@ -15,20 +15,7 @@ using namespace std::chrono_literals;
 
 using cluster_multiprocess = multiprocess_fixture;
 
-// Three nodes through a chain of seeds: C knows only B, B only A.
-class cluster_three_processes : public multiprocess_fixture {
- protected:
-  void SetUp() override {
-    a = start("a", 0, {});
-    ASSERT_TRUE(a);
-    b = start("b", 0, {"127.0.0.1:" + std::to_string(port_of(a))});
-    ASSERT_TRUE(b);
-    c = start("c", 0, {seed_of(b)});
-    ASSERT_TRUE(c);
-    ASSERT_TRUE(processes_converged({a, b, c}, 3, 60s)) << "three processes did not converge";
-  }
-  node_process *a = nullptr, *b = nullptr, *c = nullptr;
-};
+using cluster_three_processes = three_processes_fixture;
 
 TEST_F(cluster_three_processes, ChainOfSeedsConvergesAndCallsAndCastsCrossProcesses) {
   // Every node saw node_up once for each other.

@@ -475,6 +475,22 @@ class multiprocess_fixture : public ::testing::Test {
 
   std::vector<std::unique_ptr<node_process>> nodes_;
 };
+
+// Three nodes through a chain of seeds: C knows only B, B only A.
+class three_processes_fixture : public multiprocess_fixture {
+ protected:
+  void SetUp() override {
+    a = start("a", 0, {});
+    ASSERT_TRUE(a);
+    b = start("b", 0, {"127.0.0.1:" + std::to_string(port_of(a))});
+    ASSERT_TRUE(b);
+    c = start("c", 0, {seed_of(b)});
+    ASSERT_TRUE(c);
+    ASSERT_TRUE(processes_converged({a, b, c}, 3, std::chrono::seconds(60)))
+        << "three processes did not converge";
+  }
+  node_process *a = nullptr, *b = nullptr, *c = nullptr;
+};
 #endif
 
 }  // namespace otpp_test

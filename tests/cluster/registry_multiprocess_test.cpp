@@ -9,17 +9,8 @@ namespace {
 using namespace otpp_test;
 using namespace std::chrono_literals;
 
-class registry_three_processes : public multiprocess_fixture {
+class registry_three_processes : public three_processes_fixture {
  protected:
-  void SetUp() override {
-    a = start("a", 0, {});
-    ASSERT_TRUE(a);
-    b = start("b", 0, {"127.0.0.1:" + std::to_string(port_of(a))});
-    ASSERT_TRUE(b);
-    c = start("c", 0, {seed_of(b)});
-    ASSERT_TRUE(c);
-    ASSERT_TRUE(processes_converged({a, b, c}, 3, 60s)) << "three processes did not converge";
-  }
   // Polls `command` on `p` until its answer (the first line after it starting with `prefix`)
   // is `expected`, at most `bound`.
   static bool answers(node_process* p, const std::string& command, const std::string& prefix,
@@ -48,7 +39,6 @@ class registry_three_processes : public multiprocess_fixture {
       ASSERT_TRUE(p->wait_event("node_down", c->id, 30s, c->creation)) << p->id;
     }
   }
-  node_process *a = nullptr, *b = nullptr, *c = nullptr;
 };
 
 TEST_F(registry_three_processes, SpawnByBehaviourNameOnEachNode) {
