@@ -10,7 +10,6 @@
 #include <mutex>
 #include <unordered_map>
 
-#include <asio/post.hpp>
 #include <asio/steady_timer.hpp>
 
 #include "otpp/cluster/cluster.hpp"
@@ -238,7 +237,7 @@ class spawn_core : public std::enable_shared_from_this<spawn_core> {
     complete(p, remote_spawned{child, p->ref});
   }
 
-  // ---- frames (the connection's I/O thread: short, never blocking, no user code)
+  // ---- frames (the connection's I/O thread: short, never blocking)
   void on_frame(const cluster::peer& from, std::span<const std::uint8_t> bytes) {
     spawn_wire::decode_error error;
     auto d = spawn_wire::decode(bytes, error);
@@ -254,12 +253,10 @@ class spawn_core : public std::enable_shared_from_this<spawn_core> {
       return;
     }
     if (d->kind == spawn_wire::op::reply) return on_reply(from, d->rep);
-    // The spawn itself (argument decoding, the server's constructor) runs off the I/O thread.
-    auto frame = std::make_shared<spawn_wire::decoded>(std::move(*d));
-    std::weak_ptr<spawn_core> weak = shared_from_this();
-    asio::post(node_.context(), [weak, from, frame] {
-      if (auto self = weak.lock()) self->serve(from, frame->req);
-    });
+    // Served here, as a message is delivered: decoding the arguments and constructing the
+    // server are short, and init (the part that may be long) runs on the child's first turn,
+    // which the frame's inbound scope makes run next on this thread (no wake-up of another).
+    serve(from, d->req);
   }
 
   void on_reply(const cluster::peer& from, const spawn_wire::reply& r) {

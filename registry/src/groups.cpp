@@ -81,11 +81,11 @@ class groups_impl final : public registry_detail::replica_core {
     ensure_attached();
     std::vector<pid> out;
     std::shared_lock lock(mu_);
-    auto it = groups_.find(std::string(group));
-    if (it == groups_.end()) return out;
-    for (const auto& [p, n] : it->second) {
-      if (local_only && !is_local(node_, p)) continue;
-      out.insert(out.end(), n, p);
+    auto it = listed_.find(group);  // by string_view: no key is built
+    if (it == listed_.end()) return out;
+    if (!local_only) return it->second;  // one copy of a ready list
+    for (const auto& p : it->second) {
+      if (is_local(node_, p)) out.push_back(p);
     }
     return out;
   }
@@ -231,6 +231,8 @@ class groups_impl final : public registry_detail::replica_core {
   }
   void add_locked(const std::string& g, const pid& p, std::uint32_t n, changes& out) {
     groups_[g][p] += n;
+    auto& l = listed_[g];
+    l.insert(l.end(), n, p);
     memberships_ += n;
     if (is_local(node_, p)) homed_[p][g] += n;
     auto& c = change_of(out, g);
@@ -247,6 +249,17 @@ class groups_impl final : public registry_detail::replica_core {
     memberships_ -= gone;
     if (m->second == 0) it->second.erase(m);
     if (it->second.empty()) groups_.erase(it);
+    if (auto l = listed_.find(g); l != listed_.end()) {
+      // The latest joins of p go first (the order of the others is kept).
+      auto left = gone;
+      for (auto i = l->second.size(); i-- > 0 && left > 0;) {
+        if (l->second[i] == p) {
+          l->second.erase(l->second.begin() + static_cast<std::ptrdiff_t>(i));
+          --left;
+        }
+      }
+      if (l->second.empty()) listed_.erase(l);
+    }
     if (is_local(node_, p)) {
       auto h = homed_.find(p);
       if (h != homed_.end()) {
@@ -326,6 +339,15 @@ class groups_impl final : public registry_detail::replica_core {
 
   mutable std::shared_mutex mu_;
   std::unordered_map<std::string, std::unordered_map<pid, std::uint32_t>> groups_;
+  // The same members as a ready list per group (a pid once per join), for members(): a lookup
+  // copies one vector instead of walking a hash map. Keyed for lookups by string_view.
+  struct key_hash {
+    using is_transparent = void;
+    std::size_t operator()(std::string_view k) const noexcept {
+      return std::hash<std::string_view>{}(k);
+    }
+  };
+  std::unordered_map<std::string, std::vector<pid>, key_hash, std::equal_to<>> listed_;
   std::size_t memberships_ = 0;
   std::unordered_map<pid, std::map<std::string, std::uint32_t>> homed_;
 
