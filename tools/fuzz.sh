@@ -19,7 +19,8 @@ export CC CXX
 
 cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DOTPP_BUILD_FUZZ=ON \
   -DOTPP_BUILD_TESTS=ON -DOTPP_BUILD_EXAMPLES=OFF -DOTPP_BUILD_BENCH=OFF -DOTPP_WERROR=ON
-targets=(otpp_fuzz_frame_decoder otpp_fuzz_handshake otpp_fuzz_cluster_frames)
+targets=(otpp_fuzz_frame_decoder otpp_fuzz_handshake otpp_fuzz_cluster_frames
+  otpp_fuzz_registry_frames)
 cmake --build "$build" -j"$jobs" --target "${targets[@]}"
 
 status=0

@@ -14,23 +14,12 @@
 namespace otpp {
 namespace {
 
-using registry_detail::field;
 using registry_detail::is_local;
-using registry_detail::key_field;
 using registry_detail::make_frame;
 using registry_detail::max_key_length;
+using registry_detail::origin_of;
 using registry_detail::pid_less;
-
-// Frames of channel global (kind 0 is the replicas' hello):
-enum : std::uint64_t {
-  claim_kind = 1,       // home -> arbiter: [1, seq, name, pid, stamp]
-  grant_kind = 2,       // arbiter -> home: [2, seq, name, pid]
-  refuse_kind = 3,      // arbiter -> home: [3, seq, holder text]
-  add_kind = 4,         // home -> all: [4, name, pid, seq, stamp]
-  remove_kind = 5,      // home -> all: [5, name, pid, seq]
-  snapshot_kind = 6,    // home -> peer: [6, [[name, pid, seq, stamp], ...]]
-  unregister_kind = 7,  // any -> home: [7, name, pid, seq]
-};
+using namespace registry_detail::global_wire;  // the frames of channel global
 
 // One holder of a name. (holder, seq) identifies a registration: seq is unique per home
 // incarnation, so a late message about an earlier registration of the same pid does nothing.
@@ -39,15 +28,6 @@ struct candidate {
   std::uint64_t seq = 0;
   std::int64_t stamp = 0;
 };
-
-// The pid's wire form is its node id: a pid of the sender's own incarnation only.
-pid holder_field(const msgpack::object_array& a, std::uint32_t i, const cluster::peer& from) {
-  auto p = field(a, i).as<pid>();
-  if (!registry_detail::homed_at(p, from) || !p.valid()) {
-    throw std::invalid_argument("a pid not of the sender's incarnation");
-  }
-  return p;
-}
 
 std::uint64_t rendezvous_score(std::string_view name, std::string_view node) {
   // FNV-1a then a mixer: the same in every OS process (std::hash is not guaranteed to be).
@@ -228,45 +208,42 @@ class global_impl final : public registry_detail::replica_core {
   void handle(const cluster::peer& from, std::uint64_t kind,
               const msgpack::object_array& f) override {
     switch (kind) {
-      case claim_kind:
-        return on_claim(from, field(f, 1).as<std::uint64_t>(), key_field(f, 2),
-                        holder_field(f, 3, from), field(f, 4).as<std::int64_t>());
-      case grant_kind:
-        return on_answer(from, field(f, 1).as<std::uint64_t>(), std::nullopt, key_field(f, 2),
-                         field(f, 3).as<pid>());
-      case refuse_kind:
-        return on_answer(from, field(f, 1).as<std::uint64_t>(), field(f, 2).as<std::string>(), {},
-                         {});
+      case claim_kind: {
+        auto m = parse_claim(f, origin_of(from));
+        return on_claim(from, m.seq, m.name, m.holder, m.stamp);
+      }
+      case grant_kind: {
+        auto m = parse_grant(f);
+        return on_answer(from, m.seq, std::nullopt, m.name, m.holder);
+      }
+      case refuse_kind: {
+        auto m = parse_refuse(f);
+        return on_answer(from, m.seq, std::move(m.holder), {}, {});
+      }
       case add_kind: {
-        auto name = key_field(f, 1);
-        candidate c{holder_field(f, 2, from), field(f, 3).as<std::uint64_t>(),
-                    field(f, 4).as<std::int64_t>()};
+        auto m = parse_add(f, origin_of(from));
         std::vector<conflict> lost;
         {
           std::unique_lock lock(mu_);
-          insert_locked(name, c);
-          resolve_locked(name, lost);
+          insert_locked(m.name, candidate{m.holder, m.seq, m.stamp});
+          resolve_locked(m.name, lost);
         }
         return tell_losers(lost);
       }
       case remove_kind: {
-        auto name = key_field(f, 1);
-        auto p = holder_field(f, 2, from);
-        auto seq = field(f, 3).as<std::uint64_t>();
+        auto m = parse_remove(f, origin_of(from));
         std::unique_lock lock(mu_);
-        remove_locked(name, p, seq);
+        remove_locked(m.name, m.holder, m.seq);
         return;
       }
       case snapshot_kind:
-        return on_snapshot(from, field(f, 1));
+        return on_snapshot(from, parse_snapshot(f, origin_of(from)));
       case unregister_kind: {
-        auto name = key_field(f, 1);
-        auto p = field(f, 2).as<pid>();
-        auto seq = field(f, 3).as<std::uint64_t>();
+        auto m = parse_unregister(f);
         std::unique_lock lock(mu_);
-        if (!is_local(node_, p) || !has_locked(name, p, seq)) return;
-        remove_locked(name, p, seq);
-        broadcast(make_frame(remove_kind, name, p, seq));
+        if (!is_local(node_, m.holder) || !has_locked(m.name, m.holder, m.seq)) return;
+        remove_locked(m.name, m.holder, m.seq);
+        broadcast(make_frame(remove_kind, m.name, m.holder, m.seq));
         return;
       }
       default:
@@ -564,24 +541,13 @@ class global_impl final : public registry_detail::replica_core {
   }
 
   // A peer's snapshot replaces everything held for its node.
-  void on_snapshot(const cluster::peer& from, const msgpack::object& list) {
-    if (list.type != msgpack::type::ARRAY) throw msgpack::type_error();
-    std::vector<std::pair<std::string, candidate>> entries;
-    entries.reserve(list.via.array.size);
-    for (std::uint32_t i = 0; i < list.via.array.size; ++i) {
-      const auto& e = list.via.array.ptr[i];
-      if (e.type != msgpack::type::ARRAY) throw msgpack::type_error();
-      entries.emplace_back(
-          key_field(e.via.array, 0),
-          candidate{holder_field(e.via.array, 1, from), field(e.via.array, 2).as<std::uint64_t>(),
-                    field(e.via.array, 3).as<std::int64_t>()});
-    }
+  void on_snapshot(const cluster::peer& from, const std::vector<registration>& entries) {
     std::vector<conflict> lost;
     {
       std::unique_lock lock(mu_);
       drop_locked([&](const pid& p) { return p.node() == from.atom; });
-      for (const auto& [name, c] : entries) insert_locked(name, c);
-      for (const auto& [name, c] : entries) resolve_locked(name, lost);
+      for (const auto& e : entries) insert_locked(e.name, candidate{e.holder, e.seq, e.stamp});
+      for (const auto& e : entries) resolve_locked(e.name, lost);
     }
     tell_losers(lost);
   }

@@ -10,32 +10,11 @@
 namespace otpp::pg {
 namespace {
 
-using registry_detail::field;
 using registry_detail::is_local;
-using registry_detail::key_field;
 using registry_detail::make_frame;
 using registry_detail::max_key_length;
-
-// Frames of channel groups (kind 0 is the replicas' hello):
-enum : std::uint64_t {
-  join_kind = 1,      // home -> all: [1, group, pid, joins]
-  leave_kind = 2,     // home -> all: [2, group, pid, joins]
-  snapshot_kind = 3,  // home -> peer: [3, [[group, pid, joins], ...]]
-};
-
-// A count in a frame: at least one join, and bounded (a count is a number of joins).
-std::uint32_t joins_field(const msgpack::object_array& a, std::uint32_t i) {
-  auto n = field(a, i).as<std::uint32_t>();
-  if (n == 0) throw std::invalid_argument("zero joins");
-  return n;
-}
-pid member_field(const msgpack::object_array& a, std::uint32_t i, const cluster::peer& from) {
-  auto p = field(a, i).as<pid>();
-  if (!registry_detail::homed_at(p, from) || !p.valid()) {
-    throw std::invalid_argument("a pid not of the sender's incarnation");
-  }
-  return p;
-}
+using registry_detail::origin_of;
+using namespace registry_detail::groups_wire;  // the frames of channel groups
 
 class groups_impl final : public registry_detail::replica_core {
  public:
@@ -50,6 +29,12 @@ class groups_impl final : public registry_detail::replica_core {
     changes out;
     {
       std::unique_lock lock(mu_);
+      // Peers refuse a count over the limit: the replica of every node stays the same.
+      if (joins_locked(std::string(group), p) >= max_joins) {
+        return failure(errc::invalid_argument, p.to_string() + " already joined '" +
+                                                   std::string(group) + "' " +
+                                                   std::to_string(max_joins) + " times");
+      }
       add_locked(std::string(group), p, 1, out);
       broadcast(make_frame(join_kind, group, p, std::uint32_t{1}));
     }
@@ -170,23 +155,22 @@ class groups_impl final : public registry_detail::replica_core {
     changes out;
     switch (kind) {
       case join_kind: {
-        auto g = key_field(f, 1);
-        auto p = member_field(f, 2, from);
-        auto n = joins_field(f, 3);
+        auto m = parse_change(f, origin_of(from));
         std::unique_lock lock(mu_);
-        add_locked(g, p, n, out);
+        if (m.joins > max_joins - joins_locked(m.group, m.member)) {
+          throw std::invalid_argument("joins over the limit");
+        }
+        add_locked(m.group, m.member, m.joins, out);
         break;
       }
       case leave_kind: {
-        auto g = key_field(f, 1);
-        auto p = member_field(f, 2, from);
-        auto n = joins_field(f, 3);
+        auto m = parse_change(f, origin_of(from));
         std::unique_lock lock(mu_);
-        remove_locked(g, p, n, out);
+        remove_locked(m.group, m.member, m.joins, out);
         break;
       }
       case snapshot_kind:
-        on_snapshot(from, field(f, 1), out);
+        on_snapshot(from, parse_snapshot(f, origin_of(from)), out);
         break;
       default:
         throw std::invalid_argument("unknown frame kind " + std::to_string(kind));
@@ -228,6 +212,13 @@ class groups_impl final : public registry_detail::replica_core {
     auto& c = out[g];
     c.group = g;
     return c;
+  }
+  // p's joins of g in the replica.
+  std::uint32_t joins_locked(const std::string& g, const pid& p) const {
+    auto it = groups_.find(g);
+    if (it == groups_.end()) return 0;
+    auto m = it->second.find(p);
+    return m == it->second.end() ? 0 : m->second;
   }
   void add_locked(const std::string& g, const pid& p, std::uint32_t n, changes& out) {
     groups_[g][p] += n;
@@ -287,14 +278,13 @@ class groups_impl final : public registry_detail::replica_core {
   }
 
   // A peer's snapshot replaces everything held for its node; subscribers hear the difference.
-  void on_snapshot(const cluster::peer& from, const msgpack::object& list, changes& out) {
-    if (list.type != msgpack::type::ARRAY) throw msgpack::type_error();
+  void on_snapshot(const cluster::peer& from, const std::vector<membership>& entries,
+                   changes& out) {
     std::map<std::pair<std::string, pid>, std::uint32_t> fresh;
-    for (std::uint32_t i = 0; i < list.via.array.size; ++i) {
-      const auto& e = list.via.array.ptr[i];
-      if (e.type != msgpack::type::ARRAY) throw msgpack::type_error();
-      fresh[{key_field(e.via.array, 0), member_field(e.via.array, 1, from)}] +=
-          joins_field(e.via.array, 2);
+    for (const auto& e : entries) {
+      auto& n = fresh[{e.group, e.member}];
+      if (e.joins > max_joins - n) throw std::invalid_argument("joins over the limit");
+      n += e.joins;
     }
     std::unique_lock lock(mu_);
     std::map<std::pair<std::string, pid>, std::uint32_t> held;

@@ -89,23 +89,12 @@ void replica_core::count_bad_frame(const cluster::peer& from, std::string_view w
 
 void replica_core::on_frame(const cluster::peer& from, std::span<const std::uint8_t> payload) {
   if (from.hidden) return;  // hidden nodes are not replicas
-  // Bounded like the cluster's own frames: no count may exceed the frame's size (msgpack
-  // allocates from announced counts), nesting is shallow.
-  const auto bound = payload.size();
-  const msgpack::unpack_limit limit(bound, bound, bound, bound, bound, 8);
   try {
     msgpack::zone zone;
-    std::size_t off = 0;
-    auto root = msgpack::unpack(zone, reinterpret_cast<const char*>(payload.data()), payload.size(),
-                                off, nullptr, nullptr, limit);
-    if (off != payload.size()) return count_bad_frame(from, "trailing bytes");
-    if (root.type != msgpack::type::ARRAY || root.via.array.size == 0) {
-      return count_bad_frame(from, "not a non-empty array");
-    }
-    const auto& frame = root.via.array;
-    auto kind = frame.ptr[0].as<std::uint64_t>();
+    const auto frame = unpack_frame(zone, payload);
+    auto kind = frame_kind(frame);
     if (kind == hello_kind) {
-      bool want = field(frame, 1).as<bool>();
+      bool want = parse_hello(frame);
       {
         std::lock_guard lock(peers_mu_);
         attached_peers_[from.atom.index()] = from.creation;

@@ -20,17 +20,15 @@
 
 #include "otpp/cluster/cluster.hpp"
 #include "otpp/node.hpp"
+#include "replica_wire.hpp"
 
 namespace otpp::registry_detail {
-
-// Names and groups are bounded: they travel in every snapshot.
-inline constexpr std::size_t max_key_length = 1024;
 
 inline bool is_local(const node& n, const pid& p) {
   return p.node() == n.atom() && p.creation() == n.creation();
 }
-inline bool homed_at(const pid& p, const cluster::peer& from) {
-  return p.node() == from.atom && p.creation() == from.creation;
+inline origin origin_of(const cluster::peer& p) {
+  return {p.atom, p.creation};
 }
 
 // A total order on pids that is the same in every OS process (node atoms are interned per
@@ -40,10 +38,6 @@ inline bool pid_less(const pid& a, const pid& b) {
   if (a.creation() != b.creation()) return a.creation() < b.creation();
   return a.serial() < b.serial();
 }
-
-// Frame kind 0 of every replica channel: [0, want_snapshot]. A node sends it to a peer when it
-// attaches (want_snapshot: it missed what came before) and when the peer comes up.
-inline constexpr std::uint64_t hello_kind = 0;
 
 class replica_core : public std::enable_shared_from_this<replica_core> {
  public:
@@ -66,8 +60,9 @@ class replica_core : public std::enable_shared_from_this<replica_core> {
   // Under the derived table's lock (so no broadcast of it slips between the snapshot and its
   // send): the entries homed here, to `to`.
   virtual void send_snapshot(const cluster::peer& to) = 0;
-  // A decoded frame (an array, kind = element 0) of a non-hidden peer. Throws on a malformed
-  // frame (msgpack::type_error or std::invalid_argument): it is counted, logged and dropped.
+  // A decoded frame (an array, kind = element 0) of a non-hidden peer, parsed with
+  // replica_wire.hpp. Throws on a malformed frame (msgpack::type_error or
+  // std::invalid_argument): it is counted, logged and dropped.
   virtual void handle(const cluster::peer& from, std::uint64_t kind,
                       const msgpack::object_array& frame) = 0;
   virtual void peer_down(const cluster::peer&) {}
@@ -101,28 +96,5 @@ class replica_core : public std::enable_shared_from_this<replica_core> {
   std::set<std::uint32_t> unreachable_;                    // atom indices
   std::atomic<std::uint64_t> bad_frames_{0};
 };
-
-// Helpers to build frames: msgpack arrays whose first element is the kind.
-template <class... T>
-msgpack::sbuffer make_frame(std::uint64_t kind, const T&... fields) {
-  msgpack::sbuffer b;
-  msgpack::packer<msgpack::sbuffer> pk(b);
-  pk.pack_array(static_cast<std::uint32_t>(1 + sizeof...(T)));
-  pk.pack(kind);
-  (pk.pack(fields), ...);
-  return b;
-}
-
-// Element i of a frame, or a type_error when the frame is too short.
-inline const msgpack::object& field(const msgpack::object_array& a, std::uint32_t i) {
-  if (i >= a.size) throw msgpack::type_error();
-  return a.ptr[i];
-}
-// A bounded key (name or group): non-empty, at most max_key_length bytes.
-inline std::string key_field(const msgpack::object_array& a, std::uint32_t i) {
-  auto s = field(a, i).as<std::string>();
-  if (s.empty() || s.size() > max_key_length) throw msgpack::type_error();
-  return s;
-}
 
 }  // namespace otpp::registry_detail

@@ -221,12 +221,31 @@ TEST_F(three_nodes, MalformedFramesAreDropped) {
   pk.pack(foreign);  // a may not speak for c's process
   pk.pack(std::uint32_t{1});
   std::vector<std::uint8_t> join_for_c(s.data(), s.data() + s.size());
+  // A's own process, but 2^32 - 1 joins in a few bytes (b would list it that many times).
+  auto own = *a->node->spawn<counter>();
+  s.clear();
+  pk.pack_array(4);
+  pk.pack(std::uint64_t{1});
+  pk.pack(std::string("g"));
+  pk.pack(own);
+  pk.pack(std::uint32_t{0xffffffff});
+  std::vector<std::uint8_t> too_many(s.data(), s.data() + s.size());
   auto atom_b = otpp::node_atom::find(b->id);
   ASSERT_TRUE(a->cluster->send_channel(atom_b, 0, otpp::cluster::channels::groups, join_for_c));
   ASSERT_TRUE(a->cluster->send_channel(atom_b, 0, otpp::cluster::channels::groups,
                                        std::vector<std::uint8_t>{0x93, 0x01}));
-  ASSERT_TRUE(eventually([&] { return otpp::pg::stats(*b->node).bad_frames == 2; }));
+  ASSERT_TRUE(a->cluster->send_channel(atom_b, 0, otpp::cluster::channels::groups, too_many));
+  ASSERT_TRUE(eventually([&] { return otpp::pg::stats(*b->node).bad_frames == 3; }));
   EXPECT_TRUE(otpp::pg::members(*b->node, "g").empty());
+}
+
+TEST(groups, JoinsOfOnePidAreBounded) {
+  auto t = start_node("solo", free_port(), fast_options());
+  auto p = *t->node->spawn<counter>();
+  for (int i = 0; i < 65536; ++i) ASSERT_TRUE(otpp::pg::join(*t->node, "g", p)) << i;
+  EXPECT_EQ(otpp::pg::join(*t->node, "g", p).error(), errc::invalid_argument);
+  EXPECT_TRUE(otpp::pg::join(*t->node, "h", p));
+  EXPECT_EQ(otpp::pg::members(*t->node, "g").size(), 65536u);
 }
 
 TEST_F(three_nodes, CountersBackToZero) {

@@ -23,8 +23,8 @@ namespace otpp::pg {
 void start(node& n);
 
 // Joins local process `p` to `group` (again, if it already is a member). invalid_argument: an
-// empty or over-long (1024 bytes) group name, or `p` is not a process of this node (join on
-// its node); noproc: `p` is not alive.
+// empty or over-long (1024 bytes) group name, `p` is not a process of this node (join on its
+// node), or `p` already joined `group` 65536 times; noproc: `p` is not alive.
 result<void> join(node& n, std::string_view group, const pid& p);
 // Removes one of `p`'s joins. not_found if `p` is not a member; invalid_argument as above.
 result<void> leave(node& n, std::string_view group, const pid& p);
