@@ -47,28 +47,29 @@ struct channel_sink {
     std::lock_guard lock(mu);
     return std::find(peers.begin(), peers.end(), what) != peers.end();
   }
-  otpp::cluster::channel_handlers handlers() {
+  // The handlers hold the sink: a peer's down may be told after the test body ended.
+  static otpp::cluster::channel_handlers handlers(const std::shared_ptr<channel_sink>& sink) {
     return {.on_frame =
-                [this](const peer&, std::span<const std::uint8_t> p) {
-                  std::lock_guard lock(mu);
-                  frames.push_back(number_of(p));
+                [sink](const peer&, std::span<const std::uint8_t> p) {
+                  std::lock_guard lock(sink->mu);
+                  sink->frames.push_back(number_of(p));
                 },
             .on_peer_up =
-                [this](const peer& p) {
-                  std::lock_guard lock(mu);
-                  peers.push_back("up:" + std::string(p.id()));
+                [sink](const peer& p) {
+                  std::lock_guard lock(sink->mu);
+                  sink->peers.push_back("up:" + std::string(p.id()));
                 },
             .on_peer_down =
-                [this](const peer& p) {
-                  std::lock_guard lock(mu);
-                  peers.push_back("down:" + std::string(p.id()));
+                [sink](const peer& p) {
+                  std::lock_guard lock(sink->mu);
+                  sink->peers.push_back("down:" + std::string(p.id()));
                 }};
   }
 };
 
 TEST_F(two_nodes, ChannelFramesArriveInOrder) {
   auto sink = std::make_shared<channel_sink>();
-  b->cluster->open_channel(otpp::cluster::channels::user_first, sink->handlers());
+  b->cluster->open_channel(otpp::cluster::channels::user_first, channel_sink::handlers(sink));
   auto to = otpp::node_atom::intern(b->id);
   constexpr std::uint64_t total = 20000;
   for (std::uint64_t i = 0; i < total; ++i) {
@@ -101,7 +102,7 @@ TEST_F(two_nodes, ChannelErrorsAreValues) {
   std::vector<std::uint8_t> huge(80u << 20);
   EXPECT_EQ(a->cluster->send_channel(to, 0, 70, huge).error(), errc::frame_too_large);
   auto sink = std::make_shared<channel_sink>();
-  b->cluster->open_channel(70, sink->handlers());
+  b->cluster->open_channel(70, channel_sink::handlers(sink));
   ASSERT_TRUE(a->cluster->send_channel(to, 0, 70, payload));
   ASSERT_TRUE(eventually([&] { return sink->count() == 1; }));
   // A closed channel drops again.
@@ -116,7 +117,7 @@ TEST(cluster_channels, PeersComeAndGo) {
   auto pa = free_port(), pb = free_port();
   auto a = test_node::start("a", pa, fast_options());
   auto sink = std::make_shared<channel_sink>();
-  a->cluster->open_channel(80, sink->handlers());
+  a->cluster->open_channel(80, channel_sink::handlers(sink));
   EXPECT_TRUE(a->cluster->ready_peers().empty());
   auto b = test_node::start("b", pb, fast_options({"127.0.0.1:" + std::to_string(pa)}));
   auto bid = b->id;
