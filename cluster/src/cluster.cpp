@@ -1233,6 +1233,13 @@ class service_impl final : public service,
   void dial_member(const std::string& id, std::uint32_t creation, bool probe) {
     auto parsed = node_id::parse(id);
     if (!parsed) return;
+    if (!probe) {
+      // Connected already (its hello is on the way, so membership does not say so yet): a
+      // second connection would replace this one and lose what is in flight on it.
+      if (auto c = endpoint_->find(id); c && c->is_open() && c->peer_creation() == creation) {
+        return;
+      }
+    }
     if (auto o = opt_.addresses.find(id); o != opt_.addresses.end()) {
       auto where = parse_seed(o->second);
       if (!where) {
