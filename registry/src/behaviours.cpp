@@ -10,7 +10,6 @@
 #include <mutex>
 #include <unordered_map>
 
-#include <asio/steady_timer.hpp>
 
 #include "otpp/cluster/cluster.hpp"
 #include "otpp/log.hpp"
@@ -38,7 +37,7 @@ struct pending_spawn {
   bool link = false;
   monitor_ref ref;
   std::function<void(result<remote_spawned>)> done;
-  std::unique_ptr<asio::steady_timer> timer;
+  timer_ref timer;  // the node's timer service: no OS timer per spawn
 };
 using pending_ptr = std::shared_ptr<pending_spawn>;
 
@@ -154,10 +153,8 @@ class spawn_core : public std::enable_shared_from_this<spawn_core> {
       if (!stopped) {
         p->done = std::move(done);
         p->id = next_id_++;
-        p->timer = std::make_unique<asio::steady_timer>(node_.context(), o.timeout);
         std::weak_ptr<spawn_core> weak = shared_from_this();
-        p->timer->async_wait([weak, id = p->id](const std::error_code& ec) {
-          if (ec) return;
+        p->timer = node_.run_after(o.timeout, [weak, id = p->id] {
           if (auto self = weak.lock()) self->expire(id);
         });
         pending_.emplace(p->id, p);
@@ -420,7 +417,7 @@ class spawn_core : public std::enable_shared_from_this<spawn_core> {
   // Taken out of the table (by whoever got there first): completes exactly once.
   void complete(const pending_ptr& p, result<remote_spawned> r) {
     // Ordered after the timer's arming by mu_ (take / fail_all).
-    if (p->timer) p->timer->cancel();
+    if (p->timer.id) node_.cancel_timer(p->timer);
     if (!r) {
       log(r.error() == make_error_code(errc::timeout) ||
                   r.error() == make_error_code(errc::nodedown)

@@ -53,6 +53,21 @@ struct task_timer final : timer_entry {
   void discard() override { delete this; }
 };
 
+// run_after: the function runs on the thread that expires it (a node thread).
+struct function_timer final : timer_entry {
+  std::function<void()> fn;
+  explicit function_timer(std::function<void()> f) : fn(std::move(f)) {}
+  void expire() override {
+    try {
+      fn();
+    } catch (const std::exception& e) {
+      log(log_level::error, "node", "run_after function threw: ", e.what());
+    }
+    delete this;
+  }
+  void discard() override { delete this; }
+};
+
 std::atomic<std::size_t> next_service_index{0};
 }  // namespace
 
@@ -464,6 +479,14 @@ void node::watch_process(const pid& p, std::function<void(const exit_reason&)> o
 timer_ref node::post_after(clock_type::duration delay, const pid& to, std::function<void()> f) {
   timer_ref ref{impl_->new_ref()};
   auto* t = new detail::task_timer(impl_.get(), to, std::move(f));
+  t->timer_id = ref.id;
+  impl_->timers().arm(t, delay);
+  return ref;
+}
+
+timer_ref node::run_after(clock_type::duration delay, std::function<void()> f) {
+  timer_ref ref{impl_->new_ref()};
+  auto* t = new detail::function_timer(std::move(f));
   t->timer_id = ref.id;
   impl_->timers().arm(t, delay);
   return ref;

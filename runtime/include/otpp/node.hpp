@@ -140,6 +140,10 @@ class node {
   // send_after message it runs even while a coroutine handler of `to` is suspended (a timeout
   // for the waits such a handler makes). Dropped if `to` has ended. Cancel with cancel_timer.
   timer_ref post_after(clock_type::duration delay, const pid& to, std::function<void()> f);
+  // Runs `f` on a node thread, outside any process, after `delay` (node time): timeouts of
+  // upper layers that belong to no process (a remote spawn, a name claim). Keep it short.
+  // Dropped if the node is destroyed first. Cancel with cancel_timer.
+  timer_ref run_after(clock_type::duration delay, std::function<void()> f);
   // True if the timer was cancelled before it fired.
   bool cancel_timer(timer_ref ref);
 

@@ -67,6 +67,11 @@ std::size_t node_threads() {
   const char* t = std::getenv("OTPP_BENCH_THREADS");
   return t ? static_cast<std::size_t>(std::atoi(t)) : 2;
 }
+// node_options::idle_spin of every node (OTPP_BENCH_SPIN_US, default 0: sleep at once).
+std::chrono::microseconds idle_spin() {
+  const char* t = std::getenv("OTPP_BENCH_SPIN_US");
+  return std::chrono::microseconds(t ? std::atoi(t) : 0);
+}
 
 // One result line: {"name":..,"unit":..,"value":..[,extra]}; extra = ,"key":number,...
 void print(const std::string& name, const char* unit, double value, const std::string& extra = {}) {
@@ -159,7 +164,7 @@ int serve(const std::string& name, const std::vector<std::string>& seeds) {
   ::prctl(PR_SET_PDEATHSIG, SIGKILL);
   if (::getppid() == 1) return 1;  // the driver is already gone
   otpp::set_log_level(otpp::log_level::error);
-  otpp::node nd({.name = name, .threads = node_threads()});
+  otpp::node nd({.name = name, .threads = node_threads(), .idle_spin = idle_spin()});
   nd.start();
   if (auto r = otpp::register_behaviour<nop>(nd, nop_behaviour); !r) {
     std::printf("ERROR register_behaviour: %s\n", r.fail().message().c_str());
@@ -347,8 +352,8 @@ struct mesh {
     if (!b) fail(std::string(workload) + ": node B did not start");
     c = child::start(id_of("c", pc), {id_of("b", pb)});
     if (!c) fail(std::string(workload) + ": node C did not start");
-    a = std::make_unique<otpp::node>(
-        otpp::node_options{.name = id_of("a", pa), .threads = node_threads()});
+    a = std::make_unique<otpp::node>(otpp::node_options{
+        .name = id_of("a", pa), .threads = node_threads(), .idle_spin = idle_spin()});
     a->start();
     if (auto r = otpp::register_behaviour<nop>(*a, nop_behaviour); !r) {
       fail(std::string(workload) + ": register_behaviour: " + r.fail().message());

@@ -44,6 +44,11 @@ std::size_t node_threads() {
   const char* t = std::getenv("OTPP_BENCH_THREADS");
   return t ? static_cast<std::size_t>(std::atoi(t)) : 2;
 }
+// node_options::idle_spin of every node (OTPP_BENCH_SPIN_US, default 0: sleep at once).
+std::chrono::microseconds idle_spin() {
+  const char* t = std::getenv("OTPP_BENCH_SPIN_US");
+  return std::chrono::microseconds(t ? std::atoi(t) : 0);
+}
 
 struct echo_int {
   static constexpr std::string_view tag = "echo_int";
@@ -109,7 +114,7 @@ otpp::cluster::options cluster_options(std::vector<std::string> seeds) {
 int serve(const std::string& name, const std::vector<std::string>& seeds) {
   ::prctl(PR_SET_PDEATHSIG, SIGKILL);
   otpp::set_log_level(otpp::log_level::error);
-  otpp::node n({.name = name, .threads = node_threads()});
+  otpp::node n({.name = name, .threads = node_threads(), .idle_spin = idle_spin()});
   n.start();
   auto c = otpp::cluster::join(n, cluster_options(seeds));
   if (!c) {
@@ -245,7 +250,7 @@ struct pair_setup {
     if (!c) return;
     b = std::move(*c);
     a = std::make_unique<otpp::node>(
-        otpp::node_options{.name = id_of("a", pa), .threads = threads});
+        otpp::node_options{.name = id_of("a", pa), .threads = threads, .idle_spin = idle_spin()});
     a->start();
     auto joined = otpp::cluster::join(*a, cluster_options({"127.0.0.1:" + std::to_string(pb)}));
     if (!joined) return;
