@@ -10,7 +10,6 @@
 #include <mutex>
 #include <unordered_map>
 
-
 #include "otpp/cluster/cluster.hpp"
 #include "otpp/log.hpp"
 #include "otpp/registry.hpp"

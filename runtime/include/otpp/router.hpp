@@ -84,9 +84,9 @@ bool deliver_signal(node& n, detail::envelope_kind kind, const pid& from, const 
 // up on the monitored process's node before the watcher learns the target's pid (remote spawn).
 monitor_ref new_monitor_ref(node& n);
 // Records on local process `watcher` (in order with what is routed to it: a down routed
-// afterwards finds the monitor) that it monitors `target` with `ref`, as if it had called monitor(target)
-// and the monitor signal had already reached the target. demonitor(ref) and the down then work
-// as usual. False if `watcher` is not alive.
+// afterwards finds the monitor) that it monitors `target` with `ref`, as if it had called
+// monitor(target) and the monitor signal had already reached the target. demonitor(ref) and the
+// down then work as usual. False if `watcher` is not alive.
 bool adopt_monitor(node& n, const pid& watcher, monitor_ref ref, const pid& target);
 
 }  // namespace otpp
