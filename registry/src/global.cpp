@@ -2,11 +2,11 @@
 
 #include <algorithm>
 #include <future>
+#include <mutex>
+#include <optional>
 #include <shared_mutex>
 #include <unordered_map>
 #include <unordered_set>
-
-#include <asio/steady_timer.hpp>
 
 #include "otpp/log.hpp"
 #include "replica.hpp"
@@ -54,9 +54,11 @@ class global_impl final : public registry_detail::replica_core {
     node_atom arbiter;
     std::set<std::uint32_t> excluded;  // arbiters that went away during this claim
     std::function<void(result<void>)> done;
-    // Armed again by each retry, cancelled by whoever completes: from different threads.
+    // Armed again by each retry (same deadline), cancelled by whoever completes: from
+    // different threads. The node's timer service: no OS timer per claim.
     std::mutex timer_mu;
-    std::unique_ptr<asio::steady_timer> timer;
+    std::optional<time_point> deadline;
+    timer_ref timer;
   };
 
   global_impl(node& n, global_options o)
@@ -101,9 +103,7 @@ class global_impl final : public registry_detail::replica_core {
                    std::chrono::system_clock::now().time_since_epoch())
                    .count();
     c->done = std::move(done);
-    if (timeout.count() >= 0) {
-      c->timer = std::make_unique<asio::steady_timer>(node_.context(), timeout);
-    }
+    if (timeout.count() >= 0) c->deadline = node_.now() + timeout;
     try_claim(std::move(c));
   }
 
@@ -419,12 +419,13 @@ class global_impl final : public registry_detail::replica_core {
   }
 
   void arm_timer(const std::shared_ptr<claim>& c) {
-    if (!c->timer) return;
+    if (!c->deadline) return;
     std::weak_ptr<global_impl> weak = std::static_pointer_cast<global_impl>(shared_from_this());
     // The expiry stays the one set at the start: retries do not extend it.
     std::lock_guard lock(c->timer_mu);
-    c->timer->async_wait([weak, seq = c->seq](const std::error_code& ec) {
-      if (ec) return;
+    if (c->timer.id) node_.cancel_timer(c->timer);
+    auto left = std::max(clock_type::duration::zero(), *c->deadline - node_.now());
+    c->timer = node_.run_after(left, [weak, seq = c->seq] {
       auto self = weak.lock();
       if (!self) return;
       std::shared_ptr<claim> mine;
@@ -442,9 +443,9 @@ class global_impl final : public registry_detail::replica_core {
   }
 
   void finish(const std::shared_ptr<claim>& c, result<void> r) {
-    if (c->timer) {
+    {
       std::lock_guard lock(c->timer_mu);
-      c->timer->cancel();
+      if (c->timer.id) node_.cancel_timer(c->timer);
     }
     auto done = std::move(c->done);
     if (done) done(std::move(r));
