@@ -389,6 +389,19 @@ class service_impl final : public service,
     }
   }
   void leave() override { leave_and_wait(); }
+  void set_tag(std::string key, std::string value) override {
+    asio::post(strand_, [self = shared_from_this(), key = std::move(key),
+                         value = std::move(value)]() mutable {
+      if (!self->membership_) return;
+      if (value.empty()) {
+        self->opt_.tags.erase(key);
+      } else {
+        self->opt_.tags[key] = std::move(value);
+      }
+      self->membership_->set_tags(self->opt_.tags);
+      self->publish_view();
+    });
+  }
   bool in_minority() const override { return minority_.load(); }
   bool downed() const override { return downed_.load(); }
   cluster_stats stats() const override {

@@ -335,4 +335,9 @@ void membership::leave() {
   push_to_all();
 }
 
+void membership::set_tags(std::map<std::string, std::string> tags) {
+  // Peers take an entry's tags with a newer heartbeat: the next gossip round carries them.
+  options_.tags = std::move(tags);
+}
+
 }  // namespace otpp::cluster

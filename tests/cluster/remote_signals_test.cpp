@@ -376,4 +376,26 @@ TEST_F(two_nodes, AcceptedLinksAndMonitorsBehaveAsMadeByHand) {
   EXPECT_EQ(a->cluster->stats().monitors, 0u);
 }
 
+TEST_F(two_nodes, TagsSetAtRunTimeReachEveryMember) {
+  auto tag_of = [](test_node& at, const std::string& id,
+                   const std::string& key) -> std::optional<std::string> {
+    for (const auto& m : at.cluster->members()) {
+      if (m.id != id) continue;
+      auto it = m.tags.find(key);
+      if (it != m.tags.end()) return it->second;
+    }
+    return std::nullopt;
+  };
+  a->cluster->set_tag("load", "17");
+  EXPECT_TRUE(
+      eventually([&] { return tag_of(*a, a->id, "load") == std::optional<std::string>("17"); }));
+  EXPECT_TRUE(
+      eventually([&] { return tag_of(*b, a->id, "load") == std::optional<std::string>("17"); }));
+  a->cluster->set_tag("load", "3");
+  EXPECT_TRUE(
+      eventually([&] { return tag_of(*b, a->id, "load") == std::optional<std::string>("3"); }));
+  a->cluster->set_tag("load", "");
+  EXPECT_TRUE(eventually([&] { return !tag_of(*b, a->id, "load"); }));
+}
+
 }  // namespace

@@ -149,6 +149,10 @@ class service {
   // Announces the leave (peers see graceful_shutdown) and closes the connections; node.stop()
   // does it too.
   virtual void leave() = 0;
+  // Sets (or, with an empty value, removes) one of this node's tags: members() of every node
+  // shows it after the next gossip rounds (about gossip_interval; placement reads loads this
+  // way). Any thread.
+  virtual void set_tag(std::string key, std::string value) = 0;
   virtual bool in_minority() const = 0;
   virtual bool downed() const = 0;
   virtual cluster_stats stats() const = 0;

@@ -128,6 +128,8 @@ class membership {
   void tick(time_point now);
   // This node leaves: its status becomes leaving (gossiped).
   void leave();
+  // This node's tags (gossiped with its entry from the next round on).
+  void set_tags(std::map<std::string, std::string> tags);
 
   std::vector<gossip_entry> state() const;
   std::vector<member> members() const;  // self first, then by id; down members omitted
