@@ -25,6 +25,8 @@
 //   gregister <name> (this node's worker) | gwhereis <name>
 //   pjoin <group> (this node's worker) | pmembers <group>
 //   monitor <id> <creation> <serial>    (a watcher process of this node monitors that pid)
+//   singleton <name>   this node manages a cluster singleton of test_node.worker under global
+//                      name <name> -> singleton ok | singleton error <errc>
 // Exit codes: 0 after quit or stdin EOF (graceful stop), 3 when this node learns it was downed
 // (restart it: a new incarnation), 2 bad arguments or join failure, 4 a stop that hung.
 #include <poll.h>
@@ -46,6 +48,7 @@
 #include "otpp/registry/join_cluster.hpp"
 #include "otpp/router.hpp"
 #include "otpp/runtime.hpp"
+#include "otpp/supervisor/singleton.hpp"
 
 namespace {
 
@@ -396,6 +399,14 @@ int main(int argc, char** argv) {
           std::ostringstream list;
           for (const auto& m : ms) list << " " << m.node().name() << ":" << m.serial();
           say("pmembers ", ms.size(), list.str());
+        } else if (f[0] == "singleton") {
+          auto r = otpp::start_singleton(
+              node, otpp::singleton(f.at(1), "test_node.worker", spawn_args{0}));
+          if (r) {
+            say("singleton ok");
+          } else {
+            say("singleton error ", errc_name(r.error()));
+          }
         } else if (f[0] == "monitor") {
           (void)otpp::send(node, *watch, watch_pid{target(f)});
         } else if (f[0] == "leave") {

@@ -130,4 +130,53 @@ TEST_F(registry_three_processes, RemoteMonitorFiresOnceWithNoconnectionWhenItsNo
   EXPECT_EQ(a->proc->count([](const std::string& l) { return l.rfind("down ", 0) == 0; }), 1u);
 }
 
+// A cluster singleton (supervisor layer) whose node is SIGKILLed moves to a survivor: exactly
+// one holder before, one (another node's) after, agreed by every survivor.
+TEST_F(registry_three_processes, SingletonMovesWhenItsNodeIsKilled) {
+  for (auto* p : {a, b, c}) {
+    auto r = p->proc->ask("singleton solo", "singleton ", 10s);
+    ASSERT_TRUE(r);
+    ASSERT_EQ(*r, "singleton ok") << p->id;
+  }
+  // One holder, the same everywhere.
+  std::string holder;
+  auto until = std::chrono::steady_clock::now() + 30s;
+  while (holder.empty() && std::chrono::steady_clock::now() < until) {
+    auto l = a->proc->ask("gwhereis solo", "gwhereis ", 10s);
+    if (l && *l != "gwhereis none") holder = *l;
+    if (holder.empty()) std::this_thread::sleep_for(100ms);
+  }
+  ASSERT_FALSE(holder.empty()) << "no node started the singleton";
+  for (auto* p : {b, c}) EXPECT_TRUE(answers(p, "gwhereis solo", "gwhereis ", holder)) << p->id;
+  node_process* owner = nullptr;
+  for (auto* p : {a, b, c}) {
+    if (child_process::fields(holder).at(1) == p->id) owner = p;
+  }
+  ASSERT_TRUE(owner);
+  std::vector<node_process*> rest;
+  for (auto* p : {a, b, c}) {
+    if (p != owner) rest.push_back(p);
+  }
+  auto killed_at = now_us();
+  ASSERT_TRUE(owner->proc->kill(SIGKILL));
+  // A survivor takes over; both agree on it.
+  std::string next;
+  until = std::chrono::steady_clock::now() + 30s;
+  while (next.empty() && std::chrono::steady_clock::now() < until) {
+    auto l = rest[0]->proc->ask("gwhereis solo", "gwhereis ", 10s);
+    if (l && *l != "gwhereis none" && *l != holder) next = *l;
+    if (next.empty()) std::this_thread::sleep_for(20ms);
+  }
+  ASSERT_FALSE(next.empty()) << "nobody took the singleton over";
+  std::cout << "[ measured ] singleton takeover seen " << (now_us() - killed_at) / 1000
+            << " ms after SIGKILL of its node\n";
+  EXPECT_NE(child_process::fields(next).at(1), owner->id);
+  EXPECT_TRUE(answers(rest[1], "gwhereis solo", "gwhereis ", next));
+  // The new instance answers calls.
+  auto f = child_process::fields(next);
+  auto reply = rest[1]->proc->ask("call " + f[1] + " " + f[2] + " " + f[3] + " hi", "reply ");
+  ASSERT_TRUE(reply);
+  EXPECT_EQ(child_process::fields(*reply).at(1), "spawned:hi");
+}
+
 }  // namespace
