@@ -39,6 +39,7 @@
 #include <thread>
 #include <vector>
 
+#include "common/bench_node.hpp"
 #include "otpp/log.hpp"
 #include "otpp/registry/join_cluster.hpp"
 #include "otpp/runtime.hpp"
@@ -61,24 +62,11 @@ std::size_t n(std::size_t count) {
   return quick ? std::max<std::size_t>(1, count / 10) : count;
 }
 
-// Worker threads of each node (OTPP_BENCH_THREADS, default 2: one per vCPU, as Erlang's
-// schedulers).
-std::size_t node_threads() {
-  const char* t = std::getenv("OTPP_BENCH_THREADS");
-  return t ? static_cast<std::size_t>(std::atoi(t)) : 2;
-}
-// node_options::idle_spin of every node (OTPP_BENCH_SPIN_US, default 0: sleep at once).
-std::chrono::microseconds idle_spin() {
-  const char* t = std::getenv("OTPP_BENCH_SPIN_US");
-  return std::chrono::microseconds(t ? std::atoi(t) : 0);
-}
-
-// One result line: {"name":..,"unit":..,"value":..[,extra]}; extra = ,"key":number,...
-void print(const std::string& name, const char* unit, double value, const std::string& extra = {}) {
-  std::printf("{\"name\":\"%s\",\"unit\":\"%s\",\"value\":%.3f%s}\n", name.c_str(), unit, value,
-              extra.c_str());
-  std::fflush(stdout);
-}
+using otpp_bench::free_port;
+using otpp_bench::id_of;
+using otpp_bench::idle_spin;
+using otpp_bench::node_threads;
+using otpp_bench::print;
 
 // A failure: one ERROR line, and the process exits non-zero (children die with it).
 [[noreturn]] void fail(const std::string& what) {
@@ -135,22 +123,8 @@ class pg_watcher : public otpp::gen_server<pg_watcher> {
   otpp::pid to_;
 };
 
-std::uint16_t free_port() {
-  asio::io_context io;
-  asio::ip::tcp::acceptor a(io, asio::ip::tcp::endpoint(asio::ip::make_address("127.0.0.1"), 0));
-  return a.local_endpoint().port();
-}
-std::string id_of(const std::string& name, std::uint16_t port) {
-  return name + "@127.0.0.1:" + std::to_string(port);
-}
-
 otpp::cluster::options cluster_options(std::vector<std::string> seeds) {
-  otpp::cluster::options o;
-  o.seeds = std::move(seeds);
-  o.transport.secret = secret;
-  o.retry_initial = 5ms;
-  o.retry_max = 100ms;
-  return o;
+  return otpp_bench::cluster_options(std::move(seeds), secret);
 }
 
 std::size_t connected_peers(otpp::node& nd, otpp::cluster::service* c) {
@@ -791,18 +765,7 @@ bool selected(const std::vector<std::string>& prefixes, const std::string& id) {
 
 int main(int argc, char** argv) {
   if (argc >= 3 && std::strcmp(argv[1], "--serve") == 0) {
-    std::vector<std::string> seeds;
-    if (argc >= 4 && argv[3][0]) {
-      std::string s = argv[3];
-      std::size_t at = 0;
-      while (at <= s.size()) {
-        auto comma = s.find(',', at);
-        if (comma == std::string::npos) comma = s.size();
-        if (comma > at) seeds.push_back(s.substr(at, comma - at));
-        at = comma + 1;
-      }
-    }
-    return serve(argv[2], seeds);
+    return serve(argv[2], otpp_bench::split_seeds(argc >= 4 ? argv[3] : ""));
   }
   std::vector<std::string> prefixes;
   for (int i = 1; i < argc; ++i) {

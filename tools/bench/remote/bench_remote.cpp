@@ -24,6 +24,7 @@
 #include <thread>
 #include <vector>
 
+#include "common/bench_node.hpp"
 #include "otpp/cluster/cluster.hpp"
 #include "otpp/log.hpp"
 #include "otpp/runtime.hpp"
@@ -38,17 +39,11 @@ using steady = std::chrono::steady_clock;
 
 const std::string secret = "otpp-bench-remote-secret-0123456789";
 
-// Worker threads of each node (OTPP_BENCH_THREADS, default 2: one per vCPU, as Erlang's
-// schedulers).
-std::size_t node_threads() {
-  const char* t = std::getenv("OTPP_BENCH_THREADS");
-  return t ? static_cast<std::size_t>(std::atoi(t)) : 2;
-}
-// node_options::idle_spin of every node (OTPP_BENCH_SPIN_US, default 0: sleep at once).
-std::chrono::microseconds idle_spin() {
-  const char* t = std::getenv("OTPP_BENCH_SPIN_US");
-  return std::chrono::microseconds(t ? std::atoi(t) : 0);
-}
+using otpp_bench::free_port;
+using otpp_bench::id_of;
+using otpp_bench::idle_spin;
+using otpp_bench::node_threads;
+using otpp_bench::print;
 
 struct echo_int {
   static constexpr std::string_view tag = "echo_int";
@@ -92,22 +87,8 @@ class server : public otpp::gen_server<server> {
   std::int64_t count_ = 0;
 };
 
-std::uint16_t free_port() {
-  asio::io_context io;
-  asio::ip::tcp::acceptor a(io, asio::ip::tcp::endpoint(asio::ip::make_address("127.0.0.1"), 0));
-  return a.local_endpoint().port();
-}
-std::string id_of(const std::string& name, std::uint16_t port) {
-  return name + "@127.0.0.1:" + std::to_string(port);
-}
-
 otpp::cluster::options cluster_options(std::vector<std::string> seeds) {
-  otpp::cluster::options o;
-  o.seeds = std::move(seeds);
-  o.transport.secret = secret;
-  o.retry_initial = 5ms;
-  o.retry_max = 100ms;
-  return o;
+  return otpp_bench::cluster_options(std::move(seeds), secret);
 }
 
 // ---- serve mode: a node process with one server
@@ -223,12 +204,6 @@ struct child {
 
 std::string self_exe;
 bool quick = false;
-
-void print(const std::string& name, const char* unit, double value, const std::string& extra = {}) {
-  std::printf("{\"name\":\"%s\",\"unit\":\"%s\",\"value\":%.3f%s}\n", name.c_str(), unit, value,
-              extra.c_str());
-  std::fflush(stdout);
-}
 
 double percentile(std::vector<double>& v, double p) {
   if (v.empty()) return 0;
@@ -529,18 +504,7 @@ bool selected(const std::vector<std::string>& prefixes, const std::string& id) {
 
 int main(int argc, char** argv) {
   if (argc >= 2 && std::strcmp(argv[1], "--serve") == 0) {
-    std::vector<std::string> seeds;
-    if (argc >= 4 && argv[3][0]) {
-      std::string s = argv[3];
-      std::size_t at = 0;
-      while (at <= s.size()) {
-        auto comma = s.find(',', at);
-        if (comma == std::string::npos) comma = s.size();
-        if (comma > at) seeds.push_back(s.substr(at, comma - at));
-        at = comma + 1;
-      }
-    }
-    return serve(argv[2], seeds);
+    return serve(argv[2], otpp_bench::split_seeds(argc >= 4 ? argv[3] : ""));
   }
   ::signal(SIGPIPE, SIG_IGN);
   otpp::set_log_level(otpp::log_level::error);
