@@ -99,6 +99,17 @@ dsup_wire_child to_wire(const dist_child_spec& c) {
   return w;
 }
 
+failure detail::restore_dsup_error(failure f) {
+  if (f.code != make_error_code(errc::exit)) return f;
+  for (auto e : {errc::not_found, errc::running, errc::restarting, errc::minority,
+                 errc::reached_max_restart_intensity}) {
+    auto name = make_error_code(e).message();
+    if (f.reason == name) return failure(e);
+    if (f.reason.starts_with(name + ": ")) return failure(e, f.reason.substr(name.size() + 2));
+  }
+  return f;
+}
+
 namespace {
 
 dist_child_spec from_wire(const dsup_wire_child& w) {
@@ -398,11 +409,10 @@ class dsup_server final : public gen_server<dsup_server> {
     h.call<dsup_which_children>(
         [](dsup_server& self, dsup_which_children) { return self.which(); });
     h.call<dsup_start_child>([](dsup_server& self, dsup_start_child m) -> result<dist_child_info> {
-      if (!self.ready_) return failure(errc::restarting, "adopting running children");
       if (self.find(m.child.id)) return failure(errc::already_registered, m.child.id);
       self.kids_.push_back(kid{from_wire(m.child)});
-      auto& k = self.kids_.back();
-      self.start_kid(k);
+      // While adopting, the adoption starts it (or adopts a copy an earlier instance started).
+      if (self.ready_) self.start_kid(self.kids_.back());
       return self.info_of(self.kids_.back());
     });
     h.call<dsup_terminate_child>([](dsup_server& self, dsup_terminate_child m) -> result<bool> {
@@ -496,6 +506,12 @@ class dsup_server final : public gen_server<dsup_server> {
   // ---- adoption (a new instance first learns what already runs)
   void ask_hosts() {
     auto nodes = host_nodes();
+    if (nodes.size() < spec_.min_members) {
+      // The other nodes' hosts are not registered (or not replicated here) yet: starting now
+      // would crowd every child onto the few nodes whose host is known.
+      this_node().send_after(spec_.check_interval, self(), sup_adopt{});
+      return;
+    }
     struct gather {
       std::mutex mu;
       std::size_t remaining = 0;
@@ -567,9 +583,16 @@ class dsup_server final : public gen_server<dsup_server> {
             b.node, " (epoch ", b.epoch, ")");
       }
     }
+    // A child whose last host is gone (its node went with the previous instance) has an epoch
+    // nobody remembers: start it above every epoch the surviving hosts saw for this
+    // supervisor, so its epoch still grows (a node that comes back has a fresh host anyway).
+    std::uint64_t floor = 0;
+    for (const auto& [id, b] : best) floor = std::max(floor, b.epoch);
     ready_ = true;
     for (auto& k : kids_) {
-      if (!k.child) start_kid(k);
+      if (k.child) continue;
+      k.epoch = std::max(k.epoch, floor);
+      start_kid(k);
     }
   }
 

@@ -129,7 +129,11 @@ struct dist_supervisor_spec {
   std::chrono::milliseconds period{5000};
   std::vector<dist_child_spec> children;
   placement where = placement::round_robin();
-  // Singleton of the supervisor process: not before this many members are reachable.
+  // The supervisor process (a cluster singleton) starts only where this many members are
+  // reachable, and a new instance starts (or adopts) children only once this many nodes run
+  // its child host: a supervisor started before its peers' hosts registered would otherwise
+  // crowd every child onto the first node. Set it to the number of nodes expected at start
+  // for an even first placement; after losing nodes below it, a new instance waits.
   std::size_t min_members = 1;
   // Retry of a child no node could take (or whose start failed): doubling, with jitter.
   std::chrono::milliseconds backoff_initial{50};
@@ -213,36 +217,70 @@ struct dsup_stop {
 
 dsup_wire_child to_wire(const dist_child_spec& c);
 
-// Token forms (any Asio token), by the supervisor's global name, from any node.
+namespace detail {
+// A call to another node brings back only the wire's own error codes: the others arrive as
+// `exit` with the original message as reason ("not_found: x"). Restores the supervisor's.
+failure restore_dsup_error(failure f);
+
+template <call_message M, class Token>
+auto dsup_request(node& n, std::string_view sup, M msg, std::chrono::milliseconds timeout,
+                  Token&& token) {
+  using R = typename M::reply;
+  return asio::async_initiate<Token, void(result<R>)>(
+      [&n, timeout](auto handler, std::string name, M m) {
+        if (refuse_blocking_wait<Token, R>(handler)) return;
+        auto ex = asio::get_associated_executor(handler, n.context().get_executor());
+        auto to = whereis(n, global(dsup_global_name(name)));
+        call(n, to ? *to : pid{}, std::move(m), timeout,
+             asio::bind_executor(ex, [h = std::move(handler)](result<R> r) mutable {
+               if (!r) {
+                 h(result<R>(restore_dsup_error(r.fail())));
+               } else {
+                 h(std::move(r));
+               }
+             }));
+      },
+      token, std::string(sup), std::move(msg));
+}
+}  // namespace detail
+
+// Token forms (any Asio token; use_future not from a process thread: would_block), by the
+// supervisor's global name, from any node. An unknown supervisor (not running right now,
+// e.g. during a takeover): noproc.
 template <class Token>
 auto which_dist_children(node& n, std::string_view sup, Token&& token) {
-  return call(n, global(dsup_global_name(sup)), dsup_which_children{}, std::forward<Token>(token));
+  return detail::dsup_request(n, sup, dsup_which_children{}, default_call_timeout,
+                              std::forward<Token>(token));
 }
-// Starts a child at run time (it joins the spec: restarted like the others). Answers where it
-// runs. Errors: already_registered (id taken), or the start's error.
+// Starts a child at run time (it joins the spec: restarted like the others). Answers its
+// entry (state starting: which_dist_children shows where it runs). Errors: already_registered
+// (id taken).
 template <class Token>
 auto start_dist_child(node& n, std::string_view sup, const dist_child_spec& c, Token&& token) {
   dsup_start_child m{to_wire(c)};
-  return call(n, global(dsup_global_name(sup)), std::move(m), std::chrono::milliseconds(10000),
-              std::forward<Token>(token));
+  return detail::dsup_request(n, sup, std::move(m), default_call_timeout,
+                              std::forward<Token>(token));
 }
-// Stops a child (kept in the spec, not restarted); not_found.
+// Stops a child (kept in the spec as stopped, not restarted); not_found.
 template <class Token>
 auto terminate_dist_child(node& n, std::string_view sup, std::string id, Token&& token) {
   dsup_terminate_child m{std::move(id)};
-  return call(n, global(dsup_global_name(sup)), std::move(m), std::forward<Token>(token));
+  return detail::dsup_request(n, sup, std::move(m), default_call_timeout,
+                              std::forward<Token>(token));
 }
-// Forgets a terminated child; running (still runs), not_found.
+// Forgets a stopped child; running (not stopped), not_found.
 template <class Token>
 auto delete_dist_child(node& n, std::string_view sup, std::string id, Token&& token) {
   dsup_delete_child m{std::move(id)};
-  return call(n, global(dsup_global_name(sup)), std::move(m), std::forward<Token>(token));
+  return detail::dsup_request(n, sup, std::move(m), default_call_timeout,
+                              std::forward<Token>(token));
 }
-// Stops every child and the supervisor (on every node: the managers stand by for good).
+// Stops every child and the supervisor for good: every node's host and manager of it end
+// (start_distributed_supervisor may be called again afterwards).
 template <class Token>
 auto stop_dist_supervisor(node& n, std::string_view sup, Token&& token) {
-  return call(n, global(dsup_global_name(sup)), dsup_stop{}, std::chrono::milliseconds(10000),
-              std::forward<Token>(token));
+  return detail::dsup_request(n, sup, dsup_stop{}, default_call_timeout,
+                              std::forward<Token>(token));
 }
 
 // ---- child host (exposed for fencing tests and tools)
