@@ -153,6 +153,7 @@ bool sees_majority(node& n) {
 }
 
 constexpr std::string_view stale_prefix = "stale_epoch:";
+constexpr std::string_view standby_reason = "dsup_standby";
 
 // ---------------------------------------------------------------- node service
 
@@ -287,7 +288,8 @@ class dsup_host final : public gen_server<dsup_host> {
     if (running_.empty() || sees_majority(this_node())) return;
     log(log_level::warning, "dsup", this_node().name(), ": ", sup_,
         ": this node lost sight of the majority, stopping ", running_.size(), " children");
-    for (auto& [id, r] : running_) this_node().stop_process(r.child, exit_reason("dsup_standby"));
+    for (auto& [id, r] : running_)
+      this_node().stop_process(r.child, exit_reason(std::string(standby_reason)));
   }
 
   std::vector<dsup_host_child> which() const {
@@ -720,6 +722,14 @@ class dsup_server final : public gen_server<dsup_server> {
     }
     if (k.spec.restart == restart_type::transient && !reason.is_failure()) {
       k.state = dist_child_state::stopped;
+      return;
+    }
+    if (reason.text() == standby_reason || !sees_majority(this_node())) {
+      // Stopped by its host for lack of a majority, or this instance is itself cut off: not a
+      // crash, and no ground for giving up (a minority instance that counted these would stop
+      // the supervisor for good on its side). Retried with backoff; the hosts refuse starts
+      // until a majority is back, and this instance stands by soon (singleton_standby).
+      retry_later(k);
       return;
     }
     // Restart intensity (OTP): more than max_restarts within period and the supervisor gives
