@@ -10,6 +10,7 @@
 #include "cluster/cluster_support.hpp"
 #include "otpp/registry/join_cluster.hpp"
 #include "otpp/supervisor/distributed.hpp"
+#include "otpp_test/tcp_relay.hpp"
 
 namespace {
 
@@ -557,6 +558,88 @@ TEST_F(dist_cluster, RunTimeApi) {
   for (auto* t : all()) {
     EXPECT_FALSE(otpp::whereis(*t->node, otpp::global(otpp::dsup_global_name("sup"))));
   }
+}
+
+// 3 nodes; c reaches a and b (and they reach c) only through relays the test cuts: a 2|1
+// split with keep-majority. c's children stop on c (its host loses the majority) before the
+// majority restarts them (after c's node_down): never two copies of a child at once.
+TEST(dist_split, MinorityStopsItsChildrenBeforeTheMajorityRestartsThem) {
+  {
+    std::lock_guard lock(counts_mu);
+    live_by_node.clear();
+  }
+  auto pa = free_port(), pb = free_port(), pc = free_port();
+  auto to_c = tcp_relay::start("127.0.0.1", pc);
+  auto c_to_a = tcp_relay::start("127.0.0.1", pa);
+  auto c_to_b = tcp_relay::start("127.0.0.1", pb);
+  auto relay = [](const std::unique_ptr<tcp_relay>& r) {
+    return "127.0.0.1:" + std::to_string(r->port());
+  };
+  auto oa = fast_options();
+  oa.addresses[node_name("c", pc)] = relay(to_c);
+  auto ob = fast_options({node_name("a", pa)});
+  ob.addresses[node_name("c", pc)] = relay(to_c);
+  auto oc = fast_options({relay(c_to_a)});
+  oc.addresses[node_name("a", pa)] = relay(c_to_a);
+  oc.addresses[node_name("b", pb)] = relay(c_to_b);
+  auto a = start_node("a", pa, oa);
+  auto b = start_node("b", pb, ob);
+  auto c = start_node("c", pc, oc);
+  std::vector<test_node*> nodes = {a.get(), b.get(), c.get()};
+  ASSERT_TRUE(converged(nodes, 3));
+  ASSERT_TRUE(eventually([&] {
+    for (auto* t : nodes) {
+      if (otpp::global_stats(*t->node).peers != 2) return false;
+    }
+    return true;
+  }));
+  auto spec = nine();
+  spec.min_members = 2;
+  for (auto* t : nodes) ASSERT_TRUE(otpp::start_distributed_supervisor(*t->node, spec));
+  auto running_on = [&](test_node* via, const std::string& exclude) {
+    auto f = otpp::which_dist_children(*via->node, "sup", asio::use_future);
+    auto r = f.get();
+    if (!r || r->size() != 9) return false;
+    for (auto& x : *r) {
+      if (x.state != dist_child_state::running || x.node == exclude) return false;
+    }
+    return true;
+  };
+  ASSERT_TRUE(eventually([&] {
+    std::this_thread::sleep_for(20ms);
+    return running_on(a.get(), "") && live_total() == 9;
+  }));
+  std::atomic<bool> sampling{true};
+  std::atomic<int> over{0}, samples{0};
+  std::thread sampler([&] {
+    while (sampling) {
+      over += live_total() > 9;
+      ++samples;
+      std::this_thread::sleep_for(2ms);
+    }
+  });
+  to_c->cut_both();
+  c_to_a->cut_both();
+  c_to_b->cut_both();
+  bool moved = eventually(
+      [&] {
+        std::this_thread::sleep_for(20ms);
+        return running_on(a.get(), c->id) && live_total() == 9;
+      },
+      30s);
+  sampling = false;
+  sampler.join();
+  ASSERT_TRUE(moved);
+  EXPECT_EQ(over.load(), 0) << "a child ran twice";
+  EXPECT_GT(samples.load(), 100);
+  {
+    std::lock_guard lock(counts_mu);
+    EXPECT_EQ(live_by_node[c->id], 0);
+  }
+  c.reset();
+  b.reset();
+  a.reset();
+  EXPECT_EQ(live_total(), 0);
 }
 
 }  // namespace

@@ -4,10 +4,10 @@
 //
 //   otpp::join_cluster(node, cluster_options);
 //   otpp::register_behaviour<worker, worker_args>(node, "worker");   // on every node
-//   otpp::dist_supervisor_spec spec{.name = "jobs", .placement = otpp::placement::round_robin()};
+//   otpp::dist_supervisor_spec spec{.name = "jobs", .where = otpp::placement::round_robin()};
 //   spec.children.push_back(otpp::dist_child("w1", "worker", worker_args{1}, "w1"));
 //   otpp::start_distributed_supervisor(node, spec);   // on every node, with the same spec
-//   otpp::which_children(node, otpp::dsup_ref{"jobs"}, asio::use_awaitable);
+//   otpp::which_dist_children(node, "jobs", asio::use_awaitable);
 //
 // See supervisor/README.md ("Distributed supervisor") for the algorithm.
 #pragma once
