@@ -370,6 +370,7 @@ struct sup_adopted {
   static constexpr std::string_view tag = "otpp.dsup.adopted";
   // node -> what its host runs (hosts that did not answer are absent)
   std::vector<std::pair<std::string, std::vector<dsup_host_child>>> hosts;
+  std::size_t asked = 0;
 };
 struct sup_started {
   static constexpr std::string_view tag = "otpp.dsup.started";
@@ -508,6 +509,17 @@ class dsup_server final : public gen_server<dsup_server> {
   // ---- adoption (a new instance first learns what already runs)
   void ask_hosts() {
     auto nodes = host_nodes();
+    // A member that runs a host but is unreachable (not down) may run children this instance
+    // cannot see: starting them elsewhere could run them twice. Wait until it is reachable
+    // again (it is asked) or down (its children are gone: restarted).
+    if (auto* c = cluster::find(this_node())) {
+      for (const auto& m : c->members()) {
+        if (m.self || m.reachable || m.status != cluster::member_status::up) continue;
+        if (!whereis(this_node(), global(dsup_host_name(name_, m.id)))) continue;
+        this_node().send_after(spec_.check_interval, self(), sup_adopt{});
+        return;
+      }
+    }
     if (nodes.size() < spec_.min_members) {
       // The other nodes' hosts are not registered (or not replicated here) yet: starting now
       // would crowd every child onto the few nodes whose host is known.
@@ -521,6 +533,7 @@ class dsup_server final : public gen_server<dsup_server> {
     };
     auto g = std::make_shared<gather>();
     g->remaining = nodes.size();
+    g->out.asked = nodes.size();
     auto& n = this_node();
     auto me = self();
     if (nodes.empty()) {
@@ -538,6 +551,15 @@ class dsup_server final : public gen_server<dsup_server> {
   }
 
   void on_adopted(sup_adopted a) {
+    if (a.hosts.size() < a.asked) {
+      // A host that did not answer may run children: starting them elsewhere now could run
+      // them twice. Ask again (a node that went meanwhile is no longer asked after its
+      // node_down).
+      log(log_level::warning, "dsup", this_node().name(), ": ", name_, ": ",
+          a.asked - a.hosts.size(), " hosts did not answer, asking again");
+      this_node().send_after(spec_.check_interval, self(), sup_adopt{});
+      return;
+    }
     // The highest epoch seen per child (running or not), and the running copy with it.
     struct seen {
       std::uint64_t epoch = 0;
