@@ -642,4 +642,87 @@ TEST(dist_split, MinorityStopsItsChildrenBeforeTheMajorityRestartsThem) {
   EXPECT_EQ(live_total(), 0);
 }
 
+// A lost connection is not a down node: c's children show unreachable while c cannot be
+// reached, and are watched again (same pids, same epochs, no restart) once it can.
+TEST(dist_split, ALostConnectionIsNotANodeDown) {
+  {
+    std::lock_guard lock(counts_mu);
+    live_by_node.clear();
+  }
+  inits = 0;
+  auto pa = free_port(), pb = free_port(), pc = free_port();
+  auto to_c = tcp_relay::start("127.0.0.1", pc);
+  auto b_to_c = tcp_relay::start("127.0.0.1", pc);
+  auto c_to_a = tcp_relay::start("127.0.0.1", pa);
+  auto c_to_b = tcp_relay::start("127.0.0.1", pb);
+  auto relay = [](const std::unique_ptr<tcp_relay>& r) {
+    return "127.0.0.1:" + std::to_string(r->port());
+  };
+  auto oa = fast_options();
+  oa.addresses[node_name("c", pc)] = relay(to_c);
+  auto ob = fast_options({node_name("a", pa)});
+  ob.addresses[node_name("c", pc)] = relay(b_to_c);
+  auto oc = fast_options({relay(c_to_a)});
+  oc.addresses[node_name("a", pa)] = relay(c_to_a);
+  oc.addresses[node_name("b", pb)] = relay(c_to_b);
+  auto a = start_node("a", pa, oa);
+  auto b = start_node("b", pb, ob);
+  auto c = start_node("c", pc, oc);
+  std::vector<test_node*> nodes = {a.get(), b.get(), c.get()};
+  ASSERT_TRUE(converged(nodes, 3));
+  ASSERT_TRUE(eventually([&] {
+    for (auto* t : nodes) {
+      if (otpp::global_stats(*t->node).peers != 2) return false;
+    }
+    return true;
+  }));
+  auto spec = nine(otpp::placement::on_node(c->id));
+  spec.children.resize(3);
+  spec.min_members = 3;
+  // a first: the supervisor runs on a (the others find its name held).
+  for (auto* t : nodes) ASSERT_TRUE(otpp::start_distributed_supervisor(*t->node, spec));
+  auto which = [&] {
+    auto f = otpp::which_dist_children(*a->node, "sup", asio::use_future);
+    auto r = f.get();
+    return r ? *r : std::vector<otpp::dist_child_info>{};
+  };
+  ASSERT_TRUE(eventually([&] {
+    std::this_thread::sleep_for(20ms);
+    auto k = which();
+    return k.size() == 3 && std::all_of(k.begin(), k.end(), [](const auto& x) {
+             return x.state == dist_child_state::running;
+           });
+  }));
+  auto sup = otpp::whereis(*a->node, otpp::global(otpp::dsup_global_name("sup")));
+  ASSERT_TRUE(sup);
+  if (sup->node().name() != a->id) GTEST_SKIP() << "the supervisor started on another node";
+  auto before = which();
+  int inits_before = inits.load();
+  // Only the a-c connection: c still sees b (a majority), so its host keeps the children.
+  for (auto* r : {to_c.get(), c_to_a.get()}) r->reset_connections();
+  // Reconnected at once (the relays still pass): the children may be seen unreachable for a
+  // moment, then watched again; nothing restarts.
+  ASSERT_TRUE(eventually([&] { return a->cluster->stats().connections == 2; }));
+  std::this_thread::sleep_for(300ms);
+  ASSERT_TRUE(eventually([&] {
+    std::this_thread::sleep_for(20ms);
+    auto k = which();
+    return k.size() == 3 && std::all_of(k.begin(), k.end(), [](const auto& x) {
+             return x.state == dist_child_state::running;
+           });
+  }));
+  auto after = which();
+  ASSERT_EQ(after.size(), before.size());
+  for (std::size_t i = 0; i < after.size(); ++i) {
+    EXPECT_EQ(after[i].child, before[i].child) << after[i].id;
+    EXPECT_EQ(after[i].epoch, before[i].epoch) << after[i].id;
+  }
+  EXPECT_EQ(inits.load(), inits_before);
+  EXPECT_EQ(a->log->count(otpp::cluster::node_event_kind::node_down), 0u);
+  c.reset();
+  b.reset();
+  a.reset();
+  EXPECT_EQ(live_total(), 0);
+}
+
 }  // namespace
