@@ -23,6 +23,9 @@
 #include <string_view>
 #include <vector>
 
+#include <asio/associated_executor.hpp>
+#include <asio/async_result.hpp>
+#include <asio/bind_executor.hpp>
 #include <msgpack.hpp>
 
 #include "otpp/call.hpp"
@@ -154,7 +157,7 @@ std::string dsup_host_name(std::string_view supervisor, std::string_view node_id
 result<void> start_distributed_supervisor(node& n, dist_supervisor_spec spec);
 // This node stops hosting and managing `name`: its children here stop, its manager too (the
 // supervisor moves elsewhere if it ran here). To stop the supervisor with all its children
-// everywhere: stop_distributed_supervisor_everywhere (a call to the supervisor).
+// everywhere: stop_dist_supervisor (a call to the supervisor). not_found if not started here.
 result<void> stop_distributed_supervisor(node& n, std::string_view name);
 
 enum class dist_child_state : std::uint8_t {
