@@ -282,14 +282,22 @@ class dsup_host final : public gen_server<dsup_host> {
     pid child;
     std::uint64_t epoch = 0;
     monitor_ref ref{};
+    bool standby = false;  // asked to stop for lack of a majority (its down is on its way)
   };
 
   void check() {
     if (running_.empty() || sees_majority(this_node())) return;
-    log(log_level::warning, "dsup", this_node().name(), ": ", sup_,
-        ": this node lost sight of the majority, stopping ", running_.size(), " children");
-    for (auto& [id, r] : running_)
+    std::size_t stopping = 0;
+    for (auto& [id, r] : running_) {
+      if (r.standby) continue;
+      r.standby = true;
+      ++stopping;
       this_node().stop_process(r.child, exit_reason(std::string(standby_reason)));
+    }
+    if (stopping > 0) {
+      log(log_level::warning, "dsup", this_node().name(), ": ", sup_,
+          ": this node lost sight of the majority, stopped ", stopping, " children");
+    }
   }
 
   std::vector<dsup_host_child> which() const {
@@ -344,7 +352,7 @@ class dsup_host final : public gen_server<dsup_host> {
                                std::string(stale_prefix) + std::to_string(last_epoch_[id])));
             return;
           }
-          running_[id] = run{r->child, epoch, r->monitor};
+          running_[id] = run{r->child, epoch, r->monitor, false};
           reply(r->child);
         }));
   }
@@ -520,12 +528,6 @@ class dsup_server final : public gen_server<dsup_server> {
         return;
       }
     }
-    if (nodes.size() < spec_.min_members) {
-      // The other nodes' hosts are not registered (or not replicated here) yet: starting now
-      // would crowd every child onto the few nodes whose host is known.
-      this_node().send_after(spec_.check_interval, self(), sup_adopt{});
-      return;
-    }
     struct gather {
       std::mutex mu;
       std::size_t remaining = 0;
@@ -579,6 +581,12 @@ class dsup_server final : public gen_server<dsup_server> {
         }
       }
     }
+    if (best.empty() && a.hosts.size() < spec_.initial_hosts) {
+      // A fresh start while the other nodes' hosts are not registered (or not replicated here)
+      // yet: placing now would crowd every child onto the few nodes whose host is known.
+      this_node().send_after(spec_.check_interval, self(), sup_adopt{});
+      return;
+    }
     // Older copies should not exist (the hosts fence): stop them to be sure.
     for (auto& [node_id, id] : extra) {
       dsup_host_stop m{id};
@@ -603,6 +611,11 @@ class dsup_server final : public gen_server<dsup_server> {
         k->ref = monitor(b.child);
         k->state = dist_child_state::running;
         ++adopted_;
+        // terminate_dist_child asked while this instance was adopting.
+        if (k->terminating) {
+          k->terminating = false;
+          terminate_kid(*k);
+        }
         log(log_level::info, "dsup", this_node().name(), ": ", name_, ": adopted ", id, " on ",
             b.node, " (epoch ", b.epoch, ")");
       }

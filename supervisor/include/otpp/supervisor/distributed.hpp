@@ -133,11 +133,15 @@ struct dist_supervisor_spec {
   std::vector<dist_child_spec> children;
   placement where = placement::round_robin();
   // The supervisor process (a cluster singleton) starts only where this many members are
-  // reachable, and a new instance starts (or adopts) children only once this many nodes run
-  // its child host: a supervisor started before its peers' hosts registered would otherwise
-  // crowd every child onto the first node. Set it to the number of nodes expected at start
-  // for an even first placement; after losing nodes below it, a new instance waits.
+  // reachable (the singleton's min_members). Keep it at most the size that survives a loss:
+  // below it no takeover happens.
   std::size_t min_members = 1;
+  // A fresh supervisor (no host reports any child of it: the first start, or after every
+  // child was lost) places its children only once this many nodes run its child host: started
+  // before its peers' hosts registered, it would otherwise crowd every child onto the first
+  // nodes. A takeover that finds children proceeds at once. Set it to the nodes expected at
+  // start for an even first placement.
+  std::size_t initial_hosts = 1;
   // Retry of a child no node could take (or whose start failed): doubling, with jitter.
   std::chrono::milliseconds backoff_initial{50};
   std::chrono::milliseconds backoff_max{2000};
