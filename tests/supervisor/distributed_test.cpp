@@ -696,8 +696,15 @@ TEST(dist_split, ALostConnectionIsNotANodeDown) {
   spec.children.resize(3);
   spec.min_members = 3;
   spec.initial_hosts = 3;
-  // a first: the supervisor runs on a (the others find its name held).
-  for (auto* t : nodes) ASSERT_TRUE(otpp::start_distributed_supervisor(*t->node, spec));
+  // a first, and its supervisor running before the others start: they find its name held.
+  ASSERT_TRUE(otpp::start_distributed_supervisor(*a->node, spec));
+  ASSERT_TRUE(eventually([&] {
+    auto p = otpp::whereis(*a->node, otpp::global(otpp::dsup_global_name("sup")));
+    return p && p->node().name() == a->id;
+  }));
+  for (auto* t : {b.get(), c.get()}) {
+    ASSERT_TRUE(otpp::start_distributed_supervisor(*t->node, spec));
+  }
   auto which = [&] {
     auto f = otpp::which_dist_children(*a->node, "sup", asio::use_future);
     auto r = f.get();
