@@ -27,6 +27,12 @@
 //   monitor <id> <creation> <serial>    (a watcher process of this node monitors that pid)
 //   singleton <name>   this node manages a cluster singleton of test_node.worker under global
 //                      name <name> -> singleton ok | singleton error <errc>
+//   dsup <name> <children> <initial hosts>   a distributed supervisor of <children> workers
+//                      (test_node.worker, global names <name>.c<i>, round robin) on this node
+//                      -> dsup ok | dsup error <errc>
+//   dchildren <name>   -> dchildren <running> <id>:<node>:<serial>:<epoch>:<state>... |
+//                         dchildren error <errc>
+//   gcall <name> <text>  call echo by global name -> reply <text> <ms> | error <errc> <ms>
 // Exit codes: 0 after quit or stdin EOF (graceful stop), 3 when this node learns it was downed
 // (restart it: a new incarnation), 2 bad arguments or join failure, 4 a stop that hung.
 #include <poll.h>
@@ -48,6 +54,7 @@
 #include "otpp/registry/join_cluster.hpp"
 #include "otpp/router.hpp"
 #include "otpp/runtime.hpp"
+#include "otpp/supervisor/distributed.hpp"
 #include "otpp/supervisor/singleton.hpp"
 
 namespace {
@@ -407,6 +414,37 @@ int main(int argc, char** argv) {
           } else {
             say("singleton error ", errc_name(r.error()));
           }
+        } else if (f[0] == "dsup") {
+          otpp::dist_supervisor_spec spec;
+          spec.name = f.at(1);
+          spec.initial_hosts = std::stoul(f.at(3));  // an even first placement
+          spec.max_restarts = 1000;                  // tests kill nodes: no intensity stop
+          for (unsigned long i = 0; i < std::stoul(f.at(2)); ++i) {
+            auto id = "c" + std::to_string(i);
+            spec.children.push_back(
+                otpp::dist_child(id, "test_node.worker", spawn_args{0}, spec.name + "." + id));
+          }
+          auto r = otpp::start_distributed_supervisor(node, std::move(spec));
+          if (r) {
+            say("dsup ok");
+          } else {
+            say("dsup error ", errc_name(r.error()));
+          }
+        } else if (f[0] == "dchildren") {
+          otpp::which_dist_children(
+              node, f.at(1), [](otpp::result<std::vector<otpp::dist_child_info>> r) {
+                if (!r) return say("dchildren error ", errc_name(r.error()));
+                std::size_t running = 0;
+                std::ostringstream list;
+                for (const auto& c : *r) {
+                  running += c.state == otpp::dist_child_state::running;
+                  list << " " << c.id << ":" << c.node << ":" << c.child.serial() << ":" << c.epoch
+                       << ":" << static_cast<int>(c.state);
+                }
+                say("dchildren ", running, list.str());
+              });
+        } else if (f[0] == "gcall") {
+          otpp::call(node, otpp::global(f.at(1)), echo{f.at(2)}, 10000ms, report("reply", started));
         } else if (f[0] == "monitor") {
           (void)otpp::send(node, *watch, watch_pid{target(f)});
         } else if (f[0] == "leave") {
