@@ -107,16 +107,28 @@ template <class... Args>
 void say(Args&&... args);
 
 // What a spawn by behaviour name passes: how long the child's init takes.
+long long mono_us();
+
 struct spawn_args {
   std::uint32_t init_ms = 0;
-  MSGPACK_DEFINE_MAP(init_ms)
+  // Non-empty: the child reports its life on stdout (child_up / child_down <label> <us>), so
+  // a test can check that no two copies of it ever ran at once (the monotonic clock is the
+  // host's, the same in every node process).
+  std::string label;
+  MSGPACK_DEFINE_MAP(init_ms, label)
 };
 class spawned_worker : public otpp::gen_server<spawned_worker> {
  public:
-  explicit spawned_worker(spawn_args a) : init_ms_(a.init_ms) {}
+  explicit spawned_worker(spawn_args a) : init_ms_(a.init_ms), label_(std::move(a.label)) {}
   otpp::result<void> init() {
     // Blocks a node thread on purpose: a start that is slow to come up (killed mid-spawn).
     if (init_ms_) std::this_thread::sleep_for(std::chrono::milliseconds(init_ms_));
+    if (!label_.empty()) {
+      say("child_up ", label_, " ", mono_us());
+      this_node().watch_process(self(), [label = label_](const otpp::exit_reason& r) {
+        say("child_down ", label, " ", mono_us(), " ", r.text());
+      });
+    }
     return {};
   }
   static void define_handlers(otpp::handlers<spawned_worker>& h) {
@@ -125,6 +137,7 @@ class spawned_worker : public otpp::gen_server<spawned_worker> {
 
  private:
   std::uint32_t init_ms_;
+  std::string label_;
 };
 
 struct watch_pid {
@@ -366,7 +379,7 @@ int main(int argc, char** argv) {
           otpp::remote_spawn_options so;
           so.timeout = 30s;
           if (f.size() > 4) so.global_name = f[4];
-          spawn_args args{f.size() > 3 ? static_cast<std::uint32_t>(std::stoul(f[3])) : 0};
+          spawn_args args{f.size() > 3 ? static_cast<std::uint32_t>(std::stoul(f[3])) : 0, {}};
           otpp::spawn_remote(node, f.at(1), f.at(2), args, so,
                              [started](otpp::result<otpp::remote_spawned> r) {
                                auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(
@@ -408,7 +421,7 @@ int main(int argc, char** argv) {
           say("pmembers ", ms.size(), list.str());
         } else if (f[0] == "singleton") {
           auto r = otpp::start_singleton(
-              node, otpp::singleton(f.at(1), "test_node.worker", spawn_args{0}));
+              node, otpp::singleton(f.at(1), "test_node.worker", spawn_args{0, {}}));
           if (r) {
             say("singleton ok");
           } else {
@@ -422,7 +435,7 @@ int main(int argc, char** argv) {
           for (unsigned long i = 0; i < std::stoul(f.at(2)); ++i) {
             auto id = "c" + std::to_string(i);
             spec.children.push_back(
-                otpp::dist_child(id, "test_node.worker", spawn_args{0}, spec.name + "." + id));
+                otpp::dist_child(id, "test_node.worker", spawn_args{0, id}, spec.name + "." + id));
           }
           auto r = otpp::start_distributed_supervisor(node, std::move(spec));
           if (r) {

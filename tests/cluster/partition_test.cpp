@@ -272,4 +272,88 @@ TEST_F(cluster_partition, GlobalNameTakenOnBothSidesOfASplitHasOneWinnerAfterHea
   EXPECT_EQ(nodes[0]->count_events("node_down"), 0u);
 }
 
+// A 3|2 split under a distributed supervisor (supervisor layer): no child ever runs on both
+// sides at once (every child reports its life on its node's stdout with the host's monotonic
+// clock; the test checks the intervals), the majority restarts the minority's children after
+// downing it, and after healing exactly one copy of each runs.
+TEST_F(cluster_partition, DistributedChildrenNeverRunOnBothSidesOfASplit) {
+  make_mesh(5);
+  for (int i = 0; i < 5; ++i) ASSERT_TRUE(start_node(i));
+  ASSERT_TRUE(processes_converged(group({0, 1, 2, 3, 4}), 5, 90s)) << "5 nodes did not converge";
+  for (int i = 0; i < 5; ++i) {
+    auto r = nodes[i]->proc->ask("dsup split 10 5", "dsup ", 30s);
+    ASSERT_TRUE(r) << nodes[i]->proc->transcript();
+    ASSERT_EQ(*r, "dsup ok") << ids[i];
+  }
+  // "dchildren <running> <rows>": all 10 running, and none on the nodes in `not_on`.
+  auto settled = [&](int asker, const std::vector<int>& not_on) {
+    auto until = std::chrono::steady_clock::now() + 90s;
+    while (std::chrono::steady_clock::now() < until) {
+      auto l = nodes[asker]->proc->ask("dchildren split", "dchildren ", 20s);
+      if (l) {
+        auto f = child_process::fields(*l);
+        bool ok = f.size() == 12 && f[1] == "10";
+        for (int y : not_on) ok = ok && l->find(ids[y]) == std::string::npos;
+        if (ok) return true;
+      }
+      std::this_thread::sleep_for(100ms);
+    }
+    return false;
+  };
+  ASSERT_TRUE(settled(0, {})) << nodes[0]->proc->transcript();
+  const std::vector<int> big{0, 1, 2}, small{3, 4};
+  std::map<int, std::uint32_t> old_creation;
+  for (int y : small) old_creation[y] = nodes[y]->creation;
+  for (int x : big) {
+    for (int y : small) cut_between(x, y);
+  }
+  for (int y : small) {
+    ASSERT_TRUE(nodes[0]->wait_event("node_down", ids[y], 60s, old_creation[y])) << ids[y];
+  }
+  ASSERT_TRUE(settled(0, small)) << "the majority did not restart the minority's children";
+  // Heal: the minority learns it was downed and ends (exit 3), its children with it.
+  for (auto& row : relays) {
+    for (auto& r : row) {
+      if (r) r->heal();
+    }
+  }
+  for (int y : small) {
+    auto code = nodes[y]->proc->wait_exit(60s);
+    ASSERT_TRUE(code) << ids[y] << " did not learn it was downed";
+    EXPECT_EQ(*code, 3);
+  }
+  ASSERT_TRUE(settled(1, small)) << "not exactly one copy of each child after healing";
+  // No two copies of a child alive at once, anywhere, at any time.
+  struct life {
+    long long up = 0, down = 0;
+    int node = 0;
+  };
+  std::map<std::string, std::vector<life>> lives;
+  const long long end = now_us();
+  for (int i = 0; i < 5; ++i) {
+    std::map<std::string, std::size_t> open;  // label -> index in lives
+    for (const auto& l : nodes[i]->proc->lines()) {
+      auto f = child_process::fields(l);
+      if (f.size() < 3) continue;
+      if (f[0] == "child_up") {
+        open[f[1]] = lives[f[1]].size();
+        lives[f[1]].push_back({std::stoll(f[2]), end, i});
+      } else if (f[0] == "child_down" && open.count(f[1])) {
+        lives[f[1]][open[f[1]]].down = std::stoll(f[2]);
+        open.erase(f[1]);
+      }
+    }
+  }
+  ASSERT_EQ(lives.size(), 10u);
+  for (auto& [label, ls] : lives) {
+    std::sort(ls.begin(), ls.end(), [](const life& x, const life& y) { return x.up < y.up; });
+    for (std::size_t k = 1; k < ls.size(); ++k) {
+      EXPECT_LE(ls[k - 1].down, ls[k].up)
+          << label << ": a copy on " << ids[ls[k].node] << " started while the one on "
+          << ids[ls[k - 1].node] << " still ran";
+    }
+    std::cout << "[ outcome  ] " << label << ": " << ls.size() << " lives\n";
+  }
+}
+
 }  // namespace
