@@ -388,15 +388,16 @@ TEST_F(dist_cluster, LeastLoadedSpreadsEvenly) {
   s.min_members = 3;
   s.initial_hosts = 3;
   s.where = otpp::placement::least_loaded();
-  for (int i = 0; i < 30; ++i) s.children.push_back(kid("k" + std::to_string(i), false));
+  // 100 children over 3 nodes: within one of even (33 or 34 each, give or take one).
+  for (int i = 0; i < 100; ++i) s.children.push_back(kid("k" + std::to_string(i), false));
   start_everywhere(s);
-  ASSERT_TRUE(all_running(a.get(), 30));
+  ASSERT_TRUE(all_running(a.get(), 100));
   std::map<std::string, int> per_node;
   for (auto& k : children(a.get())) ++per_node[k.node];
   ASSERT_EQ(per_node.size(), 3u);
   for (auto& [n, count] : per_node) {
-    EXPECT_GE(count, 9) << n;
-    EXPECT_LE(count, 11) << n;
+    EXPECT_GE(count, 32) << n;
+    EXPECT_LE(count, 35) << n;
   }
 }
 
