@@ -261,6 +261,15 @@ class dsup_host final : public gen_server<dsup_host> {
           return;
         }
       }
+      // The older copy a newer start waits for is gone (its global name with it): start.
+      for (auto it = self.replacing_.begin(); it != self.replacing_.end(); ++it) {
+        if (it->second.old_ref == d.ref) {
+          auto next = std::move(it->second);
+          self.replacing_.erase(it);
+          self.launch(std::move(next.start), std::move(next.reply));
+          return;
+        }
+      }
     });
   }
 
@@ -325,10 +334,32 @@ class dsup_host final : public gen_server<dsup_host> {
       return;
     }
     last = m.epoch;
-    // A newer epoch means the supervisor considers the older one gone: make sure of it.
+    // A start of this child still waiting for an older copy to go: this one overtakes it.
+    if (auto w = replacing_.find(m.child.id); w != replacing_.end()) {
+      w->second.reply.fail(
+          failure(errc::invalid_argument, std::string(stale_prefix) + std::to_string(last)));
+      w->second.start = std::move(m);
+      w->second.reply = std::move(reply);
+      return;
+    }
+    // A newer epoch means the supervisor considers the older one gone: make sure of it, and
+    // start the new copy only once the old one ended (never two; its global name is free then).
     if (auto it = running_.find(m.child.id); it != running_.end()) {
+      auto old_ref = it->second.ref;
       n.stop_process(it->second.child, exit_reason::kill());
       running_.erase(it);
+      auto id = m.child.id;
+      replacing_.emplace(std::move(id), replacement{old_ref, std::move(m), std::move(reply)});
+      return;
+    }
+    launch(std::move(m), std::move(reply));
+  }
+
+  void launch(dsup_host_start m, reply_to<pid> reply) {
+    auto& n = this_node();
+    if (!sees_majority(n)) {  // lost meanwhile (a start that waited for an older copy)
+      reply.fail(failure(errc::minority, "this node does not see the majority"));
+      return;
     }
     remote_spawn_options o;
     o.monitor = true;
@@ -361,6 +392,13 @@ class dsup_host final : public gen_server<dsup_host> {
   std::chrono::milliseconds check_;
   std::map<std::string, run> running_;
   std::map<std::string, std::uint64_t> last_epoch_;
+  // Newer starts waiting for the older copy they replace to end (by its monitor's down).
+  struct replacement {
+    monitor_ref old_ref;
+    dsup_host_start start;
+    reply_to<pid> reply;
+  };
+  std::map<std::string, replacement> replacing_;
 };
 
 // ---------------------------------------------------------------- the supervisor
