@@ -110,8 +110,11 @@ void replica_core::on_frame(const cluster::peer& from, std::span<const std::uint
 
 void replica_core::on_peer_up(const cluster::peer& p, bool want_snapshot) {
   if (p.hidden) return;
-  (void)send_to(p.atom, p.creation, make_frame(hello_kind, want_snapshot));
+  // The snapshot goes first: the peer counts this node as met (its hello) only once it holds
+  // what this node homes, so a start gated on "every reachable registry met" (the singleton)
+  // never decides on a replica that still lacks this node's names.
   send_snapshot(p);
+  (void)send_to(p.atom, p.creation, make_frame(hello_kind, want_snapshot));
 }
 
 void replica_core::on_peer_down(const cluster::peer& p) {
