@@ -108,8 +108,9 @@ struct channel_handlers {
   // A peer is ready: its hello arrived, and frames sent to it from now on reach it (the first
   // one after every frame sent before). Runs on the cluster's control strand.
   std::function<void(const peer&)> on_peer_up;
-  // The connection to a peer is gone (frames sent to it before may be lost). Runs on the
-  // connection's thread, before the peer's node events. Not called at node stop.
+  // The connection to a ready peer is gone (frames sent to it before may be lost), also when
+  // another connection to it took over. Runs on the control strand, after that connection's
+  // on_peer_up and before the node events of its loss. Not called at node stop.
   std::function<void(const peer&)> on_peer_down;
 };
 
