@@ -178,9 +178,11 @@ class singleton_manager final : public gen_server<singleton_manager> {
   // fewer than half of the members it counts are reachable from it (at an exact half, unless
   // it sees the lowest member id: the keep-majority tie-break), so a minority instance ends
   // about stable_after before the majority can claim the name. `reachable` answers how many
-  // members (self included) this node reaches.
-  bool in_majority(std::size_t& reachable) {
+  // members (self included) this node reaches; `to_meet` how many other members its global
+  // registry must have met before it may claim the name (see may_start).
+  bool in_majority(std::size_t& reachable, std::size_t& to_meet) {
     reachable = 0;
+    to_meet = 0;
     auto* c = cluster::find(this_node());
     if (!c || c->downed() || c->in_minority()) return false;
     std::size_t total = 0;
@@ -188,6 +190,9 @@ class singleton_manager final : public gen_server<singleton_manager> {
     std::string lowest;
     for (const auto& m : c->members()) {
       if (m.status != cluster::member_status::up) continue;  // leaving: about to go
+      // A member heard of only by gossip may hold the name: a joining node that claimed before
+      // meeting it could be granted the name by an arbiter that does not know that holder yet.
+      if (!m.self && (m.reachable || (!m.connected && m.up_since == time_point{}))) ++to_meet;
       // As the downing rule counts: members this node saw up (a member only heard of by
       // gossip and never connected is not counted yet).
       if (!m.self && !m.connected && m.up_since == time_point{}) continue;
@@ -208,16 +213,17 @@ class singleton_manager final : public gen_server<singleton_manager> {
   // Whether this node may start an instance: in the majority, and two conditions that only
   // gate a start (a running instance is not stopped for them, so a member joining causes no
   // churn while its registry says hello): enough members, and a global registry that has met
-  // every reachable member (a claim made before could be granted by an arbiter that does not
-  // know the current holder).
-  bool may_start(bool majority, std::size_t reachable) {
+  // every reachable member and every member known only by gossip so far (a claim made before
+  // could be granted by an arbiter that does not know the current holder). The registry's
+  // peers are a subset of the connected reachable members, so counting them is enough.
+  bool may_start(bool majority, std::size_t reachable, std::size_t to_meet) {
     return majority && reachable >= spec_.min_members &&
-           global_stats(this_node()).peers + 1 >= reachable;
+           global_stats(this_node()).peers >= to_meet;
   }
   void check() {
-    std::size_t reachable = 0;
-    bool majority = in_majority(reachable);
-    bool ok = may_start(majority, reachable);
+    std::size_t reachable = 0, to_meet = 0;
+    bool majority = in_majority(reachable, to_meet);
+    bool ok = may_start(majority, reachable, to_meet);
     shared_->eligible.store(ok);
     if (!majority) {
       if (instance_ && !stopping_) {
