@@ -195,6 +195,7 @@ class spawn_core : public std::enable_shared_from_this<spawn_core> {
     spawn_options so = b->options.spawn;
     so.link = false;
     so.async_init = true;
+    if (so.label.empty()) so.label = p->behaviour;
     so.before_init = [this, p, local_name](const pid& child) -> result<void> {
       if (!local_name.empty()) {
         auto named = register_name(node_, local_name, child);
@@ -335,6 +336,7 @@ class spawn_core : public std::enable_shared_from_this<spawn_core> {
     spawn_options so = b->options.spawn;
     so.link = false;
     so.async_init = true;
+    if (so.label.empty()) so.label = req.behaviour;
     so.before_init = [this, c, caller, req_link = req.link, ref = monitor_ref{req.monitor_ref},
                       name = req.local_name](const pid& child) -> result<void> {
       if (!name.empty()) {

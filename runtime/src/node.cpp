@@ -1,5 +1,8 @@
 // The node: lifecycle, the process table, services, send_after timers and the public facade.
+#include <cxxabi.h>
+
 #include <algorithm>
+#include <cstdlib>
 #include <random>
 
 #include "node_impl.hpp"
@@ -221,6 +224,8 @@ result<pid> node_impl::start_process(process* raw, const spawn_options& o) {
   p->node_ = this;
   p->self_ = new_pid();
   p->trap_exit_ = o.trap_exit;
+  p->label_ = o.label;
+  p->started_ = now();
   p->bound_ = static_cast<std::uint32_t>(std::min<std::size_t>(o.mailbox_bound, UINT32_MAX));
   if (o.idle_timeout.count() > 0) p->extras().idle_timeout = o.idle_timeout;
   live_.fetch_add(1);
@@ -463,6 +468,46 @@ bool node::alive(const pid& p) const {
 }
 std::size_t node::process_count() const {
   return impl_->live();
+}
+
+namespace {
+std::string demangle(const std::type_info* t) {
+  if (!t) return {};
+  int status = 0;
+  std::unique_ptr<char, void (*)(void*)> out(
+      abi::__cxa_demangle(t->name(), nullptr, nullptr, &status), std::free);
+  return status == 0 && out ? std::string(out.get()) : std::string(t->name());
+}
+}  // namespace
+
+process_info detail::node_impl::info_of(const process& p) const {
+  process_info i;
+  i.self = p.self_;
+  i.type = demangle(p.type_);
+  i.label = p.label_;
+  i.mailbox = p.backlog_.load(std::memory_order_relaxed);
+  i.handled = p.handled_.load(std::memory_order_relaxed);
+  i.memory = p.object_size_ + i.mailbox * sizeof(detail::message_envelope);
+  i.started = p.started_;
+  return i;
+}
+
+std::vector<process_info> node::processes() const {
+  std::vector<detail::ref_ptr<process>> live;
+  impl_->for_each_process([&](const detail::ref_ptr<process>& p) { live.push_back(p); });
+  std::vector<process_info> out;
+  out.reserve(live.size());
+  // Described outside the table's locks: demangling allocates.
+  for (const auto& p : live) out.push_back(impl_->info_of(*p));
+  std::sort(out.begin(), out.end(),
+            [](const process_info& a, const process_info& b) { return a.self < b.self; });
+  return out;
+}
+
+result<process_info> node::info(const pid& p) const {
+  auto found = impl_->find(p);
+  if (!found) return failure(errc::noproc, p.to_string());
+  return impl_->info_of(*found);
 }
 
 void node::exit(const pid& to, exit_reason reason) {

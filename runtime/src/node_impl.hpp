@@ -81,6 +81,15 @@ class node_impl {
 
   // ---- process table (node.cpp)
   ref_ptr<process> find(const pid& p) const;
+  // Every published process, under each shard's lock in turn (keep `f` short).
+  template <class F>
+  void for_each_process(F&& f) const {
+    for (auto& s : shards_) {
+      std::lock_guard lock(s.mutex);
+      for (const auto& [serial, p] : s.table) f(p);
+    }
+  }
+  process_info info_of(const process& p) const;
   bool is_local(const pid& p) const { return p.node() == atom_ && p.creation() == creation_; }
   pid new_pid() {
     return pid(atom_, creation_, next_serial_.fetch_add(1, std::memory_order_relaxed));

@@ -161,12 +161,15 @@ void process::run() {
   bool spun = false;
   while (!dead_) {
     fetch();
+    backlog_.store(static_cast<std::uint32_t>(user_.size), std::memory_order_relaxed);
     while (auto* e = urgent_.pop()) {
       handle_signal(e);
       if (dead_) return;
     }
     if (!suspended_) {
       if (auto* e = user_.pop()) {
+        handled_.store(handled_.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+        backlog_.store(static_cast<std::uint32_t>(user_.size), std::memory_order_relaxed);
         if (bound_ && e->kind <= detail::envelope_kind::call) {
           queued_.fetch_sub(1, std::memory_order_relaxed);
         }

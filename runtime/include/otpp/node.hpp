@@ -7,6 +7,7 @@
 #include <memory>
 #include <string>
 #include <type_traits>
+#include <vector>
 
 #include <asio/io_context.hpp>
 
@@ -33,6 +34,21 @@ struct node_options {
   // tens of microseconds on CPUs where cross-core wake-ups are expensive (AMD EPYC); 0 (the
   // default) sleeps at once, which an idle node and cheap wake-ups prefer.
   std::chrono::microseconds idle_spin{0};
+};
+
+// One process as introspection sees it (node::processes, node::info).
+struct process_info {
+  pid self;
+  std::string type;   // the C++ class it runs (demangled)
+  std::string label;  // spawn_options::label (a remote spawn's behaviour name), or empty
+  // Messages waiting, as of the process's last look at its inbox (a process stuck in one
+  // long handler shows what it had when that handler began).
+  std::size_t mailbox = 0;
+  std::uint64_t handled = 0;  // messages handled so far (calls, casts, infos)
+  // Bytes: its object plus the envelopes waiting. A lower bound: what its members and the
+  // messages own on the heap is not counted.
+  std::size_t memory = 0;
+  time_point started{};
 };
 
 // State of an upper layer (registry, cluster, ...) owned by a node: created on first
@@ -110,11 +126,18 @@ class node {
     } catch (...) {
       return failure(errc::init_failed, "unknown exception");
     }
+    server->type_ = &typeid(Server);
+    server->object_size_ = sizeof(Server);
     return detail::start_process(*impl_, server, options);
   }
 
   bool alive(const pid& p) const;
   std::size_t process_count() const;
+  // Every live process of this node, by pid (Erlang's processes() with process_info): a
+  // snapshot taken without stopping anyone, so a busy node's figures are a moment old.
+  std::vector<process_info> processes() const;
+  // One process: noproc if it is not alive here (or not of this node).
+  result<process_info> info(const pid& p) const;
 
   // Exit signal to `to` from the current process (or from no process). `kill` cannot be
   // trapped; `normal` is ignored unless trapped.

@@ -10,12 +10,14 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <typeinfo>
 #include <vector>
 
 #include <asio/any_io_executor.hpp>
 #include <asio/execution.hpp>
 #include <asio/execution_context.hpp>
 
+#include "otpp/clock.hpp"
 #include "otpp/detail/envelope.hpp"
 #include "otpp/detail/intrusive.hpp"
 #include "otpp/detail/mailbox.hpp"
@@ -58,6 +60,9 @@ struct spawn_options {
   // and after_init hears that failure as it is. `release` must not outlive the node (keep it
   // in a node_service).
   std::function<void(const pid&, std::function<void(result<void>)> release)> init_gate{};
+  // What the process is, for introspection (node::processes): remote spawns put the
+  // behaviour's name here.
+  std::string label{};
 };
 
 class process : public detail::ref_counted {
@@ -147,6 +152,16 @@ class process : public detail::ref_counted {
   // wake-up queued twice (deferred and posted) runs once.
   std::atomic<std::uint32_t> sched_epoch_{0};
   std::unique_ptr<detail::process_extras> extras_;  // links, monitors, timers: often empty
+
+  // Introspection (node::processes). The counters are written only by the process's own
+  // thread, as plain relaxed stores (no read-modify-write on the message path), and read by
+  // anyone; the rest is fixed before the process is published.
+  std::atomic<std::uint64_t> handled_{0};
+  std::atomic<std::uint32_t> backlog_{0};
+  const std::type_info* type_ = nullptr;
+  std::size_t object_size_ = 0;
+  std::string label_;
+  time_point started_{};
 };
 
 // Asio executor that runs work on a process. Work reaching a dead process is dropped, which

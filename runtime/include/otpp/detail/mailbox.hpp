@@ -5,6 +5,7 @@
 #pragma once
 
 #include <atomic>
+#include <cstddef>
 #include <cstdint>
 
 #include "otpp/detail/envelope.hpp"
@@ -93,8 +94,10 @@ class inbox {
 struct envelope_fifo {
   envelope* head = nullptr;
   envelope* tail = nullptr;
+  std::size_t size = 0;  // for introspection (process_info::mailbox)
   bool empty() const { return head == nullptr; }
   void push(envelope* e) {
+    ++size;
     e->next = nullptr;
     if (tail) {
       tail->next = e;
@@ -104,6 +107,7 @@ struct envelope_fifo {
     tail = e;
   }
   void push_front(envelope* e) {
+    ++size;
     e->next = head;
     head = e;
     if (!tail) tail = e;
@@ -111,6 +115,7 @@ struct envelope_fifo {
   envelope* pop() {
     envelope* e = head;
     if (e) {
+      --size;
       head = e->next;
       if (!head) tail = nullptr;
       e->next = nullptr;
