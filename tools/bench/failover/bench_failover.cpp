@@ -3,7 +3,8 @@
 // SIGSTOPped: a hung node), and we time until every child that lived there answers a call by
 // its global name again on a survivor (distributed supervisor), or until a cluster
 // singleton's name answers from another node. otpp only: Erlang/OTP has no distributed
-// supervisor to compare with (its own figures are detection times: FIGURES in README).
+// supervisor to compare with (the nearest Erlang figures, detection times, are quoted in
+// tools/bench/README.md, "Failover").
 //
 //   otpp_bench_failover [--reps N] [--quick] [--poll-ms MS] [--bound-ms MS] [NAME_PREFIX...]
 //   otpp_bench_failover list                                                   (the ids)
@@ -441,13 +442,22 @@ struct cluster3 {
   std::vector<std::unique_ptr<node_proc>> nodes;
 
   cluster3() {
-    using otpp_bench::free_port;
     using otpp_bench::id_of;
-    auto first = id_of("a", free_port());
+    // Three distinct free ports: the listeners are held open together while we pick.
+    asio::io_context io;
+    std::vector<std::unique_ptr<asio::ip::tcp::acceptor>> held;
+    std::vector<std::uint16_t> ports;
+    for (int i = 0; i < 3; ++i) {
+      held.push_back(std::make_unique<asio::ip::tcp::acceptor>(
+          io, asio::ip::tcp::endpoint(asio::ip::make_address("127.0.0.1"), 0)));
+      ports.push_back(held.back()->local_endpoint().port());
+    }
+    held.clear();
+    auto first = id_of("a", ports[0]);
     nodes.push_back(node_proc::start(first, {}));
     (void)nodes[0]->answer("start", 20s);  // "ready": its listener is up
-    nodes.push_back(node_proc::start(id_of("b", free_port()), {first}));
-    nodes.push_back(node_proc::start(id_of("c", free_port()), {first}));
+    nodes.push_back(node_proc::start(id_of("b", ports[1]), {first}));
+    nodes.push_back(node_proc::start(id_of("c", ports[2]), {first}));
     (void)nodes[1]->answer("start", 20s);
     (void)nodes[2]->answer("start", 20s);
     auto until = steady::now() + 20s;
