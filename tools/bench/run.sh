@@ -14,7 +14,9 @@
 #
 # FILTER words select by prefix: `local` (otpp_bench_local + its Erlang peers),
 # `remote` (TCP floor, otpp_bench_remote if built, two Erlang nodes), `registry`
-# (otpp_bench_registry if built, three Erlang nodes), `transport`,
+# (otpp_bench_registry if built, three Erlang nodes), `transport`, `failover`
+# (otpp_bench_failover: three otpp node processes, failover and singleton
+# takeover times, no Erlang peer; `singleton` selects its singleton.* figures),
 # or a result-name prefix such as `local.cast` or `remote.call_small.p99` (a
 # remote.call_X / remote.cast_X filter also runs the matching TCP floor part).
 #
@@ -24,8 +26,8 @@
 #   --build-dir DIR   build dir (default: $BUILD_DIR or <repo>/build-release)
 #   --no-erlang       otpp only, even if erl is installed
 #   --install-erlang  apt-get install -y erlang-base first if erl is missing
-#   --quick           remote and registry groups only: counts / 10 (smoke runs;
-#                     not for figures)
+#   --quick           remote and registry groups: counts / 10; failover: one
+#                     rep per figure (smoke runs; not for figures)
 #   -h, --help
 # Environment: TIMEOUT (s, per Erlang VM, default 300), BIN_TIMEOUT (s, per
 # otpp binary, default 900), JOBS (build parallelism, default 2).
@@ -140,12 +142,29 @@ floor_for_filters() {
     [ "${#out[@]}" -gt 0 ] || return 1
     echo "${out[*]}"
 }
+# failover_for_filters: the filter words for otpp_bench_failover, whose figures are
+# failover.* and singleton.* ("" = all of them); returns 1 if none.
+failover_for_filters() {
+    local w out=() all=0
+    [ "${#FILTERS[@]}" -eq 0 ] && { echo ""; return 0; }
+    for w in "${FILTERS[@]}"; do
+        if [[ "failover" == "$w"* ]]; then all=1
+        elif [[ "$w" == failover.* || "$w" == singleton.* ]]; then out+=("$w")
+        elif [[ "singleton" == "$w"* ]]; then out+=("singleton")
+        fi
+    done
+    [ "$all" = 1 ] && { echo ""; return 0; }
+    [ "${#out[@]}" -gt 0 ] || return 1
+    echo "${out[*]}"
+}
 BINS=() BIN_NARROW=()
 for b in "$BUILD_DIR"/tools/bench/*/otpp_bench_*; do
     [ -f "$b" ] && [ -x "$b" ] || continue
     short="$(basename "$b" | sed 's/^otpp_bench_//')"; group="$(basename "$(dirname "$b")")"
     item="$short"; [[ "$short" == "$group"* ]] || item="$group.$short"
-    if n="$(selects "$item")" || n="$(selects "$short")"; then BINS+=("$b"); BIN_NARROW+=("$n")
+    if [ "$item" = failover ]; then
+        if n="$(failover_for_filters)"; then BINS+=("$b"); BIN_NARROW+=("$n"); fi
+    elif n="$(selects "$item")" || n="$(selects "$short")"; then BINS+=("$b"); BIN_NARROW+=("$n")
     elif [ "$item" = remote.tcp_floor ] && n="$(floor_for_filters)"; then BINS+=("$b"); BIN_NARROW+=("$n")
     fi
 done
@@ -226,7 +245,7 @@ if [ "$QUICK" = 1 ]; then export OTPP_BENCH_QUICK=1; fi
     if command -v lscpu >/dev/null 2>&1; then
         echo "lscpu: $(lscpu | awk -F': *' '/^(Model name|Vendor ID|Hypervisor vendor|CPU\(s\)|Thread\(s\) per core|L3 cache)/ { printf "%s=%s; ", $1, $2 }')"
     fi
-    if [ "$QUICK" = 1 ]; then echo "QUICK: remote and registry counts / 10 (smoke run, not figures)"; fi
+    if [ "$QUICK" = 1 ]; then echo "QUICK: remote and registry counts / 10, failover one rep (smoke run, not figures)"; fi
 } >"$OUT/versions.txt"
 sed 's/^/[bench]   /' "$OUT/versions.txt" >&2
 
@@ -279,9 +298,9 @@ run_otpp() {
     local i args words
     for i in "${!BINS[@]}"; do
         say "rep $1/$REPS otpp   $(basename "${BINS[$i]}")"
-        # remote/ and registry/ binaries take [--quick] [NAME_PREFIX...] (see README)
+        # remote/, registry/ and failover/ binaries take [--quick] [NAME_PREFIX...] (see README)
         args=()
-        if [[ "$(basename "$(dirname "${BINS[$i]}")")" =~ ^(remote|registry)$ ]]; then
+        if [[ "$(basename "$(dirname "${BINS[$i]}")")" =~ ^(remote|registry|failover)$ ]]; then
             if [ "$QUICK" = 1 ]; then args+=(--quick); fi
             if [ -n "${BIN_NARROW[$i]}" ]; then read -r -a words <<<"${BIN_NARROW[$i]}"; args+=("${words[@]}"); fi
         fi
