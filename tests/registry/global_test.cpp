@@ -367,6 +367,9 @@ TEST_F(three_nodes, MonitorAndLinkByGlobalName) {
   ASSERT_TRUE(everywhere(all(), "watched", *p));
   ASSERT_TRUE(otpp::send(*a->node, *w, watch_name{"watched", false}));
   ASSERT_TRUE(rec->wait([](const auto& e) { return e.size() >= 5; }));  // 2 x watching + 3rd
+  // The monitor travels a -> c, the crash b -> c (another connection): it must be in place
+  // first, or the down says noproc.
+  ASSERT_TRUE(eventually([&] { return c->cluster->stats().monitors >= 1; }));
   auto f = otpp::call(*b->node, *p, crash{"bang"}, asio::use_future);
   (void)get(f);
   EXPECT_TRUE(rec->wait_for_event("down:bang"));
