@@ -99,6 +99,30 @@ class blocking_registrant : public otpp::gen_server<blocking_registrant> {
   std::shared_ptr<recorder> rec_;
 };
 
+// Registers itself under a global name on request, answering the registry's outcome.
+struct try_register {
+  static constexpr std::string_view tag = "try_register";
+  using reply = int;
+  std::string name;
+  std::uint64_t epoch = 0;
+  MSGPACK_DEFINE_MAP(name, epoch)
+};
+class registrant : public otpp::gen_server<registrant> {
+ public:
+  static void define_handlers(otpp::handlers<registrant>& h) {
+    h.call<try_register>([](registrant& self, try_register m, otpp::reply_to<int> reply) {
+      otpp::register_name(self.this_node(), otpp::global(m.name), self.self(), {.epoch = m.epoch},
+                          [reply = std::move(reply)](otpp::result<void> r) mutable {
+                            if (r) {
+                              reply(1);
+                            } else {
+                              reply.fail(r.fail());
+                            }
+                          });
+    });
+  }
+};
+
 struct three_nodes : ::testing::Test {
   void SetUp() override {
     pa = free_port(), pb = free_port(), pc = free_port();
@@ -443,6 +467,27 @@ TEST_F(three_nodes, AStaleEpochIsRefusedAfterANewerOneWasRemoved) {
   std::uint64_t refusals = 0;
   for (auto* t : all()) refusals += otpp::global_stats(*t->node).stale_refusals;
   EXPECT_EQ(refusals, 10u);  // each node's 3, and b's while held
+}
+
+TEST_F(three_nodes, AStaleEpochCrossesARemoteCallAsItself) {
+  auto p = a->node->spawn<counter>();
+  ASSERT_TRUE(p);
+  ASSERT_TRUE(otpp::register_name(*a->node, otpp::global("remote_fenced"), *p, {.epoch = 5}));
+  ASSERT_TRUE(otpp::unregister_name(*a->node, otpp::global("remote_fenced")));
+  ASSERT_TRUE(epoch_everywhere(all(), "remote_fenced", 5));
+  auto r = b->node->spawn<registrant>();
+  ASSERT_TRUE(r);
+  // The registrant on b answers a's call with the registry's refusal: it arrives as stale_epoch
+  // (its own wire status), not as an exit.
+  auto stale = otpp::call(*a->node, *r, try_register{"remote_fenced", 4}, 10s, asio::use_future);
+  auto refused = get(stale);
+  EXPECT_EQ(refused.error(), make_error_code(errc::stale_epoch)) << refused.fail().message();
+  EXPECT_NE(refused.reason().find("epoch 5 was registered by " + p->to_string()), std::string::npos)
+      << refused.reason();
+  auto newer = otpp::call(*a->node, *r, try_register{"remote_fenced", 6}, 10s, asio::use_future);
+  auto taken = get(newer);
+  ASSERT_TRUE(taken) << taken.fail().message();
+  EXPECT_TRUE(everywhere(all(), "remote_fenced", *r));
 }
 
 TEST_F(three_nodes, RegistrationsWithoutAnEpochBehaveAsBefore) {
