@@ -41,6 +41,8 @@ status to_status(const std::error_code& ec) noexcept {
       return status::overloaded;
     case errc::frame_too_large:
       return status::frame_too_large;
+    case errc::stale_epoch:
+      return status::stale_epoch;
     default:
       return status::other;
   }
@@ -84,6 +86,8 @@ errc to_errc(status s) noexcept {
       return errc::overloaded;
     case status::frame_too_large:
       return errc::frame_too_large;
+    case status::stale_epoch:
+      return errc::stale_epoch;
     case status::other:
     case status::foreign_error:
       break;

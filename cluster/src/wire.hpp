@@ -67,6 +67,7 @@ enum class status : std::uint8_t {
   invalid_argument = 15,
   overloaded = 16,
   frame_too_large = 17,
+  stale_epoch = 18,    // the registry's fencing refusal (a supervisor's host answers it)
   other = 254,         // another otpp errc: reason text carries it
   foreign_error = 255  // a user's error category: category name and value follow
 };

@@ -118,6 +118,9 @@ class spawn_core : public std::enable_shared_from_this<spawn_core> {
                                                          : "monitor needs a calling "
                                                            "process"));
     }
+    if (o.global_epoch != 0 && o.global_name.empty()) {
+      return fail(failure(errc::invalid_argument, "a global_epoch needs a global_name"));
+    }
     if (!node_.running()) return fail(failure(errc::node_stopped, node_.name()));
     auto p = std::make_shared<pending_spawn>();
     p->local = target == node_.name();
@@ -160,7 +163,7 @@ class spawn_core : public std::enable_shared_from_this<spawn_core> {
       }
     }
     if (stopped) return fail(failure(errc::node_stopped, node_.name()));
-    if (p->local) return start_local(p, *args, o.local_name, o.global_name);
+    if (p->local) return start_local(p, *args, o.local_name, o.global_name, o.global_epoch);
     spawn_wire::request req{.id = p->id,
                             .caller_serial = caller ? caller.serial() : 0,
                             .behaviour = behaviour,
@@ -168,7 +171,8 @@ class spawn_core : public std::enable_shared_from_this<spawn_core> {
                             .link = o.link,
                             .monitor_ref = p->ref.id,
                             .local_name = o.local_name,
-                            .global_name = o.global_name};
+                            .global_name = o.global_name,
+                            .global_epoch = o.global_epoch};
     auto frame = spawn_wire::encode(req, {args->data(), args->size()});
     auto sent =
         c->send_channel(p->peer, p->creation, cluster::channels::spawn,
@@ -179,7 +183,8 @@ class spawn_core : public std::enable_shared_from_this<spawn_core> {
   // A spawn on this node itself: the same lookup and hooks, with local signals for the link
   // and the monitor.
   void start_local(const pending_ptr& p, const msgpack::sbuffer& args,
-                   const std::string& local_name, const std::string& global_name) {
+                   const std::string& local_name, const std::string& global_name,
+                   std::uint64_t global_epoch) {
     auto b = find(p->behaviour);
     if (!b) return finish(p->id, failure(errc::unknown_behaviour, "'" + p->behaviour + "'"));
     if (!allowed(*b, node_.name())) {
@@ -206,7 +211,7 @@ class spawn_core : public std::enable_shared_from_this<spawn_core> {
       if (p->link) deliver_signal(node_, detail::envelope_kind::link, p->caller, child);
       return {};
     };
-    gate_on_global_name(so, global_name);
+    gate_on_global_name(so, global_name, global_epoch);
     std::weak_ptr<spawn_core> weak = shared_from_this();
     so.after_init = [weak, id = p->id](const pid& child, const result<void>& r) {
       if (auto self = weak.lock()) self->on_outcome(id, child, r);
@@ -351,7 +356,7 @@ class spawn_core : public std::enable_shared_from_this<spawn_core> {
       }
       return {};
     };
-    gate_on_global_name(so, req.global_name);
+    gate_on_global_name(so, req.global_name, req.global_epoch);
     std::weak_ptr<spawn_core> weak = shared_from_this();
     so.after_init = [weak, from, id = req.id](const pid& child, const result<void>& r) {
       auto self = weak.lock();
@@ -374,15 +379,19 @@ class spawn_core : public std::enable_shared_from_this<spawn_core> {
 
   // A global name is claimed before init runs (Erlang's gen_server:start({global, Name})): the
   // child waits, taking no message, until the registry answers; a refusal (the name is taken,
-  // its arbiter did not answer) ends it without init, and that is the spawn's answer.
-  void gate_on_global_name(spawn_options& so, const std::string& name) {
+  // its arbiter did not answer, a stale epoch) ends it without init, and that is the spawn's
+  // answer. An epoch without a name (only a forged frame has one) fences nothing.
+  void gate_on_global_name(spawn_options& so, const std::string& name, std::uint64_t epoch) {
     if (name.empty()) return;
     std::weak_ptr<spawn_core> weak = shared_from_this();
-    so.init_gate = [weak, name](const pid& child, std::function<void(result<void>)> release) {
+    so.init_gate = [weak, name, epoch](const pid& child,
+                                       std::function<void(result<void>)> release) {
       auto self = weak.lock();
       if (!self) return release(failure(errc::node_stopped, "the node is stopping"));
-      detail::global_register(self->node_, name, child, default_call_timeout,
-                              [release = std::move(release)](result<void> r) { release(r); });
+      detail::global_register(
+          self->node_, name, child,
+          global_register_options{.timeout = default_call_timeout, .epoch = epoch},
+          [release = std::move(release)](result<void> r) { release(r); });
     };
   }
 

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <future>
+#include <list>
 #include <mutex>
 #include <optional>
 #include <shared_mutex>
@@ -20,6 +21,7 @@ using registry_detail::max_key_length;
 using registry_detail::origin_of;
 using registry_detail::pid_less;
 using namespace registry_detail::global_wire;  // the frames of channel global
+namespace wire = registry_detail::global_wire;
 
 // One holder of a name. (holder, seq) identifies a registration: seq is unique per home
 // incarnation, so a late message about an earlier registration of the same pid does nothing.
@@ -27,6 +29,7 @@ struct candidate {
   pid holder;
   std::uint64_t seq = 0;
   std::int64_t stamp = 0;
+  std::uint64_t epoch = 0;  // 0: none
 };
 
 std::uint64_t rendezvous_score(std::string_view name, std::string_view node) {
@@ -50,6 +53,7 @@ class global_impl final : public registry_detail::replica_core {
     std::string name;
     pid holder;
     std::int64_t stamp = 0;
+    std::uint64_t epoch = 0;
     std::uint64_t seq = 0;
     node_atom arbiter;
     std::set<std::uint32_t> excluded;  // arbiters that went away during this claim
@@ -65,6 +69,9 @@ class global_impl final : public registry_detail::replica_core {
       : replica_core(n, cluster::channels::global, "global"), options_(std::move(o)) {
     if (!options_.resolve) {
       options_.resolve = [](const global_candidate& a, const global_candidate& b) {
+        // The lower epoch is stale (its holder was restarted since): the higher keeps the
+        // name whatever its stamp. Without an epoch on either side, the earlier registration.
+        if (a.epoch != 0 && b.epoch != 0 && a.epoch != b.epoch) return a.epoch > b.epoch;
         if (a.stamp != b.stamp) return a.stamp < b.stamp;
         return pid_less(a.holder, b.holder);
       };
@@ -77,7 +84,7 @@ class global_impl final : public registry_detail::replica_core {
   }
 
   // ---- API
-  void register_name(std::string name, const pid& p, std::chrono::milliseconds timeout,
+  void register_name(std::string name, const pid& p, global_register_options o,
                      std::function<void(result<void>)> done) {
     if (name.empty() || name.size() > max_key_length) {
       return done(failure(errc::invalid_argument, "a global name has 1 to 1024 bytes"));
@@ -90,20 +97,22 @@ class global_impl final : public registry_detail::replica_core {
     if (!node_.alive(p)) return done(failure(errc::noproc, p.to_string()));
     ensure_attached();
     node_.watch_exit(p, true);
+    // A refusal this replica can see costs no message.
+    std::optional<failure> refused;
     {
       std::shared_lock lock(mu_);
-      if (auto w = winner_locked(name)) {
-        return done(failure(errc::already_registered, w->holder.to_string()));
-      }
+      refused = refusal_locked(name, o.epoch, p);
     }
+    if (refused) return done(noted(std::move(*refused), p));
     auto c = std::make_shared<claim>();
     c->name = std::move(name);
     c->holder = p;
+    c->epoch = o.epoch;
     c->stamp = std::chrono::duration_cast<std::chrono::nanoseconds>(
                    std::chrono::system_clock::now().time_since_epoch())
                    .count();
     c->done = std::move(done);
-    if (timeout.count() >= 0) c->deadline = node_.now() + timeout;
+    if (o.timeout.count() >= 0) c->deadline = node_.now() + o.timeout;
     try_claim(std::move(c));
   }
 
@@ -130,6 +139,19 @@ class global_impl final : public registry_detail::replica_core {
     return failure(errc::noproc, name);
   }
 
+  result<global_candidate> lookup(const std::string& name) {
+    ensure_attached();
+    std::shared_lock lock(mu_);
+    if (auto w = winner_locked(name)) return as_public(name, *w);
+    return failure(errc::noproc, name);
+  }
+
+  std::uint64_t epoch_of(const std::string& name) {
+    ensure_attached();
+    std::shared_lock lock(mu_);
+    return highest_locked(name).first;
+  }
+
   std::vector<std::string> names() {
     ensure_attached();
     std::shared_lock lock(mu_);
@@ -146,12 +168,15 @@ class global_impl final : public registry_detail::replica_core {
       s.names = names_.size();
       s.candidates = candidates_;
       for (const auto& [p, regs] : homed_) s.homed += regs.size();
+      s.epoch_names = fences_.size();
+      s.epochs_forgotten = epochs_forgotten_;
     }
     {
       std::lock_guard lock(claims_mu_);
       s.pending = claims_.size();
     }
     s.conflicts = conflicts_.load();
+    s.stale_refusals = stale_refusals_.load();
     s.bad_frames = bad_frames();
     s.peers = arbiters().size();
     return s;
@@ -188,19 +213,32 @@ class global_impl final : public registry_detail::replica_core {
     std::shared_lock lock(mu_);
     msgpack::sbuffer b;
     msgpack::packer<msgpack::sbuffer> pk(b);
-    pk.pack_array(2);
+    pk.pack_array(3);
     pk.pack(std::uint64_t{snapshot_kind});
     std::size_t count = 0;
     for (const auto& [p, regs] : homed_) count += regs.size();
     pk.pack_array(static_cast<std::uint32_t>(count));
     for (const auto& [p, regs] : homed_) {
       for (const auto& [name, seq] : regs) {
-        pk.pack_array(4);
+        auto c = find_locked(name, p, seq);
+        pk.pack_array(5);
         pk.pack(name);
         pk.pack(p);
         pk.pack(seq);
-        pk.pack(stamp_locked(name, p, seq));
+        pk.pack(c ? c->stamp : 0);
+        pk.pack(c ? c->epoch : 0);
       }
+    }
+    // What this replica remembers of every name's epochs, least recently raised first (the
+    // receiver's memory then forgets in the same order): a replica that started or came back
+    // later learns the epochs of names nobody holds any more.
+    pk.pack_array(static_cast<std::uint32_t>(fence_order_.size()));
+    for (const auto* name : fence_order_) {
+      const auto& f = fences_.at(*name);
+      pk.pack_array(3);
+      pk.pack(*name);
+      pk.pack(f.epoch);
+      pk.pack(f.holder);
     }
     (void)send_to(to.atom, to.creation, b);
   }
@@ -210,7 +248,7 @@ class global_impl final : public registry_detail::replica_core {
     switch (kind) {
       case claim_kind: {
         auto m = parse_claim(f, origin_of(from));
-        return on_claim(from, m.seq, m.name, m.holder, m.stamp);
+        return on_claim(from, m);
       }
       case grant_kind: {
         auto m = parse_grant(f);
@@ -218,14 +256,21 @@ class global_impl final : public registry_detail::replica_core {
       }
       case refuse_kind: {
         auto m = parse_refuse(f);
-        return on_answer(from, m.seq, std::move(m.holder), {}, {});
+        return on_answer(
+            from, m.seq,
+            failure(m.why == refusal::stale_epoch ? errc::stale_epoch : errc::already_registered,
+                    std::move(m.holder)),
+            {}, {});
       }
       case add_kind: {
+        // A stale epoch (registered where the newer one was not known: the other side of a
+        // split) is not refused here, only its home could: it is a second holder, a conflict
+        // the resolver settles (by default in favour of the higher epoch).
         auto m = parse_add(f, origin_of(from));
         std::vector<conflict> lost;
         {
           std::unique_lock lock(mu_);
-          insert_locked(m.name, candidate{m.holder, m.seq, m.stamp});
+          insert_locked(m.name, candidate{m.holder, m.seq, m.stamp, m.epoch});
           resolve_locked(m.name, lost);
         }
         return tell_losers(lost);
@@ -298,7 +343,7 @@ class global_impl final : public registry_detail::replica_core {
     return w;
   }
   static global_candidate as_public(const std::string& name, const candidate& c) {
-    return {name, c.holder, c.stamp};
+    return {name, c.holder, c.stamp, c.epoch};
   }
   bool has_locked(const std::string& name, const pid& p, std::uint64_t seq) const {
     auto it = names_.find(name);
@@ -306,14 +351,14 @@ class global_impl final : public registry_detail::replica_core {
     return std::any_of(it->second.begin(), it->second.end(),
                        [&](const candidate& c) { return c.holder == p && c.seq == seq; });
   }
-  std::int64_t stamp_locked(const std::string& name, const pid& p, std::uint64_t seq) const {
+  const candidate* find_locked(const std::string& name, const pid& p, std::uint64_t seq) const {
     auto it = names_.find(name);
     if (it != names_.end()) {
       for (const auto& c : it->second) {
-        if (c.holder == p && c.seq == seq) return c.stamp;
+        if (c.holder == p && c.seq == seq) return &c;
       }
     }
-    return 0;
+    return nullptr;
   }
   void insert_locked(const std::string& name, const candidate& c) {
     auto& cs = names_[name];
@@ -323,13 +368,23 @@ class global_impl final : public registry_detail::replica_core {
     cs.push_back(c);
     ++candidates_;
     if (is_local(node_, c.holder)) homed_[c.holder].emplace_back(name, c.seq);
+    raise_fence_locked(name, c.epoch, c.holder);
+  }
+  // A holder leaves: its epoch is remembered afresh (while the name was held, the memory of
+  // it may have been forgotten past the bound: the holder carried it).
+  void released_locked(const std::string& name, const candidate& c) {
+    raise_fence_locked(name, c.epoch, c.holder);
   }
   void remove_locked(const std::string& name, const pid& p, std::uint64_t seq) {
     auto it = names_.find(name);
     if (it != names_.end()) {
       auto& cs = it->second;
       auto before = cs.size();
-      std::erase_if(cs, [&](const candidate& c) { return c.holder == p && c.seq == seq; });
+      std::erase_if(cs, [&](const candidate& c) {
+        if (!(c.holder == p && c.seq == seq)) return false;
+        released_locked(name, c);
+        return true;
+      });
       candidates_ -= before - cs.size();
       if (cs.empty()) names_.erase(it);
     }
@@ -346,11 +401,89 @@ class global_impl final : public registry_detail::replica_core {
     for (auto it = names_.begin(); it != names_.end();) {
       auto& cs = it->second;
       auto before = cs.size();
-      std::erase_if(cs, [&](const candidate& c) { return pred(c.holder); });
+      std::erase_if(cs, [&](const candidate& c) {
+        if (!pred(c.holder)) return false;
+        released_locked(it->first, c);
+        return true;
+      });
       candidates_ -= before - cs.size();
       it = cs.empty() ? names_.erase(it) : std::next(it);
     }
   }
+  // ---- epochs (mu_ held)
+  // The highest epoch registered for `name` (by this replica's knowledge: the remembered one
+  // and the current holders'), and by whom; {0, none} if none.
+  std::pair<std::uint64_t, pid> highest_locked(const std::string& name) const {
+    std::pair<std::uint64_t, pid> high{0, pid{}};
+    if (auto f = fences_.find(name); f != fences_.end()) high = {f->second.epoch, f->second.holder};
+    if (auto it = names_.find(name); it != names_.end()) {
+      for (const auto& c : it->second) {
+        if (c.epoch > high.first) high = {c.epoch, c.holder};
+      }
+    }
+    return high;
+  }
+  // Why a claim of `name` by `p` at `epoch` is refused, if it is: a stale epoch first (a stale
+  // instance learns so even while the name is held), then a holder.
+  std::optional<failure> stale_locked(const std::string& name, std::uint64_t epoch,
+                                      const pid& p) const {
+    if (epoch == 0) return std::nullopt;
+    auto [high, by] = highest_locked(name);
+    if (epoch > high || (epoch == high && by == p)) return std::nullopt;
+    return failure(errc::stale_epoch, "'" + name + "' at epoch " + std::to_string(epoch) +
+                                          ": epoch " + std::to_string(high) +
+                                          " was registered by " + by.to_string());
+  }
+  std::optional<failure> refusal_locked(const std::string& name, std::uint64_t epoch,
+                                        const pid& p) const {
+    if (auto stale = stale_locked(name, epoch, p)) return stale;
+    if (auto w = winner_locked(name))
+      return failure(errc::already_registered, w->holder.to_string());
+    return std::nullopt;
+  }
+  // A refusal this node decided: a stale epoch is counted and logged.
+  failure noted(failure f, const pid& claimant) {
+    if (f.code == make_error_code(errc::stale_epoch)) {
+      stale_refusals_.fetch_add(1);
+      log(log_level::warning, "global", node_.name(), ": claim by ", claimant.to_string(),
+          " refused: stale_epoch: ", f.reason);
+    }
+    return f;
+  }
+  // Remembers that `name` was registered at `epoch` by `p`: a higher epoch replaces what was
+  // remembered, an equal one keeps its first registrant (the pid the equal-epoch rule allows).
+  // Least recently raised first out past max_epoch_names.
+  void raise_fence_locked(const std::string& name, std::uint64_t epoch, const pid& p) {
+    if (epoch == 0 || options_.max_epoch_names == 0) return;
+    auto [it, fresh] = fences_.try_emplace(name);
+    auto& f = it->second;
+    if (fresh) {
+      fence_order_.push_back(&it->first);
+      f.order = std::prev(fence_order_.end());
+    } else if (epoch < f.epoch) {
+      return;
+    } else {
+      fence_order_.splice(fence_order_.end(), fence_order_, f.order);
+    }
+    if (epoch > f.epoch) {
+      f.epoch = epoch;
+      f.holder = p;
+    }
+    while (fences_.size() > options_.max_epoch_names) forget_oldest_locked();
+  }
+  void forget_oldest_locked() {
+    auto oldest = fences_.find(*fence_order_.front());
+    auto n = ++epochs_forgotten_;
+    // Logged, but a table that keeps overflowing is not a flood of lines.
+    if (n <= 10 || n % 1000 == 0) {
+      log(log_level::warning, "global", node_.name(), ": forgot the epoch ", oldest->second.epoch,
+          " of '", oldest->first, "' (max_epoch_names ", options_.max_epoch_names,
+          " reached): a stale claim of it is no longer refused here; ", n, " forgotten so far");
+    }
+    fence_order_.pop_front();
+    fences_.erase(oldest);
+  }
+
   // Local holders of `name` that lose to another holder give the name up: removed here and
   // everywhere; their processes are told once the lock is released (tell_losers).
   void resolve_locked(const std::string& name, std::vector<conflict>& lost) {
@@ -408,7 +541,7 @@ class global_impl final : public registry_detail::replica_core {
       }
       arm_timer(c);
       auto sent = send_to(best, best_creation,
-                          make_frame(claim_kind, c->seq, c->name, c->holder, c->stamp));
+                          make_frame(claim_kind, c->seq, c->name, c->holder, c->stamp, c->epoch));
       if (sent) return;
       // Not connected after all: another arbiter.
       std::lock_guard lock(claims_mu_);
@@ -453,15 +586,15 @@ class global_impl final : public registry_detail::replica_core {
 
   // This node arbitrates its own claim: check and insert under one lock.
   void decide_here(std::shared_ptr<claim> c) {
-    candidate mine{c->holder, next_seq_.fetch_add(1), c->stamp};
+    candidate mine{c->holder, next_seq_.fetch_add(1), c->stamp, c->epoch};
     {
       std::unique_lock lock(mu_);
-      if (auto w = winner_locked(c->name)) {
+      if (auto no = refusal_locked(c->name, c->epoch, c->holder)) {
         lock.unlock();
-        return finish(c, failure(errc::already_registered, w->holder.to_string()));
+        return finish(c, noted(std::move(*no), c->holder));
       }
       insert_locked(c->name, mine);
-      broadcast(make_frame(add_kind, c->name, mine.holder, mine.seq, mine.stamp));
+      broadcast(make_frame(add_kind, c->name, mine.holder, mine.seq, mine.stamp, mine.epoch));
     }
     complete_registered(c, mine);
   }
@@ -483,20 +616,24 @@ class global_impl final : public registry_detail::replica_core {
   }
 
   // An arbiter's claim from `from` (the home of `p`).
-  void on_claim(const cluster::peer& from, std::uint64_t seq, const std::string& name, const pid& p,
-                std::int64_t stamp) {
+  void on_claim(const cluster::peer& from, const wire::claim& m) {
     std::unique_lock lock(mu_);
-    if (auto w = winner_locked(name)) {
-      (void)send_to(from.atom, from.creation, make_frame(refuse_kind, seq, w->holder.to_string()));
+    if (auto no = refusal_locked(m.name, m.epoch, m.holder)) {
+      auto why =
+          no->code == make_error_code(errc::stale_epoch) ? refusal::stale_epoch : refusal::taken;
+      (void)send_to(from.atom, from.creation,
+                    make_frame(refuse_kind, m.seq, no->reason, static_cast<std::uint8_t>(why)));
+      lock.unlock();
+      (void)noted(std::move(*no), m.holder);
       return;
     }
     // Recorded at once: a second claim is refused before the home's add arrives.
-    insert_locked(name, candidate{p, seq, stamp});
-    (void)send_to(from.atom, from.creation, make_frame(grant_kind, seq, name, p));
+    insert_locked(m.name, candidate{m.holder, m.seq, m.stamp, m.epoch});
+    (void)send_to(from.atom, from.creation, make_frame(grant_kind, m.seq, m.name, m.holder));
   }
 
-  // The arbiter's answer: granted (refused empty) or refused with the holder.
-  void on_answer(const cluster::peer& from, std::uint64_t seq, std::optional<std::string> refused,
+  // The arbiter's answer: granted (refused empty) or refused (the holder, or a stale epoch).
+  void on_answer(const cluster::peer& from, std::uint64_t seq, std::optional<failure> refused,
                  const std::string& name, const pid& p) {
     std::shared_ptr<claim> c;
     {
@@ -516,11 +653,18 @@ class global_impl final : public registry_detail::replica_core {
       }
       return;
     }
-    if (refused) return finish(c, failure(errc::already_registered, *refused));
-    candidate mine{c->holder, seq, c->stamp};
+    if (refused) return finish(c, std::move(*refused));
+    candidate mine{c->holder, seq, c->stamp, c->epoch};
     std::vector<conflict> lost;
     {
       std::unique_lock lock(mu_);
+      // A newer epoch arrived meanwhile (registered through another arbiter during a view
+      // change): the grant is withdrawn.
+      if (auto stale = stale_locked(c->name, c->epoch, c->holder)) {
+        (void)send_to(from.atom, from.creation, make_frame(remove_kind, c->name, c->holder, seq));
+        lock.unlock();
+        return finish(c, noted(std::move(*stale), c->holder));
+      }
       // Another holder arrived meanwhile (a different arbiter during a view change): if it
       // wins, this registration is withdrawn instead of taking the name from it.
       if (auto w = winner_locked(c->name)) {
@@ -534,21 +678,25 @@ class global_impl final : public registry_detail::replica_core {
         }
       }
       insert_locked(c->name, mine);
-      broadcast(make_frame(add_kind, c->name, mine.holder, mine.seq, mine.stamp));
+      broadcast(make_frame(add_kind, c->name, mine.holder, mine.seq, mine.stamp, mine.epoch));
       resolve_locked(c->name, lost);
     }
     tell_losers(lost);
     complete_registered(c, mine);
   }
 
-  // A peer's snapshot replaces everything held for its node.
-  void on_snapshot(const cluster::peer& from, const std::vector<registration>& entries) {
+  // A peer's snapshot replaces everything held for its node; the epochs it remembers are
+  // merged into this replica's (the higher epoch of each name stays).
+  void on_snapshot(const cluster::peer& from, const wire::snapshot& s) {
     std::vector<conflict> lost;
     {
       std::unique_lock lock(mu_);
       drop_locked([&](const pid& p) { return p.node() == from.atom; });
-      for (const auto& e : entries) insert_locked(e.name, candidate{e.holder, e.seq, e.stamp});
-      for (const auto& e : entries) resolve_locked(e.name, lost);
+      for (const auto& f : s.fences) raise_fence_locked(f.name, f.epoch, f.holder);
+      for (const auto& e : s.entries) {
+        insert_locked(e.name, candidate{e.holder, e.seq, e.stamp, e.epoch});
+      }
+      for (const auto& e : s.entries) resolve_locked(e.name, lost);
     }
     tell_losers(lost);
   }
@@ -588,6 +736,18 @@ class global_impl final : public registry_detail::replica_core {
   std::atomic<std::uint64_t> next_seq_{1};
   std::atomic<bool> stopping_{false};
   std::atomic<std::uint64_t> conflicts_{0};
+  std::atomic<std::uint64_t> stale_refusals_{0};
+  // The highest epoch registered per name (under mu_), kept once the name is free; bounded by
+  // options_.max_epoch_names, least recently raised first out (fence_order_, front: oldest;
+  // it points at fences_' keys, which stay put while their element lives).
+  struct fence_memory {
+    std::uint64_t epoch = 0;
+    pid holder;
+    std::list<const std::string*>::iterator order;
+  };
+  std::unordered_map<std::string, fence_memory> fences_;
+  std::list<const std::string*> fence_order_;
+  std::uint64_t epochs_forgotten_ = 0;
 };
 
 // The node's global registry: a service of the node (it lives exactly as long as the node).
@@ -644,14 +804,19 @@ global_registry_stats global_stats(node& n) {
 }
 
 namespace detail {
-void global_register(node& n, std::string name, const pid& p, std::chrono::milliseconds timeout,
+void global_register(node& n, std::string name, const pid& p, global_register_options o,
                      std::function<void(result<void>)> done) {
-  registry(n).register_name(std::move(name), p, timeout, std::move(done));
+  registry(n).register_name(std::move(name), p, o, std::move(done));
 }
 }  // namespace detail
 
 result<void> register_name(node& n, const global_name& name, const pid& p,
                            std::chrono::milliseconds timeout) {
+  return register_name(n, name, p, global_register_options{.timeout = timeout});
+}
+
+result<void> register_name(node& n, const global_name& name, const pid& p,
+                           global_register_options o) {
   if (current_process()) {
     return failure(errc::would_block, "blocking register_name inside a handler: use a token");
   }
@@ -659,7 +824,7 @@ result<void> register_name(node& n, const global_name& name, const pid& p,
   // Completed inline or from a frame handler or timer: never needs this thread.
   std::promise<result<void>> promise;
   auto future = promise.get_future();
-  detail::global_register(n, name.name, p, timeout,
+  detail::global_register(n, name.name, p, o,
                           [&promise](result<void> r) { promise.set_value(std::move(r)); });
   return future.get();
 }
@@ -670,6 +835,14 @@ result<void> unregister_name(node& n, const global_name& name) {
 
 result<pid> whereis(node& n, const global_name& name) {
   return registry(n).whereis(name.name);
+}
+
+result<global_candidate> global_lookup(node& n, const global_name& name) {
+  return registry(n).lookup(name.name);
+}
+
+std::uint64_t global_epoch(node& n, const global_name& name) {
+  return registry(n).epoch_of(name.name);
 }
 
 std::vector<std::string> global_names(node& n) {

@@ -18,6 +18,11 @@ const msgpack::object_array& entry(const msgpack::object_array& list, std::uint3
   return e.via.array;
 }
 
+// An optional trailing epoch (absent: 0, none); present, it must be an unsigned integer.
+std::uint64_t epoch_field(const msgpack::object_array& a, std::uint32_t i) {
+  return i < a.size ? a.ptr[i].as<std::uint64_t>() : 0;
+}
+
 }  // namespace
 
 pid homed_pid_field(const msgpack::object_array& a, std::uint32_t i, const origin& from) {
@@ -59,6 +64,7 @@ claim parse_claim(const msgpack::object_array& f, const origin& from) {
   c.name = key_field(f, 2);
   c.holder = homed_pid_field(f, 3, from);
   c.stamp = field(f, 4).as<std::int64_t>();
+  c.epoch = epoch_field(f, 5);
   return c;
 }
 
@@ -74,6 +80,11 @@ refuse parse_refuse(const msgpack::object_array& f) {
   refuse r;
   r.seq = field(f, 1).as<std::uint64_t>();
   r.holder = field(f, 2).as<std::string>();
+  if (f.size > 3) {
+    auto why = f.ptr[3].as<std::uint8_t>();
+    r.why = why == static_cast<std::uint8_t>(refusal::stale_epoch) ? refusal::stale_epoch
+                                                                   : refusal::taken;
+  }
   return r;
 }
 
@@ -83,6 +94,7 @@ registration parse_add(const msgpack::object_array& f, const origin& from) {
   r.holder = homed_pid_field(f, 2, from);
   r.seq = field(f, 3).as<std::uint64_t>();
   r.stamp = field(f, 4).as<std::int64_t>();
+  r.epoch = epoch_field(f, 5);
   return r;
 }
 
@@ -94,10 +106,10 @@ removal parse_remove(const msgpack::object_array& f, const origin& from) {
   return r;
 }
 
-std::vector<registration> parse_snapshot(const msgpack::object_array& f, const origin& from) {
+snapshot parse_snapshot(const msgpack::object_array& f, const origin& from) {
   const auto& list = list_field(f, 1);
-  std::vector<registration> out;
-  out.reserve(list.size);
+  snapshot out;
+  out.entries.reserve(list.size);
   for (std::uint32_t i = 0; i < list.size; ++i) {
     const auto& e = entry(list, i);
     registration r;
@@ -105,7 +117,22 @@ std::vector<registration> parse_snapshot(const msgpack::object_array& f, const o
     r.holder = homed_pid_field(e, 1, from);
     r.seq = field(e, 2).as<std::uint64_t>();
     r.stamp = field(e, 3).as<std::int64_t>();
-    out.push_back(std::move(r));
+    r.epoch = epoch_field(e, 4);
+    out.entries.push_back(std::move(r));
+  }
+  if (f.size > 2) {
+    const auto& fences = list_field(f, 2);
+    out.fences.reserve(fences.size);
+    for (std::uint32_t i = 0; i < fences.size; ++i) {
+      const auto& e = entry(fences, i);
+      fence x;
+      x.name = key_field(e, 0);
+      x.epoch = field(e, 1).as<std::uint64_t>();
+      if (x.epoch == 0) throw std::invalid_argument("a fence of epoch 0");
+      x.holder = field(e, 2).as<pid>();
+      if (!x.holder.valid()) throw std::invalid_argument("a fence without a valid pid");
+      out.fences.push_back(std::move(x));
+    }
   }
   return out;
 }

@@ -65,14 +65,25 @@ bool parse_hello(const msgpack::object_array& f);
 
 namespace global_wire {
 
+// Fields appended since the first version are optional on reading (an older peer's frame
+// lacks them: epoch 0, no fences) and ignored by older readers: the replicas of a cluster may
+// run different versions while it is upgraded.
 enum : std::uint64_t {
-  claim_kind = 1,       // home -> arbiter: [1, seq, name, pid, stamp]
+  claim_kind = 1,       // home -> arbiter: [1, seq, name, pid, stamp, epoch]
   grant_kind = 2,       // arbiter -> home: [2, seq, name, pid]
-  refuse_kind = 3,      // arbiter -> home: [3, seq, holder text]
-  add_kind = 4,         // home -> all: [4, name, pid, seq, stamp]
+  refuse_kind = 3,      // arbiter -> home: [3, seq, holder text, refusal]
+  add_kind = 4,         // home -> all: [4, name, pid, seq, stamp, epoch]
   remove_kind = 5,      // home -> all: [5, name, pid, seq]
-  snapshot_kind = 6,    // home -> peer: [6, [[name, pid, seq, stamp], ...]]
+  snapshot_kind = 6,    // home -> peer: [6, [[name, pid, seq, stamp, epoch], ...],
+                        //                [[name, epoch, pid], ...]]  (entries, then fences)
   unregister_kind = 7,  // any -> home: [7, name, pid, seq]
+};
+
+// Why an arbiter refused a claim. Pinned wire values (never errc numbers); a value this
+// version does not know reads as `taken` (a refusal all the same).
+enum class refusal : std::uint8_t {
+  taken = 0,        // already_registered: the text names the holder
+  stale_epoch = 1,  // stale_epoch: the text names the epoch that fences the claim
 };
 
 struct claim {
@@ -80,6 +91,7 @@ struct claim {
   std::string name;
   pid holder;  // of the sender
   std::int64_t stamp = 0;
+  std::uint64_t epoch = 0;  // 0: none
 };
 struct grant {
   std::uint64_t seq = 0;
@@ -88,7 +100,8 @@ struct grant {
 };
 struct refuse {
   std::uint64_t seq = 0;
-  std::string holder;
+  std::string holder;  // the holder's pid, or why the epoch is stale
+  refusal why = refusal::taken;
 };
 // An add, and each entry of a snapshot.
 struct registration {
@@ -96,6 +109,18 @@ struct registration {
   pid holder;  // of the sender
   std::uint64_t seq = 0;
   std::int64_t stamp = 0;
+  std::uint64_t epoch = 0;  // 0: none
+};
+// The highest epoch a replica saw registered for a name, and by whom (any node's process:
+// hearsay, merged by keeping the higher epoch). epoch >= 1.
+struct fence {
+  std::string name;
+  std::uint64_t epoch = 0;
+  pid holder;
+};
+struct snapshot {
+  std::vector<registration> entries;  // the sender's own registrations
+  std::vector<fence> fences;          // what the sender remembers (absent from older peers)
 };
 // A remove (holder of the sender) or an unregister (holder of any node: its home checks).
 struct removal {
@@ -109,7 +134,7 @@ grant parse_grant(const msgpack::object_array& f);
 refuse parse_refuse(const msgpack::object_array& f);
 registration parse_add(const msgpack::object_array& f, const origin& from);
 removal parse_remove(const msgpack::object_array& f, const origin& from);
-std::vector<registration> parse_snapshot(const msgpack::object_array& f, const origin& from);
+snapshot parse_snapshot(const msgpack::object_array& f, const origin& from);
 removal parse_unregister(const msgpack::object_array& f);
 
 }  // namespace global_wire

@@ -62,6 +62,7 @@ result<decoded> decode(std::span<const std::uint8_t> bytes, decode_error& error)
       d.req.monitor_ref = at(root, 7).as<std::uint64_t>();
       d.req.local_name = text(at(root, 8));
       if (n > 9) d.req.global_name = text(at(root, 9));
+      if (n > 10) d.req.global_epoch = at(root, 10).as<std::uint64_t>();
     } else if (o == static_cast<std::uint32_t>(op::reply)) {
       // A reply is never answered: a bad one is only logged.
       error.id_known = false;
@@ -84,7 +85,7 @@ result<decoded> decode(std::span<const std::uint8_t> bytes, decode_error& error)
 msgpack::sbuffer encode(const request& r, std::span<const char> packed_args) {
   msgpack::sbuffer b;
   msgpack::packer<msgpack::sbuffer> pk(b);
-  pk.pack_array(10);
+  pk.pack_array(11);
   pk.pack(version);
   pk.pack(static_cast<std::uint8_t>(op::request));
   pk.pack(r.id);
@@ -95,6 +96,7 @@ msgpack::sbuffer encode(const request& r, std::span<const char> packed_args) {
   pk.pack(r.monitor_ref);
   pk.pack(r.local_name);
   pk.pack(r.global_name);
+  pk.pack(r.global_epoch);
   return b;
 }
 
@@ -138,6 +140,8 @@ status to_status(const std::error_code& e) {
       return status::unsupported_version;
     case errc::timeout:
       return status::timeout;
+    case errc::stale_epoch:
+      return status::stale_epoch;
     default:
       return status::other;
   }
@@ -169,6 +173,8 @@ failure to_failure(status s, std::string reason) {
       return failure(errc::version_mismatch, std::move(reason));
     case status::timeout:
       return failure(errc::timeout, std::move(reason));
+    case status::stale_epoch:
+      return failure(errc::stale_epoch, std::move(reason));
     case status::other:
       break;
   }

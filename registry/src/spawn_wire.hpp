@@ -1,10 +1,11 @@
 // Remote spawn's frames on cluster channel `spawn` (private to the registry).
 //
 // Every frame is a msgpack array [version, op, request id, ...]. Later versions append fields
-// (an epoch / fencing token for the distributed supervisor, a global name): a reader takes the
-// fields it knows and ignores the rest, so a version bump is only for incompatible changes.
+// (a global name, its epoch): a reader takes the fields it knows and ignores the rest, and a
+// field absent from an older sender's frame reads as its default, so a version bump is only
+// for incompatible changes.
 //   request: [1, 1, id, caller serial (0: none), behaviour, args (any), link, monitor ref (0:
-//             none), local name]
+//             none), local name, global name (""), global epoch (0: none)]
 //   reply:   [1, 2, id, status, child serial (0 on error), reason]
 #pragma once
 
@@ -35,8 +36,9 @@ enum class status : std::uint8_t {
   nodedown = 8,
   invalid_argument = 9,
   unsupported_version = 10,
-  timeout = 11,  // the global name's claim was not answered in time
-  other = 255,   // an error this version cannot name: the reason text carries it
+  timeout = 11,      // the global name's claim was not answered in time
+  stale_epoch = 12,  // the global name's epoch is below its highest registered one
+  other = 255,       // an error this version cannot name: the reason text carries it
 };
 
 struct request {
@@ -47,7 +49,8 @@ struct request {
   bool link = false;
   std::uint64_t monitor_ref = 0;
   std::string local_name;
-  std::string global_name;  // field 10 (absent from older senders: none)
+  std::string global_name;         // index 9 (absent from older senders: none)
+  std::uint64_t global_epoch = 0;  // index 10 (absent from older senders: 0, none)
 };
 
 struct reply {

@@ -364,6 +364,8 @@ class dsup_host final : public gen_server<dsup_host> {
     remote_spawn_options o;
     o.monitor = true;
     o.global_name = m.child.global_name;
+    // The registry fences the name too: a stale epoch cannot take it back from a newer copy.
+    if (!o.global_name.empty()) o.global_epoch = m.epoch;
     auto packed = std::make_shared<msgpack::sbuffer>();
     packed->write(m.child.args.data(), m.child.args.size());
     auto id = m.child.id;

@@ -70,7 +70,8 @@ void fuzz_spawn(std::span<const std::uint8_t> in) {
     const auto& a = d->req;
     const auto& b = again->req;
     check(a.id == b.id && a.caller_serial == b.caller_serial && a.behaviour == b.behaviour &&
-          a.link == b.link && a.monitor_ref == b.monitor_ref && a.local_name == b.local_name);
+          a.link == b.link && a.monitor_ref == b.monitor_ref && a.local_name == b.local_name &&
+          a.global_name == b.global_name && a.global_epoch == b.global_epoch);
     check(same(args, pack(b.args)));
   } else {
     check(d->kind == spawn_wire::op::reply);
@@ -110,8 +111,9 @@ void fuzz_global(std::uint64_t kind, const msgpack::object_array& f) {
       auto a = w::parse_claim(f, from);
       must([&] {
         auto b = w::parse_claim(
-            reparse(z, make_frame(kind, a.seq, a.name, a.holder, a.stamp), kind), from);
-        check(a.seq == b.seq && a.name == b.name && a.holder == b.holder && a.stamp == b.stamp);
+            reparse(z, make_frame(kind, a.seq, a.name, a.holder, a.stamp, a.epoch), kind), from);
+        check(a.seq == b.seq && a.name == b.name && a.holder == b.holder && a.stamp == b.stamp &&
+              a.epoch == b.epoch);
         check(a.holder.node() == from.atom && a.holder.creation() == from.creation);
       });
       break;
@@ -127,17 +129,20 @@ void fuzz_global(std::uint64_t kind, const msgpack::object_array& f) {
     case w::refuse_kind: {
       auto a = w::parse_refuse(f);
       must([&] {
-        auto b = w::parse_refuse(reparse(z, make_frame(kind, a.seq, a.holder), kind));
-        check(a.seq == b.seq && a.holder == b.holder);
+        auto b = w::parse_refuse(
+            reparse(z, make_frame(kind, a.seq, a.holder, static_cast<std::uint8_t>(a.why)), kind));
+        check(a.seq == b.seq && a.holder == b.holder && a.why == b.why);
+        check(a.why == w::refusal::taken || a.why == w::refusal::stale_epoch);
       });
       break;
     }
     case w::add_kind: {
       auto a = w::parse_add(f, from);
       must([&] {
-        auto b = w::parse_add(reparse(z, make_frame(kind, a.name, a.holder, a.seq, a.stamp), kind),
-                              from);
-        check(a.name == b.name && a.holder == b.holder && a.seq == b.seq && a.stamp == b.stamp);
+        auto b = w::parse_add(
+            reparse(z, make_frame(kind, a.name, a.holder, a.seq, a.stamp, a.epoch), kind), from);
+        check(a.name == b.name && a.holder == b.holder && a.seq == b.seq && a.stamp == b.stamp &&
+              a.epoch == b.epoch);
       });
       break;
     }
@@ -156,14 +161,26 @@ void fuzz_global(std::uint64_t kind, const msgpack::object_array& f) {
     case w::snapshot_kind: {
       auto a = w::parse_snapshot(f, from);
       must([&] {
-        // The service packs [[name, pid, seq, stamp], ...]: so do tuples.
-        std::vector<std::tuple<std::string, pid, std::uint64_t, std::int64_t>> list;
-        for (const auto& r : a) list.emplace_back(r.name, r.holder, r.seq, r.stamp);
-        auto b = w::parse_snapshot(reparse(z, make_frame(kind, list), kind), from);
-        check(a.size() == b.size());
-        for (std::size_t i = 0; i < a.size(); ++i) {
-          check(a[i].name == b[i].name && a[i].holder == b[i].holder && a[i].seq == b[i].seq &&
-                a[i].stamp == b[i].stamp);
+        // The service packs [[name, pid, seq, stamp, epoch], ...], [[name, epoch, pid], ...]:
+        // so do tuples.
+        std::vector<std::tuple<std::string, pid, std::uint64_t, std::int64_t, std::uint64_t>> list;
+        for (const auto& r : a.entries)
+          list.emplace_back(r.name, r.holder, r.seq, r.stamp, r.epoch);
+        std::vector<std::tuple<std::string, std::uint64_t, pid>> fences;
+        for (const auto& x : a.fences) fences.emplace_back(x.name, x.epoch, x.holder);
+        auto b = w::parse_snapshot(reparse(z, make_frame(kind, list, fences), kind), from);
+        check(a.entries.size() == b.entries.size() && a.fences.size() == b.fences.size());
+        for (std::size_t i = 0; i < a.entries.size(); ++i) {
+          const auto& x = a.entries[i];
+          const auto& y = b.entries[i];
+          check(x.name == y.name && x.holder == y.holder && x.seq == y.seq && x.stamp == y.stamp &&
+                x.epoch == y.epoch);
+        }
+        for (std::size_t i = 0; i < a.fences.size(); ++i) {
+          const auto& x = a.fences[i];
+          const auto& y = b.fences[i];
+          check(x.epoch > 0 && x.holder.valid());
+          check(x.name == y.name && x.epoch == y.epoch && x.holder == y.holder);
         }
       });
       break;

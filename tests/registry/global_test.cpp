@@ -45,6 +45,35 @@ bool everywhere(const std::vector<test_node*>& nodes, const std::string& name,
   });
 }
 
+// Records the global registry's log lines (the sink is process-wide: one test at a time).
+struct global_log {
+  std::shared_ptr<recorder> lines = std::make_shared<recorder>();
+  otpp::log_sink previous;
+  global_log() {
+    previous = otpp::set_log_sink(
+        [l = lines](otpp::log_level, std::string_view component, std::string_view text) {
+          if (component == "global") l->add(std::string(text));
+        });
+  }
+  ~global_log() { otpp::set_log_sink(previous); }
+  bool saw(const std::string& part) {
+    return lines->wait([&](const auto& e) {
+      return std::any_of(e.begin(), e.end(),
+                         [&](const std::string& s) { return s.find(part) != std::string::npos; });
+    });
+  }
+};
+
+bool epoch_everywhere(const std::vector<test_node*>& nodes, const std::string& name,
+                      std::uint64_t epoch) {
+  return eventually([&] {
+    for (auto* t : nodes) {
+      if (otpp::global_epoch(*t->node, otpp::global(name)) != epoch) return false;
+    }
+    return true;
+  });
+}
+
 bool table_empty(const std::vector<test_node*>& nodes) {
   return eventually([&] {
     for (auto* t : nodes) {
@@ -68,6 +97,30 @@ class blocking_registrant : public otpp::gen_server<blocking_registrant> {
 
  private:
   std::shared_ptr<recorder> rec_;
+};
+
+// Registers itself under a global name on request, answering the registry's outcome.
+struct try_register {
+  static constexpr std::string_view tag = "try_register";
+  using reply = int;
+  std::string name;
+  std::uint64_t epoch = 0;
+  MSGPACK_DEFINE_MAP(name, epoch)
+};
+class registrant : public otpp::gen_server<registrant> {
+ public:
+  static void define_handlers(otpp::handlers<registrant>& h) {
+    h.call<try_register>([](registrant& self, try_register m, otpp::reply_to<int> reply) {
+      otpp::register_name(self.this_node(), otpp::global(m.name), self.self(), {.epoch = m.epoch},
+                          [reply = std::move(reply)](otpp::result<void> r) mutable {
+                            if (r) {
+                              reply(1);
+                            } else {
+                              reply.fail(r.fail());
+                            }
+                          });
+    });
+  }
 };
 
 struct three_nodes : ::testing::Test {
@@ -338,6 +391,9 @@ TEST_F(three_nodes, MonitorAndLinkByGlobalName) {
   ASSERT_TRUE(everywhere(all(), "watched", *p));
   ASSERT_TRUE(otpp::send(*a->node, *w, watch_name{"watched", false}));
   ASSERT_TRUE(rec->wait([](const auto& e) { return e.size() >= 5; }));  // 2 x watching + 3rd
+  // The monitor travels a -> c, the crash b -> c (another connection): it must be in place
+  // first, or the down says noproc.
+  ASSERT_TRUE(eventually([&] { return c->cluster->stats().monitors >= 1; }));
   auto f = otpp::call(*b->node, *p, crash{"bang"}, asio::use_future);
   (void)get(f);
   EXPECT_TRUE(rec->wait_for_event("down:bang"));
@@ -354,6 +410,269 @@ TEST_F(three_nodes, CountersBackToZeroAfterManyCycles) {
   }
   EXPECT_TRUE(table_empty(all()));
   for (auto* t : all()) EXPECT_EQ(otpp::global_stats(*t->node).conflicts, 0u);
+}
+
+TEST_F(three_nodes, AStaleEpochIsRefusedAfterANewerOneWasRemoved) {
+  global_log logs;
+  auto p = a->node->spawn<counter>();
+  ASSERT_TRUE(p);
+  auto r = otpp::register_name(*a->node, otpp::global("fenced"), *p, {.epoch = 5});
+  ASSERT_TRUE(r) << r.fail().message();
+  ASSERT_TRUE(everywhere(all(), "fenced", *p));
+  for (auto* t : all()) {
+    auto l = otpp::global_lookup(*t->node, otpp::global("fenced"));
+    ASSERT_TRUE(l) << t->id;
+    EXPECT_EQ(l->holder, *p);
+    EXPECT_EQ(l->epoch, 5u);
+    EXPECT_EQ(l->name, "fenced");
+    EXPECT_GT(l->stamp, 0);
+  }
+  ASSERT_TRUE(otpp::unregister_name(*a->node, otpp::global("fenced")));
+  ASSERT_TRUE(everywhere(all(), "fenced", std::nullopt));
+  // Free, and its epoch is remembered everywhere.
+  ASSERT_TRUE(epoch_everywhere(all(), "fenced", 5));
+  for (auto* t : all()) {
+    EXPECT_EQ(otpp::global_lookup(*t->node, otpp::global("fenced")).error(),
+              make_error_code(errc::noproc));
+    auto q = t->node->spawn<counter>();
+    ASSERT_TRUE(q);
+    // Below the highest epoch, and the same epoch by another process: stale, from any node.
+    for (std::uint64_t e : {1u, 4u, 5u}) {
+      auto stale = otpp::register_name(*t->node, otpp::global("fenced"), *q, {.epoch = e});
+      EXPECT_EQ(stale.error(), make_error_code(errc::stale_epoch)) << t->id << " epoch " << e;
+      EXPECT_NE(stale.reason().find("epoch 5 was registered by " + p->to_string()),
+                std::string::npos)
+          << stale.reason();
+    }
+  }
+  EXPECT_TRUE(logs.saw("refused: stale_epoch: 'fenced' at epoch 4"));
+  EXPECT_EQ(otpp::global_names(*a->node).size(), 0u);
+  // The process that registered epoch 5 may take it again (a retried registration).
+  ASSERT_TRUE(otpp::register_name(*a->node, otpp::global("fenced"), *p, {.epoch = 5}));
+  ASSERT_TRUE(everywhere(all(), "fenced", *p));
+  // Held: a stale claim answers stale_epoch (the epoch comes first), a newer one the holder.
+  auto q = b->node->spawn<counter>();
+  EXPECT_EQ(otpp::register_name(*b->node, otpp::global("fenced"), *q, {.epoch = 3}).error(),
+            make_error_code(errc::stale_epoch));
+  auto newer = otpp::register_name(*b->node, otpp::global("fenced"), *q, {.epoch = 6});
+  EXPECT_EQ(newer.error(), make_error_code(errc::already_registered));
+  EXPECT_EQ(newer.reason(), p->to_string());
+  ASSERT_TRUE(otpp::unregister_name(*a->node, otpp::global("fenced")));
+  ASSERT_TRUE(everywhere(all(), "fenced", std::nullopt));
+  // A newer epoch takes the free name, through the token form too.
+  auto f = otpp::register_name(*b->node, otpp::global("fenced"), *q, {.timeout = 10s, .epoch = 6},
+                               asio::use_future);
+  ASSERT_TRUE(get(f));
+  ASSERT_TRUE(epoch_everywhere(all(), "fenced", 6));
+  std::uint64_t refusals = 0;
+  for (auto* t : all()) refusals += otpp::global_stats(*t->node).stale_refusals;
+  EXPECT_EQ(refusals, 10u);  // each node's 3, and b's while held
+}
+
+TEST_F(three_nodes, AStaleEpochCrossesARemoteCallAsItself) {
+  auto p = a->node->spawn<counter>();
+  ASSERT_TRUE(p);
+  ASSERT_TRUE(otpp::register_name(*a->node, otpp::global("remote_fenced"), *p, {.epoch = 5}));
+  ASSERT_TRUE(otpp::unregister_name(*a->node, otpp::global("remote_fenced")));
+  ASSERT_TRUE(epoch_everywhere(all(), "remote_fenced", 5));
+  auto r = b->node->spawn<registrant>();
+  ASSERT_TRUE(r);
+  // The registrant on b answers a's call with the registry's refusal: it arrives as stale_epoch
+  // (its own wire status), not as an exit.
+  auto stale = otpp::call(*a->node, *r, try_register{"remote_fenced", 4}, 10s, asio::use_future);
+  auto refused = get(stale);
+  EXPECT_EQ(refused.error(), make_error_code(errc::stale_epoch)) << refused.fail().message();
+  EXPECT_NE(refused.reason().find("epoch 5 was registered by " + p->to_string()), std::string::npos)
+      << refused.reason();
+  auto newer = otpp::call(*a->node, *r, try_register{"remote_fenced", 6}, 10s, asio::use_future);
+  auto taken = get(newer);
+  ASSERT_TRUE(taken) << taken.fail().message();
+  EXPECT_TRUE(everywhere(all(), "remote_fenced", *r));
+}
+
+TEST_F(three_nodes, RegistrationsWithoutAnEpochBehaveAsBefore) {
+  auto p = a->node->spawn<counter>();
+  auto q = c->node->spawn<counter>();
+  ASSERT_TRUE(p && q);
+  // Epoch 0 leaves no epoch behind.
+  ASSERT_TRUE(otpp::register_name(*a->node, otpp::global("plain"), *p, {.epoch = 0}));
+  ASSERT_TRUE(everywhere(all(), "plain", *p));
+  EXPECT_EQ(otpp::global_lookup(*c->node, otpp::global("plain"))->epoch, 0u);
+  EXPECT_EQ(otpp::register_name(*c->node, otpp::global("plain"), *q).error(),
+            make_error_code(errc::already_registered));
+  ASSERT_TRUE(otpp::unregister_name(*a->node, otpp::global("plain")));
+  ASSERT_TRUE(everywhere(all(), "plain", std::nullopt));
+  for (auto* t : all()) {
+    EXPECT_EQ(otpp::global_epoch(*t->node, otpp::global("plain")), 0u);
+    EXPECT_EQ(otpp::global_stats(*t->node).epoch_names, 0u);
+  }
+  // And is never refused for one: a name registered with epoch 7 is free to a plain claim.
+  ASSERT_TRUE(otpp::register_name(*a->node, otpp::global("mixed"), *p, {.epoch = 7}));
+  ASSERT_TRUE(otpp::unregister_name(*a->node, otpp::global("mixed")));
+  ASSERT_TRUE(epoch_everywhere(all(), "mixed", 7));
+  ASSERT_TRUE(everywhere(all(), "mixed", std::nullopt));
+  ASSERT_TRUE(otpp::register_name(*c->node, otpp::global("mixed"), *q));
+  ASSERT_TRUE(everywhere(all(), "mixed", *q));
+  EXPECT_EQ(otpp::global_epoch(*a->node, otpp::global("mixed")), 7u);
+  for (auto* t : all()) EXPECT_EQ(otpp::global_stats(*t->node).stale_refusals, 0u);
+}
+
+TEST_F(three_nodes, AJoiningNodeLearnsTheEpochsOfFreeNames) {
+  auto p = b->node->spawn<counter>();
+  ASSERT_TRUE(p);
+  ASSERT_TRUE(otpp::register_name(*b->node, otpp::global("gone"), *p, {.epoch = 9}));
+  ASSERT_TRUE(otpp::unregister_name(*b->node, otpp::global("gone")));
+  ASSERT_TRUE(everywhere(all(), "gone", std::nullopt));
+  auto d = start_node("d", free_port(), fast_options({node_name("c", pc)}));
+  std::vector<test_node*> four{a.get(), b.get(), c.get(), d.get()};
+  ASSERT_TRUE(converged(four, 4));
+  ASSERT_TRUE(registries_ready(four));
+  // From the others' snapshots: nobody holds the name, its epoch came with them.
+  ASSERT_TRUE(epoch_everywhere({d.get()}, "gone", 9));
+  auto q = d->node->spawn<counter>();
+  EXPECT_EQ(otpp::register_name(*d->node, otpp::global("gone"), *q, {.epoch = 8}).error(),
+            make_error_code(errc::stale_epoch));
+  EXPECT_EQ(otpp::global_stats(*d->node).stale_refusals, 1u);
+  ASSERT_TRUE(otpp::register_name(*d->node, otpp::global("gone"), *q, {.epoch = 10}));
+  EXPECT_TRUE(everywhere(four, "gone", *q));
+  EXPECT_TRUE(epoch_everywhere(four, "gone", 10));
+}
+
+TEST_F(three_nodes, MalformedEpochFieldsAreCountedAndDropped) {
+  auto atom_b = otpp::node_atom::find(b->id);
+  auto frame = [](auto&&... fields) {
+    msgpack::sbuffer s;
+    msgpack::packer<msgpack::sbuffer> pk(s);
+    pk.pack_array(sizeof...(fields));
+    (pk.pack(fields), ...);
+    return std::vector<std::uint8_t>(s.data(), s.data() + s.size());
+  };
+  auto mine = *a->node->spawn<counter>();  // a's own pid: only the epoch is wrong
+  using entry = std::tuple<std::string, otpp::pid, std::uint64_t, std::int64_t, std::string>;
+  using fence = std::tuple<std::string, std::uint64_t, otpp::pid>;
+  using bad_fence = std::tuple<std::string, std::uint64_t, std::string>;
+  const auto add = std::uint64_t{4}, claim = std::uint64_t{1}, snap = std::uint64_t{6},
+             refuse = std::uint64_t{3};
+  std::vector<std::vector<std::uint8_t>> bad{
+      frame(add, std::string("e1"), mine, std::uint64_t{1}, std::int64_t{1}, std::string("x")),
+      frame(add, std::string("e2"), mine, std::uint64_t{2}, std::int64_t{1}, std::int64_t{-1}),
+      frame(add, std::string("e3"), mine, std::uint64_t{3}, std::int64_t{1}, 1.5),
+      frame(claim, std::uint64_t{77}, std::string("e4"), mine, std::int64_t{1}, std::string("x")),
+      frame(snap, std::vector<entry>{{"e5", mine, 5, 1, "x"}}),
+      frame(snap, std::vector<entry>{}, std::vector<fence>{{"e6", 0, mine}}),  // epoch 0
+      frame(snap, std::vector<entry>{}, std::vector<bad_fence>{{"e7", 3, "no pid"}}),
+      frame(snap, std::vector<entry>{}, std::vector<fence>{{"e8", 3, otpp::pid{}}}),
+      frame(snap, std::vector<entry>{}, std::uint64_t{5}),  // fences that are no list
+      frame(refuse, std::uint64_t{1}, std::string("holder"), std::string("why")),
+  };
+  auto before = otpp::global_stats(*b->node).bad_frames;
+  for (auto& f : bad) {
+    ASSERT_TRUE(a->cluster->send_channel(atom_b, 0, otpp::cluster::channels::global, f));
+  }
+  ASSERT_TRUE(
+      eventually([&] { return otpp::global_stats(*b->node).bad_frames >= before + bad.size(); }));
+  // Nothing of them was applied.
+  auto s = otpp::global_stats(*b->node);
+  EXPECT_EQ(s.names, 0u);
+  EXPECT_EQ(s.epoch_names, 0u);
+  EXPECT_EQ(s.bad_frames, before + bad.size());
+  // A well-formed add of an older peer (no epoch field) reads as epoch 0.
+  ASSERT_TRUE(a->cluster->send_channel(
+      atom_b, 0, otpp::cluster::channels::global,
+      frame(add, std::string("old_peer"), mine, std::uint64_t{1000}, std::int64_t{1})));
+  ASSERT_TRUE(
+      eventually([&] { return otpp::whereis(*b->node, otpp::global("old_peer")).has_value(); }));
+  EXPECT_EQ(otpp::global_lookup(*b->node, otpp::global("old_peer"))->epoch, 0u);
+  EXPECT_EQ(otpp::global_stats(*b->node).bad_frames, before + bad.size());
+}
+
+TEST(global_epochs, TheArbiterRefusesAStaleClaimItsHomeDoesNotKnow) {
+  // b remembers no epochs: its own replica never refuses, so its claims reach the arbiter,
+  // and those whose arbiter is a meet a's memory.
+  auto pa = free_port(), pb = free_port();
+  auto a = start_node("a", pa, fast_options());
+  auto b = start_node("b", pb, fast_options({node_name("a", pa)}), {.max_epoch_names = 0});
+  ASSERT_TRUE(converged({a.get(), b.get()}, 2));
+  ASSERT_TRUE(registries_ready({a.get(), b.get()}));
+  global_log logs;
+  auto p = *a->node->spawn<counter>();
+  constexpr int names = 24;
+  for (int i = 0; i < names; ++i) {
+    auto name = otpp::global("arb" + std::to_string(i));
+    ASSERT_TRUE(otpp::register_name(*a->node, name, p, {.epoch = 5}));
+    ASSERT_TRUE(otpp::unregister_name(*a->node, name));
+  }
+  ASSERT_TRUE(everywhere({a.get(), b.get()}, "arb" + std::to_string(names - 1), std::nullopt));
+  EXPECT_EQ(otpp::global_epoch(*b->node, otpp::global("arb0")), 0u);
+  EXPECT_EQ(otpp::global_stats(*b->node).epoch_names, 0u);
+  auto q = *b->node->spawn<counter>();
+  int stale = 0, granted = 0;
+  for (int i = 0; i < names; ++i) {
+    auto name = "arb" + std::to_string(i);
+    auto r = otpp::register_name(*b->node, otpp::global(name), q, {.timeout = 10s, .epoch = 4});
+    if (r) {
+      // b arbitrated its own claim, with nothing remembered: granted (documented), and a
+      // takes the add as it comes (a holder below its memory, not a conflict).
+      ++granted;
+      EXPECT_TRUE(everywhere({a.get()}, name, q));
+      EXPECT_EQ(otpp::global_epoch(*a->node, otpp::global(name)), 5u);
+    } else {
+      ++stale;
+      EXPECT_EQ(r.error(), make_error_code(errc::stale_epoch)) << r.fail().message();
+      EXPECT_NE(r.reason().find("epoch 5 was registered by " + p.to_string()), std::string::npos)
+          << r.reason();
+    }
+  }
+  // Each arbiter is a for about half the names (a rendezvous hash): 2^-24 that none is.
+  EXPECT_GT(stale, 0);
+  EXPECT_EQ(stale + granted, names);
+  EXPECT_EQ(otpp::global_stats(*a->node).stale_refusals, static_cast<std::uint64_t>(stale));
+  EXPECT_EQ(otpp::global_stats(*b->node).stale_refusals, 0u);
+  EXPECT_TRUE(logs.saw(a->id + ": claim by " + q.to_string() + " refused: stale_epoch"));
+}
+
+TEST(global_epochs, TheMemoryIsBoundedOldestForgottenFirst) {
+  global_log logs;
+  otpp::node n({.name = "solo", .threads = 1});
+  n.start();
+  ASSERT_TRUE(otpp::start_global(n, {.max_epoch_names = 2}));
+  auto p = *n.spawn<counter>();
+  auto q = *n.spawn<counter>();
+  auto once = [&](const std::string& name, std::uint64_t epoch) {
+    ASSERT_TRUE(otpp::register_name(n, otpp::global(name), p, {.epoch = epoch}));
+    ASSERT_TRUE(otpp::unregister_name(n, otpp::global(name)));
+  };
+  once("e1", 5);
+  once("e2", 5);
+  EXPECT_EQ(otpp::global_stats(n).epoch_names, 2u);
+  EXPECT_EQ(otpp::global_epoch(n, otpp::global("e1")), 5u);
+  once("e3", 5);  // e1 was raised longest ago: forgotten
+  auto s = otpp::global_stats(n);
+  EXPECT_EQ(s.epoch_names, 2u);
+  EXPECT_EQ(s.epochs_forgotten, 1u);
+  EXPECT_EQ(otpp::global_epoch(n, otpp::global("e1")), 0u);
+  EXPECT_EQ(otpp::global_epoch(n, otpp::global("e2")), 5u);
+  EXPECT_TRUE(logs.saw("forgot the epoch 5 of 'e1' (max_epoch_names 2 reached)"));
+  // Forgotten: a stale claim of e1 is no longer refused; e3 still is.
+  EXPECT_TRUE(otpp::register_name(n, otpp::global("e1"), q, {.epoch = 1}));
+  EXPECT_EQ(otpp::register_name(n, otpp::global("e3"), q, {.epoch = 1}).error(),
+            make_error_code(errc::stale_epoch));
+  ASSERT_TRUE(otpp::unregister_name(n, otpp::global("e1")));
+  // A held name's epoch is its holder's while the memory moves on, and is remembered afresh
+  // when the holder leaves.
+  ASSERT_TRUE(otpp::register_name(n, otpp::global("held"), p, {.epoch = 7}));
+  once("f1", 1);
+  once("f2", 1);
+  EXPECT_EQ(otpp::global_stats(n).epoch_names, 2u);
+  EXPECT_EQ(otpp::register_name(n, otpp::global("held"), q, {.epoch = 3}).error(),
+            make_error_code(errc::stale_epoch));
+  EXPECT_EQ(otpp::global_epoch(n, otpp::global("held")), 7u);
+  ASSERT_TRUE(otpp::unregister_name(n, otpp::global("held")));
+  EXPECT_EQ(otpp::global_epoch(n, otpp::global("held")), 7u);
+  EXPECT_EQ(otpp::register_name(n, otpp::global("held"), q, {.epoch = 6}).error(),
+            make_error_code(errc::stale_epoch));
+  EXPECT_EQ(otpp::global_stats(n).epoch_names, 2u);
+  n.stop();
 }
 
 // Two nodes, each dialling the other through a relay the test cuts; nobody is downed.
@@ -410,8 +729,9 @@ struct exits : std::enable_shared_from_this<exits> {
 // and the other is told.
 // reset: the connections are also closed during the split, so the healed side learns the
 // other's names from the snapshots of the new connections rather than from queued adds.
+// epoch_x, epoch_y: the registrations' epochs (x registers first).
 void split_and_heal(split_pair& s, bool later_wins, const std::string& loser_reason,
-                    bool reset = false) {
+                    bool reset = false, std::uint64_t epoch_x = 0, std::uint64_t epoch_y = 0) {
   ASSERT_TRUE(converged({s.x.get(), s.y.get()}, 2));
   ASSERT_TRUE(registries_ready({s.x.get(), s.y.get()}));
   s.cut();
@@ -432,11 +752,13 @@ void split_and_heal(split_pair& s, bool later_wins, const std::string& loser_rea
   auto& ex = *exited;
   ex.watch(*s.x->node, px);
   ex.watch(*s.y->node, py);
-  auto rx = otpp::register_name(*s.x->node, otpp::global("contested"), px, 10s);
+  auto rx = otpp::register_name(*s.x->node, otpp::global("contested"), px,
+                                {.timeout = 10s, .epoch = epoch_x});
   ASSERT_TRUE(rx) << rx.fail().message();
   // A later stamp for y's registration (the stamps are system clock readings).
   std::this_thread::sleep_for(2ms);
-  auto ry = otpp::register_name(*s.y->node, otpp::global("contested"), py, 10s);
+  auto ry = otpp::register_name(*s.y->node, otpp::global("contested"), py,
+                                {.timeout = 10s, .epoch = epoch_y});
   ASSERT_TRUE(ry) << ry.fail().message();
   EXPECT_EQ(*otpp::whereis(*s.x->node, otpp::global("contested")), px);
   EXPECT_EQ(*otpp::whereis(*s.y->node, otpp::global("contested")), py);
@@ -454,6 +776,15 @@ void split_and_heal(split_pair& s, bool later_wins, const std::string& loser_rea
   auto lost_on = later_wins ? s.x.get() : s.y.get();
   EXPECT_EQ(otpp::global_stats(*lost_on->node).conflicts, 1u);
   EXPECT_EQ(s.x->log->count(node_event_kind::node_down), 0u);
+  // Both replicas agree on the winner's registration and remember the higher epoch.
+  for (auto* t : {s.x.get(), s.y.get()}) {
+    auto l = otpp::global_lookup(*t->node, otpp::global("contested"));
+    ASSERT_TRUE(l);
+    EXPECT_EQ(l->epoch, later_wins ? epoch_y : epoch_x);
+    EXPECT_TRUE(eventually([&] {
+      return otpp::global_epoch(*t->node, otpp::global("contested")) == std::max(epoch_x, epoch_y);
+    }));
+  }
 }
 
 TEST(global_split, HealingKeepsTheEarlierRegistration) {
@@ -464,6 +795,25 @@ TEST(global_split, HealingKeepsTheEarlierRegistration) {
 TEST(global_split, HealingOverNewConnectionsUsesTheSnapshots) {
   split_pair s({});
   split_and_heal(s, false, "name_conflict", true);
+}
+
+TEST(global_split, HealingKeepsTheHigherEpochEvenWhenItsStampIsLater) {
+  split_pair s({});
+  split_and_heal(s, true, "name_conflict", false, 3, 5);
+  // The side that lost now refuses the stale epoch.
+  auto late = *s.x->node->spawn<counter>();
+  EXPECT_EQ(otpp::register_name(*s.x->node, otpp::global("contested"), late, {.epoch = 4}).error(),
+            make_error_code(errc::stale_epoch));
+}
+
+TEST(global_split, HealingOverNewConnectionsKeepsTheHigherEpoch) {
+  split_pair s({});
+  split_and_heal(s, true, "name_conflict", true, 1, 2);
+}
+
+TEST(global_split, WithAnEpochOnOneSideOnlyTheEarlierStampWins) {
+  split_pair s({});
+  split_and_heal(s, false, "name_conflict", false, 0, 5);
 }
 
 TEST(global_split, CustomResolverAndConflictHandler) {

@@ -494,10 +494,10 @@ class counted : public otpp::gen_server<counted> {
   }
 };
 
-TEST(spawn_global_name, TheNameIsTakenBeforeInitAndGoesWithTheChild) {
-  counted_inits = 0;
+// Three nodes joined with join_cluster (global names served), each with behaviour "counted",
+// their registries met.
+void start_counted_trio(std::vector<std::unique_ptr<test_node>>& nodes) {
   auto pa = free_port(), pb = free_port(), pc = free_port();
-  std::vector<std::unique_ptr<test_node>> nodes;
   for (auto [name, port, seed] :
        {std::tuple{"a", pa, std::uint16_t{0}}, {"b", pb, pa}, {"c", pc, pa}}) {
     auto t = std::make_unique<test_node>();
@@ -512,16 +512,23 @@ TEST(spawn_global_name, TheNameIsTakenBeforeInitAndGoesWithTheChild) {
     t->cluster = *c;
     nodes.push_back(std::move(t));
   }
-  auto& a = *nodes[0];
-  auto& b = *nodes[1];
-  auto& c = *nodes[2];
-  ASSERT_TRUE(converged({&a, &b, &c}, 3));
+  ASSERT_TRUE(converged({nodes[0].get(), nodes[1].get(), nodes[2].get()}, 3));
   ASSERT_TRUE(eventually([&] {
     for (auto& t : nodes) {
       if (otpp::global_stats(*t->node).peers != 2) return false;
     }
     return true;
   }));
+}
+
+TEST(spawn_global_name, TheNameIsTakenBeforeInitAndGoesWithTheChild) {
+  counted_inits = 0;
+  std::vector<std::unique_ptr<test_node>> nodes;
+  start_counted_trio(nodes);
+  ASSERT_EQ(nodes.size(), 3u);
+  auto& a = *nodes[0];
+  auto& b = *nodes[1];
+  auto& c = *nodes[2];
   otpp::remote_spawn_options o;
   o.global_name = "the_db";
   auto first = spawn_sync(*a.node, b.id, "counted", o);
@@ -553,6 +560,124 @@ TEST(spawn_global_name, TheNameIsTakenBeforeInitAndGoesWithTheChild) {
   ASSERT_TRUE(again) << again.fail().message();
   EXPECT_EQ(again->child.node(), a.node->atom());
   EXPECT_EQ(counted_inits.load(), 2);
+}
+
+TEST(spawn_global_name, TheEpochFencesTheNameAndAStaleStartLeavesNoProcess) {
+  counted_inits = 0;
+  log_capture logs;
+  std::vector<std::unique_ptr<test_node>> nodes;
+  start_counted_trio(nodes);
+  ASSERT_EQ(nodes.size(), 3u);
+  auto& a = *nodes[0];
+  auto& b = *nodes[1];
+  auto& c = *nodes[2];
+  auto name = otpp::global("fenced_db");
+  otpp::remote_spawn_options o;
+  o.global_name = "fenced_db";
+  o.global_epoch = 5;
+  auto first = spawn_sync(*a.node, b.id, "counted", o);
+  ASSERT_TRUE(first) << first.fail().message();
+  for (auto& t : nodes) {
+    EXPECT_TRUE(eventually([&] {
+      auto l = otpp::global_lookup(*t->node, name);
+      return l && l->holder == first->child && l->epoch == 5;
+    })) << t->id;
+  }
+  // The child goes; the name's epoch stays.
+  b.node->exit(first->child, otpp::exit_reason::kill());
+  for (auto& t : nodes) {
+    EXPECT_TRUE(eventually([&] { return !otpp::whereis(*t->node, name); })) << t->id;
+    EXPECT_TRUE(eventually([&] { return otpp::global_epoch(*t->node, name) == 5; })) << t->id;
+  }
+  auto base_a = a.node->process_count();
+  auto base_c = c.node->process_count();
+  // Below it, on another node, and at it locally (another process): stale_epoch, init never
+  // ran, and the child that waited for the name is gone.
+  o.global_epoch = 4;
+  auto stale = spawn_sync(*a.node, c.id, "counted", o);
+  EXPECT_EQ(stale.error(), make_error_code(errc::stale_epoch)) << stale.fail().message();
+  EXPECT_NE(stale.reason().find("epoch 5 was registered"), std::string::npos) << stale.reason();
+  o.global_epoch = 5;
+  auto equal = spawn_sync(*a.node, a.id, "counted", o);
+  EXPECT_EQ(equal.error(), make_error_code(errc::stale_epoch)) << equal.fail().message();
+  EXPECT_EQ(counted_inits.load(), 1);
+  EXPECT_TRUE(eventually([&] { return c.node->process_count() == base_c; }))
+      << c.node->process_count() << " processes on c, " << base_c << " before";
+  EXPECT_TRUE(eventually([&] { return a.node->process_count() == base_a; }))
+      << a.node->process_count() << " processes on a, " << base_a << " before";
+  EXPECT_TRUE(logs.saw("spawn of 'counted' on " + c.id + ": stale_epoch"));
+  for (auto& t : nodes) EXPECT_FALSE(otpp::whereis(*t->node, name)) << t->id;
+  // Above it: started, and registered with that epoch everywhere.
+  o.global_epoch = 6;
+  auto newer = spawn_sync(*a.node, c.id, "counted", o);
+  ASSERT_TRUE(newer) << newer.fail().message();
+  EXPECT_EQ(counted_inits.load(), 2);
+  for (auto& t : nodes) {
+    EXPECT_TRUE(eventually([&] {
+      auto l = otpp::global_lookup(*t->node, name);
+      return l && l->holder == newer->child && l->epoch == 6;
+    })) << t->id;
+  }
+  // An epoch fences a global name: without one it is a mistake.
+  otpp::remote_spawn_options bad;
+  bad.global_epoch = 3;
+  EXPECT_EQ(spawn_sync(*a.node, b.id, "counted", bad).error(),
+            make_error_code(errc::invalid_argument));
+  EXPECT_TRUE(logs.saw("a global_epoch needs a global_name"));
+}
+
+// Raw request frames as an older sender (no epoch field) and a broken one write them.
+TEST(spawn_global_name, TheEpochFieldIsOptionalOnTheWireAndCheckedWhenPresent) {
+  log_capture logs;
+  std::vector<std::unique_ptr<test_node>> nodes;
+  start_counted_trio(nodes);
+  ASSERT_EQ(nodes.size(), 3u);
+  auto& a = *nodes[0];
+  auto& b = *nodes[1];
+  auto name = otpp::global("wire_db");
+  // The name's epoch is 5, and nobody holds it.
+  auto p = b.node->spawn<counted>();
+  ASSERT_TRUE(p);
+  ASSERT_TRUE(otpp::register_name(*b.node, name, *p, {.epoch = 5}));
+  ASSERT_TRUE(otpp::unregister_name(*b.node, name));
+  ASSERT_TRUE(eventually([&] { return !otpp::whereis(*b.node, name); }));
+  auto send = [&](const msgpack::sbuffer& f) {
+    return a.cluster->send_channel(otpp::node_atom::find(b.id), 0, otpp::cluster::channels::spawn,
+                                   {reinterpret_cast<const std::uint8_t*>(f.data()), f.size()});
+  };
+  auto request = [](std::uint64_t id, auto... extra) {
+    msgpack::sbuffer f;
+    msgpack::packer<msgpack::sbuffer> pk(f);
+    pk.pack_array(9 + sizeof...(extra));
+    pk.pack(1u);  // version
+    pk.pack(1u);  // request
+    pk.pack(id);
+    pk.pack(0u);  // no caller
+    pk.pack(std::string("counted"));
+    pk.pack_nil();  // args
+    pk.pack(false);
+    pk.pack(0u);
+    pk.pack(std::string());
+    (pk.pack(extra), ...);
+    return f;
+  };
+  // An older sender's request (a global name, no epoch): epoch 0, not fenced. Nobody waits for
+  // it on a, which kills the child its success names.
+  ASSERT_TRUE(send(request(9100, std::string("wire_db"))));
+  EXPECT_TRUE(logs.saw(a.id + ": killing spawned <" + b.id));
+  // With an epoch below 5: refused, answered with the pinned status (a's log shows the reason).
+  ASSERT_TRUE(eventually([&] { return !otpp::whereis(*b.node, name); }));
+  ASSERT_TRUE(send(request(9101, std::string("wire_db"), std::uint64_t{4})));
+  EXPECT_TRUE(logs.saw(a.id + ": spawn reply 9101 from " + b.id +
+                       " for no pending spawn (dropped): 'wire_db' at epoch 4: epoch 5"));
+  // An epoch that is no unsigned integer: a malformed request, answered.
+  ASSERT_TRUE(send(request(9102, std::string("wire_db"), std::string("five"))));
+  ASSERT_TRUE(send(request(9103, std::string("wire_db"), std::int64_t{-5})));
+  EXPECT_TRUE(logs.saw(b.id + ": bad spawn frame from " + a.id));
+  EXPECT_TRUE(logs.saw(a.id + ": spawn reply 9102 from " + b.id));
+  EXPECT_TRUE(logs.saw(a.id + ": spawn reply 9103 from " + b.id));
+  EXPECT_FALSE(otpp::whereis(*b.node, name));
+  EXPECT_EQ(otpp::global_epoch(*b.node, name), 5u);
 }
 
 }  // namespace

@@ -302,6 +302,10 @@ TEST_F(dist_cluster, RoundRobinThenFailoverToSurvivorsWithNames) {
     ASSERT_TRUE(r) << k.id << ": " << r.fail().message();
     EXPECT_EQ(*r, k.node);
     EXPECT_NE(*r, victim);
+    // The host claimed the name with the child's epoch: the registry fences it too.
+    auto held = otpp::global_lookup(*via->node, otpp::global("w/" + k.id));
+    ASSERT_TRUE(held) << k.id;
+    EXPECT_EQ(held->epoch, k.epoch) << k.id;
   }
   EXPECT_EQ(live_total(), 9);
 }

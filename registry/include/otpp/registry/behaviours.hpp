@@ -51,6 +51,11 @@ struct remote_spawn_options {
   // name already held answers already_registered (the holder as reason) and init never runs.
   // The name goes with the child's exit, everywhere.
   std::string global_name;
+  // The global name's epoch (fencing token; 0: none; needs global_name, else invalid_argument):
+  // the name is claimed with global_register_options::epoch = this, so a start below the
+  // name's highest epoch (or at it, after another process registered it) answers stale_epoch
+  // and init never runs.
+  std::uint64_t global_epoch = 0;
   // Bounds the whole spawn, init included. A success that arrives later kills the child it
   // names (nothing runs that nobody knows of).
   std::chrono::milliseconds timeout{5000};
@@ -130,11 +135,13 @@ result<void> serve_remote_spawn(node& n);
 //   bad_message         the arguments do not decode into the behaviour's Args
 //   init_failed         init refused (its reason in reason())
 //   already_registered  options.local_name (or global_name) is taken
+//   stale_epoch         options.global_epoch is below the global name's highest epoch
 //   not_authorised      this node is not in the behaviour's allowed_nodes
 //   nodedown            no connection to the target, or it was lost with the spawn pending
 //   timeout             no answer within options.timeout (a late success kills the child)
 //   node_stopped        this node (or the target) is stopping
-//   invalid_argument    link or monitor without a calling process
+//   invalid_argument    link or monitor without a calling process, global_epoch without a
+//                       global_name
 //   would_block         use_future from a process thread (use use_awaitable or a callback)
 namespace detail {
 template <class Token>

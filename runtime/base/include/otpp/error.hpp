@@ -55,6 +55,8 @@ enum class errc {
   minority = 37,  // this node is on the losing side of a split: not a member any more
   // transport
   connection_refused = 38,  // nothing listens at the address (TCP connect refused)
+  // registry
+  stale_epoch = 39,  // a registration's epoch (fencing token) is below one already registered
 };
 
 const std::error_category& error_category() noexcept;
@@ -147,6 +149,8 @@ class otpp_category final : public std::error_category {
         return "minority: this node is on the losing side of a split";
       case errc::connection_refused:
         return "connection_refused: nothing listens at that address";
+      case errc::stale_epoch:
+        return "stale_epoch: a newer epoch of that name was registered";
     }
     return "otpp error " + std::to_string(value);
   }
