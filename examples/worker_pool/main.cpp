@@ -505,9 +505,16 @@ int main(int argc, char** argv) {
       if (a.node == victim->id || a.epoch <= b.epoch) {
         fail(b.id + " was not restarted elsewhere with a higher epoch");
       }
+      // Every start attempt takes the next epoch: a gap counts the attempts that failed (e.g.
+      // already_registered, when the target had not yet seen the node go and still held the
+      // dead worker's name), each retried after a backoff.
       auto& s = moved_to[a.node];
       s += (s.empty() ? "" : ", ") + b.id + " (epoch " + std::to_string(b.epoch) + " -> " +
-           std::to_string(a.epoch) + ")";
+           std::to_string(a.epoch);
+      if (auto failed = a.epoch - b.epoch - 1; failed > 0) {
+        s += ", after " + std::to_string(failed) + " failed start" + (failed > 1 ? "s" : "");
+      }
+      s += ")";
     } else {
       if (a.child != b.child || a.epoch != b.epoch)
         fail(b.id + " was restarted, yet its node lives");

@@ -106,7 +106,9 @@ TEST(WorkerPool, KillsANodeAndItsWorkersComeBackOnTheSurvivors) {
   std::set<std::string> moved;
   for (const auto& m : matching(lines, R"(  moved to (n[123]): (.*))")) {
     EXPECT_NE(m[1], victim);
-    std::regex entry(R"((w\d+) \(epoch (\d+) -> (\d+)\))");
+    // "(epoch 1 -> 3, after 1 failed start)": a restart may be retried (its target had not yet
+    // seen the node go and still held the dead worker's name).
+    std::regex entry(R"((w\d+) \(epoch (\d+) -> (\d+)(, after \d+ failed starts?)?\))");
     std::string list = m[2];
     for (std::sregex_iterator it(list.begin(), list.end(), entry), end; it != end; ++it) {
       moved.insert((*it)[1]);
@@ -119,12 +121,15 @@ TEST(WorkerPool, KillsANodeAndItsWorkersComeBackOnTheSurvivors) {
       1u)
       << r.transcript;
 
-  // Round 2 on the survivors only, 6 each; then the graceful stop.
-  auto round2 = matching(lines, R"(round 2: 12 jobs in [0-9.]+ ms: (n[123]) served 6, (n[123]) )"
-                                R"(served 6; the 8 that stayed count their 2nd job .*)");
+  // Round 2 on the survivors only (6 each unless a retried restart changed the round robin);
+  // then the graceful stop.
+  auto round2 =
+      matching(lines, R"(round 2: 12 jobs in [0-9.]+ ms: (n[123]) served (\d+), )"
+                      R"((n[123]) served (\d+); the 8 that stayed count their 2nd job .*)");
   ASSERT_EQ(round2.size(), 1u) << r.transcript;
   EXPECT_NE(round2[0][1], victim);
-  EXPECT_NE(round2[0][2], victim);
+  EXPECT_NE(round2[0][3], victim);
+  EXPECT_EQ(std::stoi(round2[0][2]) + std::stoi(round2[0][4]), 12) << r.transcript;
   EXPECT_EQ(matching(lines, R"(SIGTERM to n[123] and n[123]: both left the cluster )"
                             R"(\(graceful_shutdown\) and exited 0)")
                 .size(),
