@@ -444,10 +444,10 @@ int main(int argc, char** argv) {
   auto until = killed_at + bound(60s);
   while (!all_running_at || !all_answering_at) {
     if (clock_type::now() > until) {
-      fail(std::string(all_answering_at ? "the supervisor did not list"
-                                        : "the lost workers did "
-                                          "not answer") +
-           " every worker running on the survivors within " + text(bound(60s)));
+      std::string what = all_answering_at
+                             ? "the supervisor did not list every worker running on the survivors"
+                             : "the lost workers did not answer by name from the survivors";
+      fail(what + " within " + text(bound(60s)));
     }
     if (!all_answering_at) {
       // A health check by global name (where, not a job: jobs count as served).
