@@ -91,6 +91,7 @@ int run_node(const std::string& id, const std::string& seeds) {
   for (std::string s; std::getline(list, s, ',');) o.seeds.push_back(s);
   const char* secret = std::getenv(secret_env);
   o.transport.secret = secret ? secret : "";
+  o.unreachable_after = unreachable_after;
   auto cluster = otpp::join_cluster(node, o);  // + global names, groups, remote spawn
   if (!cluster) return cannot_start(id, "join_cluster", cluster.error());
   (*cluster)->subscribe([](const otpp::cluster::node_event& e) {

@@ -2,6 +2,7 @@
 // worker's messages and the pool's shape.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <string>
 #include <string_view>
@@ -13,6 +14,13 @@ namespace pool {
 inline constexpr std::string_view supervisor = "pool";  // the distributed supervisor's name
 inline constexpr int workers = 12;                      // w1 .. w12
 inline constexpr std::string_view behaviour = "worker";
+
+// How long a silent member stays reachable (the default is 600 ms). A loaded machine (a busy
+// 2-core CI box) can hold a process's heartbeats back longer than that, and a member wrongly
+// unreachable at the moment of the kill would leave the survivors without a majority (their
+// hosts would stand by). A SIGKILLed node is detected by its refused reconnect, at once,
+// whatever this says.
+inline constexpr std::chrono::milliseconds unreachable_after{3000};
 
 inline std::string worker_id(int i) {
   return "w" + std::to_string(i);
