@@ -1,4 +1,4 @@
-// The main demo: a cluster of 3 OS processes on 127.0.0.1. This program starts itself three
+// The cluster demo: 3 OS processes on 127.0.0.1. This program starts itself three
 // times in node mode (node.cpp): alice, then bob (seed: alice), then carol (seed: bob only: she
 // learns alice by gossip). They call and cast to each other's counter processes; alice starts
 // counters on bob and carol by behaviour name under global names and monitors them; carol is

@@ -532,20 +532,24 @@ class global_impl final : public registry_detail::replica_core {
         }
       }
       if (best == node_.atom()) return decide_here(std::move(c));
-      c->seq = next_seq_.fetch_add(1);
-      c->arbiter = best;
+      // Once in claims_, the claim belongs to whoever takes it out: fail_over (its arbiter went
+      // away) may retry it on another thread at once. So this thread reads nothing of it after
+      // publishing: the frame is built before, the timer armed under the same lock.
+      const auto seq = next_seq_.fetch_add(1);
+      auto frame = make_frame(claim_kind, seq, c->name, c->holder, c->stamp, c->epoch);
       {
         std::lock_guard lock(claims_mu_);
         if (stopping_.load()) break;
-        claims_[c->seq] = c;
+        c->seq = seq;
+        c->arbiter = best;
+        claims_[seq] = c;
+        arm_timer(c);
       }
-      arm_timer(c);
-      auto sent = send_to(best, best_creation,
-                          make_frame(claim_kind, c->seq, c->name, c->holder, c->stamp, c->epoch));
+      auto sent = send_to(best, best_creation, frame);
       if (sent) return;
       // Not connected after all: another arbiter.
       std::lock_guard lock(claims_mu_);
-      if (claims_.erase(c->seq) == 0) return;  // completed meanwhile (timeout, stop)
+      if (claims_.erase(seq) == 0) return;  // taken meanwhile (timeout, stop, fail_over)
       c->excluded.insert(best.index());
     }
     finish(c, failure(errc::node_stopped, node_.name()));

@@ -495,7 +495,10 @@ void connection::write_direct() {
     {
       std::lock_guard lock(mu_);
       inflight_ = 0;
-      more = !pending_.empty() && send_open_;
+      // Frames queued meanwhile go out even if a close came since: they were accepted while
+      // the connection was open, and a closing flush waits for them (a node's leave frame,
+      // queued behind this write, was lost otherwise). The strand stops at a closed socket.
+      more = !pending_.empty();
       if (!more) writing_ = false;
     }
     // Frames queued meanwhile, or a close waiting for the flush: the strand carries on.
@@ -541,8 +544,14 @@ void connection::do_write() {
 bool connection::take_batch(bool direct) {
   {
     std::lock_guard lock(mu_);
-    if (pending_.empty() || (direct && !send_open_)) {
+    if (pending_.empty()) {
       writing_ = false;
+      return false;
+    }
+    if (direct && !send_open_) {
+      // Closed since this sender started the chain: the strand writes what was queued before
+      // (a flushing close waits for it) or drops it at a closed socket; not this thread.
+      asio::post(ex_, [self = shared_from_this()] { self->do_write(); });
       return false;
     }
     wbuf_.swap(pending_);
