@@ -59,12 +59,12 @@ struct global_options {
   // message and lives on, without the name).
   std::function<void(node& n, const global_candidate& loser, const global_candidate& winner)>
       on_conflict{};
-  // How many names' highest epochs a replica remembers once nobody holds them (a held name's
-  // epoch is its holder's). Past it, the name whose epoch was registered or released longest
-  // ago is forgotten first (logged, counted in global_registry_stats::epochs_forgotten): a
-  // stale claim of a forgotten name is no longer refused by this replica. Every replica
-  // sends what it remembers in its snapshots, so a snapshot carries at most this many. 0:
-  // remember nothing beyond the current holders.
+  // How many names' highest epochs a replica remembers, held or not. Past it, the name whose
+  // epoch was registered or released longest ago is forgotten first (logged, counted in
+  // global_registry_stats::epochs_forgotten): a stale claim of a forgotten free name is no
+  // longer refused by this replica (a held name stays fenced by its holder's epoch, remembered
+  // afresh when the holder leaves). Every replica sends what it remembers in its snapshots, so
+  // a snapshot carries at most this many. 0: remember nothing beyond the current holders.
   std::size_t max_epoch_names = 16384;
 };
 
