@@ -441,13 +441,20 @@ class global_impl final : public registry_detail::replica_core {
       return failure(errc::already_registered, w->holder.to_string());
     return std::nullopt;
   }
-  // A refusal this node decided: a stale epoch is counted and logged.
+  // A refusal this node decided: a stale epoch is counted (before the claimant can hear of
+  // it) and logged (after: outside the table's lock).
+  static bool is_stale(const failure& f) { return f.code == make_error_code(errc::stale_epoch); }
+  void count_refusal(const failure& f) {
+    if (is_stale(f)) stale_refusals_.fetch_add(1);
+  }
+  void log_refusal(const failure& f, const pid& claimant) {
+    if (!is_stale(f)) return;
+    log(log_level::warning, "global", node_.name(), ": claim by ", claimant.to_string(),
+        " refused: stale_epoch: ", f.reason);
+  }
   failure noted(failure f, const pid& claimant) {
-    if (f.code == make_error_code(errc::stale_epoch)) {
-      stale_refusals_.fetch_add(1);
-      log(log_level::warning, "global", node_.name(), ": claim by ", claimant.to_string(),
-          " refused: stale_epoch: ", f.reason);
-    }
+    count_refusal(f);
+    log_refusal(f, claimant);
     return f;
   }
   // Remembers that `name` was registered at `epoch` by `p`: a higher epoch replaces what was
@@ -623,12 +630,12 @@ class global_impl final : public registry_detail::replica_core {
   void on_claim(const cluster::peer& from, const wire::claim& m) {
     std::unique_lock lock(mu_);
     if (auto no = refusal_locked(m.name, m.epoch, m.holder)) {
-      auto why =
-          no->code == make_error_code(errc::stale_epoch) ? refusal::stale_epoch : refusal::taken;
+      auto why = is_stale(*no) ? refusal::stale_epoch : refusal::taken;
+      count_refusal(*no);
       (void)send_to(from.atom, from.creation,
                     make_frame(refuse_kind, m.seq, no->reason, static_cast<std::uint8_t>(why)));
       lock.unlock();
-      (void)noted(std::move(*no), m.holder);
+      log_refusal(*no, m.holder);
       return;
     }
     // Recorded at once: a second claim is refused before the home's add arrives.
