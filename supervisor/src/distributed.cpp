@@ -660,6 +660,7 @@ class dsup_server final : public gen_server<dsup_server> {
     std::string move_to{};
     std::string move_from{};
     std::uint64_t move_run = 0;
+    bool run_time = false;  // added by start_dist_child (its hosts report its spec)
   };
 
   kid* find(std::string_view id) {
@@ -806,15 +807,17 @@ class dsup_server final : public gen_server<dsup_server> {
     }
     for (auto& [id, b] : best) {
       auto* k = find(id);
-      if (!k && b.child && !b.spec.id.empty()) {
+      if (!k && b.child && b.spec.run_time && b.spec.id == id) {
         // Started at run time by an earlier instance: its host keeps its spec.
         kids_.push_back(kid{from_wire(b.spec)});
         k = &kids_.back();
+        k->run_time = true;
         log(log_level::info, "dsup", this_node().name(), ": ", name_, ": rebuilt run-time child ",
             id, " from its host's spec");
       }
       if (!k) {
-        // Neither in the spec nor reported with a spec (an older host): nothing can restart it.
+        // Neither in the spec nor started at run time (a spec child this instance's spec no
+        // longer has): stopped.
         if (b.child) {
           dsup_host_stop m{id, 0};
           call(this_node(), global(dsup_host_name(name_, b.node)), std::move(m),
@@ -831,7 +834,9 @@ class dsup_server final : public gen_server<dsup_server> {
           for (auto& w : waiters) {
             w.fail(failure(errc::already_registered, "already_started: " + b.child.to_string()));
           }
-          if (!b.spec.id.empty()) k->spec = from_wire(b.spec);
+          if (b.spec.run_time && b.spec.id == id) {
+            k->spec = from_wire(b.spec);
+          }
         }
         k->child = b.child;
         k->node = b.node;
@@ -881,6 +886,7 @@ class dsup_server final : public gen_server<dsup_server> {
     }
     kids_.push_back(kid{std::move(spec)});
     auto& k = kids_.back();
+    k.run_time = true;
     k.start_waiters.push_back(std::move(reply));
     // While adopting, the adoption starts it (or adopts a copy an earlier instance started).
     if (ready_) start_kid(k);
@@ -931,6 +937,7 @@ class dsup_server final : public gen_server<dsup_server> {
     auto epoch = ++k.epoch;
     auto generation = ++k.generation;
     dsup_host_start m{to_wire(k.spec), epoch};
+    m.child.run_time = k.run_time;
     auto& n = this_node();
     auto me = self();
     auto id = k.spec.id;

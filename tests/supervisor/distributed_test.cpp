@@ -906,7 +906,7 @@ TEST_F(dist_cluster, ShutdownTimeoutKillsAChildThatDoesNotStop) {
                                          exits[id] = r.text();
                                        });
     if (k.id != "brutal") {
-      ASSERT_TRUE(otpp::cast(*a->node, k.child, hang{1500}));
+      ASSERT_TRUE(otpp::cast(*a->node, k.child, hang{3000}));
     }
   }
   ASSERT_TRUE(eventually([&] { return hanging.load() == 2; }));
@@ -922,6 +922,10 @@ TEST_F(dist_cluster, ShutdownTimeoutKillsAChildThatDoesNotStop) {
                });
       },
       30s));
+  ASSERT_TRUE(eventually([&] {
+    std::lock_guard lock(mu);
+    return exits.size() == 3;
+  }));
   std::lock_guard lock(mu);
   EXPECT_EQ(exits["slow"], otpp::exit_reason::killed().text());
   EXPECT_EQ(exits["patient"], otpp::exit_reason::shutdown().text());

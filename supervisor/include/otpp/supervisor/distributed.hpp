@@ -215,8 +215,11 @@ struct dsup_wire_child {
   bool brutal_kill = false;         // shutdown_mode::brutal_kill
   std::int64_t shutdown_ms = 5000;  // shutdown_mode::timeout; -1: infinity (refused)
   std::int64_t start_timeout_ms = 5000;
+  // Set by the supervisor on the starts of children added by start_dist_child: a new instance
+  // rebuilds those from their host's report (a spec child missing from its own spec stops).
+  bool run_time = false;
   MSGPACK_DEFINE_MAP(id, behaviour, global_name, args, restart, place_node, tag_key, tag_value,
-                     brutal_kill, shutdown_ms, start_timeout_ms)
+                     brutal_kill, shutdown_ms, start_timeout_ms, run_time)
 };
 struct dsup_start_child {
   static constexpr std::string_view tag = "otpp.dsup.start_child";
