@@ -96,6 +96,9 @@ dsup_wire_child to_wire(const dist_child_spec& c) {
     w.tag_key = c.where->tag_key;
     w.tag_value = c.where->tag_value;
   }
+  w.brutal_kill = c.shutdown.how == shutdown_mode::kind::brutal_kill;
+  w.shutdown_ms = c.shutdown.how == shutdown_mode::kind::infinity ? -1 : c.shutdown.after.count();
+  w.start_timeout_ms = c.start_timeout.count();
   return w;
 }
 
@@ -123,7 +126,28 @@ dist_child_spec from_wire(const dsup_wire_child& w) {
   c.args = std::move(buf);
   if (!w.place_node.empty()) c.where = placement::on_node(w.place_node);
   if (!w.tag_key.empty()) c.where = placement::with_tag(w.tag_key, w.tag_value);
+  if (w.brutal_kill) {
+    c.shutdown = shutdown_mode::brutal_kill();
+  } else if (w.shutdown_ms < 0) {
+    c.shutdown = shutdown_mode::infinity();
+  } else {
+    c.shutdown = shutdown_mode::timeout(std::chrono::milliseconds(w.shutdown_ms));
+  }
+  c.start_timeout = std::chrono::milliseconds(std::max<std::int64_t>(w.start_timeout_ms, 1));
   return c;
+}
+
+// A host bounds every stop: infinity would let one child hold a move or a supervisor stop.
+bool valid_shutdown(const shutdown_mode& m) {
+  if (m.how == shutdown_mode::kind::brutal_kill) return true;
+  return m.how == shutdown_mode::kind::timeout && m.after >= std::chrono::milliseconds(0);
+}
+
+// How long a host may take to stop a child: its shutdown, the grace after the kill, slack.
+constexpr std::chrono::milliseconds kill_wait{500};
+std::chrono::milliseconds stop_bound(const dist_child_spec& c) {
+  auto t = c.shutdown.how == shutdown_mode::kind::timeout ? c.shutdown.after : 0ms;
+  return t + kill_wait + 2000ms;
 }
 
 // The singleton manager's rule (singleton.cpp): this node sees a strict majority of the
@@ -220,6 +244,14 @@ struct host_shutdown {
   using reply = bool;
   OTPP_NO_FIELDS()
 };
+// Local only (no msgpack mapping): a child's shutdown timeout (killed false) or the grace
+// after its kill (killed true) passed.
+struct host_stop_timer {
+  static constexpr std::string_view tag = "otpp.dsup.host.stop_timer";
+  std::string id;
+  pid child;
+  bool killed = false;
+};
 
 // One per supervisor per node: starts the supervisor's children on its node, fences epochs
 // (a start whose epoch is not above the last one seen for that child is refused: a stale
@@ -236,12 +268,23 @@ class dsup_host final : public gen_server<dsup_host> {
       self.on_start(std::move(m), std::move(reply));
     });
     h.call<dsup_host_which>([](dsup_host& self, dsup_host_which) { return self.which(); });
-    h.call<dsup_host_stop>([](dsup_host& self, dsup_host_stop m) {
+    h.call<dsup_host_stop>([](dsup_host& self, dsup_host_stop m, reply_to<bool> reply) {
       auto it = self.running_.find(m.id);
-      if (it == self.running_.end()) return false;
-      self.this_node().stop_process(it->second.child, exit_reason::shutdown());
-      return true;
+      if (it == self.running_.end() || (m.epoch != 0 && it->second.epoch != m.epoch)) {
+        reply(false);
+        return;
+      }
+      it->second.stop_waiters.push_back(std::move(reply));
+      self.begin_stop(it->first, it->second);
     });
+    h.call<dsup_host_stop_all>([](dsup_host& self, dsup_host_stop_all, reply_to<bool> reply) {
+      // The supervisor stops for good: no start from now on (a stale instance's included).
+      self.closing_ = true;
+      self.stop_all_waiters_.push_back(std::move(reply));
+      for (auto& [id, r] : self.running_) self.begin_stop(id, r);
+      self.check_stopped_all();
+    });
+    h.info<host_stop_timer>([](dsup_host& self, host_stop_timer t) { self.on_stop_timer(t); });
     h.call<host_shutdown>([](dsup_host& self, host_shutdown) {
       // The supervisor stops for good: this node stops managing it and hosting its children.
       (void)stop_singleton(self.this_node(), dsup_global_name(self.sup_));
@@ -257,7 +300,10 @@ class dsup_host final : public gen_server<dsup_host> {
     h.info<down>([](dsup_host& self, down d) {
       for (auto it = self.running_.begin(); it != self.running_.end(); ++it) {
         if (it->second.ref == d.ref) {
+          auto waiters = std::move(it->second.stop_waiters);
           self.running_.erase(it);
+          for (auto& w : waiters) w(true);
+          self.check_stopped_all();
           return;
         }
       }
@@ -266,6 +312,7 @@ class dsup_host final : public gen_server<dsup_host> {
         if (it->second.old_ref == d.ref) {
           auto next = std::move(it->second);
           self.replacing_.erase(it);
+          for (auto& w : next.old_waiters) w(true);
           self.launch(std::move(next.start), std::move(next.reply));
           return;
         }
@@ -291,14 +338,74 @@ class dsup_host final : public gen_server<dsup_host> {
     pid child;
     std::uint64_t epoch = 0;
     monitor_ref ref{};
-    bool standby = false;  // asked to stop for lack of a majority (its down is on its way)
+    bool standby = false;    // asked to stop for lack of a majority (its down is on its way)
+    bool stopping = false;   // asked to stop per its shutdown (dsup_host_stop, stop_all)
+    bool abandoned = false;  // still in a handler kill_wait after its kill
+    std::vector<reply_to<bool>> stop_waiters{};  // answered at its down
   };
+
+  // Stops a child per its spec's shutdown: stop_process(shutdown) (its terminate runs), then
+  // kill at the timeout; brutal_kill: kill at once. Answers come with its down.
+  void begin_stop(const std::string& id, run& r) {
+    if (r.stopping) return;
+    r.stopping = true;
+    auto spec = spec_of(id);
+    if (spec.shutdown.how == shutdown_mode::kind::brutal_kill) {
+      kill_child(id, r);
+      return;
+    }
+    this_node().stop_process(r.child, exit_reason::shutdown());
+    this_node().send_after(spec.shutdown.after, self(), host_stop_timer{id, r.child, false});
+  }
+  void kill_child(const std::string& id, run& r) {
+    this_node().exit(r.child, exit_reason::kill());
+    this_node().send_after(kill_wait, self(), host_stop_timer{id, r.child, true});
+  }
+  void on_stop_timer(const host_stop_timer& t) {
+    auto it = running_.find(t.id);
+    if (it == running_.end() || it->second.child != t.child) return;  // ended in time
+    auto& r = it->second;
+    if (!t.killed) {
+      log(log_level::warning, "dsup", this_node().name(), ": ", sup_, ": child ", t.id, " ",
+          t.child.to_string(), " did not stop within ", spec_of(t.id).shutdown.after.count(),
+          " ms: killing it");
+      kill_child(t.id, r);
+      return;
+    }
+    // A kill lands only when the running handler returns: give up waiting (it is still fenced
+    // here: a newer start of it waits for its down).
+    log(log_level::warning, "dsup", this_node().name(), ": ", sup_, ": child ", t.id, " ",
+        t.child.to_string(), " abandoned: still in a handler ", kill_wait.count(),
+        " ms after kill; it ends when that returns");
+    r.abandoned = true;
+    auto waiters = std::move(r.stop_waiters);
+    for (auto& w : waiters) {
+      w.fail(failure(errc::timeout, "child " + t.id + " still in a handler after its kill"));
+    }
+    check_stopped_all();
+  }
+  // stop_all answers once no child here is left but abandoned ones.
+  void check_stopped_all() {
+    if (stop_all_waiters_.empty()) return;
+    bool abandoned = false;
+    for (const auto& [id, r] : running_) {
+      if (!r.abandoned) return;
+      abandoned = true;
+    }
+    auto waiters = std::move(stop_all_waiters_);
+    stop_all_waiters_.clear();
+    for (auto& w : waiters) w(!abandoned);
+  }
+  dist_child_spec spec_of(const std::string& id) const {
+    auto it = specs_.find(id);
+    return it == specs_.end() ? dist_child_spec{} : from_wire(it->second);
+  }
 
   void check() {
     if (running_.empty() || sees_majority(this_node())) return;
     std::size_t stopping = 0;
     for (auto& [id, r] : running_) {
-      if (r.standby) continue;
+      if (r.standby || r.stopping) continue;
       r.standby = true;
       ++stopping;
       this_node().stop_process(r.child, exit_reason(std::string(standby_reason)));
@@ -312,10 +419,11 @@ class dsup_host final : public gen_server<dsup_host> {
   std::vector<dsup_host_child> which() const {
     std::vector<dsup_host_child> out;
     for (const auto& [id, epoch] : last_epoch_) {
-      dsup_host_child c{id, {}, epoch};
+      dsup_host_child c{id, {}, epoch, {}};
       if (auto it = running_.find(id); it != running_.end()) {
         c.child = it->second.child;
         c.epoch = it->second.epoch;
+        if (auto s = specs_.find(id); s != specs_.end()) c.spec = s->second;
       }
       out.push_back(std::move(c));
     }
@@ -324,6 +432,10 @@ class dsup_host final : public gen_server<dsup_host> {
 
   void on_start(dsup_host_start m, reply_to<pid> reply) {
     auto& n = this_node();
+    if (closing_) {
+      reply.fail(failure(errc::noproc, "the supervisor " + sup_ + " is stopping"));
+      return;
+    }
     if (!sees_majority(n)) {
       reply.fail(failure(errc::minority, "this node does not see the majority"));
       return;
@@ -346,10 +458,12 @@ class dsup_host final : public gen_server<dsup_host> {
     // start the new copy only once the old one ended (never two; its global name is free then).
     if (auto it = running_.find(m.child.id); it != running_.end()) {
       auto old_ref = it->second.ref;
+      auto old_waiters = std::move(it->second.stop_waiters);
       n.stop_process(it->second.child, exit_reason::kill());
       running_.erase(it);
       auto id = m.child.id;
-      replacing_.emplace(std::move(id), replacement{old_ref, std::move(m), std::move(reply)});
+      replacing_.emplace(std::move(id), replacement{old_ref, std::move(m), std::move(reply),
+                                                    std::move(old_waiters)});
       return;
     }
     launch(std::move(m), std::move(reply));
@@ -361,6 +475,7 @@ class dsup_host final : public gen_server<dsup_host> {
       reply.fail(failure(errc::minority, "this node does not see the majority"));
       return;
     }
+    specs_[m.child.id] = m.child;  // which() reports it: a new instance rebuilds the child
     remote_spawn_options o;
     o.monitor = true;
     o.global_name = m.child.global_name;
@@ -394,13 +509,17 @@ class dsup_host final : public gen_server<dsup_host> {
   std::chrono::milliseconds check_;
   std::map<std::string, run> running_;
   std::map<std::string, std::uint64_t> last_epoch_;
+  std::map<std::string, dsup_wire_child> specs_;  // of the last start of each child here
   // Newer starts waiting for the older copy they replace to end (by its monitor's down).
   struct replacement {
     monitor_ref old_ref;
     dsup_host_start start;
     reply_to<pid> reply;
+    std::vector<reply_to<bool>> old_waiters;  // stops of the older copy
   };
   std::map<std::string, replacement> replacing_;
+  std::vector<reply_to<bool>> stop_all_waiters_;
+  bool closing_ = false;  // stop_all asked: the supervisor stops for good
 };
 
 // ---------------------------------------------------------------- the supervisor
@@ -436,6 +555,18 @@ struct sup_retry {
 struct sup_tick {
   static constexpr std::string_view tag = "otpp.dsup.tick";
 };
+// A rebalance move's stop, as the old copy's host answered it.
+struct sup_move_stopped {
+  static constexpr std::string_view tag = "otpp.dsup.move_stopped";
+  std::string id;
+  std::uint64_t run = 0;
+  result<bool> outcome;
+};
+// stop_dist_supervisor's first phase ended: the hosts that did not confirm (node ids).
+struct sup_hosts_stopped {
+  static constexpr std::string_view tag = "otpp.dsup.hosts_stopped";
+  std::vector<std::string> unconfirmed;
+};
 
 class dsup_server final : public gen_server<dsup_server> {
  public:
@@ -447,25 +578,29 @@ class dsup_server final : public gen_server<dsup_server> {
     h.info<sup_started>([](dsup_server& self, sup_started s) { self.on_started(std::move(s)); });
     h.info<sup_retry>([](dsup_server& self, sup_retry r) {
       auto* k = self.find(r.id);
-      if (!k || k->generation != r.generation || k->state != dist_child_state::restarting) return;
+      if (self.dead_ || !k || k->generation != r.generation ||
+          k->state != dist_child_state::restarting) {
+        return;
+      }
       self.start_kid(*k);
     });
     h.info<sup_tick>([](dsup_server& self, sup_tick) {
       self.tick();
       self.this_node().send_after(self.spec_.check_interval, self.self(), sup_tick{});
     });
+    h.info<sup_move_stopped>(
+        [](dsup_server& self, sup_move_stopped m) { self.on_move_stopped(std::move(m)); });
+    h.info<sup_hosts_stopped>(
+        [](dsup_server& self, sup_hosts_stopped m) { self.on_hosts_stopped(std::move(m)); });
     h.info<cluster::node_event>(
         [](dsup_server& self, cluster::node_event e) { self.on_node_event(e); });
     h.info<down>([](dsup_server& self, down d) { self.on_down(d); });
     h.call<dsup_which_children>(
         [](dsup_server& self, dsup_which_children) { return self.which(); });
-    h.call<dsup_start_child>([](dsup_server& self, dsup_start_child m) -> result<dist_child_info> {
-      if (self.find(m.child.id)) return failure(errc::already_registered, m.child.id);
-      self.kids_.push_back(kid{from_wire(m.child)});
-      // While adopting, the adoption starts it (or adopts a copy an earlier instance started).
-      if (self.ready_) self.start_kid(self.kids_.back());
-      return self.info_of(self.kids_.back());
-    });
+    h.call<dsup_start_child>(
+        [](dsup_server& self, dsup_start_child m, reply_to<dist_child_info> reply) {
+          self.on_start_child(std::move(m), std::move(reply));
+        });
     h.call<dsup_terminate_child>([](dsup_server& self, dsup_terminate_child m) -> result<bool> {
       auto* k = self.find(m.id);
       if (!k) return failure(errc::not_found, m.id);
@@ -479,10 +614,15 @@ class dsup_server final : public gen_server<dsup_server> {
       std::erase_if(self.kids_, [&](const kid& x) { return x.spec.id == m.id; });
       return true;
     });
-    h.call<dsup_stop>([](dsup_server& self, dsup_stop) {
+    h.call<dsup_stop>([](dsup_server& self, dsup_stop, reply_to<bool> reply) {
+      // A second stop while the first waits for the hosts hears the same answer.
+      self.stop_waiters_.push_back(std::move(reply));
       self.stop_everywhere(exit_reason::shutdown());
-      return true;
     });
+    h.call<dsup_rebalance>(
+        [](dsup_server& self, dsup_rebalance, reply_to<dist_rebalance_report> reply) {
+          self.on_rebalance(std::move(reply));
+        });
   }
 
   result<void> init() {
@@ -516,6 +656,13 @@ class dsup_server final : public gen_server<dsup_server> {
     std::uint64_t generation = 0;  // of the start or retry in flight
     std::uint64_t failures = 0;    // consecutive failed starts (backoff)
     bool terminating = false;      // terminate_child asked: not restarted
+    // start_dist_child callers, answered by the first start's outcome.
+    std::vector<reply_to<dist_child_info>> start_waiters{};
+    // A rebalance move: its host was asked to stop it; its down starts it on move_to.
+    std::string move_to{};
+    std::string move_from{};
+    std::uint64_t move_run = 0;
+    bool run_time = false;  // added by start_dist_child (its hosts report its spec)
   };
 
   kid* find(std::string_view id) {
@@ -539,6 +686,9 @@ class dsup_server final : public gen_server<dsup_server> {
     for (const auto& k : kids_) out.push_back(info_of(k));
     return out;
   }
+  failure stopping() const {
+    return failure(errc::noproc, "the supervisor " + name_ + " is stopping");
+  }
 
   // Members that are up, reachable and run this supervisor's host.
   std::vector<std::string> host_nodes() {
@@ -554,8 +704,31 @@ class dsup_server final : public gen_server<dsup_server> {
     return out;
   }
 
+  // Where children may go now (host_nodes), with their tags, load and this supervisor's
+  // children there (running or starting), sorted by node id.
+  std::vector<placement_candidate> candidates() {
+    auto nodes = host_nodes();
+    std::vector<placement_candidate> out;
+    if (auto* c = cluster::find(this_node())) {
+      for (const auto& m : c->members()) {
+        if (!std::binary_search(nodes.begin(), nodes.end(), m.id)) continue;
+        placement_candidate pc{m.id, m.tags, 0, 0};
+        if (auto it = m.tags.find(std::string(load_tag)); it != m.tags.end()) {
+          std::from_chars(it->second.data(), it->second.data() + it->second.size(), pc.load);
+        }
+        for (const auto& x : kids_) {
+          if (x.node == m.id && (x.child || x.state == dist_child_state::starting)) ++pc.children;
+        }
+        out.push_back(std::move(pc));
+      }
+    }
+    std::sort(out.begin(), out.end(), [](const auto& a, const auto& b) { return a.node < b.node; });
+    return out;
+  }
+
   // ---- adoption (a new instance first learns what already runs)
   void ask_hosts() {
+    if (dead_) return;
     auto nodes = host_nodes();
     // A member that runs a host but is unreachable (not down) may run children this instance
     // cannot see: starting them elsewhere could run them twice. Wait until it is reachable
@@ -593,6 +766,7 @@ class dsup_server final : public gen_server<dsup_server> {
   }
 
   void on_adopted(sup_adopted a) {
+    if (dead_) return;
     if (a.hosts.size() < a.asked) {
       // A host that did not answer may run children: starting them elsewhere now could run
       // them twice. Ask again (a node that went meanwhile is no longer asked after its
@@ -607,6 +781,7 @@ class dsup_server final : public gen_server<dsup_server> {
       std::uint64_t epoch = 0;
       pid child;
       std::string node;
+      dsup_wire_child spec;
     };
     std::map<std::string, seen> best;
     std::vector<std::pair<std::string, std::string>> extra;  // (node, id) older running copies
@@ -615,7 +790,7 @@ class dsup_server final : public gen_server<dsup_server> {
         auto& b = best[c.id];
         if (c.epoch > b.epoch || (c.epoch == b.epoch && c.child && !b.child)) {
           if (b.child) extra.emplace_back(b.node, c.id);
-          b = seen{c.epoch, c.child, node_id};
+          b = seen{c.epoch, c.child, node_id, std::move(c.spec)};
         } else if (c.child) {
           extra.emplace_back(node_id, c.id);
         }
@@ -629,16 +804,24 @@ class dsup_server final : public gen_server<dsup_server> {
     }
     // Older copies should not exist (the hosts fence): stop them to be sure.
     for (auto& [node_id, id] : extra) {
-      dsup_host_stop m{id};
+      dsup_host_stop m{id, 0};
       call(this_node(), global(dsup_host_name(name_, node_id)), std::move(m), [](result<bool>) {});
     }
-    // Children started at run time by an earlier instance are not in the spec: adopt them too
-    // would need their spec; they are stopped (documented limitation).
     for (auto& [id, b] : best) {
       auto* k = find(id);
+      if (!k && b.child && b.spec.run_time && b.spec.id == id) {
+        // Started at run time by an earlier instance: its host keeps its spec.
+        kids_.push_back(kid{from_wire(b.spec)});
+        k = &kids_.back();
+        k->run_time = true;
+        log(log_level::info, "dsup", this_node().name(), ": ", name_, ": rebuilt run-time child ",
+            id, " from its host's spec");
+      }
       if (!k) {
+        // Neither in the spec nor started at run time (a spec child this instance's spec no
+        // longer has): stopped.
         if (b.child) {
-          dsup_host_stop m{id};
+          dsup_host_stop m{id, 0};
           call(this_node(), global(dsup_host_name(name_, b.node)), std::move(m),
                [](result<bool>) {});
         }
@@ -646,6 +829,17 @@ class dsup_server final : public gen_server<dsup_server> {
       }
       k->epoch = std::max(k->epoch, b.epoch);
       if (b.child) {
+        if (!k->start_waiters.empty()) {
+          // start_dist_child asked while this instance was adopting, for an id that runs.
+          auto waiters = std::move(k->start_waiters);
+          k->start_waiters.clear();
+          for (auto& w : waiters) {
+            w.fail(failure(errc::already_registered, "already_started: " + b.child.to_string()));
+          }
+          if (b.spec.run_time && b.spec.id == id) {
+            k->spec = from_wire(b.spec);
+          }
+        }
         k->child = b.child;
         k->node = b.node;
         k->ref = monitor(b.child);
@@ -674,35 +868,68 @@ class dsup_server final : public gen_server<dsup_server> {
   }
 
   // ---- starting
-  void start_kid(kid& k) {
-    auto nodes = host_nodes();
+  void on_start_child(dsup_start_child m, reply_to<dist_child_info> reply) {
+    if (dead_) {
+      reply.fail(stopping());
+      return;
+    }
+    if (find(m.child.id)) {
+      reply.fail(failure(errc::already_registered, m.child.id));
+      return;
+    }
+    auto spec = from_wire(m.child);
+    if (spec.id.empty() || spec.behaviour.empty() || !valid_shutdown(spec.shutdown)) {
+      log(log_level::warning, "dsup", this_node().name(), ": ", name_,
+          ": start_dist_child refused: empty id or behaviour, or shutdown infinity (", spec.id,
+          ")");
+      reply.fail(failure(errc::invalid_argument,
+                         "a child needs an id, a behaviour and a bounded shutdown: " + spec.id));
+      return;
+    }
+    kids_.push_back(kid{std::move(spec)});
+    auto& k = kids_.back();
+    k.run_time = true;
+    k.start_waiters.push_back(std::move(reply));
+    // While adopting, the adoption starts it (or adopts a copy an earlier instance started).
+    if (ready_) start_kid(k);
+  }
+
+  // `preferred`: a rebalance move's target, taken if it is still a candidate.
+  void start_kid(kid& k, const std::string& preferred = {}) {
     placement_input in;
     in.supervisor = name_;
     in.child_id = k.spec.id;
     in.self_node = this_node().name();
     in.sequence = sequence_++;
-    if (auto* c = cluster::find(this_node())) {
-      for (const auto& m : c->members()) {
-        if (!std::binary_search(nodes.begin(), nodes.end(), m.id)) continue;
-        placement_candidate pc{m.id, m.tags, 0, 0};
-        if (auto it = m.tags.find(std::string(load_tag)); it != m.tags.end()) {
-          std::from_chars(it->second.data(), it->second.data() + it->second.size(), pc.load);
-        }
-        for (const auto& x : kids_) {
-          if (x.node == m.id && x.child) ++pc.children;
-          if (x.node == m.id && !x.child && x.state == dist_child_state::starting) ++pc.children;
-        }
-        in.candidates.push_back(std::move(pc));
+    in.candidates = candidates();
+    std::optional<std::string> target;
+    if (!preferred.empty()) {
+      for (const auto& c : in.candidates) {
+        if (c.node == preferred) target = preferred;
       }
     }
-    std::sort(in.candidates.begin(), in.candidates.end(),
-              [](const auto& a, const auto& b) { return a.node < b.node; });
     const auto& policy = k.spec.where ? *k.spec.where : spec_.where;
-    auto target = place(policy, in);
+    if (!target) target = place(policy, in);
     if (!target) {
       log(log_level::warning, "dsup", this_node().name(), ": ", name_, ": no node can take child ",
           k.spec.id, " (", in.candidates.size(), " candidates); retrying");
       k.node.clear();
+      if (!k.start_waiters.empty()) {
+        // A start_dist_child: answered like a failed start (the child is not kept).
+        k.state = dist_child_state::starting;
+        k.child = pid{};
+        (void)send(this_node(), self(),
+                   sup_started{k.spec.id,
+                               ++k.generation,
+                               {},
+                               k.epoch,
+                               failure(errc::nodedown, "no node can take child " + k.spec.id)});
+        return;
+      }
+      if (!k.move_to.empty()) {
+        k.move_to.clear();
+        move_finished(k, std::nullopt);
+      }
       retry_later(k);
       return;
     }
@@ -712,6 +939,7 @@ class dsup_server final : public gen_server<dsup_server> {
     auto epoch = ++k.epoch;
     auto generation = ++k.generation;
     dsup_host_start m{to_wire(k.spec), epoch};
+    m.child.run_time = k.run_time;
     auto& n = this_node();
     auto me = self();
     auto id = k.spec.id;
@@ -723,7 +951,7 @@ class dsup_server final : public gen_server<dsup_server> {
 
   void on_started(sup_started s) {
     auto* k = find(s.id);
-    if (!k || k->generation != s.generation || k->state != dist_child_state::starting) {
+    if (dead_ || !k || k->generation != s.generation || k->state != dist_child_state::starting) {
       // A start nobody waits for (the child was deleted, or a newer attempt runs).
       if (s.outcome) this_node().exit(*s.outcome, exit_reason::kill());
       return;
@@ -733,11 +961,20 @@ class dsup_server final : public gen_server<dsup_server> {
       k->ref = monitor(k->child);
       k->state = dist_child_state::running;
       k->failures = 0;
+      auto waiters = std::move(k->start_waiters);
+      k->start_waiters.clear();
+      for (auto& w : waiters) w(info_of(*k));
+      if (!k->move_to.empty()) {
+        dist_move mv{k->spec.id, k->move_from, k->node, k->epoch};
+        k->move_to.clear();
+        move_finished(*k, std::move(mv));
+      }
       if (k->terminating) terminate_kid(*k);
       return;
     }
     const auto& f = s.outcome.fail();
     auto why = f.message();
+    bool stale = false;
     if (auto at = why.find(stale_prefix); at != std::string::npos) {
       // The host saw a later epoch (an earlier instance of this supervisor started it there):
       // continue above it.
@@ -745,10 +982,30 @@ class dsup_server final : public gen_server<dsup_server> {
       auto from = why.data() + at + stale_prefix.size();
       std::from_chars(from, why.data() + why.size(), last);
       k->epoch = std::max(k->epoch, last);
+      stale = true;
+    }
+    if (!k->start_waiters.empty()) {
+      if (stale) {
+        start_kid(*k);  // bookkeeping of epochs, not the caller's failure
+        return;
+      }
+      // start_dist_child's first start failed: answered with its error, not kept (OTP).
+      log(log_level::warning, "dsup", this_node().name(), ": ", name_, ": start_dist_child ", s.id,
+          " failed (", why, "): not kept");
+      auto waiters = std::move(k->start_waiters);
+      auto id = k->spec.id;
+      std::erase_if(kids_, [&](const kid& x) { return x.spec.id == id; });
+      for (auto& w : waiters) w.fail(f);
+      return;
     }
     ++start_failures_;
     log(log_level::warning, "dsup", this_node().name(), ": ", name_, ": start of ", s.id, " on ",
         s.node, " failed (", why, "); retrying");
+    if (!k->move_to.empty()) {
+      // A move whose start failed on its target: the restart path places it again.
+      k->move_to.clear();
+      move_finished(*k, std::nullopt);
+    }
     retry_later(*k);
   }
 
@@ -767,6 +1024,7 @@ class dsup_server final : public gen_server<dsup_server> {
 
   // ---- exits
   void on_down(const down& d) {
+    if (dead_) return;
     auto* k = find_ref(d.ref);
     if (!k) return;
     if (d.reason.text() == exit_reason::noconnection().text() && !k->terminating) {
@@ -775,6 +1033,10 @@ class dsup_server final : public gen_server<dsup_server> {
       k->state = dist_child_state::unreachable;
       log(log_level::warning, "dsup", this_node().name(), ": ", name_, ": child ", k->spec.id,
           " on ", k->node, " unreachable");
+      if (!k->move_to.empty()) {
+        k->move_to.clear();
+        move_finished(*k, std::nullopt);
+      }
       return;
     }
     child_ended(*k, d.reason);
@@ -786,6 +1048,20 @@ class dsup_server final : public gen_server<dsup_server> {
     if (k.terminating) {
       k.terminating = false;
       k.state = dist_child_state::stopped;
+      if (!k.move_to.empty()) {
+        k.move_to.clear();
+        move_finished(k, std::nullopt);
+      }
+      return;
+    }
+    if (!k.move_to.empty()) {
+      // Stopped for a rebalance (its down seen: never two copies): start it on the target.
+      // Not a crash: no restart counted. move_to stays set until the start answers.
+      log(log_level::info, "dsup", this_node().name(), ": ", name_, ": moving ", k.spec.id,
+          ": ended on ", k.node, " (", reason.text(), "), starting on ", k.move_to);
+      k.failures = 0;
+      auto to = k.move_to;
+      start_kid(k, to);
       return;
     }
     log(log_level::info, "dsup", this_node().name(), ": ", name_, ": child ", k.spec.id, " on ",
@@ -835,12 +1111,221 @@ class dsup_server final : public gen_server<dsup_server> {
       return;
     }
     k.terminating = true;
-    dsup_host_stop m{k.spec.id};
-    call(this_node(), global(dsup_host_name(name_, k.node)), std::move(m), [](result<bool>) {});
+    // Its host stops it per its shutdown; our monitor's down marks it stopped.
+    dsup_host_stop m{k.spec.id, k.epoch};
+    call(this_node(), global(dsup_host_name(name_, k.node)), std::move(m), stop_bound(k.spec),
+         [](result<bool>) {});
+  }
+
+  // ---- rebalance
+  struct planned_move {
+    std::string id, from, to;
+    pid child;
+  };
+  struct rebalance_state {
+    std::uint64_t run = 0;
+    reply_to<dist_rebalance_report> reply;
+    std::deque<planned_move> queue;
+    std::set<std::string> in_flight;
+    dist_rebalance_report report;
+  };
+
+  void on_rebalance(reply_to<dist_rebalance_report> reply) {
+    if (dead_) {
+      reply.fail(stopping());
+      return;
+    }
+    if (rebalance_ || !ready_) {
+      auto why = rebalance_ ? "a rebalance of " + name_ + " is already running"
+                            : "the supervisor " + name_ + " is still adopting its children";
+      log(log_level::warning, "dsup", this_node().name(), ": ", name_,
+          ": rebalance refused: ", why);
+      reply.fail(failure(errc::running, why));
+      return;
+    }
+    auto plan = plan_moves();
+    log(log_level::info, "dsup", this_node().name(), ": ", name_, ": rebalance: ", plan.size(),
+        " moves planned");
+    if (plan.empty()) {
+      reply(dist_rebalance_report{});
+      return;
+    }
+    rebalance_.emplace();
+    rebalance_->run = ++rebalance_runs_;
+    rebalance_->reply = std::move(reply);
+    for (auto& m : plan) rebalance_->queue.push_back(std::move(m));
+    pump_moves();
+  }
+
+  // What moves where (see rebalance_dist_supervisor).
+  std::vector<planned_move> plan_moves() {
+    std::vector<planned_move> out;
+    auto cands = candidates();
+    auto candidate = [&](const std::string& id) -> const placement_candidate* {
+      for (const auto& c : cands) {
+        if (c.node == id) return &c;
+      }
+      return nullptr;
+    };
+    // round_robin / least_loaded children per candidate node; a child moved in is put in
+    // front, so it is not picked to move again.
+    std::map<std::string, std::deque<const kid*>> spread;
+    for (const auto& c : cands) spread[c.node];
+    std::map<std::string, std::size_t> tag_planned;  // children planned onto a node by tag
+    for (const auto& k : kids_) {
+      if (!k.child || k.state != dist_child_state::running || k.terminating || !k.move_to.empty() ||
+          k.spec.restart == restart_type::temporary) {
+        continue;
+      }
+      // A child whose node has no known host (or is unreachable) cannot be stopped through it.
+      const auto* here = candidate(k.node);
+      if (!here) continue;
+      const auto& policy = k.spec.where ? *k.spec.where : spec_.where;
+      switch (policy.how) {
+        case placement::kind::round_robin:
+        case placement::kind::least_loaded:
+          spread[k.node].push_back(&k);
+          break;
+        case placement::kind::local_first:
+          break;  // stays: following the supervisor around would churn at every takeover
+        case placement::kind::node:
+          if (k.node != policy.node_id && candidate(policy.node_id)) {
+            out.push_back({k.spec.id, k.node, policy.node_id, k.child});
+          }
+          break;
+        case placement::kind::tag: {
+          auto fits = [&](const placement_candidate& c) {
+            auto it = c.tags.find(policy.tag_key);
+            return it != c.tags.end() && it->second == policy.tag_value;
+          };
+          if (fits(*here)) break;
+          // To the fitting node with the fewest of this supervisor's children.
+          const placement_candidate* best = nullptr;
+          std::size_t best_n = 0;
+          for (const auto& c : cands) {
+            if (!fits(c)) continue;
+            auto n = c.children + tag_planned[c.node];
+            if (!best || n < best_n) {
+              best = &c;
+              best_n = n;
+            }
+          }
+          if (best) {
+            out.push_back({k.spec.id, k.node, best->node, k.child});
+            ++tag_planned[best->node];
+          }
+          break;
+        }
+        case placement::kind::custom: {
+          placement_input in;
+          in.supervisor = name_;
+          in.child_id = k.spec.id;
+          in.self_node = this_node().name();
+          in.candidates = cands;
+          in.sequence = sequence_;
+          in.current_node = k.node;
+          auto t = place(policy, in);
+          if (t && *t != k.node) out.push_back({k.spec.id, k.node, *t, k.child});
+          break;
+        }
+      }
+    }
+    // Even spread: one from the node with the most to the node with the fewest (ties: lower
+    // node id) until they differ by at most one. Moves the fewest children.
+    while (spread.size() > 1) {
+      auto most = spread.begin(), fewest = spread.begin();
+      for (auto it = spread.begin(); it != spread.end(); ++it) {
+        if (it->second.size() > most->second.size()) most = it;
+        if (it->second.size() < fewest->second.size()) fewest = it;
+      }
+      if (most->second.size() <= fewest->second.size() + 1) break;
+      const kid* k = most->second.back();
+      most->second.pop_back();
+      fewest->second.push_front(k);
+      out.push_back({k->spec.id, k->node, fewest->first, k->child});
+    }
+    return out;
+  }
+
+  // Starts planned moves while fewer than rebalance_in_flight run; answers when none is left.
+  void pump_moves() {
+    if (!rebalance_) return;
+    auto& r = *rebalance_;
+    auto nodes = host_nodes();
+    while (r.in_flight.size() < spec_.rebalance_in_flight && !r.queue.empty()) {
+      auto m = std::move(r.queue.front());
+      r.queue.pop_front();
+      auto* k = find(m.id);
+      // Changed since the plan (ended, restarted, terminated, target gone): left alone.
+      bool still = k && k->child == m.child && k->state == dist_child_state::running &&
+                   !k->terminating && k->move_to.empty() &&
+                   std::binary_search(nodes.begin(), nodes.end(), m.to);
+      if (!still) {
+        r.report.not_moved.push_back(m.id);
+        continue;
+      }
+      begin_move(*k, m.to);
+    }
+    if (!r.in_flight.empty() || !r.queue.empty()) return;
+    log(log_level::info, "dsup", this_node().name(), ": ", name_,
+        ": rebalance done: ", r.report.moved.size(), " moved, ", r.report.not_moved.size(),
+        " not moved");
+    auto done = std::move(r);
+    rebalance_.reset();
+    done.reply(std::move(done.report));
+  }
+
+  // A move: the old copy's host stops it (its shutdown); its down (child_ended) starts it on
+  // the target with the next epoch, so two copies never run and its global name is free.
+  void begin_move(kid& k, const std::string& to) {
+    k.move_to = to;
+    k.move_from = k.node;
+    k.move_run = rebalance_->run;
+    rebalance_->in_flight.insert(k.spec.id);
+    log(log_level::info, "dsup", this_node().name(), ": ", name_, ": rebalance: moving ", k.spec.id,
+        " from ", k.node, " to ", to);
+    auto& n = this_node();
+    auto me = self();
+    auto id = k.spec.id;
+    auto run = k.move_run;
+    dsup_host_stop m{k.spec.id, k.epoch};
+    call(n, global(dsup_host_name(name_, k.node)), std::move(m), stop_bound(k.spec),
+         [&n, me, id, run](result<bool> r) {
+           (void)send(n, me, sup_move_stopped{id, run, std::move(r)});
+         });
+  }
+
+  void on_move_stopped(sup_move_stopped m) {
+    if (dead_) return;
+    auto* k = find(m.id);
+    if (!k || k->move_to.empty() || k->move_run != m.run) return;
+    // Confirmed (true), or no such copy there (false): its down comes, or came, and moves it.
+    if (m.outcome || k->state != dist_child_state::running) return;
+    // Not confirmed (its host gone or unreachable, or the child still in a handler after its
+    // kill): it may still run. It stays until its down, which then starts it on the target.
+    log(log_level::warning, "dsup", this_node().name(), ": ", name_, ": rebalance: stop of ", m.id,
+        " on ", k->node, " not confirmed (", m.outcome.fail().message(), ")");
+    move_finished(*k, std::nullopt);
+  }
+
+  // Counts a move of the running rebalance as ended (once).
+  void move_finished(const kid& k, std::optional<dist_move> mv) {
+    if (!rebalance_ || k.move_run != rebalance_->run || !rebalance_->in_flight.erase(k.spec.id)) {
+      return;
+    }
+    if (mv) {
+      log(log_level::info, "dsup", this_node().name(), ": ", name_, ": rebalance: moved ", mv->id,
+          " from ", mv->from, " to ", mv->to, " (epoch ", mv->epoch, ")");
+      rebalance_->report.moved.push_back(std::move(*mv));
+    } else {
+      rebalance_->report.not_moved.push_back(k.spec.id);
+    }
+    pump_moves();
   }
 
   // ---- membership
   void on_node_event(const cluster::node_event& e) {
+    if (dead_) return;
     using k_t = cluster::node_event_kind;
     if (e.kind == k_t::node_down) {
       // By id: a restart may erase (temporary) or give up (intensity) on the way.
@@ -889,20 +1374,85 @@ class dsup_server final : public gen_server<dsup_server> {
     }
   }
 
-  // Stops every child and every node's host and manager of this supervisor, then itself.
+  // ---- stop
+  // Phase 1: every node's host stops this supervisor's children there (each per its
+  // shutdown) and refuses starts; the supervisor waits for them all, bounded by the longest
+  // shutdown plus kill_wait plus slack. Phase 2 (on_hosts_stopped): the callers hear it, every
+  // node's host and manager end, then this process.
   void stop_everywhere(const exit_reason& reason) {
+    if (dead_) return;
     dead_ = true;
+    stop_reason_ = reason;
     for (auto& k : kids_) {
-      if (k.child) this_node().exit(k.child, exit_reason::shutdown());
+      auto waiters = std::move(k.start_waiters);
+      k.start_waiters.clear();
+      for (auto& w : waiters) w.fail(stopping());
     }
+    if (rebalance_) {
+      auto done = std::move(*rebalance_);
+      rebalance_.reset();
+      for (const auto& id : done.in_flight) done.report.not_moved.push_back(id);
+      for (const auto& m : done.queue) done.report.not_moved.push_back(m.id);
+      done.reply(std::move(done.report));
+    }
+    auto bound = kill_wait + 2000ms;
+    for (const auto& k : kids_) bound = std::max(bound, stop_bound(k.spec));
+    std::vector<std::string> hosts;
     if (auto* c = cluster::find(this_node())) {
       for (const auto& m : c->members()) {
         if (m.status != cluster::member_status::up) continue;
-        call(this_node(), global(dsup_host_name(name_, m.id)), host_shutdown{},
+        if (!whereis(this_node(), global(dsup_host_name(name_, m.id)))) continue;
+        hosts.push_back(m.id);
+      }
+    }
+    log(log_level::info, "dsup", this_node().name(), ": ", name_, ": stopping (", reason.text(),
+        "): ", hosts.size(), " hosts stop its children");
+    struct gather {
+      std::mutex mu;
+      std::size_t remaining = 0;
+      sup_hosts_stopped out;
+    };
+    auto g = std::make_shared<gather>();
+    g->remaining = hosts.size();
+    auto& n = this_node();
+    auto me = self();
+    if (hosts.empty()) {
+      (void)send(n, me, sup_hosts_stopped{});
+      return;
+    }
+    for (const auto& id : hosts) {
+      call(n, global(dsup_host_name(name_, id)), dsup_host_stop_all{}, bound,
+           [&n, me, g, id](result<bool> r) {
+             std::lock_guard lock(g->mu);
+             if (!r || !*r) g->out.unconfirmed.push_back(id);
+             if (--g->remaining == 0) (void)send(n, me, std::move(g->out));
+           });
+    }
+  }
+
+  void on_hosts_stopped(sup_hosts_stopped m) {
+    auto waiters = std::move(stop_waiters_);
+    stop_waiters_.clear();
+    if (m.unconfirmed.empty()) {
+      for (auto& w : waiters) w(true);
+    } else {
+      std::string list;
+      for (const auto& id : m.unconfirmed) list += (list.empty() ? "" : ", ") + id;
+      log(log_level::warning, "dsup", this_node().name(), ": ", name_,
+          ": hosts did not confirm their children stopped: ", list);
+      for (auto& w : waiters) {
+        w.fail(failure(errc::timeout, "hosts did not confirm their children stopped: " + list));
+      }
+    }
+    // Every node stops managing and hosting it (ours ends this process too).
+    if (auto* c = cluster::find(this_node())) {
+      for (const auto& mb : c->members()) {
+        if (mb.status != cluster::member_status::up) continue;
+        call(this_node(), global(dsup_host_name(name_, mb.id)), host_shutdown{},
              [](result<bool>) {});
       }
     }
-    stop(reason);
+    stop(stop_reason_);
   }
 
   std::string name_;
@@ -914,7 +1464,11 @@ class dsup_server final : public gen_server<dsup_server> {
   std::uint64_t adopted_ = 0;
   std::uint64_t start_failures_ = 0;
   bool ready_ = false;
-  bool dead_ = false;
+  bool dead_ = false;  // stopping for good
+  exit_reason stop_reason_{};
+  std::vector<reply_to<bool>> stop_waiters_;
+  std::optional<rebalance_state> rebalance_;
+  std::uint64_t rebalance_runs_ = 0;
 };
 
 }  // namespace
@@ -935,6 +1489,12 @@ result<void> start_distributed_supervisor(node& n, dist_supervisor_spec spec) {
     if (c.id.empty() || c.behaviour.empty() || !ids.insert(c.id).second) {
       return failure(errc::invalid_argument, "child ids must be unique and non-empty: " + c.id);
     }
+    if (!valid_shutdown(c.shutdown)) {
+      return failure(errc::invalid_argument, "a child's shutdown must be bounded: " + c.id);
+    }
+  }
+  if (spec.rebalance_in_flight == 0) {
+    return failure(errc::invalid_argument, "rebalance_in_flight must be at least 1");
   }
   if (spec.backoff_initial <= 0ms || spec.backoff_max < spec.backoff_initial ||
       spec.check_interval <= 0ms) {

@@ -1,12 +1,15 @@
 // The distributed supervisor (supervisor layer) over real OS processes: children spread over 3
 // node processes; a node SIGKILLed: its children come back on the survivors with their global
 // names; the supervisor's own node SIGKILLed: the standby adopts the running children (same
-// pids, same epochs) and restarts only the lost ones.
+// pids, same epochs) and restarts only the lost ones; a node's host joining late: a rebalance
+// moves children to it, never two copies of one alive at once.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <map>
 #include <set>
+#include <sstream>
 
 #include "cluster/process_support.hpp"
 
@@ -157,6 +160,93 @@ TEST_F(distributed_three_processes, TheSupervisorsNodeKilledTheStandbyAdoptsTheR
       EXPECT_EQ(after[id].node, r.node) << id;
       EXPECT_EQ(after[id].serial, r.serial) << id;
       EXPECT_EQ(after[id].epoch, r.epoch) << id;
+    }
+  }
+}
+
+// The supervisor runs on a and b (6 children, 3 each); c starts its host later: nothing moves
+// until rebalance_dist_supervisor, which moves one child from each to c (2/2/2). The children
+// log their lives (child_up / child_down with the host's monotonic clock): a moved child's new
+// copy starts only after the old one ended.
+TEST_F(distributed_three_processes, RebalanceMovesChildrenToALateNodeNeverTwoCopies) {
+  for (auto* p : {a, b}) {
+    auto r = p->proc->ask("dsup pool 6 2", "dsup ", 30s);
+    ASSERT_TRUE(r) << p->proc->transcript();
+    ASSERT_EQ(*r, "dsup ok") << p->id;
+  }
+  auto rows = wait_running(a, "pool", 6);
+  ASSERT_EQ(rows.size(), 6u) << a->proc->transcript();
+  auto r = c->proc->ask("dsup pool 6 2", "dsup ", 30s);
+  ASSERT_TRUE(r && *r == "dsup ok") << c->proc->transcript();
+  // c's host is known where the supervisor runs (any node's replica: wait for all three).
+  for (auto* p : {a, b, c}) {
+    bool known = false;
+    auto until = std::chrono::steady_clock::now() + 30s;
+    while (!known && std::chrono::steady_clock::now() < until) {
+      auto l = p->proc->ask("gwhereis otpp.dsup.host/pool/" + c->id, "gwhereis ", 10s);
+      known = l && *l != "gwhereis none";
+      if (!known) std::this_thread::sleep_for(20ms);
+    }
+    ASSERT_TRUE(known) << p->id << " does not know c's host";
+  }
+  for (const auto& [id, row] : children(a, "pool")) EXPECT_NE(row.node, c->id) << id;
+  auto started = now_us();
+  auto l = b->proc->ask("drebalance pool", "drebalance ", 90s);
+  ASSERT_TRUE(l) << b->proc->transcript();
+  auto f = child_process::fields(*l);
+  ASSERT_GE(f.size(), 3u) << *l;
+  ASSERT_EQ(f[1], "2") << *l;
+  ASSERT_EQ(f[2], "0") << *l;
+  ASSERT_EQ(f.size(), 3u + 2 * 3) << *l;
+  std::set<std::string> from;
+  std::set<std::string> moved;
+  for (std::size_t i = 3; i + 2 < f.size(); i += 3) {
+    moved.insert(f[i]);
+    from.insert(f[i + 1]);
+    EXPECT_EQ(f[i + 2], c->id) << *l;
+  }
+  EXPECT_EQ(from, (std::set<std::string>{a->id, b->id})) << *l;
+  std::cout << "[ measured ] rebalance of 2 children to a late node: "
+            << (now_us() - started) / 1000 << " ms\n";
+  auto after = wait_running(a, "pool", 6);
+  ASSERT_EQ(after.size(), 6u);
+  std::map<std::string, int> per_node;
+  for (const auto& [id, row] : after) ++per_node[row.node];
+  for (auto* p : {a, b, c}) EXPECT_EQ(per_node[p->id], 2) << p->id;
+  for (const auto& [id, row] : rows) {
+    if (moved.count(id)) {
+      EXPECT_EQ(after[id].node, c->id) << id;
+      EXPECT_EQ(std::stoull(after[id].epoch), std::stoull(row.epoch) + 1) << id;
+    } else {
+      EXPECT_EQ(after[id].serial, row.serial) << id << " moved or restarted";
+    }
+  }
+  // No two copies of a child alive at once (each process's log of its children's lives).
+  struct life {
+    long long up = 0, down = 0;
+  };
+  std::map<std::string, std::vector<life>> lives;
+  const long long end = now_us();
+  for (auto* p : {a, b, c}) {
+    std::map<std::string, std::size_t> open;
+    for (const auto& line : p->proc->lines()) {
+      auto x = child_process::fields(line);
+      if (x.size() < 3) continue;
+      if (x[0] == "child_up") {
+        open[x[1]] = lives[x[1]].size();
+        lives[x[1]].push_back({std::stoll(x[2]), end});
+      } else if (x[0] == "child_down" && open.count(x[1])) {
+        lives[x[1]][open[x[1]]].down = std::stoll(x[2]);
+        open.erase(x[1]);
+      }
+    }
+  }
+  ASSERT_EQ(lives.size(), 6u);
+  for (auto& [label, ls] : lives) {
+    EXPECT_EQ(ls.size(), moved.count(label) ? 2u : 1u) << label;
+    std::sort(ls.begin(), ls.end(), [](const life& x, const life& y) { return x.up < y.up; });
+    for (std::size_t k = 1; k < ls.size(); ++k) {
+      EXPECT_LE(ls[k - 1].down, ls[k].up) << label << ": two copies alive at once";
     }
   }
 }

@@ -32,6 +32,8 @@
 //                      -> dsup ok | dsup error <errc>
 //   dchildren <name>   -> dchildren <running> <id>:<node>:<serial>:<epoch>:<state>... |
 //                         dchildren error <errc>
+//   drebalance <name>  rebalance_dist_supervisor -> drebalance <moved> <not moved>
+//                      [<id> <from node> <to node>]... | drebalance error <errc>
 //   gcall <name> <text>  call echo by global name -> reply <text> <ms> | error <errc> <ms>
 // Exit codes: 0 after quit or stdin EOF (graceful stop), 3 when this node learns it was downed
 // (restart it: a new incarnation), 2 bad arguments or join failure, 4 a stop that hung.
@@ -455,6 +457,14 @@ int main(int argc, char** argv) {
                        << ":" << static_cast<int>(c.state);
                 }
                 say("dchildren ", running, list.str());
+              });
+        } else if (f[0] == "drebalance") {
+          otpp::rebalance_dist_supervisor(
+              node, f.at(1), [](otpp::result<otpp::dist_rebalance_report> r) {
+                if (!r) return say("drebalance error ", errc_name(r.error()));
+                std::ostringstream list;
+                for (const auto& m : r->moved) list << " " << m.id << " " << m.from << " " << m.to;
+                say("drebalance ", r->moved.size(), " ", r->not_moved.size(), list.str());
               });
         } else if (f[0] == "gcall") {
           otpp::call(node, otpp::global(f.at(1)), echo{f.at(2)}, 10000ms, report("reply", started));

@@ -5,6 +5,7 @@
 #include <atomic>
 #include <map>
 #include <mutex>
+#include <set>
 #include <thread>
 
 #include "cluster/cluster_support.hpp"
@@ -80,12 +81,17 @@ TEST(dist_placement, NamedNodeTagAndCustom) {
 
 std::mutex counts_mu;
 std::map<std::string, int> live_by_node;  // node id -> live workers
+std::map<std::string, int> live_by_id;    // child id -> live copies
+std::map<std::string, std::string> ends;  // child id -> "terminate:<reason>" of its last copy
 std::atomic<int> inits{0};
+std::atomic<int> twice{0};  // inits that found another live copy of the same child id
+std::atomic<int> stopping_now{0}, max_stopping{0};  // terminates running at once
 
 struct work_args {
   std::string id;
   bool fail_init = false;
-  MSGPACK_DEFINE_MAP(id, fail_init)
+  int stop_ms = 0;  // terminate takes this long (a slow stop)
+  MSGPACK_DEFINE_MAP(id, fail_init, stop_ms)
 };
 struct whoami {
   static constexpr std::string_view tag = "test.dsup.whoami";
@@ -100,6 +106,13 @@ struct finish {
   static constexpr std::string_view tag = "test.dsup.finish";
   OTPP_NO_FIELDS()
 };
+// Blocks the child's thread in a handler for `ms`: a child that cannot stop meanwhile.
+struct hang {
+  static constexpr std::string_view tag = "test.dsup.hang";
+  int ms = 0;
+  MSGPACK_DEFINE_MAP(ms)
+};
+std::atomic<int> hanging{0};
 
 class worker : public otpp::gen_server<worker> {
  public:
@@ -109,6 +122,10 @@ class worker : public otpp::gen_server<worker> {
     h.call<whoami>([](worker& self, whoami) { return self.this_node().name(); });
     h.cast<crash>([](worker&, crash) { throw std::runtime_error("asked to crash"); });
     h.cast<finish>([](worker& self, finish) { self.stop(otpp::exit_reason::normal()); });
+    h.cast<hang>([](worker&, hang m) {
+      ++hanging;
+      std::this_thread::sleep_for(std::chrono::milliseconds(m.ms));
+    });
   }
   otpp::result<void> init() {
     ++inits;
@@ -116,15 +133,30 @@ class worker : public otpp::gen_server<worker> {
     node_ = this_node().name();
     std::lock_guard lock(counts_mu);
     ++live_by_node[node_];
+    if (++live_by_id[args_.id] > 1) ++twice;
     return {};
   }
-  void terminate(const otpp::exit_reason&) { release(); }
+  void terminate(const otpp::exit_reason& r) {
+    if (args_.stop_ms > 0) {
+      int now = ++stopping_now;
+      for (int m = max_stopping.load(); now > m && !max_stopping.compare_exchange_weak(m, now);) {
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(args_.stop_ms));
+      --stopping_now;
+    }
+    {
+      std::lock_guard lock(counts_mu);
+      ends[args_.id] = "terminate:" + r.text();
+    }
+    release();
+  }
 
  private:
   void release() {
     if (node_.empty()) return;
     std::lock_guard lock(counts_mu);
     --live_by_node[node_];
+    --live_by_id[args_.id];
     node_.clear();
   }
   work_args args_;
@@ -154,8 +186,9 @@ std::unique_ptr<test_node> start_node(const std::string& name, std::uint16_t por
   return t;
 }
 
-otpp::dist_child_spec kid(const std::string& id, bool named = true, bool fail_init = false) {
-  return otpp::dist_child(id, "worker", work_args{id, fail_init}, named ? "w/" + id : "");
+otpp::dist_child_spec kid(const std::string& id, bool named = true, bool fail_init = false,
+                          int stop_ms = 0) {
+  return otpp::dist_child(id, "worker", work_args{id, fail_init, stop_ms}, named ? "w/" + id : "");
 }
 
 struct dist_cluster : ::testing::Test {
@@ -163,8 +196,14 @@ struct dist_cluster : ::testing::Test {
     {
       std::lock_guard lock(counts_mu);
       live_by_node.clear();
+      live_by_id.clear();
+      ends.clear();
     }
     inits = 0;
+    twice = 0;
+    hanging = 0;
+    stopping_now = 0;
+    max_stopping = 0;
     pa = free_port(), pb = free_port(), pc = free_port();
     a = start_node("a", pa, fast_options());
     b = start_node("b", pb, fast_options({node_name("a", pa)}));
@@ -178,6 +217,7 @@ struct dist_cluster : ::testing::Test {
     }));
   }
   void TearDown() override {
+    d.reset();
     c.reset();
     b.reset();
     a.reset();
@@ -185,7 +225,7 @@ struct dist_cluster : ::testing::Test {
   }
   std::vector<test_node*> all() {
     std::vector<test_node*> out;
-    for (auto* p : {a.get(), b.get(), c.get()}) {
+    for (auto* p : {a.get(), b.get(), c.get(), d.get()}) {
       if (p) out.push_back(p);
     }
     return out;
@@ -223,7 +263,7 @@ struct dist_cluster : ::testing::Test {
     return nullptr;
   }
   std::unique_ptr<test_node>* slot_of(const std::string& id) {
-    for (auto* s : {&a, &b, &c}) {
+    for (auto* s : {&a, &b, &c, &d}) {
       if (*s && (*s)->id == id) return s;
     }
     return nullptr;
@@ -233,8 +273,30 @@ struct dist_cluster : ::testing::Test {
     if (!p) return {};
     return std::string(p->node().name());
   }
+  // Waits until every node's replica knows the child host of `sup` on each of `hosts`.
+  bool hosts_known(const std::vector<test_node*>& hosts, const std::string& sup = "sup") {
+    return eventually([&] {
+      for (auto* t : all()) {
+        for (auto* h : hosts) {
+          if (!otpp::whereis(*t->node, otpp::global(otpp::dsup_host_name(sup, h->id)))) {
+            return false;
+          }
+        }
+      }
+      return true;
+    });
+  }
+  std::map<std::string, int> per_node(test_node* via) {
+    std::map<std::string, int> out;
+    for (auto& k : children(via)) ++out[k.node];
+    return out;
+  }
+  otpp::result<otpp::dist_rebalance_report> rebalance(test_node* via,
+                                                      const std::string& sup = "sup") {
+    return otpp::rebalance_dist_supervisor(*via->node, sup, asio::use_future).get();
+  }
   std::uint16_t pa = 0, pb = 0, pc = 0;
-  std::unique_ptr<test_node> a, b, c;
+  std::unique_ptr<test_node> a, b, c, d;  // d: a node that joins later (some tests)
 };
 
 otpp::dist_supervisor_spec nine(otpp::placement where = otpp::placement::round_robin()) {
@@ -257,6 +319,15 @@ TEST_F(dist_cluster, ErrorsAreValues) {
   s.strategy = otpp::restart_strategy::one_for_one;
   s.children = {kid("d"), kid("d")};
   EXPECT_EQ(otpp::start_distributed_supervisor(*a->node, s).fail().code, errc::invalid_argument);
+  s.children = {kid("d")};
+  s.children[0].shutdown = otpp::shutdown_mode::infinity();  // a host bounds every stop
+  EXPECT_EQ(otpp::start_distributed_supervisor(*a->node, s).fail().code, errc::invalid_argument);
+  s.children[0].shutdown = otpp::shutdown_mode::timeout(-1ms);
+  EXPECT_EQ(otpp::start_distributed_supervisor(*a->node, s).fail().code, errc::invalid_argument);
+  s.children[0].shutdown = otpp::shutdown_mode::timeout(100ms);
+  s.rebalance_in_flight = 0;
+  EXPECT_EQ(otpp::start_distributed_supervisor(*a->node, s).fail().code, errc::invalid_argument);
+  s.rebalance_in_flight = 2;
   s.children = {kid("d")};
   ASSERT_TRUE(otpp::start_distributed_supervisor(*a->node, s));
   EXPECT_EQ(otpp::start_distributed_supervisor(*a->node, s).fail().code, errc::already_registered);
@@ -572,6 +643,401 @@ TEST_F(dist_cluster, RunTimeApi) {
   for (auto* t : all()) {
     EXPECT_FALSE(otpp::whereis(*t->node, otpp::global(otpp::dsup_global_name("sup"))));
   }
+}
+
+// ---------------------------------------------------------------- rebalance
+
+// A fourth node joins: nothing moves by itself; a rebalance moves the fewest children (two) to
+// it, each stopped on its node before it starts on d, with the next epoch and its global name.
+TEST_F(dist_cluster, RebalanceAfterANodeJoinsSpreadsEvenlyAndNeverRunsAChildTwice) {
+  start_everywhere(nine());
+  ASSERT_TRUE(all_running(a.get(), 9));
+  auto before = children(a.get());
+  auto pd = free_port();
+  d = start_node("d", pd, fast_options({node_name("a", pa)}));
+  ASSERT_TRUE(converged(all(), 4)) << "d did not join";
+  ASSERT_TRUE(eventually([&] {
+    for (auto* t : all()) {
+      if (otpp::global_stats(*t->node).peers != 3) return false;
+    }
+    return true;
+  }));
+  ASSERT_TRUE(otpp::start_distributed_supervisor(*d->node, nine()));
+  ASSERT_TRUE(hosts_known({d.get()}));
+  std::this_thread::sleep_for(300ms);
+  EXPECT_EQ(per_node(a.get())[d->id], 0) << "children moved by themselves";
+  auto r = rebalance(b.get());
+  ASSERT_TRUE(r) << r.fail().message();
+  // 9 over 4 nodes: 3/2/2/2, two moves, both to d.
+  ASSERT_EQ(r->moved.size(), 2u);
+  EXPECT_TRUE(r->not_moved.empty());
+  std::map<std::string, otpp::dist_child_info> old;
+  for (auto& k : before) old[k.id] = k;
+  std::set<std::string> moved;
+  for (auto& m : r->moved) {
+    moved.insert(m.id);
+    EXPECT_EQ(m.to, d->id) << m.id;
+    EXPECT_EQ(m.from, old[m.id].node) << m.id;
+    EXPECT_EQ(m.epoch, old[m.id].epoch + 1) << m.id;
+  }
+  EXPECT_EQ(moved.size(), 2u);
+  auto after = children(a.get());
+  ASSERT_EQ(after.size(), 9u);
+  std::map<std::string, int> counts;
+  for (auto& k : after) {
+    EXPECT_EQ(k.state, dist_child_state::running) << k.id;
+    ++counts[k.node];
+    if (moved.count(k.id)) {
+      EXPECT_EQ(k.node, d->id) << k.id;
+      EXPECT_NE(k.child, old[k.id].child) << k.id;
+    } else {
+      EXPECT_EQ(k.child, old[k.id].child) << k.id << " moved or restarted";
+      EXPECT_EQ(k.epoch, old[k.id].epoch) << k.id;
+    }
+  }
+  ASSERT_EQ(counts.size(), 4u);
+  EXPECT_EQ(counts[d->id], 2);
+  for (auto& [n, count] : counts) {
+    EXPECT_GE(count, 2) << n;
+    EXPECT_LE(count, 3) << n;
+  }
+  // The global names moved with them.
+  for (const auto& id : moved) {
+    EXPECT_TRUE(eventually([&] {
+      auto w = otpp::call(*a->node, otpp::global("w/" + id), whoami{}, 5s, asio::use_future).get();
+      return w && *w == d->id;
+    })) << id;
+  }
+  EXPECT_EQ(live_total(), 9);
+  EXPECT_EQ(twice.load(), 0) << "a child ran twice";
+  // Spread now: a second rebalance moves nothing.
+  auto again = rebalance(c.get());
+  ASSERT_TRUE(again) << again.fail().message();
+  EXPECT_TRUE(again->moved.empty());
+}
+
+TEST_F(dist_cluster, RebalanceWithNothingToMoveMovesNothing) {
+  auto spec = nine();
+  spec.children.push_back(kid("pinned"));
+  spec.children.back().where = otpp::placement::on_node(b->id);
+  start_everywhere(spec);
+  ASSERT_TRUE(all_running(a.get(), 10));
+  auto before = children(a.get());
+  auto r = rebalance(c.get());
+  ASSERT_TRUE(r) << r.fail().message();
+  EXPECT_TRUE(r->moved.empty());
+  EXPECT_TRUE(r->not_moved.empty());
+  auto after = children(a.get());
+  ASSERT_EQ(after.size(), before.size());
+  for (std::size_t i = 0; i < after.size(); ++i) {
+    EXPECT_EQ(after[i].child, before[i].child) << after[i].id;
+    EXPECT_EQ(after[i].epoch, before[i].epoch) << after[i].id;
+  }
+  EXPECT_EQ(inits.load(), 10);
+}
+
+// The supervisor starts on a and b only; c's host comes later. One move at a time
+// (rebalance_in_flight 1), each child slow to stop: a second rebalance meanwhile is refused.
+TEST_F(dist_cluster, RebalanceWhileOneRunsIsRefusedAndMovesAreBounded) {
+  auto spec = nine();
+  spec.initial_hosts = 2;
+  spec.rebalance_in_flight = 1;
+  spec.children.clear();
+  for (int i = 0; i < 9; ++i)
+    spec.children.push_back(kid("k" + std::to_string(i), true, false, 150));
+  for (auto* t : {a.get(), b.get()}) {
+    ASSERT_TRUE(otpp::start_distributed_supervisor(*t->node, spec));
+  }
+  ASSERT_TRUE(all_running(a.get(), 9));
+  auto first_counts = per_node(a.get());
+  EXPECT_EQ(first_counts[c->id], 0);
+  ASSERT_TRUE(otpp::start_distributed_supervisor(*c->node, spec));
+  ASSERT_TRUE(hosts_known({c.get()}));
+  auto first = otpp::rebalance_dist_supervisor(*a->node, "sup", asio::use_future);
+  auto second = otpp::rebalance_dist_supervisor(*a->node, "sup", asio::use_future).get();
+  ASSERT_FALSE(second);
+  EXPECT_EQ(second.fail().code, errc::running) << second.fail().message();
+  auto r = first.get();
+  ASSERT_TRUE(r) << r.fail().message();
+  // 5/4/0 (round robin over two) to 3/3/3: three moves.
+  EXPECT_EQ(r->moved.size(), 3u);
+  EXPECT_TRUE(r->not_moved.empty());
+  for (auto& m : r->moved) EXPECT_EQ(m.to, c->id) << m.id;
+  auto counts = per_node(a.get());
+  for (auto* t : all()) EXPECT_EQ(counts[t->id], 3) << t->id;
+  EXPECT_EQ(max_stopping.load(), 1) << "more moves at once than rebalance_in_flight";
+  EXPECT_EQ(live_total(), 9);
+  EXPECT_EQ(twice.load(), 0) << "a child ran twice";
+}
+
+TEST_F(dist_cluster, RebalanceErrors) {
+  // No such supervisor.
+  auto none = rebalance(a.get(), "nobody");
+  ASSERT_FALSE(none);
+  EXPECT_EQ(none.fail().code, errc::noproc);
+  // A supervisor still waiting for its hosts (initial_hosts 4 of 3 nodes) is adopting.
+  auto spec = nine();
+  spec.initial_hosts = 4;
+  start_everywhere(spec);
+  ASSERT_TRUE(eventually([&] { return !supervisor_node().empty(); }));
+  auto adopting = rebalance(b.get());
+  ASSERT_FALSE(adopting);
+  EXPECT_EQ(adopting.fail().code, errc::running);
+  EXPECT_NE(adopting.fail().message().find("adopting"), std::string::npos)
+      << adopting.fail().message();
+}
+
+// ---------------------------------------------------------------- run-time children
+
+TEST_F(dist_cluster, StartDistChildAnswersOnceRunningOrWithTheStartError) {
+  auto spec = nine();
+  spec.children.clear();
+  start_everywhere(spec);
+  ASSERT_TRUE(eventually([&] { return !supervisor_node().empty(); }));
+  auto x = kid("x");
+  auto r = otpp::start_dist_child(*b->node, "sup", x, asio::use_future).get();
+  ASSERT_TRUE(r) << r.fail().message();
+  EXPECT_EQ(r->id, "x");
+  EXPECT_EQ(r->state, dist_child_state::running);
+  EXPECT_EQ(r->epoch, 1u);
+  ASSERT_TRUE(r->child);
+  ASSERT_NE(by_id(r->node), nullptr) << r->node;
+  EXPECT_TRUE(by_id(r->node)->node->alive(r->child));
+  EXPECT_EQ(live_total(), 1);
+  // An init that fails: its error, and the child is not kept (OTP's start_child).
+  auto bad =
+      otpp::start_dist_child(*b->node, "sup", kid("bad", true, true), asio::use_future).get();
+  ASSERT_FALSE(bad);
+  EXPECT_EQ(bad.fail().code, errc::init_failed) << bad.fail().message();
+  EXPECT_NE(bad.fail().message().find("refuses to start"), std::string::npos)
+      << bad.fail().message();
+  // No node fits its placement.
+  auto lost = kid("lost");
+  lost.where = otpp::placement::on_node("nobody@127.0.0.1:1");
+  auto nofit = otpp::start_dist_child(*b->node, "sup", lost, asio::use_future).get();
+  ASSERT_FALSE(nofit);
+  EXPECT_EQ(nofit.fail().code, errc::nodedown) << nofit.fail().message();
+  // An unbounded shutdown.
+  auto inf = kid("inf");
+  inf.shutdown = otpp::shutdown_mode::infinity();
+  auto unbounded = otpp::start_dist_child(*b->node, "sup", inf, asio::use_future).get();
+  ASSERT_FALSE(unbounded);
+  EXPECT_EQ(unbounded.fail().code, errc::invalid_argument) << unbounded.fail().message();
+  auto k = children(b.get());
+  ASSERT_EQ(k.size(), 1u);
+  EXPECT_EQ(k[0].id, "x");
+  EXPECT_EQ(live_total(), 1);
+}
+
+// A child started at run time survives its supervisor's node: the new instance rebuilds it from
+// its host's report (same pid, same epoch) and keeps supervising it (a crash restarts it, on
+// its node policy's node).
+TEST_F(dist_cluster, RunTimeChildAdoptedAfterTakeover) {
+  auto spec = nine();
+  spec.children.clear();
+  spec.min_members = 2;  // the takeover runs with two nodes left
+  start_everywhere(spec);
+  ASSERT_TRUE(eventually([&] { return !supervisor_node().empty(); }));
+  auto sup_at = supervisor_node();
+  std::string home;
+  for (auto* t : all()) {
+    if (t->id != sup_at) home = t->id;
+  }
+  auto x = kid("x");
+  x.where = otpp::placement::on_node(home);
+  x.restart = otpp::restart_type::transient;
+  auto started = otpp::start_dist_child(*by_id(home)->node, "sup", x, asio::use_future).get();
+  ASSERT_TRUE(started) << started.fail().message();
+  ASSERT_EQ(started->node, home);
+  slot_of(sup_at)->reset();
+  auto* via = by_id(home);
+  ASSERT_TRUE(eventually(
+      [&] {
+        auto s = supervisor_node();
+        if (s.empty() || s == sup_at) return false;
+        auto k = children(via);
+        std::this_thread::sleep_for(20ms);
+        return k.size() == 1 && k[0].state == dist_child_state::running;
+      },
+      30s));
+  auto k = children(via);
+  ASSERT_EQ(k.size(), 1u);
+  EXPECT_EQ(k[0].id, "x");
+  EXPECT_EQ(k[0].child, started->child);
+  EXPECT_EQ(k[0].epoch, started->epoch);
+  EXPECT_EQ(k[0].node, home);
+  EXPECT_EQ(inits.load(), 1);
+  // Still supervised with its own spec: a crash (transient, abnormal) restarts it on `home`.
+  ASSERT_TRUE(otpp::cast(*via->node, started->child, crash{}));
+  ASSERT_TRUE(eventually([&] {
+    auto now = children(via);
+    std::this_thread::sleep_for(10ms);
+    return now.size() == 1 && now[0].state == dist_child_state::running &&
+           now[0].child != started->child && now[0].epoch > started->epoch && now[0].node == home;
+  }));
+  EXPECT_TRUE(eventually([&] {
+    auto w = otpp::call(*via->node, otpp::global("w/x"), whoami{}, 5s, asio::use_future).get();
+    return w && *w == home;
+  }));
+}
+
+// ---------------------------------------------------------------- shutdown and stop
+
+// A child stuck in a handler cannot stop: its host kills it at its shutdown timeout (the kill
+// lands when the handler returns, and terminate does not run); a child with a longer timeout
+// is let finish and stops with shutdown; brutal_kill kills at once.
+TEST_F(dist_cluster, ShutdownTimeoutKillsAChildThatDoesNotStop) {
+  auto spec = nine();
+  spec.children.clear();
+  auto slow = kid("slow");
+  slow.where = otpp::placement::on_node(b->id);
+  slow.shutdown = otpp::shutdown_mode::timeout(100ms);
+  auto patient = kid("patient");
+  patient.where = otpp::placement::on_node(c->id);
+  patient.shutdown = otpp::shutdown_mode::timeout(20s);
+  auto brutal = kid("brutal");
+  brutal.where = otpp::placement::on_node(a->id);
+  brutal.shutdown = otpp::shutdown_mode::brutal_kill();
+  spec.children = {slow, patient, brutal};
+  start_everywhere(spec);
+  ASSERT_TRUE(all_running(a.get(), 3));
+  std::mutex mu;
+  std::map<std::string, std::string> exits;
+  for (auto& k : children(a.get())) {
+    by_id(k.node)->node->watch_process(k.child,
+                                       [&mu, &exits, id = k.id](const otpp::exit_reason& r) {
+                                         std::lock_guard lock(mu);
+                                         exits[id] = r.text();
+                                       });
+    if (k.id != "brutal") {
+      ASSERT_TRUE(otpp::cast(*a->node, k.child, hang{3000}));
+    }
+  }
+  ASSERT_TRUE(eventually([&] { return hanging.load() == 2; }));
+  for (const char* id : {"slow", "patient", "brutal"}) {
+    ASSERT_TRUE(otpp::terminate_dist_child(*a->node, "sup", id, asio::use_future).get()) << id;
+  }
+  ASSERT_TRUE(eventually(
+      [&] {
+        auto k = children(a.get());
+        std::this_thread::sleep_for(20ms);
+        return k.size() == 3 && std::all_of(k.begin(), k.end(), [](const auto& x) {
+                 return x.state == dist_child_state::stopped;
+               });
+      },
+      30s));
+  ASSERT_TRUE(eventually([&] {
+    std::lock_guard lock(mu);
+    return exits.size() == 3;
+  }));
+  std::lock_guard lock(mu);
+  EXPECT_EQ(exits["slow"], otpp::exit_reason::killed().text());
+  EXPECT_EQ(exits["patient"], otpp::exit_reason::shutdown().text());
+  EXPECT_EQ(exits["brutal"], otpp::exit_reason::killed().text());
+  std::lock_guard lock2(counts_mu);
+  EXPECT_EQ(ends.count("slow"), 0u) << "terminate ran after the kill";
+  EXPECT_EQ(ends["patient"], "terminate:" + otpp::exit_reason::shutdown().text());
+  EXPECT_EQ(ends.count("brutal"), 0u);
+}
+
+// stop_dist_supervisor answers once every host stopped its children: their terminate (slow)
+// has run when it answers.
+TEST_F(dist_cluster, StopWaitsUntilEveryHostStoppedItsChildren) {
+  auto spec = nine();
+  spec.children.clear();
+  for (int i = 0; i < 6; ++i)
+    spec.children.push_back(kid("k" + std::to_string(i), true, false, 200));
+  start_everywhere(spec);
+  ASSERT_TRUE(all_running(a.get(), 6));
+  auto r = otpp::stop_dist_supervisor(*b->node, "sup", asio::use_future).get();
+  ASSERT_TRUE(r) << r.fail().message();
+  EXPECT_EQ(live_total(), 0) << "answered before the children stopped";
+  {
+    std::lock_guard lock(counts_mu);
+    EXPECT_EQ(ends.size(), 6u);
+    for (auto& [id, how] : ends)
+      EXPECT_EQ(how, "terminate:" + otpp::exit_reason::shutdown().text()) << id;
+  }
+  EXPECT_TRUE(eventually([&] {
+    for (auto* t : all()) {
+      if (otpp::whereis(*t->node, otpp::global(otpp::dsup_global_name("sup")))) return false;
+      if (otpp::whereis(*t->node, otpp::global(otpp::dsup_host_name("sup", t->id)))) return false;
+    }
+    return true;
+  }));
+}
+
+// A child that cannot stop (stuck in a handler past its kill) does not hold the stop: its host
+// gives up after the kill's grace and the stop answers timeout naming that host; meanwhile the
+// stopping supervisor takes no new work.
+TEST_F(dist_cluster, StopAnswersTimeoutForAHostWithAStuckChild) {
+  auto spec = nine();
+  spec.children.clear();
+  auto stuck = kid("stuck");
+  stuck.where = otpp::placement::on_node(b->id);
+  stuck.shutdown = otpp::shutdown_mode::timeout(100ms);
+  spec.children = {stuck, kid("fine")};
+  start_everywhere(spec);
+  ASSERT_TRUE(all_running(a.get(), 2));
+  otpp::pid stuck_pid;
+  for (auto& k : children(a.get())) {
+    if (k.id == "stuck") stuck_pid = k.child;
+  }
+  ASSERT_TRUE(otpp::cast(*a->node, stuck_pid, hang{4000}));
+  ASSERT_TRUE(eventually([&] { return hanging.load() == 1; }));
+  auto stopping = otpp::stop_dist_supervisor(*a->node, "sup", asio::use_future);
+  auto refused = otpp::start_dist_child(*a->node, "sup", kid("late"), asio::use_future).get();
+  ASSERT_FALSE(refused);
+  EXPECT_EQ(refused.fail().code, errc::noproc) << refused.fail().message();
+  auto r = stopping.get();
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.fail().code, errc::timeout) << r.fail().message();
+  EXPECT_NE(r.fail().message().find(b->id), std::string::npos) << r.fail().message();
+  EXPECT_TRUE(b->node->alive(stuck_pid)) << "the stop waited for the stuck handler";
+  EXPECT_TRUE(eventually([&] { return live_total() == 0; }, 30s));
+  EXPECT_TRUE(eventually([&] {
+    for (auto* t : all()) {
+      if (otpp::whereis(*t->node, otpp::global(otpp::dsup_global_name("sup")))) return false;
+    }
+    return true;
+  }));
+}
+
+// The host's stop_all stops its children per their shutdown, answers once they ended, and
+// refuses starts afterwards; a stop of a copy that does not run there answers false.
+TEST_F(dist_cluster, HostStopAllStopsItsChildrenAndRefusesStarts) {
+  otpp::dist_supervisor_spec s;
+  s.name = "fence";
+  s.min_members = 3;
+  s.initial_hosts = 3;
+  ASSERT_TRUE(otpp::start_distributed_supervisor(*a->node, s));
+  auto host = otpp::global(otpp::dsup_host_name("fence", a->id));
+  ASSERT_TRUE(eventually([&] { return otpp::whereis(*b->node, host).has_value(); }));
+  auto start = [&](std::uint64_t epoch) {
+    otpp::dsup_host_start m{otpp::to_wire(kid("f", false, false, 200)), epoch};
+    return otpp::call(*b->node, host, std::move(m), 5s, asio::use_future).get();
+  };
+  auto first = start(1);
+  ASSERT_TRUE(first) << first.fail().message();
+  auto stop = [&](std::string id, std::uint64_t epoch) {
+    otpp::dsup_host_stop m{std::move(id), epoch};
+    return otpp::call(*b->node, host, std::move(m), 5s, asio::use_future).get();
+  };
+  auto unknown = stop("nope", 0);
+  ASSERT_TRUE(unknown);
+  EXPECT_FALSE(*unknown);
+  auto other_epoch = stop("f", 7);
+  ASSERT_TRUE(other_epoch);
+  EXPECT_FALSE(*other_epoch);
+  EXPECT_EQ(live_total(), 1);
+  auto all_stopped =
+      otpp::call(*b->node, host, otpp::dsup_host_stop_all{}, 10s, asio::use_future).get();
+  ASSERT_TRUE(all_stopped) << all_stopped.fail().message();
+  EXPECT_TRUE(*all_stopped);
+  EXPECT_EQ(live_total(), 0) << "answered before the child stopped";
+  auto refused = start(2);
+  ASSERT_FALSE(refused);
+  EXPECT_EQ(refused.fail().code, errc::noproc) << refused.fail().message();
 }
 
 // 3 nodes; c reaches a and b (and they reach c) only through relays the test cuts: a 2|1

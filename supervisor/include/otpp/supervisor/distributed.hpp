@@ -8,6 +8,7 @@
 //   spec.children.push_back(otpp::dist_child("w1", "worker", worker_args{1}, "w1"));
 //   otpp::start_distributed_supervisor(node, spec);   // on every node, with the same spec
 //   otpp::which_dist_children(node, "jobs", asio::use_awaitable);
+//   otpp::rebalance_dist_supervisor(node, "jobs", asio::use_awaitable);  // after a node joined
 //
 // See supervisor/README.md ("Distributed supervisor") for the algorithm.
 #pragma once
@@ -53,6 +54,9 @@ struct placement_input {
   std::string self_node;                        // where the supervisor runs
   std::vector<placement_candidate> candidates;  // sorted by node id, never empty
   std::uint64_t sequence = 0;                   // grows with every placement (round robin)
+  // rebalance_dist_supervisor asks a custom policy where a running child belongs now: the
+  // node it runs on (answer it to keep the child there). Empty for a start.
+  std::string current_node;
 };
 
 // A placement policy: a value. Answers a node id among the candidates, or nullopt (no node
@@ -108,6 +112,14 @@ struct dist_child_spec {
   std::string global_name;         // empty: none
   std::optional<placement> where;  // overrides the supervisor's placement
   std::chrono::milliseconds start_timeout{5000};
+  // How its host stops it (terminate_dist_child, a rebalance move, stop_dist_supervisor, the
+  // intensity's stop), as the local supervisor's workers: timeout(t) asks it to stop with
+  // reason shutdown (stop_process: its terminate runs) and sends `kill` if it has not ended
+  // after t; brutal_kill sends `kill` at once. A kill lands when the child's running handler
+  // returns (C++ cannot pre-empt it); the host waits 500 ms more, then logs the child as
+  // abandoned and answers (the child ends when its handler returns). infinity: refused
+  // (invalid_argument), a host bounds every stop.
+  shutdown_mode shutdown = shutdown_mode::timeout(std::chrono::milliseconds(5000));
 };
 
 template <class Args>
@@ -147,6 +159,9 @@ struct dist_supervisor_spec {
   std::chrono::milliseconds backoff_max{2000};
   // Hosts and supervisor re-check membership this often.
   std::chrono::milliseconds check_interval{250};
+  // rebalance_dist_supervisor moves at most this many children at once (0: invalid_argument):
+  // the others keep running meanwhile, so a rebalance never empties the cluster.
+  std::size_t rebalance_in_flight = 2;
 };
 
 // Global names.
@@ -156,8 +171,9 @@ std::string dsup_host_name(std::string_view supervisor, std::string_view node_id
 // Starts, on this node, the child host of `spec.name` (global name dsup_host_name) and this
 // node's singleton manager of the supervisor process. Call on every node, after join_cluster
 // and after registering the children's behaviours. Errors: invalid_argument (empty name,
-// strategy, duplicate child ids), nodedown (no join_cluster), already_registered, not_started,
-// or the registration's error. Blocking: not from a process thread (invalid_argument).
+// strategy, duplicate child ids, a child's shutdown infinity or negative), nodedown (no
+// join_cluster), already_registered, not_started, or the registration's error. Blocking: not from a
+// process thread (invalid_argument).
 result<void> start_distributed_supervisor(node& n, dist_supervisor_spec spec);
 // This node stops hosting and managing `name`: its children here stop, its manager too (the
 // supervisor moves elsewhere if it ran here). To stop the supervisor with all its children
@@ -194,9 +210,16 @@ struct dsup_wire_child {
   std::string id, behaviour, global_name;
   std::vector<char> args;
   restart_type restart = restart_type::permanent;
-  std::string place_node;          // non-empty: placement::on_node
-  std::string tag_key, tag_value;  // non-empty key: placement::with_tag
-  MSGPACK_DEFINE_MAP(id, behaviour, global_name, args, restart, place_node, tag_key, tag_value)
+  std::string place_node;           // non-empty: placement::on_node
+  std::string tag_key, tag_value;   // non-empty key: placement::with_tag
+  bool brutal_kill = false;         // shutdown_mode::brutal_kill
+  std::int64_t shutdown_ms = 5000;  // shutdown_mode::timeout; -1: infinity (refused)
+  std::int64_t start_timeout_ms = 5000;
+  // Set by the supervisor on the starts of children added by start_dist_child: a new instance
+  // rebuilds those from their host's report (a spec child missing from its own spec stops).
+  bool run_time = false;
+  MSGPACK_DEFINE_MAP(id, behaviour, global_name, args, restart, place_node, tag_key, tag_value,
+                     brutal_kill, shutdown_ms, start_timeout_ms, run_time)
 };
 struct dsup_start_child {
   static constexpr std::string_view tag = "otpp.dsup.start_child";
@@ -219,6 +242,25 @@ struct dsup_delete_child {
 struct dsup_stop {
   static constexpr std::string_view tag = "otpp.dsup.stop";
   using reply = bool;
+  OTPP_NO_FIELDS()
+};
+// One child a rebalance moved: stopped on `from` (its down seen), running on `to`.
+struct dist_move {
+  std::string id, from, to;
+  std::uint64_t epoch = 0;  // of the copy now running on `to`
+  MSGPACK_DEFINE_MAP(id, from, to, epoch)
+};
+struct dist_rebalance_report {
+  std::vector<dist_move> moved;
+  // Planned but not moved to their target: the child changed meanwhile (ended, terminated),
+  // its host did not confirm the stop (it moves once its down comes), or the start on the
+  // target failed (then it went the restart path: placed again, with backoff).
+  std::vector<std::string> not_moved;
+  MSGPACK_DEFINE_MAP(moved, not_moved)
+};
+struct dsup_rebalance {
+  static constexpr std::string_view tag = "otpp.dsup.rebalance";
+  using reply = dist_rebalance_report;
   OTPP_NO_FIELDS()
 };
 
@@ -259,9 +301,14 @@ auto which_dist_children(node& n, std::string_view sup, Token&& token) {
   return detail::dsup_request(n, sup, dsup_which_children{}, default_call_timeout,
                               std::forward<Token>(token));
 }
-// Starts a child at run time (it joins the spec: restarted like the others). Answers its
-// entry (state starting: which_dist_children shows where it runs). Errors: already_registered
-// (id taken).
+// Starts a child at run time (it joins the spec: restarted like the others, and adopted by a
+// new supervisor instance after a takeover, its spec reported by its host). Answers once the
+// child runs: its entry (state running, node, pid, epoch). Errors (the child is then not
+// kept, as OTP's start_child): already_registered (id taken), the start's error as the host
+// answered it (init_failed with init's reason, already_registered for a global name held,
+// unknown_behaviour, bad_message, minority...), nodedown (no node fits its placement),
+// invalid_argument (shutdown infinity), noproc (no supervisor, or it is stopping), timeout
+// (the call's: the start may still complete, which_dist_children tells).
 template <class Token>
 auto start_dist_child(node& n, std::string_view sup, const dist_child_spec& c, Token&& token) {
   dsup_start_child m{to_wire(c)};
@@ -282,12 +329,43 @@ auto delete_dist_child(node& n, std::string_view sup, std::string id, Token&& to
   return detail::dsup_request(n, sup, std::move(m), default_call_timeout,
                               std::forward<Token>(token));
 }
-// Stops every child and the supervisor for good: every node's host and manager of it end
-// (start_distributed_supervisor may be called again afterwards).
+// Stops every child and the supervisor for good: answers once every host stopped its
+// children (each per its shutdown), then every node's host and manager of it end
+// (start_distributed_supervisor may be called again afterwards). The supervisor waits for the
+// hosts at most the longest child shutdown plus 2.5 s; a host that did not confirm by then
+// (unreachable, or a child still in a handler after its kill) answers timeout, its name in
+// the reason: the supervisor is stopped anyway. `timeout` bounds the call (default 30 s).
+template <class Token>
+auto stop_dist_supervisor(node& n, std::string_view sup, std::chrono::milliseconds timeout,
+                          Token&& token) {
+  return detail::dsup_request(n, sup, dsup_stop{}, timeout, std::forward<Token>(token));
+}
 template <class Token>
 auto stop_dist_supervisor(node& n, std::string_view sup, Token&& token) {
-  return detail::dsup_request(n, sup, dsup_stop{}, default_call_timeout,
-                              std::forward<Token>(token));
+  return stop_dist_supervisor(n, sup, std::chrono::milliseconds(30000), std::forward<Token>(token));
+}
+// Moves running children so that they are spread as the supervisor's placement would spread
+// them now, typically after a node joined or came back (children never move back by
+// themselves). Only running permanent and transient children move. round_robin and
+// least_loaded children: an even spread by count over the current candidates (within one;
+// only those children are counted); on_node, with_tag and custom children: those not where
+// their policy puts them now (with_tag: on a node without the tag; custom: asked with
+// current_node set); local_first children stay. A move: the child's host stops it (its
+// shutdown) and the supervisor sees its down, then starts it on the target with the next
+// epoch (never two copies; its global name moves with it). At most rebalance_in_flight moves
+// at once. A start that fails on the target goes the restart path. Answers once every move
+// ended: what moved (id, from, to, epoch) and what did not. Errors: noproc (no supervisor),
+// running (a rebalance is already running, or the supervisor is still adopting its
+// children: try again), timeout (the call's bound, default 60 s: the rebalance goes on).
+template <class Token>
+auto rebalance_dist_supervisor(node& n, std::string_view sup, std::chrono::milliseconds timeout,
+                               Token&& token) {
+  return detail::dsup_request(n, sup, dsup_rebalance{}, timeout, std::forward<Token>(token));
+}
+template <class Token>
+auto rebalance_dist_supervisor(node& n, std::string_view sup, Token&& token) {
+  return rebalance_dist_supervisor(n, sup, std::chrono::milliseconds(60000),
+                                   std::forward<Token>(token));
 }
 
 // ---- child host (exposed for fencing tests and tools)
@@ -303,18 +381,31 @@ struct dsup_host_child {
   std::string id;
   pid child;                // empty: not running (last_epoch only)
   std::uint64_t epoch = 0;  // of the running child, or the last seen
-  MSGPACK_DEFINE_MAP(id, child, epoch)
+  // The running child's spec (empty id when not running): a new supervisor instance rebuilds
+  // the children started at run time from it.
+  dsup_wire_child spec;
+  MSGPACK_DEFINE_MAP(id, child, epoch, spec)
 };
 struct dsup_host_which {
   static constexpr std::string_view tag = "otpp.dsup.host.which";
   using reply = std::vector<dsup_host_child>;
   OTPP_NO_FIELDS()
 };
+// Stops the child per its shutdown; answers once it ended (true), false if no such copy runs
+// here, timeout if it was still in a handler 500 ms after its kill (abandoned).
 struct dsup_host_stop {
   static constexpr std::string_view tag = "otpp.dsup.host.stop";
   using reply = bool;
   std::string id;
-  MSGPACK_DEFINE_MAP(id)
+  std::uint64_t epoch = 0;  // 0: whichever copy runs; else only that epoch's
+  MSGPACK_DEFINE_MAP(id, epoch)
+};
+// Stops every child here per its shutdown and refuses starts from then on; answers once they
+// all ended (true) or some were abandoned (false). stop_dist_supervisor's first phase.
+struct dsup_host_stop_all {
+  static constexpr std::string_view tag = "otpp.dsup.host.stop_all";
+  using reply = bool;
+  OTPP_NO_FIELDS()
 };
 
 }  // namespace otpp
