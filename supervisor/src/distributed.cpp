@@ -582,7 +582,7 @@ class dsup_server final : public gen_server<dsup_server> {
           k->state != dist_child_state::restarting) {
         return;
       }
-      self.start_kid(*k);
+      self.start_kid(*k, k->move_to);  // a move retried on its target (on_started)
     });
     h.info<sup_tick>([](dsup_server& self, sup_tick) {
       self.tick();
@@ -661,6 +661,7 @@ class dsup_server final : public gen_server<dsup_server> {
     // A rebalance move: its host was asked to stop it; its down starts it on move_to.
     std::string move_to{};
     std::string move_from{};
+    pid move_old{};  // the copy stopped for the move
     std::uint64_t move_run = 0;
     bool run_time = false;  // added by start_dist_child (its hosts report its spec)
   };
@@ -1002,6 +1003,14 @@ class dsup_server final : public gen_server<dsup_server> {
     log(log_level::warning, "dsup", this_node().name(), ": ", name_, ": start of ", s.id, " on ",
         s.node, " failed (", why, "); retrying");
     if (!k->move_to.empty()) {
+      if (f.code == make_error_code(errc::already_registered) &&
+          why.find(k->move_old.to_string()) != std::string::npos && k->failures < 3) {
+        // Its global name is still held by the old copy: that copy ended (its down came), the
+        // name's removal is on its way to the target or the arbiter. Retried on the target,
+        // with backoff.
+        retry_later(*k);
+        return;
+      }
       // A move whose start failed on its target: the restart path places it again.
       k->move_to.clear();
       move_finished(*k, std::nullopt);
@@ -1107,6 +1116,10 @@ class dsup_server final : public gen_server<dsup_server> {
       } else {
         ++k.generation;  // cancels the retry
         k.state = dist_child_state::stopped;
+        if (!k.move_to.empty()) {  // a move retried on its target
+          k.move_to.clear();
+          move_finished(k, std::nullopt);
+        }
       }
       return;
     }
@@ -1280,6 +1293,7 @@ class dsup_server final : public gen_server<dsup_server> {
   void begin_move(kid& k, const std::string& to) {
     k.move_to = to;
     k.move_from = k.node;
+    k.move_old = k.child;
     k.move_run = rebalance_->run;
     rebalance_->in_flight.insert(k.spec.id);
     log(log_level::info, "dsup", this_node().name(), ": ", name_, ": rebalance: moving ", k.spec.id,

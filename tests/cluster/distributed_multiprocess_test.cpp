@@ -216,7 +216,7 @@ TEST_F(distributed_three_processes, RebalanceMovesChildrenToALateNodeNeverTwoCop
   for (const auto& [id, row] : rows) {
     if (moved.count(id)) {
       EXPECT_EQ(after[id].node, c->id) << id;
-      EXPECT_EQ(std::stoull(after[id].epoch), std::stoull(row.epoch) + 1) << id;
+      EXPECT_GT(std::stoull(after[id].epoch), std::stoull(row.epoch)) << id;
     } else {
       EXPECT_EQ(after[id].serial, row.serial) << id << " moved or restarted";
     }

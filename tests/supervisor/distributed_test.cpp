@@ -204,7 +204,14 @@ struct dist_cluster : ::testing::Test {
     hanging = 0;
     stopping_now = 0;
     max_stopping = 0;
-    pa = free_port(), pb = free_port(), pc = free_port();
+    // free_port() releases its port: two calls may answer the same one.
+    pa = free_port();
+    do {
+      pb = free_port();
+    } while (pb == pa);
+    do {
+      pc = free_port();
+    } while (pc == pa || pc == pb);
     a = start_node("a", pa, fast_options());
     b = start_node("b", pb, fast_options({node_name("a", pa)}));
     c = start_node("c", pc, fast_options({node_name("a", pa)}));
@@ -282,6 +289,15 @@ struct dist_cluster : ::testing::Test {
             return false;
           }
         }
+      }
+      return true;
+    });
+  }
+  // Every node's replica knows the supervisor's global name (the run-time API resolves it there).
+  bool sup_everywhere(const std::string& sup = "sup") {
+    return eventually([&] {
+      for (auto* t : all()) {
+        if (!otpp::whereis(*t->node, otpp::global(otpp::dsup_global_name(sup)))) return false;
       }
       return true;
     });
@@ -654,6 +670,7 @@ TEST_F(dist_cluster, RebalanceAfterANodeJoinsSpreadsEvenlyAndNeverRunsAChildTwic
   ASSERT_TRUE(all_running(a.get(), 9));
   auto before = children(a.get());
   auto pd = free_port();
+  while (pd == pa || pd == pb || pd == pc) pd = free_port();
   d = start_node("d", pd, fast_options({node_name("a", pa)}));
   ASSERT_TRUE(converged(all(), 4)) << "d did not join";
   ASSERT_TRUE(eventually([&] {
@@ -666,6 +683,7 @@ TEST_F(dist_cluster, RebalanceAfterANodeJoinsSpreadsEvenlyAndNeverRunsAChildTwic
   ASSERT_TRUE(hosts_known({d.get()}));
   std::this_thread::sleep_for(300ms);
   EXPECT_EQ(per_node(a.get())[d->id], 0) << "children moved by themselves";
+  ASSERT_TRUE(sup_everywhere());
   auto r = rebalance(b.get());
   ASSERT_TRUE(r) << r.fail().message();
   // 9 over 4 nodes: 3/2/2/2, two moves, both to d.
@@ -678,7 +696,7 @@ TEST_F(dist_cluster, RebalanceAfterANodeJoinsSpreadsEvenlyAndNeverRunsAChildTwic
     moved.insert(m.id);
     EXPECT_EQ(m.to, d->id) << m.id;
     EXPECT_EQ(m.from, old[m.id].node) << m.id;
-    EXPECT_EQ(m.epoch, old[m.id].epoch + 1) << m.id;
+    EXPECT_GT(m.epoch, old[m.id].epoch) << m.id;  // one more per try on the target
   }
   EXPECT_EQ(moved.size(), 2u);
   auto after = children(a.get());
@@ -723,6 +741,7 @@ TEST_F(dist_cluster, RebalanceWithNothingToMoveMovesNothing) {
   start_everywhere(spec);
   ASSERT_TRUE(all_running(a.get(), 10));
   auto before = children(a.get());
+  ASSERT_TRUE(sup_everywhere());
   auto r = rebalance(c.get());
   ASSERT_TRUE(r) << r.fail().message();
   EXPECT_TRUE(r->moved.empty());
@@ -779,7 +798,7 @@ TEST_F(dist_cluster, RebalanceErrors) {
   auto spec = nine();
   spec.initial_hosts = 4;
   start_everywhere(spec);
-  ASSERT_TRUE(eventually([&] { return !supervisor_node().empty(); }));
+  ASSERT_TRUE(sup_everywhere());
   auto adopting = rebalance(b.get());
   ASSERT_FALSE(adopting);
   EXPECT_EQ(adopting.fail().code, errc::running);
@@ -793,7 +812,7 @@ TEST_F(dist_cluster, StartDistChildAnswersOnceRunningOrWithTheStartError) {
   auto spec = nine();
   spec.children.clear();
   start_everywhere(spec);
-  ASSERT_TRUE(eventually([&] { return !supervisor_node().empty(); }));
+  ASSERT_TRUE(sup_everywhere());
   auto x = kid("x");
   auto r = otpp::start_dist_child(*b->node, "sup", x, asio::use_future).get();
   ASSERT_TRUE(r) << r.fail().message();
@@ -837,7 +856,7 @@ TEST_F(dist_cluster, RunTimeChildAdoptedAfterTakeover) {
   spec.children.clear();
   spec.min_members = 2;  // the takeover runs with two nodes left
   start_everywhere(spec);
-  ASSERT_TRUE(eventually([&] { return !supervisor_node().empty(); }));
+  ASSERT_TRUE(sup_everywhere());
   auto sup_at = supervisor_node();
   std::string home;
   for (auto* t : all()) {
@@ -949,6 +968,7 @@ TEST_F(dist_cluster, StopWaitsUntilEveryHostStoppedItsChildren) {
     spec.children.push_back(kid("k" + std::to_string(i), true, false, 200));
   start_everywhere(spec);
   ASSERT_TRUE(all_running(a.get(), 6));
+  ASSERT_TRUE(sup_everywhere());
   auto r = otpp::stop_dist_supervisor(*b->node, "sup", asio::use_future).get();
   ASSERT_TRUE(r) << r.fail().message();
   EXPECT_EQ(live_total(), 0) << "answered before the children stopped";

@@ -353,9 +353,10 @@ auto stop_dist_supervisor(node& n, std::string_view sup, Token&& token) {
 // current_node set); local_first children stay. A move: the child's host stops it (its
 // shutdown) and the supervisor sees its down, then starts it on the target with the next
 // epoch (never two copies; its global name moves with it). At most rebalance_in_flight moves
-// at once. A start that fails on the target goes the restart path. Answers once every move
-// ended: what moved (id, from, to, epoch) and what did not. Errors: noproc (no supervisor),
-// running (a rebalance is already running, or the supervisor is still adopting its
+// at once. A start on the target refused because the old copy's global name is still being
+// removed is retried there (3 tries); any other failed start goes the restart path. Answers once
+// every move ended: what moved (id, from, to, epoch) and what did not. Errors: noproc (no
+// supervisor), running (a rebalance is already running, or the supervisor is still adopting its
 // children: try again), timeout (the call's bound, default 60 s: the rebalance goes on).
 template <class Token>
 auto rebalance_dist_supervisor(node& n, std::string_view sup, std::chrono::milliseconds timeout,
