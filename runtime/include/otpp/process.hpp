@@ -138,6 +138,11 @@ class process : public detail::ref_counted {
   // Messages (cast, info, call, and the runtime's down / EXIT / timer messages) in arrival
   // order: a DOWN never overtakes a message its process sent before exiting.
   detail::envelope_fifo user_;
+  // Introspection (node::processes): written only by the process's own thread, as relaxed
+  // stores next to user_ (a cache line the message path writes anyway, no read-modify-write),
+  // read by anyone.
+  std::atomic<std::uint32_t> backlog_{0};
+  std::atomic<std::uint64_t> handled_{0};
   detail::envelope_fifo urgent_;          // signals and tasks
   std::atomic<std::uint32_t> queued_{0};  // user messages queued (bounded mailboxes only)
   std::uint32_t bound_ = 0;
@@ -153,11 +158,7 @@ class process : public detail::ref_counted {
   std::atomic<std::uint32_t> sched_epoch_{0};
   std::unique_ptr<detail::process_extras> extras_;  // links, monitors, timers: often empty
 
-  // Introspection (node::processes). The counters are written only by the process's own
-  // thread, as plain relaxed stores (no read-modify-write on the message path), and read by
-  // anyone; the rest is fixed before the process is published.
-  std::atomic<std::uint64_t> handled_{0};
-  std::atomic<std::uint32_t> backlog_{0};
+  // Introspection (node::processes), fixed before the process is published.
   const std::type_info* type_ = nullptr;
   std::size_t object_size_ = 0;
   std::string label_;
