@@ -217,8 +217,7 @@ class singleton_manager final : public gen_server<singleton_manager> {
   // could be granted by an arbiter that does not know the current holder). The registry's
   // peers are a subset of the connected reachable members, so counting them is enough.
   bool may_start(bool majority, std::size_t reachable, std::size_t to_meet) {
-    return majority && reachable >= spec_.min_members &&
-           global_stats(this_node()).peers >= to_meet;
+    return majority && reachable >= spec_.min_members && global_stats(this_node()).peers >= to_meet;
   }
   void check() {
     std::size_t reachable = 0, to_meet = 0;
