@@ -176,7 +176,6 @@ bool sees_majority(node& n) {
   return 2 * reachable > total || (2 * reachable == total && lowest_reachable);
 }
 
-constexpr std::string_view stale_prefix = "stale_epoch:";
 constexpr std::string_view standby_reason = "dsup_standby";
 
 // ---------------------------------------------------------------- node service
@@ -442,14 +441,13 @@ class dsup_host final : public gen_server<dsup_host> {
     }
     auto& last = last_epoch_[m.child.id];
     if (m.epoch <= last) {
-      reply.fail(failure(errc::invalid_argument, std::string(stale_prefix) + std::to_string(last)));
+      reply.fail(failure(errc::stale_epoch, std::to_string(last)));
       return;
     }
     last = m.epoch;
     // A start of this child still waiting for an older copy to go: this one overtakes it.
     if (auto w = replacing_.find(m.child.id); w != replacing_.end()) {
-      w->second.reply.fail(
-          failure(errc::invalid_argument, std::string(stale_prefix) + std::to_string(last)));
+      w->second.reply.fail(failure(errc::stale_epoch, std::to_string(last)));
       w->second.start = std::move(m);
       w->second.reply = std::move(reply);
       return;
@@ -496,8 +494,7 @@ class dsup_host final : public gen_server<dsup_host> {
           if (last_epoch_[id] != epoch) {
             // Overtaken by a newer start of the same child while this one ran its init.
             this_node().stop_process(r->child, exit_reason::kill());
-            reply.fail(failure(errc::invalid_argument,
-                               std::string(stale_prefix) + std::to_string(last_epoch_[id])));
+            reply.fail(failure(errc::stale_epoch, std::to_string(last_epoch_[id])));
             return;
           }
           running_[id] = run{r->child, epoch, r->monitor, false};
@@ -975,15 +972,13 @@ class dsup_server final : public gen_server<dsup_server> {
     }
     const auto& f = s.outcome.fail();
     auto why = f.message();
-    bool stale = false;
-    if (auto at = why.find(stale_prefix); at != std::string::npos) {
-      // The host saw a later epoch (an earlier instance of this supervisor started it there):
-      // continue above it.
+    // The host (reason: the last epoch it saw, from an earlier instance of this supervisor) or
+    // the registry saw a later epoch: continue above it.
+    const bool stale = f.code == errc::stale_epoch;
+    if (stale) {
       std::uint64_t last = 0;
-      auto from = why.data() + at + stale_prefix.size();
-      std::from_chars(from, why.data() + why.size(), last);
+      std::from_chars(f.reason.data(), f.reason.data() + f.reason.size(), last);
       k->epoch = std::max(k->epoch, last);
-      stale = true;
     }
     if (!k->start_waiters.empty()) {
       if (stale) {

@@ -1,6 +1,7 @@
-// Distributed supervisor (issue 12): children placed on cluster members by behaviour name,
-// restarted elsewhere when their node goes, never run twice (epochs fenced by a child host on
-// every node), the supervisor itself a cluster singleton that adopts running children.
+// Distributed supervisor: children placed on cluster members by behaviour name, restarted
+// elsewhere when their node goes, never run twice (epochs fenced by a child host on every node
+// and by the global registry), the supervisor itself a cluster singleton that adopts running
+// children, and moved on request (rebalance_dist_supervisor).
 //
 //   otpp::join_cluster(node, cluster_options);
 //   otpp::register_behaviour<worker, worker_args>(node, "worker");   // on every node
