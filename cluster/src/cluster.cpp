@@ -258,6 +258,9 @@ class service_impl final : public service,
         log(log_level::error, "cluster", self_text_, ": ", seed.fail().message());
         return seed.fail();
       }
+      seed_status view;
+      view.seed = seed->text;
+      seed_view_.push_back(std::move(view));
       seeds_.push_back(std::move(*seed));
     }
     for (const auto& [id, where] : opt_.addresses) {
@@ -1344,11 +1347,12 @@ class service_impl final : public service,
     if (ec || found.empty()) {
       log(log_level::warning, "cluster", self_text_, ": seed ", s.text,
           ": cannot resolve: ", ec.message());
-      seed_failed(i);
+      seed_failed(i, ec ? ec : make_error_code(errc::invalid_argument));
       return;
     }
     auto pending = std::make_shared<std::size_t>(found.size());
     auto any_ok = std::make_shared<bool>(false);
+    auto last_error = std::make_shared<std::error_code>();
     for (const auto& entry : found) {
       auto ep = entry.endpoint();
       if (ep == bound_) {
@@ -1356,37 +1360,62 @@ class service_impl final : public service,
         continue;
       }
       std::weak_ptr<service_impl> weak = shared_from_this();
-      endpoint_->connect(ep, [weak, i, pending, any_ok](result<transport::connection_ptr> r) {
-        auto self = weak.lock();
-        if (!self) return;
-        asio::post(self->strand_, [self, i, pending, any_ok, r = std::move(r)] {
-          if (r) {
-            *any_ok = true;
-            if ((*r)->peer_id() == self->self_text_) self->seeds_[i].self = true;
-          }
-          if (--*pending == 0) {
-            if (*any_ok) {
-              self->seeds_[i].dial = {};
-            } else {
-              self->seed_failed(i);
-            }
-          }
-        });
-      });
+      endpoint_->connect(
+          ep, [weak, i, pending, any_ok, last_error](result<transport::connection_ptr> r) {
+            auto self = weak.lock();
+            if (!self) return;
+            asio::post(self->strand_, [self, i, pending, any_ok, last_error, r = std::move(r)] {
+              if (r) {
+                *any_ok = true;
+                if ((*r)->peer_id() == self->self_text_) self->seeds_[i].self = true;
+              } else {
+                *last_error = r.fail().code;
+              }
+              if (--*pending == 0) {
+                if (*any_ok) {
+                  self->seeds_[i].dial = {};
+                  self->set_seed_view(i, {}, true);
+                } else {
+                  self->seed_failed(i, *last_error);
+                }
+              }
+            });
+          });
     }
     if (s.self) {
-      if (--*pending == 0) seed_failed(i);
+      if (--*pending == 0) seed_failed(i, make_error_code(errc::invalid_argument));
     }
   }
 
-  void seed_failed(std::size_t i) {
+  void seed_failed(std::size_t i, std::error_code why) {
     auto& s = seeds_[i];
     s.dial.in_flight = false;
     s.dial.next = node_.now() + backoff(s.dial.attempt++);
+    set_seed_view(i, why, false);
     if (s.dial.attempt == 1 || s.dial.attempt % 10 == 0) {
-      log(log_level::info, "cluster", self_text_, ": seed ", s.text, " not reachable (attempt ",
-          s.dial.attempt, "), retrying");
+      log(why == errc::not_authorised ? log_level::warning : log_level::info, "cluster", self_text_,
+          ": seed ", s.text, " not reachable: ", why.message(), " (attempt ", s.dial.attempt,
+          "), retrying");
     }
+  }
+
+  void set_seed_view(std::size_t i, std::error_code why, bool connected) {
+    std::lock_guard lock(view_mu_);
+    if (i >= seed_view_.size()) return;
+    auto& v = seed_view_[i];
+    v.connected = connected;
+    if (connected) {
+      v.failed_attempts = 0;
+      v.last_error = {};
+    } else {
+      ++v.failed_attempts;
+      v.last_error = why;
+    }
+  }
+
+  std::vector<seed_status> seeds() const override {
+    std::lock_guard lock(view_mu_);
+    return seed_view_;
   }
 
   void check_silence() {
@@ -1504,6 +1533,7 @@ class service_impl final : public service,
   // Control strand only.
   std::optional<membership> membership_;
   std::vector<seed_entry> seeds_;
+  std::vector<seed_status> seed_view_;  // under view_mu_
   std::map<std::string, dial_state> dials_;
   std::set<std::string> silent_;
   std::set<const transport::connection*> hidden_peers_;

@@ -1,5 +1,7 @@
 #include "otpp/registry/join_cluster.hpp"
 
+#include "otpp/registry/introspect.hpp"
+
 namespace otpp {
 
 result<cluster::service*> join_cluster(node& n, cluster::options options, global_options global) {
@@ -10,6 +12,8 @@ result<cluster::service*> join_cluster(node& n, cluster::options options, global
   (void)start_global(n, std::move(global));
   pg::start(n);
   auto served = serve_remote_spawn(n);
+  if (!served) return served.fail();
+  served = introspect::serve(n);
   if (!served) return served.fail();
   return joined;
 }

@@ -1,5 +1,6 @@
 #include "otpp/pid.hpp"
 
+#include <charconv>
 #include <deque>
 #include <mutex>
 #include <shared_mutex>
@@ -67,6 +68,30 @@ std::string pid::to_string() const {
   out += std::to_string(serial_);
   out += '>';
   return out;
+}
+
+std::optional<pid> pid::parse(std::string_view text) {
+  if (text.size() < 7 || text.front() != '<' || text.back() != '>') return std::nullopt;
+  text = text.substr(1, text.size() - 2);
+  auto number = [](std::string_view digits, auto& out) {
+    if (digits.empty() || digits.size() > 20) return false;
+    auto [end, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), out);
+    return ec == std::errc{} && end == digits.data() + digits.size();
+  };
+  auto last = text.rfind('.');
+  if (last == std::string_view::npos || last == 0) return std::nullopt;
+  auto middle = text.rfind('.', last - 1);
+  if (middle == std::string_view::npos || middle == 0) return std::nullopt;
+  std::uint32_t creation = 0;
+  std::uint64_t serial = 0;
+  if (!number(text.substr(middle + 1, last - middle - 1), creation) ||
+      !number(text.substr(last + 1), serial) || serial == 0) {
+    return std::nullopt;
+  }
+  const auto name = text.substr(0, middle);
+  auto atom = node_atom::intern(name);
+  if (atom.index() == 0 && name != "nonode") return std::nullopt;  // invalid, or the table is full
+  return pid(atom, creation, serial);
 }
 
 }  // namespace otpp

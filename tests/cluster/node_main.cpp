@@ -35,8 +35,10 @@
 //   drebalance <name>  rebalance_dist_supervisor -> drebalance <moved> <not moved>
 //                      [<id> <from node> <to node>]... | drebalance error <errc>
 //   gcall <name> <text>  call echo by global name -> reply <text> <ms> | error <errc> <ms>
-// Exit codes: 0 after quit or stdin EOF (graceful stop), 3 when this node learns it was downed
-// (restart it: a new incarnation), 2 bad arguments or join failure, 4 a stop that hung.
+//   stopped                                 when a peer stopped this node (otpp stop)
+// Exit codes: 0 after quit, stdin EOF or a stop by a peer (graceful stop), 3 when this node learns
+// it was downed (restart it: a new incarnation), 2 bad arguments or join failure, 4 a stop that
+// hung.
 #include <poll.h>
 #include <sys/prctl.h>
 #include <unistd.h>
@@ -283,6 +285,10 @@ int main(int argc, char** argv) {
   auto w = node.spawn<worker>();
   if (!w) return usage("spawn worker: " + w.fail().message());
   node.watch_process(*w, [](const otpp::exit_reason& r) { say("worker_exit ", r.text()); });
+  // A local name, as introspection lists it (the otpp tool's tests).
+  if (auto named = otpp::register_name(node, "worker", *w); !named) {
+    return usage("register_name: " + named.fail().message());
+  }
   auto watch = node.spawn<watcher>();
   if (!watch) return usage("spawn watcher: " + watch.fail().message());
   if (auto b = otpp::register_behaviour<spawned_worker, spawn_args>(node, "test_node.worker"); !b) {
@@ -326,6 +332,10 @@ int main(int argc, char** argv) {
       // The cluster removed this incarnation: a test restarts the program to rejoin.
       stop_bounded(node, 3);
       return 3;
+    }
+    if (!node.running()) {  // a peer stopped it (introspection's stop: the otpp tool)
+      say("stopped");
+      break;
     }
     pollfd p{STDIN_FILENO, POLLIN, 0};
     int ready = ::poll(&p, 1, 50);

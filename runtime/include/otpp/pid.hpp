@@ -4,6 +4,7 @@
 #include <compare>
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <ostream>
 #include <string>
 #include <string_view>
@@ -49,6 +50,9 @@ class pid {
 
   // "<api@127.0.0.1:4370.3.42>"
   std::string to_string() const;
+  // The inverse of to_string (tools and logs): nullopt unless `text` is "<node.creation.serial>"
+  // with a valid node name and serial != 0. Interns the node name (bounded, see node_atom).
+  static std::optional<pid> parse(std::string_view text);
   friend std::ostream& operator<<(std::ostream& out, const pid& p) { return out << p.to_string(); }
   friend constexpr auto operator<=>(const pid&, const pid&) = default;
 

@@ -18,6 +18,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <system_error>
 #include <vector>
 
 #include "otpp/cluster/downing.hpp"
@@ -80,6 +81,14 @@ struct cluster_stats {
   std::uint64_t channel_frames_dropped = 0;  // channel frames for a channel nobody opened
 };
 
+// How dialing one seed goes (service::seeds): why a node (or a tool) cannot join yet.
+struct seed_status {
+  std::string seed;              // as given in options::seeds
+  unsigned failed_attempts = 0;  // since the last success
+  std::error_code last_error;    // of the last failed attempt (not_authorised: bad secret)
+  bool connected = false;        // the last attempt reached it (and passed the handshake)
+};
+
 // A peer connection as the channel users below see it.
 struct peer {
   node_atom atom;
@@ -94,9 +103,10 @@ struct peer {
 // in order with that peer's messages and signals (one connection carries everything).
 using channel_id = std::uint8_t;
 namespace channels {
-inline constexpr channel_id spawn = 1;   // registry: remote spawn by behaviour name
-inline constexpr channel_id global = 2;  // registry: global names
-inline constexpr channel_id groups = 3;  // registry: process groups
+inline constexpr channel_id spawn = 1;       // registry: remote spawn by behaviour name
+inline constexpr channel_id global = 2;      // registry: global names
+inline constexpr channel_id groups = 3;      // registry: process groups
+inline constexpr channel_id introspect = 4;  // registry: introspection (the otpp tool)
 inline constexpr channel_id user_first = 64;
 }  // namespace channels
 
@@ -157,6 +167,9 @@ class service {
   virtual bool in_minority() const = 0;
   virtual bool downed() const = 0;
   virtual cluster_stats stats() const = 0;
+  // Each seed's dialing so far (any thread): a seed that refuses this node's secret shows
+  // not_authorised, one where nothing listens connection_refused.
+  virtual std::vector<seed_status> seeds() const = 0;
 
   // Erlang's monitor_node: `watcher` gets one `nodedown` message when the connection to
   // `node_id` is lost, or at once if there is none. Removed when it fires, on

@@ -172,6 +172,17 @@ auto spawn_remote(node& n, std::string_view target_node, std::string behaviour, 
                               std::forward<Token>(token));
 }
 
+// The same with arguments in dynamic form (a tool, a script: JSON turned into msgpack): they
+// are decoded into the behaviour's Args on the target (bad_message if they do not fit).
+template <class Token>
+auto spawn_remote_dynamic(node& n, std::string_view target_node, std::string behaviour,
+                          const msgpack::object& args, remote_spawn_options o, Token&& token) {
+  auto packed = std::make_shared<msgpack::sbuffer>();
+  msgpack::pack(*packed, args);
+  return detail::spawn_packed(n, target_node, std::move(behaviour), std::move(packed), std::move(o),
+                              std::forward<Token>(token));
+}
+
 // The same, with nil arguments (a behaviour registered with Args = void).
 template <class Token>
 auto spawn_remote(node& n, std::string_view target_node, std::string behaviour,

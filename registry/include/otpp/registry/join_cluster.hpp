@@ -1,7 +1,7 @@
 // One call that makes a node a full member: joins the cluster and serves, over it, what this
-// layer adds (global names, process groups, remote spawn). Every node of a cluster should join
-// this way: a node that only called cluster::join does not answer global name claims, keeps no
-// replica and drops spawn requests.
+// layer adds (global names, process groups, remote spawn, introspection). Every node of a cluster
+// should join this way: a node that only called cluster::join does not answer global name claims,
+// keeps no replica and drops spawn requests.
 //
 //   otpp::node node({.name = "api@127.0.0.1:4370"});
 //   node.start();
@@ -17,7 +17,8 @@
 namespace otpp {
 
 // cluster::join, then the global registry (with `global`: its resolver and conflict handler,
-// the same on every node), process groups and the remote spawn service. Errors are join's; a
+// the same on every node), process groups, the remote spawn service and introspection
+// (introspect::serve with its defaults). Errors are join's; a
 // second call answers the same service (the global options of the first call stay).
 result<cluster::service*> join_cluster(node& n, cluster::options options,
                                        global_options global = {});
