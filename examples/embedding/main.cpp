@@ -122,7 +122,11 @@ int main(int argc, char** argv) {
   // The service, under a global name any node can call: greeter.<the node's short name>.
   auto service_name = "greeter." + c.node.substr(0, c.node.find('@'));
   auto service = node.spawn<greeter>();
-  if (!service) return 2;
+  if (!service) {
+    std::fprintf(stderr, "%s: spawn greeter: %s\n", c.node.c_str(),
+                 service.error().message().c_str());
+    return 2;
+  }
   if (auto r = otpp::register_name(node, otpp::global(service_name), *service); !r) {
     std::fprintf(stderr, "%s: register %s: %s\n", c.node.c_str(), service_name.c_str(),
                  r.error().message().c_str());

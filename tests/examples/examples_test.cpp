@@ -31,6 +31,11 @@ std::unique_ptr<child_process> spawn(const std::string& path, const std::vector<
   return p;
 }
 
+// Waits (bounded) until the reader thread has all of its output: both pipes closed.
+void drain(child_process& p) {
+  (void)p.wait_line([](const std::string&) { return false; }, 10s);
+}
+
 struct finished {
   std::optional<int> code;
   std::vector<std::string> lines;
@@ -42,7 +47,7 @@ finished run(const std::string& path, std::chrono::seconds bound = 240s) {
   auto p = spawn(path, {});
   if (!p) return f;
   f.code = p->wait_exit(bound);
-  (void)p->wait_line([](const std::string&) { return false; }, 10s);  // every line read
+  drain(*p);
   f.lines = p->lines();
   f.transcript = p->transcript();
   for (const auto& l : f.lines) std::cout << "  | " << l << "\n";  // the story, in the log
@@ -76,7 +81,9 @@ std::unique_ptr<child_process> start_app(const std::string& name, std::vector<st
     auto p = spawn(OTPP_EXAMPLE_EMBEDDING_PATH, all, {{"OTPP_SECRET", secret}});
     if (!p) return nullptr;
     if (p->wait_prefix("ready: node " + *id + " serves greeter." + name, 30s)) return p;
-    if (p->wait_exit(10s) == 2 && p->stderr_text().find("in use") != std::string::npos) continue;
+    auto code = p->wait_exit(10s);
+    drain(*p);
+    if (code == 2 && p->stderr_text().find("in use") != std::string::npos) continue;
     ADD_FAILURE() << name << " not ready\n" << p->transcript();
     return nullptr;
   }
@@ -117,6 +124,7 @@ TEST(Embedding, BadConfigurationExitsTwo) {
   auto p = spawn(OTPP_EXAMPLE_EMBEDDING_PATH, {"--seeds", "127.0.0.1:1"});  // no --node
   ASSERT_TRUE(p);
   EXPECT_EQ(p->wait_exit(30s), 2);
+  drain(*p);
   EXPECT_NE(p->stderr_text().find("usage:"), std::string::npos) << p->transcript();
 
   // The node id from the environment; a secret too short to join with.
@@ -124,7 +132,7 @@ TEST(Embedding, BadConfigurationExitsTwo) {
   p = spawn(OTPP_EXAMPLE_EMBEDDING_PATH, {}, {{"OTPP_NODE", id}, {"OTPP_SECRET", "short"}});
   ASSERT_TRUE(p);
   EXPECT_EQ(p->wait_exit(30s), 2);
-  (void)p->wait_line([](const std::string&) { return false; }, 10s);
+  drain(*p);
   EXPECT_NE(p->stderr_text().find(id + ": join_cluster: weak_secret"), std::string::npos)
       << p->transcript();
   EXPECT_TRUE(p->lines().empty()) << p->transcript();  // never ready
