@@ -139,7 +139,7 @@ int main(int argc, char** argv) {
   if (!c.call.empty()) {
     // A global name is known everywhere once its registration reached this node's replica:
     // a node that just joined may have to wait for it (bounded).
-    auto until = std::chrono::steady_clock::now() + 20s;
+    auto until = std::chrono::steady_clock::now() + 10s;
     otpp::result<std::string> answer = otpp::failure(otpp::errc::noproc, "not yet");
     while (!answer && std::chrono::steady_clock::now() < until) {
       answer =

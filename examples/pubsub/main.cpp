@@ -1,5 +1,5 @@
 // Publish/subscribe across nodes with process groups (otpp::pg, Erlang's pg): a topic is a group;
-// subscribers on three nodes join it, a publisher on another node casts to the group (every node
+// subscribers on three nodes join it, a publisher on one of them casts to the group (every node
 // holds a replica of the members, so publishing is a local lookup plus one cast per member), and
 // everyone prints what they got. A subscriber that leaves the group, or dies, is taken out of
 // every replica and is not sent to any more. Three nodes in this one OS process, joined over TCP
@@ -104,7 +104,7 @@ std::unique_ptr<otpp::node> start_node(const std::string& name, const otpp::clus
 // Polls `done` until it holds, at most 30 s (replicas converge within gossip rounds).
 void await(const std::function<bool()>& done, const std::string& what) {
   for (auto until = std::chrono::steady_clock::now() + 30s; !done();) {
-    if (std::chrono::steady_clock::now() > until) fail(what + " within 30 s");
+    if (std::chrono::steady_clock::now() > until) fail(what + " (waited 30 s)");
     std::this_thread::sleep_for(20ms);
   }
 }
@@ -160,16 +160,17 @@ int main() {
   };
 
   if (publish(1, "otpp joins the cluster") != 4) fail("headline 1 did not go to 4 subscribers");
-  for (auto& s : subs) await([&] { return got(s) == std::vector<int>{1}; }, s.name + " missed 1");
+  for (auto& s : subs)
+    await([&] { return got(s) == std::vector<int>{1}; }, s.name + " did not get headline 1");
 
   std::printf("bob unsubscribes; carol dies\n");
   (void)otpp::cast(*n2, subs[1].pid, unsubscribe{});
   n3->exit(subs[2].pid, otpp::exit_reason::kill());
-  await([&] { return members_seen_by_publisher() == 2; }, "the publisher still sees them");
+  await([&] { return members_seen_by_publisher() == 2; }, "the publisher still lists bob or carol");
 
   if (publish(2, "groups forget who left") != 2) fail("headline 2 did not go to 2 subscribers");
   for (auto* s : {&subs[0], &subs[3]}) {
-    await([&] { return got(*s) == std::vector<int>{1, 2}; }, s->name + " missed 2");
+    await([&] { return got(*s) == std::vector<int>{1, 2}; }, s->name + " did not get headline 2");
   }
   if (got(subs[1]) != std::vector<int>{1}) fail("bob got a headline after he unsubscribed");
   std::printf("alice and dave got both headlines; bob, still running, got only the first\n");

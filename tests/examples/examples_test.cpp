@@ -138,7 +138,30 @@ TEST(Embedding, BadConfigurationExitsTwo) {
   EXPECT_TRUE(p->lines().empty()) << p->transcript();  // never ready
 }
 
+// --call of a name nobody holds: it says so (after its bounded wait for the name), serves on,
+// and exits 1 at the stop.
+TEST(Embedding, AFailedCallIsReportedAndExitsOne) {
+  std::string id;
+  auto p = start_app("d", {"--call", "greeter.nobody"}, random_secret(), &id);
+  ASSERT_TRUE(p);
+  auto failed = p->wait_prefix("call greeter.nobody FAILED: ", 60s);
+  ASSERT_TRUE(failed) << p->transcript();
+  EXPECT_EQ(*failed, "call greeter.nobody FAILED: noproc: no such process or name");
+  ASSERT_TRUE(p->kill(SIGTERM));
+  EXPECT_EQ(p->wait_exit(60s), 1) << p->transcript();
+  EXPECT_TRUE(p->wait_prefix("stopped", 10s)) << p->transcript();
+}
+
 // ---- the examples that run their story by themselves
+
+TEST(ClusterEvents, RefusesArguments) {
+  auto p = spawn(OTPP_EXAMPLE_CLUSTER_EVENTS_PATH, {"--bogus"});
+  ASSERT_TRUE(p);
+  EXPECT_EQ(p->wait_exit(30s), 2);
+  drain(*p);
+  EXPECT_NE(p->stderr_text().find("usage:"), std::string::npos) << p->transcript();
+  EXPECT_TRUE(p->lines().empty()) << p->transcript();  // it started nothing
+}
 
 TEST(ClusterEvents, SurvivorsSeeUnreachableReachableDownAndLeave) {
   auto r = run(OTPP_EXAMPLE_CLUSTER_EVENTS_PATH);
