@@ -68,7 +68,8 @@ int run_node(const std::string& id, const std::string& seeds) {
   otpp::node node({.name = id, .threads = 2});
   node.start();
   otpp::cluster::options o;
-  if (!seeds.empty()) o.seeds = {seeds};
+  std::istringstream list(seeds);  // comma-separated: any one that answers is enough
+  for (std::string s; std::getline(list, s, ',');) o.seeds.push_back(s);
   const char* secret = std::getenv("OTPP_CLUSTER_EVENTS_SECRET");  // the driver's, per run
   o.transport.secret = secret ? secret : "";
   // The default downing rule would down a member unreachable for 1 s (and the cluster would
@@ -80,7 +81,10 @@ int run_node(const std::string& id, const std::string& seeds) {
     return cluster.error() == std::errc::address_in_use ? 3 : 2;
   }
   auto w = node.spawn<watcher>();
-  if (!w) return 2;
+  if (!w) {
+    std::fprintf(stderr, "%s: spawn watcher: %s\n", id.c_str(), w.error().message().c_str());
+    return 2;
+  }
   (*cluster)->monitor_nodes(*w, true);
   std::printf("ready %s\n", id.c_str());
 
