@@ -43,6 +43,18 @@ status to_status(const std::error_code& ec) noexcept {
       return status::frame_too_large;
     case errc::stale_epoch:
       return status::stale_epoch;
+    case errc::not_found:
+      return status::not_found;
+    case errc::running:
+      return status::running;
+    case errc::restarting:
+      return status::restarting;
+    case errc::reached_max_restart_intensity:
+      return status::reached_max_restart_intensity;
+    case errc::would_block:
+      return status::would_block;
+    case errc::not_started:
+      return status::not_started;
     default:
       return status::other;
   }
@@ -88,6 +100,18 @@ errc to_errc(status s) noexcept {
       return errc::frame_too_large;
     case status::stale_epoch:
       return errc::stale_epoch;
+    case status::not_found:
+      return errc::not_found;
+    case status::running:
+      return errc::running;
+    case status::restarting:
+      return errc::restarting;
+    case status::reached_max_restart_intensity:
+      return errc::reached_max_restart_intensity;
+    case status::would_block:
+      return errc::would_block;
+    case status::not_started:
+      return errc::not_started;
     case status::other:
     case status::foreign_error:
       break;

@@ -68,6 +68,13 @@ enum class status : std::uint8_t {
   overloaded = 16,
   frame_too_large = 17,
   stale_epoch = 18,    // the registry's fencing refusal (a supervisor's host answers it)
+  // Later additions: an older peer reads them as `other` (exit, with the reason text).
+  not_found = 19,
+  running = 20,
+  restarting = 21,
+  reached_max_restart_intensity = 22,
+  would_block = 23,
+  not_started = 24,
   other = 254,         // another otpp errc: reason text carries it
   foreign_error = 255  // a user's error category: category name and value follow
 };

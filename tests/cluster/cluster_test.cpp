@@ -39,6 +39,13 @@ struct seq_report {
   using reply = std::vector<std::uint64_t>;  // {received, out of order}
   OTPP_NO_FIELDS()
 };
+// Answered with an error value of otpp's category (a domain answer, not a crash).
+struct find_key {
+  static constexpr std::string_view tag = "find_key";
+  using reply = std::string;
+  std::string key;
+  MSGPACK_DEFINE_MAP(key)
+};
 // A message whose body is a string where `echo` expects a map.
 struct wrong_echo {
   static constexpr std::string_view tag = "echo";
@@ -58,6 +65,9 @@ class worker : public otpp::gen_server<worker> {
       return 1;
     });
     h.call<crash>([](worker&, crash c) -> int { throw std::runtime_error(c.why); });
+    h.call<find_key>([](worker&, find_key k) -> otpp::result<std::string> {
+      return otpp::failure(errc::not_found, "no key " + k.key);
+    });
     h.cast<seq>([](worker& self, seq s) {
       if (s.n != self.next_) ++self.out_of_order_;
       self.next_ = s.n + 1;
@@ -140,6 +150,10 @@ TEST_F(three_nodes, RemoteErrorsAreDistinct) {
   EXPECT_EQ(r4.error(), errc::timeout);
   g->open();
   EXPECT_TRUE(eventually([&] { return otpp::pending_remote_calls(*a->node) == 0; }));
+  // An error value the handler answers travels as itself (not as exit), with its reason.
+  auto r7 = call_sync(*a->node, *slow, find_key{"k1"}, 10s);
+  EXPECT_EQ(r7.error(), errc::not_found) << r7.fail().message();
+  EXPECT_EQ(r7.fail().reason, "no key k1");
   // An old incarnation's pid: noproc.
   otpp::pid old(w->node(), w->creation() + 1, w->serial());
   auto r5 = call_sync(*a->node, old, echo{"x"}, 10s);
