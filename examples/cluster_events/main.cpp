@@ -88,6 +88,8 @@ int run_node(const std::string& id, const std::string& seeds) {
   (*cluster)->monitor_nodes(*w, true);
   std::printf("ready %s\n", id.c_str());
 
+  // A node stopped from inside (a peer's `otpp stop`) wakes the wait below as SIGTERM does.
+  node.add_stop_hook([] { ::kill(::getpid(), SIGTERM); });
   int sig = 0;
   ::sigwait(&stop, &sig);
   node.stop();  // announces the leave: the peers see node_down graceful_shutdown

@@ -18,6 +18,7 @@
 #include <cstdlib>
 #include <future>
 #include <memory>
+#include <mutex>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -97,8 +98,14 @@ int main(int argc, char** argv) {
   asio::signal_set signals(node.context(), SIGINT, SIGTERM);
   auto stop_signal = std::make_shared<std::promise<int>>();  // outlives an early return
   auto stopped_by = stop_signal->get_future();
-  signals.async_wait(
-      [stop_signal](std::error_code e, int sig) { stop_signal->set_value(e ? 0 : sig); });
+  auto once = std::make_shared<std::once_flag>();
+  auto wake = [stop_signal, once](int why) {
+    std::call_once(*once, [&] { stop_signal->set_value(why); });
+  };
+  signals.async_wait([wake](std::error_code e, int sig) { wake(e ? 0 : sig); });
+  // The node may also be stopped from inside (a handler, or a peer: `otpp stop`): main wakes
+  // up then too, instead of waiting for a signal that no longer comes.
+  node.add_stop_hook([wake] { wake(0); });
 
   otpp::cluster::options o;
   std::istringstream seeds(c.seeds);
@@ -156,9 +163,14 @@ int main(int argc, char** argv) {
 
   // Serve until SIGINT or SIGTERM.
   int sig = stopped_by.get();
-  std::printf("got %s: leaving the cluster\n", sig == SIGINT ? "SIGINT" : "SIGTERM");
-  (*cluster)->leave();  // peers see node_down graceful_shutdown, not a crash
-  node.stop();          // every process runs terminate(shutdown); the threads end
+  if (sig == 0) {
+    std::printf("the node was stopped from inside (otpp stop?)\n");
+  } else {
+    std::printf("got %s: leaving the cluster\n", sig == SIGINT ? "SIGINT" : "SIGTERM");
+    (*cluster)->leave();  // peers see node_down graceful_shutdown, not a crash
+  }
+  node.stop();  // every process runs terminate(shutdown); the threads end (waits for a stop
+                // already under way)
   std::printf("stopped\n");
   return code;
 }

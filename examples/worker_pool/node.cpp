@@ -126,6 +126,8 @@ int run_node(const std::string& id, const std::string& seeds) {
   }
   say("ready " + id + " " + std::to_string(node.creation()));
 
+  // A node stopped from inside (a peer's `otpp stop`) wakes the wait below as SIGTERM does.
+  node.add_stop_hook([] { ::kill(::getpid(), SIGTERM); });
   int sig = 0;
   ::sigwait(&stop_signals, &sig);
   // A last resort: a stop that hangs must not keep the director waiting forever.
