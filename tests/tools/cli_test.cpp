@@ -51,6 +51,7 @@ class cli_fixture : public three_processes_fixture {
     r.code = *code;
     for (const auto& l : p->lines()) r.out += (r.out.empty() ? "" : "\n") + l;
     r.err = p->stderr_text();
+    EXPECT_FALSE(has_sanitizer_report(r.err)) << r.err;
     return r;
   }
   static std::string pid_of(const node_process* n) {
