@@ -261,10 +261,12 @@ int main(int argc, char** argv) {
                    "a call by global name"))
         .at(1);
   };
-  std::printf("bob calls counter.carol by global name: add 3 -> %s\n",
-              gcall(bob, "counter.carol", 3).c_str());
-  std::printf("carol calls counter.bob by global name: add 4 -> %s\n",
-              gcall(carol0, "counter.bob", 4).c_str());
+  auto by_name = gcall(bob, "counter.carol", 3);
+  std::printf("bob calls counter.carol by global name: add 3 -> %s\n", by_name.c_str());
+  if (by_name != "3") fail("bob's call of counter.carol by global name: " + by_name);
+  by_name = gcall(carol0, "counter.bob", 4);
+  std::printf("carol calls counter.bob by global name: add 4 -> %s\n", by_name.c_str());
+  if (by_name != "4") fail("carol's call of counter.bob by global name: " + by_name);
 
   std::printf("kill -9 carol (OS pid %d)\n", carol0.os_pid);
   auto killed_at = now_us();

@@ -21,6 +21,7 @@
 #include <mutex>
 #include <sstream>
 #include <string>
+#include <thread>
 
 #include <asio/use_awaitable.hpp>
 #include <otpp/cluster/cluster.hpp>
@@ -155,6 +156,11 @@ int run_node(const std::string& id, const std::string& seeds) {
         (void)otpp::send(node, *start, start_counter{name, global_name});
       } else if (cmd == "gcall") {  // gcall <global name> <amount>
         args >> value;
+        // The registration completed at its home once the add was sent to every node: it
+        // reaches this node's replica a moment later (wait for it, bounded).
+        for (int i = 0; i < 200 && !otpp::whereis(node, otpp::global(name)); ++i) {
+          std::this_thread::sleep_for(std::chrono::milliseconds(10));
+        }
         auto r = otpp::call(node, otpp::global(name), add{value}, asio::use_future).get();
         say(r ? "reply " + std::to_string(*r) : "error " + name_of(r.error()));
       } else {

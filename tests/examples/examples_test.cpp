@@ -221,4 +221,59 @@ TEST(Pubsub, EverySubscriberGetsWhatItShouldAndNoMore) {
   EXPECT_EQ(l.back(), "done");
 }
 
+// ---- the earlier examples: the key lines of their stories.
+
+TEST(OtpBasics, TellsItsStory) {
+  auto r = run(OTPP_EXAMPLE_OTP_BASICS_PATH);
+  ASSERT_TRUE(r.code) << "still running\n" << r.transcript;
+  ASSERT_EQ(*r.code, 0) << r.transcript;
+  EXPECT_EQ(count(r.lines, "second start: already_registered \\(holder <.*>\\)"), 1u)
+      << r.transcript;
+  EXPECT_EQ(count(r.lines, "apple: reserved, 2 left"), 1u) << r.transcript;
+  EXPECT_EQ(count(r.lines, "pear: out of stock: pear"), 1u) << r.transcript;
+  EXPECT_EQ(count(r.lines, "inventory stopped: ok"), 1u) << r.transcript;
+}
+
+TEST(Statem, TellsItsStory) {
+  auto r = run(OTPP_EXAMPLE_STATEM_PATH);
+  ASSERT_TRUE(r.code) << "still running\n" << r.transcript;
+  ASSERT_EQ(*r.code, 0) << r.transcript;
+  EXPECT_EQ(count(r.lines, "  locked -> open"), 1u) << r.transcript;
+  EXPECT_EQ(count(r.lines, "  took in parcel (books|tea)"), 2u) << r.transcript;
+  EXPECT_EQ(count(r.lines, "  open -> locked"), 1u) << r.transcript;
+  EXPECT_EQ(count(r.lines, "locked again with 2 parcels inside"), 1u) << r.transcript;
+}
+
+TEST(SupervisionTree, TellsItsStory) {
+  auto r = run(OTPP_EXAMPLE_SUPERVISION_TREE_PATH);
+  ASSERT_TRUE(r.code) << "still running\n" << r.transcript;
+  ASSERT_EQ(*r.code, 0) << r.transcript;
+  EXPECT_EQ(count(r.lines, "fetcher exited: connection reset"), 1u) << r.transcript;
+  EXPECT_EQ(count(r.lines, "  event: '(fetcher|parser)' restarted as <.*>"), 2u) << r.transcript;
+  EXPECT_EQ(count(r.lines, "jobs counters: 1 exit\\(s\\), 2 restart\\(s\\)"), 1u) << r.transcript;
+}
+
+TEST(ClusterDemo, TellsItsStory) {
+  auto r = run(OTPP_OTPP_DEMO_PATH);
+  ASSERT_TRUE(r.code) << "still running\n" << r.transcript;
+  ASSERT_EQ(*r.code, 0) << r.transcript;
+  const auto& l = r.lines;
+  EXPECT_EQ(count(l, "full mesh .* ms after the first start: .*"), 1u) << r.transcript;
+  EXPECT_EQ(count(l, "alice calls bob's counter: add 5 -> 5"), 1u) << r.transcript;
+  EXPECT_EQ(count(l,
+                  "carol casts add 1 to alice's counter 1000 times, then calls it: add 0 -> "
+                  "1000"),
+            1u)
+      << r.transcript;
+  EXPECT_EQ(count(l, "bob calls counter.carol by global name: add 3 -> 3"), 1u) << r.transcript;
+  EXPECT_EQ(count(l, "carol calls counter.bob by global name: add 4 -> 4"), 1u) << r.transcript;
+  EXPECT_EQ(count(l, "  (alice|bob): node_down carol, reason connection_closed, .*"), 2u)
+      << r.transcript;
+  EXPECT_EQ(count(l, "  alice: monitor of counter.carol fired: down noconnection, .*"), 1u)
+      << r.transcript;
+  EXPECT_EQ(count(l, "alice calls the old counter <.*> -> noproc .*"), 1u) << r.transcript;
+  EXPECT_EQ(count(l, "carol, bob, alice quit in turn: .*all exited 0"), 1u) << r.transcript;
+  EXPECT_EQ(count(l, "done in .* s"), 1u) << r.transcript;
+}
+
 }  // namespace
