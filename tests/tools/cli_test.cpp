@@ -252,6 +252,10 @@ TEST_F(cli_fixture, EachErrorHasItsExitCode) {
   auto nobody = run({"--timeout", "1000", "ping", node_name("nobody", free_port())});
   EXPECT_EQ(nobody.code, 3) << nobody.out << nobody.err;
   EXPECT_NE(nobody.err.find("not reachable"), std::string::npos) << nobody.err;
+  // Another node answers at that address: said at once.
+  auto typo = run({"ping", "zz@127.0.0.1:" + std::to_string(port_of(a))});
+  EXPECT_EQ(typo.code, 3) << typo.out << typo.err;
+  EXPECT_NE(typo.err.find("the node at that address is " + a->id), std::string::npos) << typo.err;
   // Not authorised: a wrong secret.
   auto wrong = run({"--secret", "ffffffffffffffffffffffffffffffff", "ping", a->id}, false);
   EXPECT_EQ(wrong.code, 4) << wrong.out << wrong.err;

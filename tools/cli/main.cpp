@@ -229,6 +229,14 @@ class session {
           return;
         }
       }
+      // Something answered at that address under another id (a typo in the name part): the
+      // tool dials that one address only, so the id asked for will not come.
+      if (by_id) {
+        for (const auto& p : cluster_->ready_peers()) {
+          fail(not_reachable,
+               "no node " + target_ + ": the node at that address is " + std::string(p.id()));
+        }
+      }
       for (const auto& s : cluster_->seeds()) {
         if (s.last_error) last = s.last_error;
         if (s.last_error == otpp::errc::not_authorised) {
