@@ -7,7 +7,8 @@
 //   export OTPP_SECRET=$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')
 //   example_embedding --node a@127.0.0.1:4370
 //   example_embedding --node b@127.0.0.1:4371 --seeds 127.0.0.1:4370 --call greeter.a
-// Flags win over the environment: --node / OTPP_NODE, --seeds / OTPP_SEEDS (comma-separated),
+// Flags win over the environment: --node / OTPP_NODE_ID (not OTPP_NODE: the otpp tool reads
+// that as the node to ask), --seeds / OTPP_SEEDS (comma-separated),
 // --call <global name> (greet that service once ready). The secret comes from OTPP_SECRET
 // (never a flag: ps shows flags), else the cookie file at --cookie / OTPP_COOKIE, else
 // ~/.otpp.cookie. Exit codes: 0 after a graceful stop, 1 when --call failed, 2 bad
@@ -64,7 +65,7 @@ struct config {
 // --flag value, else the environment variable, else the default.
 int parse(int argc, char** argv, config& c) {
   auto env = [](const char* name) { return std::getenv(name) ? std::getenv(name) : ""; };
-  c = {env("OTPP_NODE"), env("OTPP_SEEDS"), env("OTPP_COOKIE"), ""};
+  c = {env("OTPP_NODE_ID"), env("OTPP_SEEDS"), env("OTPP_COOKIE"), ""};
   for (int i = 1; i < argc; i += 2) {
     std::string flag = argv[i];
     auto* field = flag == "--node"     ? &c.node
@@ -86,7 +87,7 @@ int main(int argc, char** argv) {
   if (parse(argc, argv, c) != 0) {
     std::fprintf(stderr,
                  "usage: %s --node name@host:port [--seeds host:port,...] [--cookie path] "
-                 "[--call global-name]   (or OTPP_NODE, OTPP_SEEDS, OTPP_COOKIE; OTPP_SECRET)\n",
+                 "[--call global-name]   (or OTPP_NODE_ID, OTPP_SEEDS, OTPP_COOKIE; OTPP_SECRET)\n",
                  argv[0]);
     return 2;
   }

@@ -129,7 +129,7 @@ TEST(Embedding, BadConfigurationExitsTwo) {
 
   // The node id from the environment; a secret too short to join with.
   auto id = otpp_test::node_name("c", otpp_test::free_port());
-  p = spawn(OTPP_EXAMPLE_EMBEDDING_PATH, {}, {{"OTPP_NODE", id}, {"OTPP_SECRET", "short"}});
+  p = spawn(OTPP_EXAMPLE_EMBEDDING_PATH, {}, {{"OTPP_NODE_ID", id}, {"OTPP_SECRET", "short"}});
   ASSERT_TRUE(p);
   EXPECT_EQ(p->wait_exit(30s), 2);
   drain(*p);

@@ -526,7 +526,9 @@ int main(int argc, char** argv) {
   settings s;
   app.add_option("--node", s.node, "Node to ask (name@host:port, or host:port)")
       ->envname("OTPP_NODE");
-  app.add_option("--secret", s.secret, "The cluster's shared secret")->envname("OTPP_SECRET");
+  app.add_option("--secret", s.secret,
+                 "The cluster's shared secret (visible in ps: prefer OTPP_SECRET)")
+      ->envname("OTPP_SECRET");
   app.add_option("--cookie", s.cookie,
                  "Cookie file holding the secret (default $HOME/.otpp.cookie)")
       ->envname("OTPP_COOKIE");
