@@ -1,6 +1,7 @@
 // Calls: start, deadlines, completion from the wire, dynamic calls.
 #include "node_impl.hpp"
 #include "otpp/call.hpp"
+#include "otpp/gen_server.hpp"
 #include "otpp/log.hpp"
 
 namespace otpp {
@@ -246,6 +247,11 @@ result<void> route_dynamic(node& n, const pid& to, msgpack::object_handle map, e
   return n.impl().route(to, *e);
 }
 }  // namespace
+
+void reply_inspected(ref_ptr<call_state_base> call, process* owner, std::shared_ptr<void> value) {
+  reply_to<std::shared_ptr<void>> reply(std::move(call), owner);
+  reply(std::move(value));
+}
 
 }  // namespace detail
 
