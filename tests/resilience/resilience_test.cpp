@@ -1,6 +1,7 @@
 // Resilience policies on virtual time: a manual node on a manual clock, stepped by the test,
 // so every delay, window and wait is checked exactly and nothing sleeps.
 #include <deque>
+#include <future>
 #include <functional>
 #include <memory>
 #include <set>
@@ -576,18 +577,18 @@ struct ask {
   int x = 0;
   MSGPACK_DEFINE_MAP(x)
 };
-// Fails every other call with a transient error.
+// Fails the first call with each x with a transient error.
 class flaky : public otpp::gen_server<flaky> {
  public:
   static void define_handlers(otpp::handlers<flaky>& h) {
     h.call<ask>([](flaky& self, ask a) -> result<int> {
-      if (++self.seen_ % 2 == 1) return failure(errc::mailbox_full, "every other one");
+      if (self.seen_.insert(a.x).second) return failure(errc::mailbox_full, "first time");
       return a.x * 2;
     });
   }
 
  private:
-  int seen_ = 0;
+  std::set<int> seen_;
 };
 struct via_pipeline {
   static constexpr std::string_view tag = "via_pipeline";
@@ -632,6 +633,70 @@ TEST_F(resilience, DefaultPipelineFromACoroutineHandler) {
   ASSERT_EQ(out.got.size(), 1u);
   ASSERT_TRUE(out.got[0].has_value()) << out.got[0].fail().message();
   EXPECT_EQ(*out.got[0], 42);  // the first attempt failed with mailbox_full, the retry won
+}
+
+// ---- shared between processes on a threaded node (real time; run under TSan in CI)
+
+struct run_many {
+  static constexpr std::string_view tag = "run_many";
+  using reply = int;
+  otpp::pid target;
+  int calls = 0;
+  int base = 0;  // asks base, base + 1, ...
+  MSGPACK_DEFINE_MAP(target, calls, base)
+};
+// Runs `calls` sequential calls through the shared pipeline; replies how many succeeded.
+class worker : public otpp::gen_server<worker> {
+ public:
+  explicit worker(std::shared_ptr<default_pipeline> p) : pipeline_(std::move(p)) {}
+  static void define_handlers(otpp::handlers<worker>& h) {
+    h.call<run_many>([](worker& self, run_many m) -> asio::awaitable<int> {
+      auto& n = self.this_node();
+      int ok = 0;
+      for (int i = 0; i < m.calls; ++i) {
+        auto call = [&n, to = m.target, x = m.base + i](auto&& token) {
+          ask question{x};
+          return otpp::call(n, to, std::move(question), 20s, std::forward<decltype(token)>(token));
+        };
+        auto r = co_await self.pipeline_->execute(call, asio::use_awaitable);
+        if (r && *r == 2 * (m.base + i)) ++ok;
+      }
+      co_return ok;
+    });
+  }
+
+ private:
+  std::shared_ptr<default_pipeline> pipeline_;
+};
+
+TEST(resilience_threads, OnePipelineSharedByManyProcesses) {
+  otpp::node node({.name = "resilience_threads", .threads = 2});
+  node.start();
+  res::bulkhead bulkhead(node, {.max_concurrent = 2, .max_queue = 64, .max_wait = 20s});
+  res::circuit_breaker breaker(node, {.window_size = 50, .minimum_calls = 1000});
+  auto pipeline = std::make_shared<default_pipeline>(
+      value_fallback([](const failure&) -> result<int> { return -1; }),
+      res::retry(node, {.max_attempts = 5, .initial_delay = 1ms, .max_delay = 5ms}), breaker,
+      res::rate_limiter(node, {.capacity = 100000, .refill = 100000}), res::timeout(node, 20s),
+      bulkhead);
+  auto target = node.spawn<flaky>();
+  ASSERT_TRUE(target);
+  std::vector<std::future<result<int>>> runs;
+  for (int w = 0; w < 6; ++w) {
+    auto p = node.spawn<worker>(pipeline);
+    ASSERT_TRUE(p);
+    runs.push_back(otpp::call(node, *p, run_many{*target, 40, 1000 * w}, 60s, asio::use_future));
+  }
+  for (auto& f : runs) {
+    auto r = f.get();
+    ASSERT_TRUE(r) << r.fail().message();
+    EXPECT_EQ(*r, 40);  // every call fails once and its retry wins
+  }
+  EXPECT_EQ(bulkhead.in_flight(), 0u);
+  EXPECT_EQ(bulkhead.waiting(), 0u);
+  EXPECT_EQ(breaker.state(), res::breaker_state::closed);
+  EXPECT_EQ(breaker.current().calls, 50u);  // the window is full: it saw the attempts
+  node.stop();
 }
 
 }  // namespace
