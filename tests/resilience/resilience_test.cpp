@@ -1,8 +1,8 @@
 // Resilience policies on virtual time: a manual node on a manual clock, stepped by the test,
 // so every delay, window and wait is checked exactly and nothing sleeps.
 #include <deque>
-#include <future>
 #include <functional>
+#include <future>
 #include <memory>
 #include <set>
 #include <string>
@@ -201,8 +201,8 @@ TEST_F(resilience, RetryHonoursItsOverallDeadline) {
 }
 
 TEST_F(resilience, RetryJitterStaysInItsBounds) {
-  res::retry full(node, {.initial_delay = 100ms, .max_delay = 1s, .jitter_kind = res::jitter::full,
-                         .seed = 7});
+  res::retry full(
+      node, {.initial_delay = 100ms, .max_delay = 1s, .jitter_kind = res::jitter::full, .seed = 7});
   std::set<otpp::clock_type::duration> seen;
   for (int attempt = 1; attempt <= 6; ++attempt) {
     const auto bound = std::min<otpp::clock_type::duration>(1s, 100ms * (1 << (attempt - 1)));
@@ -215,8 +215,10 @@ TEST_F(resilience, RetryJitterStaysInItsBounds) {
   }
   EXPECT_GT(seen.size(), 100u);  // spread, not one value
 
-  res::retry decorrelated(node, {.initial_delay = 100ms, .max_delay = 2s,
-                                 .jitter_kind = res::jitter::decorrelated, .seed = 7});
+  res::retry decorrelated(node, {.initial_delay = 100ms,
+                                 .max_delay = 2s,
+                                 .jitter_kind = res::jitter::decorrelated,
+                                 .seed = 7});
   otpp::clock_type::duration previous = 100ms;
   for (int i = 0; i < 500; ++i) {
     auto d = decorrelated.backoff(i + 1, previous);
@@ -280,7 +282,8 @@ TEST_F(resilience, BreakerCountWindowOpensHalfOpensWithLimitedTrialsAndCloses) {
   EXPECT_EQ(breaker.state(), res::breaker_state::half_open);
   s.complete(1, 2);
   EXPECT_EQ(breaker.state(), res::breaker_state::closed);
-  EXPECT_EQ(changes, (std::vector<std::string>{"closed>open", "open>half_open", "half_open>closed"}));
+  EXPECT_EQ(changes,
+            (std::vector<std::string>{"closed>open", "open>half_open", "half_open>closed"}));
 }
 
 TEST_F(resilience, BreakerTimeWindowForgetsOldCallsAndReopensWithAGrowingWait) {
@@ -371,10 +374,9 @@ TEST_F(resilience, BreakerCountsOnlyChosenErrorsAndObeysManualControl) {
   EXPECT_EQ(breaker.state(), res::breaker_state::open);
 
   // A predicate of its own: bad_message counts too.
-  res::circuit_breaker strict(
-      node, {.window_size = 2, .minimum_calls = 2, .record_failure = [](const failure&) {
-               return true;
-             }});
+  res::circuit_breaker strict(node, {.window_size = 2,
+                                     .minimum_calls = 2,
+                                     .record_failure = [](const failure&) { return true; }});
   script_errors(errc::bad_message, 2);
   strict.execute(op(), out.callback());
   strict.execute(op(), out.callback());
@@ -384,8 +386,8 @@ TEST_F(resilience, BreakerCountsOnlyChosenErrorsAndObeysManualControl) {
 // ---- bulkhead
 
 TEST_F(resilience, BulkheadQueuesRefusesAndTimesOutWaiters) {
-  res::bulkhead bulkhead(node, {.name = "pool", .max_concurrent = 2, .max_queue = 2,
-                                .max_wait = 100ms});
+  res::bulkhead bulkhead(node,
+                         {.name = "pool", .max_concurrent = 2, .max_queue = 2, .max_wait = 100ms});
   for (int i = 0; i < 5; ++i) bulkhead.execute(op(), out.callback());
   EXPECT_EQ(bulkhead.in_flight(), 2u);
   EXPECT_EQ(bulkhead.waiting(), 2u);
@@ -440,8 +442,8 @@ TEST_F(resilience, RateLimiterRefillsEachPeriodAndWaitsWithinItsBound) {
   step(500ms);
   EXPECT_EQ(limiter.available(), 2u);  // capped at capacity
 
-  res::rate_limiter waiting(node, {.capacity = 1, .refill = 1, .refill_period = 100ms,
-                                   .max_wait = 150ms});
+  res::rate_limiter waiting(
+      node, {.capacity = 1, .refill = 1, .refill_period = 100ms, .max_wait = 150ms});
   const auto t0 = node.now();
   for (int i = 0; i < 3; ++i) waiting.execute(op(), out.callback());
   node.poll();
@@ -517,7 +519,9 @@ TEST_F(resilience, OrderMatters) {
   // Retry outside the breaker: the breaker sees every attempt and opens; the retry's later
   // attempts get circuit_open. Breaker outside the retry: it sees one call.
   res::breaker_options bo{.window_size = 3, .minimum_calls = 3, .wait_in_open = 10s};
-  res::retry_options ro{.max_attempts = 5, .initial_delay = 10ms, .multiplier = 1.0,
+  res::retry_options ro{.max_attempts = 5,
+                        .initial_delay = 10ms,
+                        .multiplier = 1.0,
                         .jitter_kind = res::jitter::none};
   {
     res::circuit_breaker breaker(node, bo);
@@ -546,9 +550,10 @@ TEST_F(resilience, OrderMatters) {
   // Timeout inside the retry bounds each attempt (the retry tries again); outside, the whole.
   s = {};
   {
-    res::pipeline per_attempt(res::retry(node, {.max_attempts = 3, .initial_delay = 10ms,
-                                                .jitter_kind = res::jitter::none}),
-                              res::timeout(node, 100ms));
+    res::pipeline per_attempt(
+        res::retry(node,
+                   {.max_attempts = 3, .initial_delay = 10ms, .jitter_kind = res::jitter::none}),
+        res::timeout(node, 100ms));
     per_attempt.execute(op(), out.callback());
     for (int i = 0; i < 40; ++i) step(10ms);
     ASSERT_EQ(out.got.size(), 3u);
@@ -558,9 +563,10 @@ TEST_F(resilience, OrderMatters) {
   }
   s = {};
   {
-    res::pipeline whole(res::timeout(node, 100ms),
-                        res::retry(node, {.max_attempts = 3, .initial_delay = 10ms,
-                                          .jitter_kind = res::jitter::none}));
+    res::pipeline whole(
+        res::timeout(node, 100ms),
+        res::retry(node,
+                   {.max_attempts = 3, .initial_delay = 10ms, .jitter_kind = res::jitter::none}));
     whole.execute(op(), out.callback());
     for (int i = 0; i < 40; ++i) step(10ms);
     ASSERT_EQ(out.got.size(), 4u);
@@ -607,8 +613,7 @@ class client : public otpp::gen_server<client> {
       auto& n = self.this_node();
       auto call = [&n, to = m.target](auto&& token) {
         ask question{21};
-        return otpp::call(n, to, std::move(question), 500ms,
-                          std::forward<decltype(token)>(token));
+        return otpp::call(n, to, std::move(question), 500ms, std::forward<decltype(token)>(token));
       };
       auto r = co_await self.pipeline_->execute(call, asio::use_awaitable);
       co_return r ? *r : -100;

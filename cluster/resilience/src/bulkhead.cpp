@@ -67,8 +67,8 @@ void bulkhead::enqueue(std::function<void(result<void>)> start) const {
     lock.unlock();
     log(log_level::debug, "resilience", "bulkhead '", c.options.name, "' full: call refused");
     c.run_later(std::move(start),
-                failure(errc::bulkhead_full, "bulkhead '" + c.options.name + "': " +
-                                                 std::to_string(c.options.max_concurrent) +
+                failure(errc::bulkhead_full, "bulkhead '" + c.options.name +
+                                                 "': " + std::to_string(c.options.max_concurrent) +
                                                  " calls in flight, wait queue full"));
     return;
   }

@@ -166,7 +166,8 @@ result<circuit_breaker::permit> circuit_breaker::acquire() const {
         return failure(errc::circuit_open, "circuit '" + c.options.name + "' forced open");
       case breaker_state::open:
         if (now < c.open_until)
-          return failure(errc::circuit_open, circuit_open_reason(c.options.name, c.open_until - now));
+          return failure(errc::circuit_open,
+                         circuit_open_reason(c.options.name, c.open_until - now));
         changed = c.move_to(breaker_state::half_open, now);
         [[fallthrough]];
       case breaker_state::half_open:
@@ -209,8 +210,8 @@ void circuit_breaker::record(const permit& p, const failure* error) const {
       c.trials.add(failed, slow);
       if (c.trials.calls >= c.options.half_open_calls) {
         if (c.over_threshold(c.trials)) {
-          auto grown = std::chrono::duration_cast<clock_type::duration>(
-              c.wait * c.options.wait_multiplier);
+          auto grown =
+              std::chrono::duration_cast<clock_type::duration>(c.wait * c.options.wait_multiplier);
           if (c.options.max_wait_in_open > clock_type::duration::zero())
             grown = std::min(grown, c.options.max_wait_in_open);
           c.wait = std::max(grown, c.wait);

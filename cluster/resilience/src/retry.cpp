@@ -6,7 +6,9 @@
 namespace otpp::resilience {
 
 retry::shared::shared(node& n, retry_options o)
-    : owner(n), options(std::move(o)), random(options.seed ? options.seed : std::random_device{}()) {
+    : owner(n),
+      options(std::move(o)),
+      random(options.seed ? options.seed : std::random_device{}()) {
   if (options.max_attempts < 1) options.max_attempts = 1;
   if (options.multiplier < 1.0) options.multiplier = 1.0;
   options.max_delay = std::max(options.max_delay, options.initial_delay);

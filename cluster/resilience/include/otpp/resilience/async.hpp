@@ -41,8 +41,9 @@ struct value_of_signature<void(result<T>)> {
 
 // T of an operation completing with void(result<T>).
 template <class Op>
-using op_value_t = typename detail::value_of_signature<
-    typename decltype(std::declval<std::decay_t<Op>&>()(detail::probe_token{}))::signature>::type;
+using op_value_t =
+    typename detail::value_of_signature<typename decltype(std::declval<std::decay_t<Op>&>()(
+        detail::probe_token{}))::signature>::type;
 
 namespace detail {
 
@@ -54,7 +55,8 @@ void complete(Handler& h, R r) {
   if constexpr (std::is_same_v<decltype(ex), asio::system_executor>) {
     std::move(h)(std::move(r));
   } else {
-    asio::dispatch(ex, [h = std::move(h), r = std::move(r)]() mutable { std::move(h)(std::move(r)); });
+    asio::dispatch(ex,
+                   [h = std::move(h), r = std::move(r)]() mutable { std::move(h)(std::move(r)); });
   }
 }
 

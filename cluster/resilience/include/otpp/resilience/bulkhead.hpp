@@ -55,10 +55,11 @@ auto bulkhead::execute(const Op& op, Token&& token) const {
         if (detail::refuse_blocking_wait<Token, T>(handler)) return;
         if (self.try_enter()) {  // the common case: no allocation, no copy of op
           auto slot = detail::slot_of(handler);
-          op(asio::bind_cancellation_slot(slot, [self, h = std::move(handler)](result<T> r) mutable {
-            self.leave();
-            detail::complete(h, std::move(r));
-          }));
+          op(asio::bind_cancellation_slot(slot,
+                                          [self, h = std::move(handler)](result<T> r) mutable {
+                                            self.leave();
+                                            detail::complete(h, std::move(r));
+                                          }));
           return;
         }
         // Waits: op and handler move to the heap until a slot frees or the wait ends.

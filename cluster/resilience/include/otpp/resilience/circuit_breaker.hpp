@@ -33,9 +33,9 @@ struct breaker_options {
   double slow_call_rate_threshold = 100.0;
   clock_type::duration slow_call_duration = std::chrono::seconds(60);
   clock_type::duration wait_in_open = std::chrono::seconds(60);
-  double wait_multiplier = 1.0;           // each reopening from half-open multiplies the wait
+  double wait_multiplier = 1.0;             // each reopening from half-open multiplies the wait
   clock_type::duration max_wait_in_open{};  // cap of the growing wait; zero: no cap
-  std::size_t half_open_calls = 10;       // trial calls let through in half-open
+  std::size_t half_open_calls = 10;         // trial calls let through in half-open
   // Which failures count against the target; empty: transient ones (is_transient). Other
   // failures are ignored (neither success nor failure): a caller's bad message says nothing
   // about the target's health.

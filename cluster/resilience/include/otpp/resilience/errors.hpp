@@ -26,8 +26,12 @@ error_class classify(std::error_code ec) noexcept;
 inline bool is_transient(std::error_code ec) noexcept {
   return classify(ec) == error_class::transient;
 }
-inline bool is_transient(errc e) noexcept { return is_transient(make_error_code(e)); }
-inline bool is_transient(const failure& f) noexcept { return is_transient(f.code); }
+inline bool is_transient(errc e) noexcept {
+  return is_transient(make_error_code(e));
+}
+inline bool is_transient(const failure& f) noexcept {
+  return is_transient(f.code);
+}
 
 // circuit_open failures say when the breaker lets a trial call through: their reason reads
 // "circuit '<name>' open: retry after <n>ms". The wait, or nothing for another failure.

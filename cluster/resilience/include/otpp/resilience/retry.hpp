@@ -70,14 +70,16 @@ class retry {
 template <class T, class Op, class Handler>
 struct retry::run : std::enable_shared_from_this<run<T, Op, Handler>> {
   run(std::shared_ptr<const shared> s, Op o, Handler h)
-      : policy(std::move(s)), op(std::move(o)), handler(std::move(h)), started(policy->owner.now()) {}
+      : policy(std::move(s)),
+        op(std::move(o)),
+        handler(std::move(h)),
+        started(policy->owner.now()) {}
 
   void attempt() {
     ++attempts;
-    op(asio::bind_cancellation_slot(detail::slot_of(*handler),
-                                    [self = this->shared_from_this()](result<T> r) {
-                                      self->done(std::move(r));
-                                    }));
+    op(asio::bind_cancellation_slot(
+        detail::slot_of(*handler),
+        [self = this->shared_from_this()](result<T> r) { self->done(std::move(r)); }));
   }
 
   void done(result<T> r) {

@@ -56,8 +56,8 @@ auto timeout::execute(const Op& op, Token&& token) const {
           r->handler.reset();
           r->signal.emit(cancel);
           const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(limit).count();
-          detail::complete(h, result<T>(failure(
-                                  errc::timeout, "no result within " + std::to_string(ms) + "ms")));
+          detail::complete(h, result<T>(failure(errc::timeout,
+                                                "no result within " + std::to_string(ms) + "ms")));
         });
         op(asio::bind_cancellation_slot(r->signal.slot(), [r, n](result<T> res) {
           if (r->done.exchange(true)) return;  // late: the caller already has its timeout
