@@ -349,7 +349,8 @@ TEST_F(resilience, BreakerOpensOnSlowCalls) {
 TEST_F(resilience, BreakerCountsOnlyChosenErrorsAndObeysManualControl) {
   res::circuit_breaker breaker(node, {.window_size = 2, .minimum_calls = 2});
   script_errors(errc::bad_message, 4);  // permanent: the caller's fault, ignored
-  for (int i = 0; i < 4; ++i) breaker.execute(op(), out.callback());
+  script_errors(errc::bulkhead_full, 2);  // a local refusal: the target was not asked
+  for (int i = 0; i < 6; ++i) breaker.execute(op(), out.callback());
   EXPECT_EQ(breaker.state(), res::breaker_state::closed);
   EXPECT_EQ(breaker.current().calls, 0u);
 
@@ -357,7 +358,7 @@ TEST_F(resilience, BreakerCountsOnlyChosenErrorsAndObeysManualControl) {
   breaker.execute(op(), out.callback());
   node.poll();
   EXPECT_EQ(out.got.back().error(), errc::circuit_open);
-  EXPECT_EQ(s.starts.size(), 4u);
+  EXPECT_EQ(s.starts.size(), 6u);
   step(1h);
   EXPECT_EQ(breaker.state(), res::breaker_state::forced_open);  // no wait ends it
 
@@ -365,7 +366,7 @@ TEST_F(resilience, BreakerCountsOnlyChosenErrorsAndObeysManualControl) {
   script_errors(errc::timeout, 4);
   for (int i = 0; i < 4; ++i) breaker.execute(op(), out.callback());
   EXPECT_EQ(breaker.state(), res::breaker_state::disabled);
-  EXPECT_EQ(s.starts.size(), 8u);
+  EXPECT_EQ(s.starts.size(), 10u);
 
   breaker.reset();
   script_errors(errc::timeout, 2);

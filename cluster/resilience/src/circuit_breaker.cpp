@@ -38,6 +38,11 @@ struct tally {
     slow -= t.slow;
   }
 };
+// A local policy's refusal: the call never reached the target.
+bool counts_by_default(const std::error_code& ec) {
+  return is_transient(ec) && ec != errc::circuit_open && ec != errc::bulkhead_full &&
+         ec != errc::rate_limited;
+}
 double percent(std::size_t part, std::size_t whole) {
   return 100.0 * static_cast<double>(part) / static_cast<double>(whole);
 }
@@ -191,7 +196,7 @@ void circuit_breaker::record(const permit& p, const failure* error) const {
   const auto now = c.owner.now();
   const bool slow = now - p.start >= c.options.slow_call_duration;
   const bool failed = error && (c.options.record_failure ? c.options.record_failure(*error)
-                                                         : is_transient(error->code));
+                                                         : counts_by_default(error->code));
   const bool ignored = error && !failed;
   core::change changed{};
   {

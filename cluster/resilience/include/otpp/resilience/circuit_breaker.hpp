@@ -36,9 +36,10 @@ struct breaker_options {
   double wait_multiplier = 1.0;             // each reopening from half-open multiplies the wait
   clock_type::duration max_wait_in_open{};  // cap of the growing wait; zero: no cap
   std::size_t half_open_calls = 10;         // trial calls let through in half-open
-  // Which failures count against the target; empty: transient ones (is_transient). Other
-  // failures are ignored (neither success nor failure): a caller's bad message says nothing
-  // about the target's health.
+  // Which failures count against the target; empty: transient ones (is_transient) except the
+  // refusals of local policies (circuit_open, bulkhead_full, rate_limited: the call never
+  // reached the target). Other failures are ignored (neither success nor failure): a
+  // caller's bad message says nothing about the target's health.
   std::function<bool(const failure&)> record_failure{};
   // Every transition (also the manual ones); runs on the thread that made it, breaker unlocked.
   std::function<void(breaker_state from, breaker_state to)> on_state_change{};
