@@ -348,7 +348,7 @@ TEST_F(resilience, BreakerOpensOnSlowCalls) {
 
 TEST_F(resilience, BreakerCountsOnlyChosenErrorsAndObeysManualControl) {
   res::circuit_breaker breaker(node, {.window_size = 2, .minimum_calls = 2});
-  script_errors(errc::bad_message, 4);  // permanent: the caller's fault, ignored
+  script_errors(errc::bad_message, 4);    // permanent: the caller's fault, ignored
   script_errors(errc::bulkhead_full, 2);  // a local refusal: the target was not asked
   for (int i = 0; i < 6; ++i) breaker.execute(op(), out.callback());
   EXPECT_EQ(breaker.state(), res::breaker_state::closed);
@@ -479,6 +479,27 @@ TEST_F(resilience, TimeoutCancelsTheCallAndDropsItsLateResult) {
   ASSERT_EQ(out.got.size(), 2u);
   EXPECT_EQ(*out.got[1], 5);
   EXPECT_EQ(s.cancelled, 1);
+  EXPECT_EQ(limit.in_flight(), 0u);
+
+  // Calls started at different times each get their own 200 ms (one timer serves them all).
+  limit.execute(op(), out.callback());  // held 2
+  step(50ms);
+  limit.execute(op(), out.callback());  // held 3
+  step(50ms);
+  limit.execute(op(), out.callback());  // held 4
+  s.complete(3, 6);                     // the middle one answers in time
+  EXPECT_EQ(limit.in_flight(), 2u);
+  step(100ms);  // 200 ms after the first
+  ASSERT_EQ(out.got.size(), 4u);
+  EXPECT_EQ(*out.got[2], 6);
+  EXPECT_EQ(out.got[3].error(), errc::timeout);
+  step(99ms);
+  EXPECT_EQ(out.got.size(), 4u);
+  step(1ms);  // 200 ms after the third
+  ASSERT_EQ(out.got.size(), 5u);
+  EXPECT_EQ(out.got[4].error(), errc::timeout);
+  EXPECT_EQ(s.cancelled, 3);
+  EXPECT_EQ(limit.in_flight(), 0u);
 }
 
 // ---- fallback
