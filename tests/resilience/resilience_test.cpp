@@ -662,6 +662,38 @@ TEST_F(resilience, DefaultPipelineFromACoroutineHandler) {
   EXPECT_EQ(*out.got[0], 42);  // the first attempt failed with mailbox_full, the retry won
 }
 
+// A process thread may not wait on a future (it could be the thread the call needs).
+struct block_on_future {
+  static constexpr std::string_view tag = "block_on_future";
+  using reply = int;
+  OTPP_NO_FIELDS()
+};
+class blocker : public otpp::gen_server<blocker> {
+ public:
+  explicit blocker(res::circuit_breaker b) : breaker_(std::move(b)) {}
+  static void define_handlers(otpp::handlers<blocker>& h) {
+    h.call<block_on_future>([](blocker& self, block_on_future) -> result<int> {
+      auto op = [](auto&& token) {
+        return asio::async_initiate<decltype(token), void(result<int>)>(
+            [](auto h) { std::move(h)(result<int>(1)); }, token);
+      };
+      return self.breaker_.execute(op, asio::use_future).get();
+    });
+  }
+
+ private:
+  res::circuit_breaker breaker_;
+};
+
+TEST_F(resilience, UseFutureOnAProcessThreadIsRefusedWithWouldBlock) {
+  auto p = node.spawn<blocker>(res::circuit_breaker(node));
+  ASSERT_TRUE(p);
+  otpp::call(node, *p, block_on_future{}, 5s, out.callback());
+  node.poll();
+  ASSERT_EQ(out.got.size(), 1u);
+  EXPECT_EQ(out.got[0].error(), errc::would_block);
+}
+
 // ---- shared between processes on a threaded node (real time; run under TSan in CI)
 
 struct run_many {

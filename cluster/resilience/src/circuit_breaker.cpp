@@ -168,11 +168,14 @@ result<circuit_breaker::permit> circuit_breaker::acquire() const {
       case breaker_state::disabled:
         return permit{c.generation, now};
       case breaker_state::forced_open:
-        return failure(errc::circuit_open, "circuit '" + c.options.name + "' forced open");
+        out = failure(errc::circuit_open, "circuit '" + c.options.name + "' forced open");
+        break;
       case breaker_state::open:
-        if (now < c.open_until)
-          return failure(errc::circuit_open,
-                         circuit_open_reason(c.options.name, c.open_until - now));
+        if (now < c.open_until) {
+          out =
+              failure(errc::circuit_open, circuit_open_reason(c.options.name, c.open_until - now));
+          break;
+        }
         changed = c.move_to(breaker_state::half_open, now);
         [[fallthrough]];
       case breaker_state::half_open:
@@ -188,6 +191,7 @@ result<circuit_breaker::permit> circuit_breaker::acquire() const {
     }
   }
   c.announce(changed);
+  if (!out) log(log_level::debug, "resilience", "call refused: ", out.fail().message());
   return out;
 }
 

@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <cmath>
 
+#include "otpp/log.hpp"
+
 namespace otpp::resilience {
 
 retry::shared::shared(node& n, retry_options o)
@@ -21,6 +23,11 @@ clock_type::duration retry::backoff(int attempt, clock_type::duration previous) 
 }
 
 namespace detail {
+
+void log_gave_up(int attempts, const failure& last) {
+  log(log_level::debug, "resilience", "retry gave up after ", attempts,
+      " attempts: ", last.message());
+}
 
 clock_type::duration retry_backoff(const retry_options& o, std::mt19937_64& random,
                                    std::mutex& mutex, int attempt, clock_type::duration previous) {

@@ -3,6 +3,8 @@
 #include <mutex>
 #include <vector>
 
+#include "otpp/log.hpp"
+
 namespace otpp::resilience {
 
 struct timeout::core : std::enable_shared_from_this<core> {
@@ -48,7 +50,10 @@ struct timeout::core : std::enable_shared_from_this<core> {
       if (armed) again = head->due - now;
     }
     for (auto& e : expired) {
-      if (!e->done.exchange(true)) e->expire(cancel, limit);
+      if (e->done.exchange(true)) continue;
+      log(log_level::debug, "resilience", "timeout: no result within ",
+          std::chrono::duration_cast<std::chrono::milliseconds>(limit).count(), "ms");
+      e->expire(cancel, limit);
     }
     if (again) arm(*again);
   }

@@ -67,6 +67,12 @@ class retry {
   std::shared_ptr<shared> state_;
 };
 
+namespace detail {
+void log_gave_up(int attempts, const failure& last);
+clock_type::duration retry_backoff(const retry_options& o, std::mt19937_64& random,
+                                   std::mutex& mutex, int attempt, clock_type::duration previous);
+}  // namespace detail
+
 template <class T, class Op, class Handler>
 struct retry::run : std::enable_shared_from_this<run<T, Op, Handler>> {
   run(std::shared_ptr<const shared> s, Op o, Handler h)
@@ -104,6 +110,7 @@ struct retry::run : std::enable_shared_from_this<run<T, Op, Handler>> {
       policy->owner.run_after(e.delay, [self = this->shared_from_this()] { self->attempt(); });
       return;
     }
+    if (!r && attempts > 1) detail::log_gave_up(attempts, r.fail());
     auto h = std::move(*handler);
     handler.reset();
     detail::complete(h, std::move(r));
@@ -118,11 +125,6 @@ struct retry::run : std::enable_shared_from_this<run<T, Op, Handler>> {
   int attempts = 0;
   clock_type::duration previous{};
 };
-
-namespace detail {
-clock_type::duration retry_backoff(const retry_options& o, std::mt19937_64& random,
-                                   std::mutex& mutex, int attempt, clock_type::duration previous);
-}
 
 template <class T, class Op, class Handler>
 clock_type::duration retry::run<T, Op, Handler>::retry_backoff(int n,
