@@ -57,6 +57,10 @@ enum class errc {
   connection_refused = 38,  // nothing listens at the address (TCP connect refused)
   // registry
   stale_epoch = 39,  // a registration's epoch (fencing token) is below one already registered
+  // resilience policies (cluster/resilience): refused before the call was tried
+  circuit_open = 40,   // a circuit breaker is open (the reason says when to retry)
+  bulkhead_full = 41,  // no free slot in a bulkhead, and its wait queue full or waited out
+  rate_limited = 42,   // no permit of a rate limiter within its wait timeout
 };
 
 const std::error_category& error_category() noexcept;
@@ -151,6 +155,12 @@ class otpp_category final : public std::error_category {
         return "connection_refused: nothing listens at that address";
       case errc::stale_epoch:
         return "stale_epoch: a newer epoch of that name was registered";
+      case errc::circuit_open:
+        return "circuit_open: calls refused while the circuit breaker is open";
+      case errc::bulkhead_full:
+        return "bulkhead_full: too many concurrent calls";
+      case errc::rate_limited:
+        return "rate_limited: call rate over its limit";
     }
     return "otpp error " + std::to_string(value);
   }

@@ -1,0 +1,105 @@
+// What every policy shares. An *operation* is a callable `op(token)` that starts one
+// asynchronous call completing with void(result<T>), e.g.
+//   auto op = [&](auto&& token) { return otpp::call(node, p, msg, 1s, std::move(token)); };
+// A policy runs it (once or more) and completes its own token; a policy's decorate(op) is
+// again an operation, so policies nest.
+#pragma once
+
+#include <type_traits>
+#include <utility>
+
+#include <asio/associated_cancellation_slot.hpp>
+#include <asio/associated_executor.hpp>
+#include <asio/async_result.hpp>
+#include <asio/bind_cancellation_slot.hpp>
+#include <asio/dispatch.hpp>
+#include <asio/post.hpp>
+#include <asio/system_executor.hpp>
+
+#include "otpp/call.hpp"
+#include "otpp/node.hpp"
+#include "otpp/result.hpp"
+
+namespace otpp::resilience {
+namespace detail {
+
+// A completion token that starts nothing: op(probe_token{}) names the operation's
+// completion signature at compile time (so policies deduce T).
+struct probe_token {};
+template <class Signature>
+struct probed {
+  using signature = Signature;
+};
+template <class Signature>
+struct value_of_signature;
+template <class T>
+struct value_of_signature<void(result<T>)> {
+  using type = T;
+};
+
+}  // namespace detail
+
+// T of an operation completing with void(result<T>).
+template <class Op>
+using op_value_t =
+    typename detail::value_of_signature<typename decltype(std::declval<std::decay_t<Op>&>()(
+        detail::probe_token{}))::signature>::type;
+
+namespace detail {
+
+// Completes `h` on its associated executor: inline when it has none (a policy's own inner
+// handler, a use_future promise), queued when it has one (a coroutine's process executor).
+template <class Handler, class R>
+void complete(Handler& h, R r) {
+  auto ex = asio::get_associated_executor(h);
+  if constexpr (std::is_same_v<decltype(ex), asio::system_executor>) {
+    std::move(h)(std::move(r));
+  } else {
+    asio::dispatch(ex,
+                   [h = std::move(h), r = std::move(r)]() mutable { std::move(h)(std::move(r)); });
+  }
+}
+
+// Completes `h` from inside its initiating function (a refusal): never inline, as Asio
+// requires; a handler without an executor of its own runs on the node's pool.
+template <class Handler, class R>
+void complete_later(node& n, Handler& h, R r) {
+  auto fallback = n.context().get_executor();
+  auto ex = asio::get_associated_executor(h, fallback);
+  asio::post(ex, [h = std::move(h), r = std::move(r)]() mutable { std::move(h)(std::move(r)); });
+}
+
+// The cancellation slot of `h`: a policy passing a call through binds it to its own inner
+// handler (asio::bind_cancellation_slot), so an outer timeout can still cancel the call. Read
+// it before moving `h` into that handler.
+template <class Handler>
+auto slot_of(const Handler& h) {
+  return asio::get_associated_cancellation_slot(h);
+}
+
+// use_future from a process thread would block it: refused with would_block (as otpp::call).
+template <class Token, class T, class Handler>
+bool refuse_blocking_wait(Handler& h) {
+  return otpp::detail::refuse_blocking_wait<Token, T>(h);
+}
+
+}  // namespace detail
+
+// Wraps `op` in `policy`: an operation again (policy.execute(op, token) per start).
+template <class Policy, class Op>
+auto decorate(Policy policy, Op op) {
+  return [policy = std::move(policy), op = std::move(op)](auto&& token) {
+    return policy.execute(op, std::forward<decltype(token)>(token));
+  };
+}
+
+}  // namespace otpp::resilience
+
+template <class Signature>
+struct asio::async_result<otpp::resilience::detail::probe_token, Signature> {
+  using return_type = otpp::resilience::detail::probed<Signature>;
+  template <class Initiation, class... Args>
+  static return_type initiate(Initiation&&, otpp::resilience::detail::probe_token, Args&&...) {
+    return {};
+  }
+};

@@ -1,0 +1,87 @@
+// bulkhead: at most max_concurrent calls in flight; up to max_queue more wait (FIFO) at most
+// max_wait each for a free slot. A call that finds the queue full, or waits out max_wait,
+// completes with bulkhead_full. Waiting takes no thread: a waiter is a queued continuation.
+#pragma once
+
+#include <deque>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+
+#include "otpp/resilience/async.hpp"
+#include "otpp/resilience/errors.hpp"
+
+namespace otpp::resilience {
+
+struct bulkhead_options {
+  std::string name = "bulkhead";
+  std::size_t max_concurrent = 25;
+  std::size_t max_queue = 0;  // waiters beyond max_concurrent; 0: refuse at once when full
+  clock_type::duration max_wait = std::chrono::seconds(1);
+};
+
+class bulkhead {
+ public:
+  bulkhead(node& n, bulkhead_options o = {});
+
+  template <class Op, class Token>
+  auto execute(const Op& op, Token&& token) const;
+
+  std::size_t in_flight() const;
+  std::size_t waiting() const;
+  const bulkhead_options& options() const noexcept;
+
+  // The parts execute uses. try_enter: a slot now (true), else false. enqueue: `start` runs
+  // (on a node thread) with {} once it holds a slot, or with bulkhead_full when the queue is
+  // full (at once, never inline) or max_wait passed. leave: frees the slot of a finished call.
+  bool try_enter() const;
+  void enqueue(std::function<void(result<void>)> start) const;
+  void leave() const;
+
+ private:
+  node& owner() const;
+  struct core;
+  std::shared_ptr<core> core_;
+};
+
+template <class Op, class Token>
+auto bulkhead::execute(const Op& op, Token&& token) const {
+  using T = op_value_t<Op>;
+  return asio::async_initiate<Token, void(result<T>)>(
+      [self = *this](auto handler, const auto& op) {
+        using H = decltype(handler);
+        if (detail::refuse_blocking_wait<Token, T>(handler)) return;
+        if (self.try_enter()) {  // the common case: no allocation, no copy of op
+          auto slot = detail::slot_of(handler);
+          op(asio::bind_cancellation_slot(slot,
+                                          [self, h = std::move(handler)](result<T> r) mutable {
+                                            self.leave();
+                                            detail::complete(h, std::move(r));
+                                          }));
+          return;
+        }
+        // Waits: op and handler move to the heap until a slot frees or the wait ends.
+        using O = std::decay_t<decltype(op)>;
+        struct waiter {
+          O operation;
+          H handler;
+        };
+        auto w = std::make_shared<waiter>(waiter{op, std::move(handler)});
+        self.enqueue([self, w](result<void> entered) {
+          if (!entered) {
+            detail::complete(w->handler, result<T>(entered.fail()));
+            return;
+          }
+          auto slot = detail::slot_of(w->handler);
+          w->operation(asio::bind_cancellation_slot(slot, [self, w](result<T> r) mutable {
+            self.leave();
+            detail::complete(w->handler, std::move(r));
+          }));
+        });
+      },
+      token, op);
+}
+
+}  // namespace otpp::resilience

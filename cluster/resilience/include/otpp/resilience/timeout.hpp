@@ -1,0 +1,88 @@
+// timeout: bounds a whole operation. When the limit (node clock) passes first, the caller gets
+// errc::timeout at once, the operation's cancellation slot is emitted (an Asio operation that
+// supports cancellation stops; otpp::call does not, and drops its late reply) and its late
+// result is dropped.
+//
+// Cheap per call: every call of one policy has the same limit, so their deadlines come in
+// the order the calls start; the policy keeps its calls in flight in that order and one node
+// timer, armed for the oldest, instead of a timer per call.
+//
+// The cancellation is emitted on the node thread that fires the timer: an operation whose
+// cancellation handler must run on a strand binds itself to that strand.
+#pragma once
+
+#include <atomic>
+#include <memory>
+#include <optional>
+
+#include <asio/cancellation_signal.hpp>
+
+#include "otpp/resilience/async.hpp"
+
+namespace otpp::resilience {
+
+class timeout {
+ public:
+  timeout(node& n, clock_type::duration limit,
+          asio::cancellation_type cancel = asio::cancellation_type::terminal);
+
+  template <class Op, class Token>
+  auto execute(const Op& op, Token&& token) const;
+
+  clock_type::duration limit() const noexcept;
+  std::size_t in_flight() const;
+
+  // The parts execute uses. One call in flight: whoever sets `done` first (the call's
+  // completion, or expiry) completes the caller.
+  struct entry {
+    virtual ~entry() = default;
+    virtual void expire(asio::cancellation_type cancel, clock_type::duration limit) = 0;
+    std::atomic<bool> done{false};
+    entry* prev = nullptr;
+    entry* next = nullptr;
+    time_point due{};
+    std::shared_ptr<entry> keep;  // the policy's reference while the call is in flight
+  };
+  void start(const std::shared_ptr<entry>& e) const;  // due = now + limit
+  void finish(entry& e) const;                        // the call completed first
+
+ private:
+  template <class T, class Handler>
+  struct run final : entry {
+    explicit run(Handler h) : handler(std::move(h)) {}
+    void expire(asio::cancellation_type cancel, clock_type::duration limit) override {
+      auto h = std::move(*handler);
+      handler.reset();
+      signal.emit(cancel);
+      const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(limit).count();
+      detail::complete(
+          h, result<T>(failure(errc::timeout, "no result within " + std::to_string(ms) + "ms")));
+    }
+    std::optional<Handler> handler;
+    asio::cancellation_signal signal;
+  };
+  struct core;
+  std::shared_ptr<core> core_;
+};
+
+template <class Op, class Token>
+auto timeout::execute(const Op& op, Token&& token) const {
+  using T = op_value_t<Op>;
+  return asio::async_initiate<Token, void(result<T>)>(
+      [self = *this](auto handler, const auto& op) {
+        using H = decltype(handler);
+        if (detail::refuse_blocking_wait<Token, T>(handler)) return;
+        auto r = std::make_shared<run<T, H>>(std::move(handler));
+        self.start(r);  // before the call starts, so a call completing at once finds it listed
+        op(asio::bind_cancellation_slot(r->signal.slot(), [self, r](result<T> res) {
+          if (r->done.exchange(true)) return;  // late: the caller already has its timeout
+          self.finish(*r);
+          auto h = std::move(*r->handler);
+          r->handler.reset();
+          detail::complete(h, std::move(res));
+        }));
+      },
+      token, op);
+}
+
+}  // namespace otpp::resilience

@@ -1,0 +1,290 @@
+#include "otpp/resilience/circuit_breaker.hpp"
+
+#include <algorithm>
+#include <mutex>
+#include <vector>
+
+#include "otpp/log.hpp"
+
+namespace otpp::resilience {
+
+const char* to_string(breaker_state s) noexcept {
+  switch (s) {
+    case breaker_state::closed:
+      return "closed";
+    case breaker_state::open:
+      return "open";
+    case breaker_state::half_open:
+      return "half_open";
+    case breaker_state::disabled:
+      return "disabled";
+    case breaker_state::forced_open:
+      return "forced_open";
+  }
+  return "?";
+}
+
+namespace {
+struct tally {
+  std::size_t calls = 0, failures = 0, slow = 0;
+  void add(bool failed, bool slow_call, int sign = 1) {
+    calls += static_cast<std::size_t>(sign);
+    failures += failed ? static_cast<std::size_t>(sign) : 0;
+    slow += slow_call ? static_cast<std::size_t>(sign) : 0;
+  }
+  void remove(const tally& t) {
+    calls -= t.calls;
+    failures -= t.failures;
+    slow -= t.slow;
+  }
+};
+// A local policy's refusal: the call never reached the target.
+bool counts_by_default(const std::error_code& ec) {
+  return is_transient(ec) && ec != errc::circuit_open && ec != errc::bulkhead_full &&
+         ec != errc::rate_limited;
+}
+double percent(std::size_t part, std::size_t whole) {
+  return 100.0 * static_cast<double>(part) / static_cast<double>(whole);
+}
+}  // namespace
+
+class circuit_breaker::core {
+ public:
+  core(node& n, breaker_options o) : owner(n), options(std::move(o)) {
+    options.window_size = std::max<std::size_t>(options.window_size, 1);
+    options.minimum_calls = std::max<std::size_t>(options.minimum_calls, 1);
+    options.half_open_calls = std::max<std::size_t>(options.half_open_calls, 1);
+    if (options.wait_multiplier < 1.0) options.wait_multiplier = 1.0;
+    wait = options.wait_in_open;
+    clear_window();
+  }
+
+  using change = std::pair<breaker_state, breaker_state>;
+
+  // Called with the lock held; returns the transition for the caller to announce unlocked.
+  change move_to(breaker_state to, time_point now) {
+    change c{state, to};
+    state = to;
+    ++generation;
+    trials = {};
+    trials_permitted = 0;
+    if (to == breaker_state::open) open_until = now + wait;
+    if (to == breaker_state::closed) {
+      clear_window();
+      wait = options.wait_in_open;
+    }
+    return c;
+  }
+  void announce(const change& c) {
+    if (c.first == c.second) return;
+    log(log_level::info, "resilience", "circuit '", options.name, "' ", to_string(c.first), " -> ",
+        to_string(c.second));
+    if (options.on_state_change) options.on_state_change(c.first, c.second);
+  }
+
+  void clear_window() {
+    window = {};
+    ring.assign(options.window == window_kind::count_based ? options.window_size : 0, {});
+    ring_next = 0;
+    buckets.assign(options.window == window_kind::time_based ? options.window_size : 0, {});
+    latest_second = 0;
+  }
+  static std::int64_t second_of(time_point t) {
+    return std::chrono::duration_cast<std::chrono::seconds>(t.time_since_epoch()).count();
+  }
+  // Time-based window: drops the buckets of seconds that left the window by `now`.
+  void expire(time_point now) {
+    if (options.window != window_kind::time_based) return;
+    const auto s = second_of(now);
+    if (s <= latest_second) return;
+    const auto n = static_cast<std::int64_t>(buckets.size());
+    for (auto sec = std::max(latest_second + 1, s - n + 1); sec <= s; ++sec) {
+      auto& b = buckets[static_cast<std::size_t>(sec % n)];
+      window.remove(b.counts);
+      b = {};
+    }
+    if (s - latest_second >= n) window = {};
+    latest_second = s;
+  }
+  void add(bool failed, bool slow, time_point now) {
+    if (options.window == window_kind::count_based) {
+      auto& slot = ring[ring_next];
+      if (slot.used) window.add(slot.failed, slot.slow, -1);
+      slot = {true, failed, slow};
+      ring_next = (ring_next + 1) % ring.size();
+    } else {
+      expire(now);
+      buckets[static_cast<std::size_t>(latest_second % static_cast<std::int64_t>(buckets.size()))]
+          .counts.add(failed, slow);
+    }
+    window.add(failed, slow);
+  }
+  bool over_threshold(const tally& t) const {
+    return percent(t.failures, t.calls) >= options.failure_rate_threshold ||
+           percent(t.slow, t.calls) >= options.slow_call_rate_threshold;
+  }
+
+  node& owner;
+  breaker_options options;
+  std::mutex mutex;
+  breaker_state state = breaker_state::closed;
+  std::uint64_t generation = 1;
+  time_point open_until{};
+  clock_type::duration wait{};
+  tally window;  // the sliding window's totals (closed)
+  struct outcome {
+    bool used = false, failed = false, slow = false;
+  };
+  std::vector<outcome> ring;  // count-based window
+  std::size_t ring_next = 0;
+  struct bucket {
+    tally counts;
+  };
+  std::vector<bucket> buckets;  // time-based window: one per second, indexed second % size
+  std::int64_t latest_second = 0;
+  tally trials;  // half-open outcomes
+  std::size_t trials_permitted = 0;
+};
+
+circuit_breaker::circuit_breaker(node& n, breaker_options o)
+    : core_(std::make_shared<core>(n, std::move(o))) {}
+
+node& circuit_breaker::owner() const {
+  return core_->owner;
+}
+const breaker_options& circuit_breaker::options() const noexcept {
+  return core_->options;
+}
+
+result<circuit_breaker::permit> circuit_breaker::acquire() const {
+  auto& c = *core_;
+  const auto now = c.owner.now();
+  core::change changed{};
+  result<permit> out = failure(errc::circuit_open);
+  {
+    std::lock_guard lock(c.mutex);
+    switch (c.state) {
+      case breaker_state::closed:
+      case breaker_state::disabled:
+        return permit{c.generation, now};
+      case breaker_state::forced_open:
+        out = failure(errc::circuit_open, "circuit '" + c.options.name + "' forced open");
+        break;
+      case breaker_state::open:
+        if (now < c.open_until) {
+          out =
+              failure(errc::circuit_open, circuit_open_reason(c.options.name, c.open_until - now));
+          break;
+        }
+        changed = c.move_to(breaker_state::half_open, now);
+        [[fallthrough]];
+      case breaker_state::half_open:
+        if (c.trials_permitted < c.options.half_open_calls) {
+          ++c.trials_permitted;
+          out = permit{c.generation, now};
+        } else {
+          // Every trial call is out: their outcomes decide; the next look may be at once.
+          out = failure(errc::circuit_open,
+                        circuit_open_reason(c.options.name, clock_type::duration::zero()));
+        }
+        break;
+    }
+  }
+  c.announce(changed);
+  if (!out) log(log_level::debug, "resilience", "call refused: ", out.fail().message());
+  return out;
+}
+
+void circuit_breaker::record(const permit& p, const failure* error) const {
+  auto& c = *core_;
+  const auto now = c.owner.now();
+  const bool slow = now - p.start >= c.options.slow_call_duration;
+  const bool failed = error && (c.options.record_failure ? c.options.record_failure(*error)
+                                                         : counts_by_default(error->code));
+  const bool ignored = error && !failed;
+  core::change changed{};
+  {
+    std::lock_guard lock(c.mutex);
+    if (p.generation != c.generation) return;  // permitted before a transition
+    if (c.state == breaker_state::closed) {
+      if (ignored) return;
+      c.add(failed, slow, now);
+      if (c.window.calls >= c.options.minimum_calls && c.over_threshold(c.window))
+        changed = c.move_to(breaker_state::open, now);
+    } else if (c.state == breaker_state::half_open) {
+      if (ignored) {
+        --c.trials_permitted;  // says nothing: another trial may go
+        return;
+      }
+      c.trials.add(failed, slow);
+      if (c.trials.calls >= c.options.half_open_calls) {
+        if (c.over_threshold(c.trials)) {
+          auto grown =
+              std::chrono::duration_cast<clock_type::duration>(c.wait * c.options.wait_multiplier);
+          if (c.options.max_wait_in_open > clock_type::duration::zero())
+            grown = std::min(grown, c.options.max_wait_in_open);
+          c.wait = std::max(grown, c.wait);
+          changed = c.move_to(breaker_state::open, now);
+        } else {
+          changed = c.move_to(breaker_state::closed, now);
+        }
+      }
+    } else {
+      return;
+    }
+  }
+  c.announce(changed);
+}
+
+breaker_state circuit_breaker::state() const {
+  std::lock_guard lock(core_->mutex);
+  return core_->state;
+}
+
+circuit_breaker::metrics circuit_breaker::current() const {
+  auto& c = *core_;
+  const auto now = c.owner.now();
+  std::lock_guard lock(c.mutex);
+  c.expire(now);
+  const tally& t = c.state == breaker_state::half_open ? c.trials : c.window;
+  metrics m{t.calls, t.failures, t.slow};
+  const std::size_t minimum =
+      c.state == breaker_state::half_open ? c.options.half_open_calls : c.options.minimum_calls;
+  if (t.calls >= minimum) {
+    m.failure_rate = percent(t.failures, t.calls);
+    m.slow_rate = percent(t.slow, t.calls);
+  }
+  return m;
+}
+
+time_point circuit_breaker::open_until() const {
+  std::lock_guard lock(core_->mutex);
+  return core_->state == breaker_state::open ? core_->open_until : time_point{};
+}
+
+void circuit_breaker::force_open() {
+  core::change changed;
+  {
+    std::lock_guard lock(core_->mutex);
+    changed = core_->move_to(breaker_state::forced_open, core_->owner.now());
+  }
+  core_->announce(changed);
+}
+void circuit_breaker::disable() {
+  core::change changed;
+  {
+    std::lock_guard lock(core_->mutex);
+    changed = core_->move_to(breaker_state::disabled, core_->owner.now());
+  }
+  core_->announce(changed);
+}
+void circuit_breaker::reset() {
+  core::change changed;
+  {
+    std::lock_guard lock(core_->mutex);
+    changed = core_->move_to(breaker_state::closed, core_->owner.now());
+  }
+  core_->announce(changed);
+}
+
+}  // namespace otpp::resilience
