@@ -55,6 +55,12 @@ status to_status(const std::error_code& ec) noexcept {
       return status::would_block;
     case errc::not_started:
       return status::not_started;
+    case errc::circuit_open:
+      return status::circuit_open;
+    case errc::bulkhead_full:
+      return status::bulkhead_full;
+    case errc::rate_limited:
+      return status::rate_limited;
     default:
       return status::other;
   }
@@ -112,6 +118,12 @@ errc to_errc(status s) noexcept {
       return errc::would_block;
     case status::not_started:
       return errc::not_started;
+    case status::circuit_open:
+      return errc::circuit_open;
+    case status::bulkhead_full:
+      return errc::bulkhead_full;
+    case status::rate_limited:
+      return errc::rate_limited;
     case status::other:
     case status::foreign_error:
       break;

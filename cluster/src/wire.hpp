@@ -67,7 +67,7 @@ enum class status : std::uint8_t {
   invalid_argument = 15,
   overloaded = 16,
   frame_too_large = 17,
-  stale_epoch = 18,    // the registry's fencing refusal (a supervisor's host answers it)
+  stale_epoch = 18,  // the registry's fencing refusal (a supervisor's host answers it)
   // Later additions: an older peer reads them as `other` (exit, with the reason text).
   not_found = 19,
   running = 20,
@@ -75,6 +75,9 @@ enum class status : std::uint8_t {
   reached_max_restart_intensity = 22,
   would_block = 23,
   not_started = 24,
+  circuit_open = 25,  // the resilience policies' refusals (a callee's own breaker, ...)
+  bulkhead_full = 26,
+  rate_limited = 27,
   other = 254,         // another otpp errc: reason text carries it
   foreign_error = 255  // a user's error category: category name and value follow
 };

@@ -66,6 +66,7 @@ class worker : public otpp::gen_server<worker> {
     });
     h.call<crash>([](worker&, crash c) -> int { throw std::runtime_error(c.why); });
     h.call<find_key>([](worker&, find_key k) -> otpp::result<std::string> {
+      if (k.key == "busy") return otpp::failure(errc::bulkhead_full, "too many lookups");
       return otpp::failure(errc::not_found, "no key " + k.key);
     });
     h.cast<seq>([](worker& self, seq s) {
@@ -154,6 +155,8 @@ TEST_F(three_nodes, RemoteErrorsAreDistinct) {
   auto r7 = call_sync(*a->node, *slow, find_key{"k1"}, 10s);
   EXPECT_EQ(r7.error(), errc::not_found) << r7.fail().message();
   EXPECT_EQ(r7.fail().reason, "no key k1");
+  auto r8 = call_sync(*a->node, *slow, find_key{"busy"}, 10s);
+  EXPECT_EQ(r8.error(), errc::bulkhead_full) << r8.fail().message();
   // An old incarnation's pid: noproc.
   otpp::pid old(w->node(), w->creation() + 1, w->serial());
   auto r5 = call_sync(*a->node, old, echo{"x"}, 10s);
