@@ -1,4 +1,4 @@
-// The supervisor process. See supervisor/README.md for the semantics.
+// The supervisor process. Semantics: README.md, "Design notes", "supervisor".
 #include "otpp/supervisor.hpp"
 
 #include <algorithm>

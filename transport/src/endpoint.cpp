@@ -323,7 +323,7 @@ result<std::unique_ptr<endpoint>> endpoint::create(asio::io_context& io, config 
     secret = std::move(*cookie);
     from_cookie = true;
   }
-  // Refused rather than stretched (transport/README.md): a KDF only slows an offline
+  // Refused rather than stretched (README.md, "Security defaults"): a KDF only slows an offline
   // guess by a constant factor, while 16 random bytes make it hopeless.
   if (secret.size() < min_secret_size) {
     const failure f(errc::weak_secret,

@@ -7,7 +7,7 @@
 // that grows with every restart of what holds the name, as the distributed supervisor's): every
 // replica remembers the highest epoch registered per name, and a claim below it is refused
 // with stale_epoch, so an instance started by a stale supervisor never takes the name back.
-// See registry/README.md for the algorithm and costs.
+// See README.md, "Design notes", "registry" for the algorithm and costs.
 //
 //   otpp::cluster::join(node, {...});
 //   auto r = otpp::register_name(node, otpp::global("db"), *pid);  // blocking form

@@ -11,7 +11,7 @@
 //   otpp::which_dist_children(node, "jobs", asio::use_awaitable);
 //   otpp::rebalance_dist_supervisor(node, "jobs", asio::use_awaitable);  // after a node joined
 //
-// See supervisor/README.md ("Distributed supervisor") for the algorithm.
+// See README.md, "Design notes", "Distributed supervisor" for the algorithm.
 #pragma once
 
 #include <chrono>

@@ -13,7 +13,7 @@
 // whose node sees a majority and finds the name free spawns the behaviour locally under that
 // name (the global registry's arbiter lets exactly one claim win); the others monitor the
 // holder and race again when it ends. A manager whose node loses sight of the majority stops
-// its local instance at once and stands by. See supervisor/README.md ("Cluster singleton")
+// its local instance at once and stands by. See README.md, "Design notes", "Cluster singleton"
 // for the algorithm and why a split never runs two instances.
 #pragma once
 
