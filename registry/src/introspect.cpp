@@ -397,12 +397,20 @@ class core : public std::enable_shared_from_this<core> {
     if (!sent) finish(id, sent.fail());
   }
 
-  void finish(std::uint64_t id, result<msgpack::object_handle> r) {
+  // `from`: the peer a reply came from; only the connection the request went out on may
+  // answer it (another peer's frame with that id is logged and dropped).
+  void finish(std::uint64_t id, result<msgpack::object_handle> r,
+              const cluster::peer* from = nullptr) {
     std::shared_ptr<pending_request> p;
     {
       std::lock_guard lock(mu_);
       auto it = pending_.find(id);
       if (it == pending_.end()) return;  // answered, expired or failed already
+      if (from && (it->second->peer != from->atom || it->second->creation != from->creation)) {
+        log(log_level::warning, "introspect", node_.name(), ": reply ", id, " from ", from->id(),
+            " dropped: that request went to another node");
+        return;
+      }
       p = std::move(it->second);
       pending_.erase(it);
     }
@@ -528,13 +536,13 @@ class core : public std::enable_shared_from_this<core> {
         auto code = at(root, 3).as<std::uint64_t>();
         auto reason = at(root, 4).as<std::string>();
         if (code != static_cast<std::uint64_t>(status::ok)) {
-          return finish(id, to_failure(code, std::move(reason)));
+          return finish(id, to_failure(code, std::move(reason)), &from);
         }
         msgpack::object body = at(root, 5);
-        finish(id, msgpack::object_handle(body, std::move(frame.zone())));
+        finish(id, msgpack::object_handle(body, std::move(frame.zone())), &from);
       } catch (const std::exception& e) {
         malformed(from, e.what());
-        finish(id, failure(errc::malformed_frame, std::string("reply: ") + e.what()));
+        finish(id, failure(errc::malformed_frame, std::string("reply: ") + e.what()), &from);
       }
       return;
     }

@@ -353,9 +353,17 @@ TEST(Introspect, MalformedFramesAreLoggedAndAnsweredWhenTheyCanBe) {
     pk.pack(6);
     pk.pack(std::string("not a map"));
   }));
+  ASSERT_TRUE(send([](auto& pk) {  // and after all that, a well-formed summary request
+    pk.pack_array(5);
+    pk.pack(1);
+    pk.pack(1);
+    pk.pack(11);
+    pk.pack(1);
+    pk.pack_map(0);
+  }));
   ASSERT_TRUE(eventually([&] {
     std::lock_guard lock(*replies_mu);
-    return replies->size() == 4;
+    return replies->size() == 5;
   }));
   {
     std::lock_guard lock(*replies_mu);
@@ -365,6 +373,7 @@ TEST(Introspect, MalformedFramesAreLoggedAndAnsweredWhenTheyCanBe) {
     EXPECT_EQ(status[8], 11u);  // unsupported_version
     EXPECT_EQ(status[9], 10u);  // malformed_request
     EXPECT_EQ(status[10], 4u);  // bad_message
+    EXPECT_EQ(status[11], 0u);  // ok: b still answers properly
   }
   bool logged = false;
   {
@@ -373,7 +382,6 @@ TEST(Introspect, MalformedFramesAreLoggedAndAnsweredWhenTheyCanBe) {
       logged |= l.find("malformed frame from " + a->id) != std::string::npos;
   }
   EXPECT_TRUE(logged);
-  // b still answers properly.
   a->cluster->close_channel(otpp::cluster::channels::introspect);
   b.reset();
   a.reset();
