@@ -249,6 +249,7 @@ TEST(Introspect, ANodeRefusesWhatItsOptionsForbid) {
   auto stop = ask<void>([&](auto d) { in::remote_stop(*a->node, b->id, 10s, d); });
   ASSERT_FALSE(stop);
   EXPECT_EQ(stop.fail().code, otpp::errc::not_authorised);
+  // An allowed stop begins 100 ms after its answer: a refused one must not come later either.
   std::this_thread::sleep_for(300ms);
   EXPECT_TRUE(b->node->running());
   // Reading is still served.
