@@ -249,6 +249,20 @@ struct dist_cluster : ::testing::Test {
       ASSERT_TRUE(r) << r.fail().message();
     }
   }
+  // Supervisor "fence" on every node, its instance done adopting (its one child, "probe", runs
+  // on c): only then may a test drive a host directly, since adoption stops any child on a host
+  // that the instance does not know (a test's own child, on a slow machine).
+  bool start_fence_settled() {
+    otpp::dist_supervisor_spec s;
+    s.name = "fence";
+    s.min_members = 3;
+    s.initial_hosts = 3;
+    auto probe = kid("probe", false);
+    probe.where = otpp::placement::on_node(c->id);
+    s.children = {probe};
+    start_everywhere(s);
+    return !::testing::Test::HasFatalFailure() && all_running(a.get(), 1, "fence");
+  }
   // The children as the supervisor reports them, asked through `via` (empty on error).
   std::vector<otpp::dist_child_info> children(test_node* via, const std::string& sup = "sup") {
     auto f = otpp::which_dist_children(*via->node, sup, asio::use_future);
@@ -524,18 +538,7 @@ TEST_F(dist_cluster, TagPlacement) {
 }
 
 TEST_F(dist_cluster, HostRefusesAStaleEpoch) {
-  otpp::dist_supervisor_spec s;
-  s.name = "fence";
-  s.min_members = 3;
-  s.initial_hosts = 3;
-  // The supervisor instance stops, when it adopts, any child on a host that it does not know:
-  // drive host a only once adoption is over (its one child, on c, runs), or the test's "f"
-  // would be stopped as a stranger on a slow machine.
-  auto probe = kid("probe", false);
-  probe.where = otpp::placement::on_node(c->id);
-  s.children = {probe};
-  start_everywhere(s);
-  ASSERT_TRUE(all_running(a.get(), 1, "fence"));
+  ASSERT_TRUE(start_fence_settled());
   auto host = otpp::global(otpp::dsup_host_name("fence", a->id));
   ASSERT_TRUE(eventually([&] { return otpp::whereis(*b->node, host).has_value(); }));
   auto start = [&](std::uint64_t epoch) {
@@ -1038,18 +1041,7 @@ TEST_F(dist_cluster, StopAnswersTimeoutForAHostWithAStuckChild) {
 // The host's stop_all stops its children per their shutdown, answers once they ended, and
 // refuses starts afterwards; a stop of a copy that does not run there answers false.
 TEST_F(dist_cluster, HostStopAllStopsItsChildrenAndRefusesStarts) {
-  otpp::dist_supervisor_spec s;
-  s.name = "fence";
-  s.min_members = 3;
-  s.initial_hosts = 3;
-  // The supervisor instance stops, when it adopts, any child on a host that it does not know:
-  // drive host a only once adoption is over (its one child, on c, runs), or the test's "f"
-  // would be stopped as a stranger on a slow machine.
-  auto probe = kid("probe", false);
-  probe.where = otpp::placement::on_node(c->id);
-  s.children = {probe};
-  start_everywhere(s);
-  ASSERT_TRUE(all_running(a.get(), 1, "fence"));
+  ASSERT_TRUE(start_fence_settled());
   auto host = otpp::global(otpp::dsup_host_name("fence", a->id));
   ASSERT_TRUE(eventually([&] { return otpp::whereis(*b->node, host).has_value(); }));
   auto start = [&](std::uint64_t epoch) {
