@@ -7,6 +7,7 @@
 #include <otpp/error.hpp>
 #include <otpp/registry.hpp>
 #include <otpp/resilience.hpp>
+#include <otpp/resilience/sqlite_saga_store.hpp>
 #include <otpp/runtime.hpp>
 #include <otpp/supervisor.hpp>
 #include <otpp/transport/crypto.hpp>
@@ -25,14 +26,16 @@ int main() {
   auto id = otpp::cluster::node_id::parse("layers@127.0.0.1:4370");
   // otpp::resilience
   bool transient = otpp::resilience::is_transient(otpp::errc::nodedown);
+  // otpp::resilience_sqlite
+  auto sagas = otpp::resilience::sqlite_saga_store::open(":memory:");
   // otpp::runtime, otpp::registry, otpp::supervisor
   otpp::node node({.name = "layers", .threads = 1});
   node.start();
   otpp::supervisor_spec spec{.name = "top"};
   spec.children.push_back(otpp::child<idle>("idle"));
   auto sup = otpp::start_supervisor(node, spec);
-  bool ok = ec && transient && digest.size() == 32 && id && id->port == 4370 && sup &&
-            otpp::whereis(node, "top").has_value();
+  bool ok = ec && transient && sagas && (*sagas)->unfinished() && digest.size() == 32 && id &&
+            id->port == 4370 && sup && otpp::whereis(node, "top").has_value();
   auto kids = sup ? otpp::which_children(node, *sup)
                   : otpp::result<std::vector<otpp::child_info>>(otpp::failure(otpp::errc::noproc));
   ok = ok && kids && kids->size() == 1 && kids->front().child;

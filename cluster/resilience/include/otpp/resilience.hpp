@@ -9,4 +9,5 @@
 #include "otpp/resilience/pipeline.hpp"
 #include "otpp/resilience/rate_limiter.hpp"
 #include "otpp/resilience/retry.hpp"
+#include "otpp/resilience/saga.hpp"
 #include "otpp/resilience/timeout.hpp"
