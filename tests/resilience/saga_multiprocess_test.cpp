@@ -30,6 +30,11 @@ class saga_processes : public ::testing::Test {
     fs::create_directories(dir_);
   }
   void TearDown() override {
+    for (auto& p : procs_) {
+      (void)p->wait_exit(10s);  // the recovering ones end by themselves; reports come at exit
+      EXPECT_FALSE(has_sanitizer_report(p->stderr_text())) << p->label() << ":\n"
+                                                           << p->stderr_text();
+    }
     if (HasFailure()) {
       for (auto& p : procs_) std::cerr << p->transcript();
       std::cerr << "---- effects\n";

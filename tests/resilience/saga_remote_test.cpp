@@ -1,5 +1,6 @@
 // The order workflow across three cluster nodes over TCP on 127.0.0.1 (in this process):
-// the saga runs on `orders`, reserves stock on `stock` and charges payment on `payments`.
+// the saga runs on `orders`, reserves stock on `stock`, charges payment on `payments` and
+// confirms the reservation on `stock`.
 // When payment is declined (a domain error of the payment service, not a transport error),
 // the reservation is released, once, and the stock is back where it was.
 #include <future>
@@ -34,11 +35,18 @@ struct release_stock {
   std::string key;
   MSGPACK_DEFINE_MAP(key)
 };
+struct confirm_stock {
+  static constexpr std::string_view tag = "saga_test.confirm";
+  using reply = bool;  // the reservation was there
+  std::string key;
+  MSGPACK_DEFINE_MAP(key)
+};
 struct stock_state {
   int available = 0;
   int releases = 0;  // releases that released something
   int reserve_requests = 0;
-  MSGPACK_DEFINE_MAP(available, releases, reserve_requests)
+  int confirmed = 0;
+  MSGPACK_DEFINE_MAP(available, releases, reserve_requests, confirmed)
 };
 struct query {
   static constexpr std::string_view tag = "saga_test.query";
@@ -64,6 +72,11 @@ class stock : public otpp::gen_server<stock> {
       s.state_.available += it->second;
       ++s.state_.releases;
       s.held_.erase(it);
+      return true;
+    });
+    h.call<confirm_stock>([](stock& s, confirm_stock c) -> result<bool> {
+      if (!s.held_.count(c.key)) return failure(errc::not_found, "no reservation " + c.key);
+      ++s.state_.confirmed;
       return true;
     });
     h.call<query>([](stock& s, query) { return s.state_; });
@@ -133,6 +146,11 @@ TEST(saga_remote, DeclinedPaymentReleasesTheStockReservedOnAnotherNode) {
         return otpp::call(n, p, charge{c.idempotency_key, std::stoi(c.input)}, 10s,
                           std::forward<decltype(token)>(token));
       }));
+  order.steps.push_back(
+      res::saga_step::make("confirm", [&n, s](const res::saga_context& c, auto&& token) {
+        return otpp::call(n, s, confirm_stock{c.run_id + "/reserve"}, 10s,
+                          std::forward<decltype(token)>(token));
+      }));
   order.compensation_retry = {.max_attempts = 5, .initial_delay = 50ms, .max_delay = 500ms};
   ASSERT_TRUE(runner.define(std::move(order)));
   auto state = [&] { return otpp::call(n, s, query{}, 10s, asio::use_future).get(); };
@@ -152,17 +170,19 @@ TEST(saga_remote, DeclinedPaymentReleasesTheStockReservedOnAnotherNode) {
   EXPECT_EQ(after->available, 10);
   EXPECT_EQ(after->releases, 1);
   EXPECT_EQ(after->reserve_requests, 1);
+  EXPECT_EQ(after->confirmed, 0);
 
   // Accepted: the stock stays reserved and the receipt is the charge step's output.
   auto paid = runner.start("order", "80", asio::use_future).get();
   ASSERT_TRUE(paid) << paid.fail().message();
   EXPECT_EQ(paid->status, res::saga_status::completed);
-  ASSERT_EQ(paid->outputs.size(), 2u);
+  ASSERT_EQ(paid->outputs.size(), 3u);
   EXPECT_EQ(paid->outputs[1].second, "receipt-" + paid->run_id + "/charge");
   after = state();
   ASSERT_TRUE(after);
   EXPECT_EQ(after->available, 7);
   EXPECT_EQ(after->releases, 1);
+  EXPECT_EQ(after->confirmed, 1);
 }
 
 }  // namespace
