@@ -6,6 +6,8 @@
 #include <vector>
 
 #include <gtest/gtest.h>
+#include <asio/use_awaitable.hpp>
+#include <asio/use_future.hpp>
 
 #include "otpp/resilience/saga.hpp"
 #include "otpp/runtime.hpp"
@@ -275,6 +277,59 @@ TEST_F(saga, DefinitionsAreCheckedAndAnUnknownSagaIsNotFound) {
   ASSERT_TRUE(got);
   EXPECT_EQ(got->error(), errc::not_found);
   EXPECT_TRUE(store->all().empty());
+}
+
+// ---- from a process: a coroutine handler awaits a run; use_future there is refused
+
+struct place_order {
+  static constexpr std::string_view tag = "saga_test.place_order";
+  using reply = std::string;
+  std::string input;
+  MSGPACK_DEFINE_MAP(input)
+};
+struct place_order_blocking {
+  static constexpr std::string_view tag = "saga_test.place_order_blocking";
+  using reply = int;
+  OTPP_NO_FIELDS()
+};
+class order_desk : public otpp::gen_server<order_desk> {
+ public:
+  static void define_handlers(otpp::handlers<order_desk>& h) {
+    h.call<place_order>([](order_desk& self, place_order m) -> asio::awaitable<std::string> {
+      auto& runner = res::saga_runner::of(self.this_node());
+      std::string saga_name = "order";
+      auto r = co_await runner.start(std::move(saga_name), std::move(m.input), asio::use_awaitable);
+      if (!r) co_return "error " + r.fail().message();
+      co_return std::string(res::to_string(r->status)) + " " + r->outputs.back().second;
+    });
+    h.call<place_order_blocking>([](order_desk& self, place_order_blocking) -> result<int> {
+      auto& runner = res::saga_runner::of(self.this_node());
+      auto r = runner.start("order", "in", asio::use_future).get();
+      if (r) return 0;
+      return failure(r.fail());
+    });
+  }
+};
+
+TEST_F(saga, ACoroutineHandlerAwaitsARunAndAFutureThereIsRefused) {
+  ASSERT_TRUE(runner.define(order()));
+  auto desk = node.spawn<order_desk>();
+  ASSERT_TRUE(desk);
+  std::optional<result<std::string>> got;
+  otpp::call(node, *desk, place_order{"sku-9"}, 5s,
+             [&](result<std::string> r) { got = std::move(r); });
+  for (int i = 0; i < 10 && !got; ++i) step(10ms);
+  ASSERT_TRUE(got && *got) << (got ? got->fail().message() : "no reply");
+  EXPECT_EQ(**got, "completed confirm-out");
+  EXPECT_EQ(s.calls.at(0).context.input, "sku-9");
+
+  std::optional<result<int>> refused;
+  otpp::call(node, *desk, place_order_blocking{}, 5s,
+             [&](result<int> r) { refused = std::move(r); });
+  for (int i = 0; i < 10 && !refused; ++i) step(10ms);
+  ASSERT_TRUE(refused);
+  EXPECT_EQ(refused->error(), errc::would_block);
+  EXPECT_EQ(s.calls.size(), 3u);  // the refused run never started
 }
 
 // A store whose writes fail after `ok_writes` succeeded.
