@@ -202,6 +202,25 @@ TEST_F(saga, ACompensationThatGivesUpIsReportedAndLoggedAndTheOthersStillRun) {
   EXPECT_EQ(stored->log.at(11).detail, "connection_closed: last");
 }
 
+TEST_F(saga, AStepMayAskToBeCompensatedWhenItsOwnActionFails) {
+  auto def = order();
+  // A timeout may have charged: undo it too. A declined payment charged nothing.
+  def.steps[1] = s.step("charge").compensate_on_failure(
+      [](const failure& f) { return f.code == errc::timeout; });
+  ASSERT_TRUE(runner.define(std::move(def)));
+  s.actions["charge"] = {failure(errc::timeout), failure(errc::invalid_argument, "declined")};
+  auto timed_out = run("order");
+  ASSERT_TRUE(timed_out && *timed_out);
+  EXPECT_EQ((*timed_out)->status, saga_status::compensated);
+  EXPECT_EQ(s.whats(), (strings{"do reserve", "do charge", "undo charge", "undo reserve"}));
+  EXPECT_EQ(events((*timed_out)->log).at(3), "charge:failed_compensate");
+  s.calls.clear();
+  auto declined = run("order");
+  ASSERT_TRUE(declined && *declined);
+  EXPECT_EQ(s.whats(), (strings{"do reserve", "do charge", "undo reserve"}));
+  EXPECT_EQ(events((*declined)->log).at(3), "charge:failed");
+}
+
 TEST_F(saga, StepsGetTheirIdempotencyKeyInputAndEarlierOutputs) {
   res::saga_definition def{.name = "typed"};
   def.steps.push_back(s.step("reserve"));
@@ -458,6 +477,21 @@ TEST_F(saga_recover, ACompensationStartedButNotRecordedRunsAgainWithItsKey) {
   ASSERT_TRUE(got && *got);
   EXPECT_EQ(s.whats(), (strings{"undo reserve"}));
   EXPECT_EQ(s.calls[0].context.idempotency_key, "order-old-1/reserve");
+}
+
+TEST_F(saga_recover, AFailedStepThatAskedForItIsCompensatedAfterARestart) {
+  ASSERT_TRUE(runner.define(order()));
+  unfinished({{"reserve", step_event::started},
+              {"reserve", step_event::done},
+              {"charge", step_event::started},
+              {"charge", step_event::failed_compensate, 1, "timeout"}},
+             saga_status::running);
+  auto got = recover();
+  ASSERT_TRUE(got && *got);
+  ASSERT_EQ((*got)->runs.size(), 1u);
+  EXPECT_EQ((*got)->runs[0].failed_step->step, "charge");
+  EXPECT_EQ((*got)->runs[0].failed_step->error.reason, "timeout");
+  EXPECT_EQ(s.whats(), (strings{"undo charge", "undo reserve"}));
 }
 
 TEST_F(saga_recover, ResumeModeRunsTheStepInFlightAgainAndGoesOn) {

@@ -104,6 +104,7 @@ class saga_run : public std::enable_shared_from_this<saga_run> {
         case step_event::started:
         case step_event::done:
         case step_event::failed:
+        case step_event::failed_compensate:
           forward_state[*i] = e.event;
           if (e.event == step_event::done) output[*i] = e.detail;
           break;
@@ -125,12 +126,14 @@ class saga_run : public std::enable_shared_from_this<saga_run> {
         next_ = i + 1;
       } else if (forward_state[i] == step_event::started) {
         in_flight = i;
-      } else if (forward_state[i] == step_event::failed) {
+      } else if (forward_state[i] == step_event::failed ||
+                 forward_state[i] == step_event::failed_compensate) {
         failed = i;
       }
     }
     auto possibly_done = [&](std::size_t i) {
-      return forward_state[i] == step_event::done || forward_state[i] == step_event::started;
+      return forward_state[i] == step_event::done || forward_state[i] == step_event::started ||
+             forward_state[i] == step_event::failed_compensate;
     };
     if (record_.status == saga_status::running && !failed &&
         def_->on_recovery == recovery_mode::resume) {
@@ -144,7 +147,8 @@ class saga_run : public std::enable_shared_from_this<saga_run> {
     if (failed) {
       failed_step_ = saga_step_failure{steps[*failed].name(), failure(errc::exit, "failed")};
       for (const auto& e : log_) {
-        if (e.step == steps[*failed].name() && e.event == step_event::failed)
+        if (e.step == steps[*failed].name() &&
+            (e.event == step_event::failed || e.event == step_event::failed_compensate))
           failed_step_->error = failure(errc::exit, e.detail);
       }
     } else {
@@ -219,9 +223,13 @@ class saga_run : public std::enable_shared_from_this<saga_run> {
     }
     log(log_level::info, "saga", "run ", record_.run_id, ": step ", step.name(), " failed (",
         r.fail().message(), "); compensating ", undo_.size(), " step(s)");
-    if (auto w = write(step.name(), step_event::failed, 1, r.fail().message()); !w)
+    const bool undo_it = step.compensates_failure(r.fail());
+    if (auto w = write(step.name(), undo_it ? step_event::failed_compensate : step_event::failed, 1,
+                       r.fail().message());
+        !w)
       return abort(w.fail());
     failed_step_ = saga_step_failure{step.name(), r.fail()};
+    if (undo_it) undo_.push_back(i);
     start_compensating();
   }
 

@@ -34,6 +34,8 @@ const char* to_string(step_event e) noexcept {
       return "compensation_error";
     case step_event::compensation_failed:
       return "compensation_failed";
+    case step_event::failed_compensate:
+      return "failed_compensate";
   }
   return "?";
 }

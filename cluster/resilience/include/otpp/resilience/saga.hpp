@@ -107,6 +107,21 @@ class saga_step {
     return s;
   }
 
+  // Also compensate this step when its own action fails with an error `when` accepts (empty:
+  // any error): for an action whose failure may still have taken effect, such as a timeout
+  // of a remote call that went through. Its compensation runs first, then the earlier ones.
+  saga_step compensate_on_failure(std::function<bool(const failure&)> when = {}) && {
+    if (when) {
+      compensate_on_failure_ = std::move(when);
+    } else {
+      compensate_on_failure_ = [](const failure&) { return true; };
+    }
+    return std::move(*this);
+  }
+  bool compensates_failure(const failure& f) const {
+    return compensate_on_failure_ && compensation_ && compensate_on_failure_(f);
+  }
+
   const std::string& name() const noexcept { return name_; }
   bool has_compensation() const noexcept { return static_cast<bool>(compensation_); }
   const detail::saga_action_fn& action() const noexcept { return action_; }
@@ -116,6 +131,7 @@ class saga_step {
   std::string name_;
   detail::saga_action_fn action_;
   detail::saga_compensation_fn compensation_;
+  std::function<bool(const failure&)> compensate_on_failure_;
 };
 
 // Backoff between compensation attempts: attempt n+1 starts

@@ -40,6 +40,9 @@ enum class step_event : std::uint8_t {
   compensated = 5,           // the compensation succeeded
   compensation_error = 6,    // one compensation attempt failed (detail: the error); retried
   compensation_failed = 7,   // the compensation gave up (detail: the last error)
+  // The action failed with an error its step compensates (saga_step::compensate_on_failure):
+  // it may have taken effect (detail: the error).
+  failed_compensate = 8,
 };
 const char* to_string(step_event e) noexcept;
 
