@@ -4,12 +4,13 @@
 #include <vector>
 
 #include "otpp/log.hpp"
+#include "spin_lock.hpp"
 
 namespace otpp::resilience {
 
 struct timeout::core : std::enable_shared_from_this<core> {
   core(node& n, clock_type::duration l, asio::cancellation_type c)
-      : owner(n), limit(l), cancel(c) {}
+      : owner(n), limit(l), slack(l + n.coarse_resolution()), cancel(c) {}
   ~core() {
     // Calls still listed when the last handle goes: their entries are released (not expired).
     for (entry* e = head; e;) {
@@ -60,9 +61,10 @@ struct timeout::core : std::enable_shared_from_this<core> {
 
   node& owner;
   const clock_type::duration limit;
+  const clock_type::duration slack;  // limit + the coarse clock's resolution
   const asio::cancellation_type cancel;
-  mutable std::mutex mutex;
-  entry* head = nullptr;  // calls in flight, oldest (first due) first
+  mutable detail::spin_lock mutex;  // held for a few instructions per call
+  entry* head = nullptr;            // calls in flight, oldest (first due) first
   entry* tail = nullptr;
   std::size_t count = 0;
   bool armed = false;  // a node timer is pending for this policy
@@ -85,8 +87,9 @@ void timeout::start(const std::shared_ptr<entry>& e) const {
   bool arm = false;
   {
     std::lock_guard lock(c.mutex);
-    // now() under the lock: entries are listed in deadline order.
-    e->due = c.owner.now() + c.limit;
+    // Read under the lock: entries are listed in deadline order. The coarse clock plus its
+    // resolution: never earlier than the precise deadline, at most one tick later.
+    e->due = c.owner.coarse_now() + c.slack;
     e->keep = e;
     e->prev = c.tail;
     (c.tail ? c.tail->next : c.head) = e.get();
@@ -95,7 +98,7 @@ void timeout::start(const std::shared_ptr<entry>& e) const {
     arm = !c.armed;
     c.armed = true;
   }
-  if (arm) c.arm(c.limit);
+  if (arm) c.arm(c.slack);
 }
 
 void timeout::finish(entry& e) const {

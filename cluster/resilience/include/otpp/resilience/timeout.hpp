@@ -69,18 +69,21 @@ template <class Op, class Token>
 auto timeout::execute(const Op& op, Token&& token) const {
   using T = op_value_t<Op>;
   return asio::async_initiate<Token, void(result<T>)>(
-      [self = *this](auto handler, const auto& op) {
-        using H = decltype(handler);
+      [self = *this](auto&& handler, const auto& op) mutable {
+        using H = std::decay_t<decltype(handler)>;
         if (detail::refuse_blocking_wait<Token, T>(handler)) return;
         auto r = std::make_shared<run<T, H>>(std::move(handler));
         self.start(r);  // before the call starts, so a call completing at once finds it listed
-        op(asio::bind_cancellation_slot(r->signal.slot(), [self, r](result<T> res) {
-          if (r->done.exchange(true)) return;  // late: the caller already has its timeout
-          self.finish(*r);
-          auto h = std::move(*r->handler);
-          r->handler.reset();
-          detail::complete(h, std::move(res));
-        }));
+        auto slot = r->signal.slot();
+        op(asio::bind_cancellation_slot(slot,
+                                        [self = std::move(self), r = std::move(r)](auto&& res) {
+                                          if (r->done.exchange(true))
+                                            return;  // late: the caller already has its timeout
+                                          self.finish(*r);
+                                          auto h = std::move(*r->handler);
+                                          r->handler.reset();
+                                          detail::complete(h, std::forward<decltype(res)>(res));
+                                        }));
       },
       token, op);
 }
