@@ -125,6 +125,9 @@ class circuit_breaker::core {
   bool add_counted(bool failed, bool slow) {
     const std::uint8_t code = static_cast<std::uint8_t>(1 | (failed ? 2 : 0) | (slow ? 4 : 0));
     const auto i = ring_next.fetch_add(1, std::memory_order_relaxed) % options.window_size;
+    // The same outcome as the slot's (a success over a success, most of the time): nothing to
+    // write, and no second atomic read-modify-write on the call's path.
+    if (ring[i].load(std::memory_order_relaxed) == code) return false;
     const std::uint8_t old = ring[i].exchange(code, std::memory_order_acq_rel);
     if (old == code) return false;
     const int df = ((code >> 1) & 1) - ((old >> 1) & 1);

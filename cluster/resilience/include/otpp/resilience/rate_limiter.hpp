@@ -43,8 +43,9 @@ class rate_limiter {
 template <class Op, class Token>
 auto rate_limiter::execute(const Op& op, Token&& token) const {
   using T = op_value_t<Op>;
-  return asio::async_initiate<Token, void(result<T>)>(
-      [self = *this](auto&& handler, const auto& op) {
+  return detail::initiate<void(result<T>)>(
+      *this, op, std::forward<Token>(token),
+      [](auto&& handler, const auto& op, const rate_limiter& self) {
         using H = std::decay_t<decltype(handler)>;
         if (detail::refuse_blocking_wait<Token, T>(handler)) return;
         auto wait = self.acquire();
@@ -69,8 +70,7 @@ auto rate_limiter::execute(const Op& op, Token&& token) const {
             detail::complete(w->handler, std::forward<decltype(r)>(r));
           }));
         });
-      },
-      token, op);
+      });
 }
 
 }  // namespace otpp::resilience
