@@ -135,6 +135,44 @@ TEST(resilience_concurrency, BreakerCountWindowKeepsExactTotalsAndOpensOnce) {
   node.stop();
 }
 
+// Calls completing on pool threads race the timeout's listing of them: each completes once,
+// with its value, and none is left listed (a listed call would expire in 60 s and hold memory).
+TEST(resilience_concurrency, TimeoutListsOnlyCallsStillRunningAndUnlistsEveryOne) {
+  otpp::node node({.name = "timeout_threads", .threads = 2});
+  node.start();
+  res::timeout limit(node, 60s);
+  std::atomic<int> running{0}, most{0}, ok{0}, failed{0};
+  constexpr int threads = 4, per_thread = 500;
+  std::promise<void> all_done;
+  std::atomic<int> left{threads * per_thread};
+  auto op = res::decorate(limit, pooled_op{&node, &running, &most});
+  std::vector<std::thread> callers;
+  for (int t = 0; t < threads; ++t)
+    callers.emplace_back([&] {
+      for (int i = 0; i < per_thread; ++i)
+        op([&](result<int> r) {
+          (r ? ok : failed).fetch_add(1);
+          if (left.fetch_sub(1) == 1) all_done.set_value();
+        });
+    });
+  for (auto& c : callers) c.join();
+  ASSERT_EQ(all_done.get_future().wait_for(60s), std::future_status::ready);
+  EXPECT_EQ(ok.load(), threads * per_thread);
+  EXPECT_EQ(failed.load(), 0);
+  EXPECT_EQ(limit.in_flight(), 0u);
+
+  // A call answered at once is never listed.
+  auto instant = res::decorate(limit, [](auto&& token) {
+    return asio::async_initiate<decltype(token), void(result<int>)>(
+        [](auto h) { std::move(h)(result<int>(7)); }, token);
+  });
+  int value = 0;
+  instant([&](result<int> r) { value = r.value_or(-1); });
+  EXPECT_EQ(value, 7);
+  EXPECT_EQ(limit.in_flight(), 0u);
+  node.stop();
+}
+
 TEST(resilience_concurrency, CoarseClockIsNeverAheadAndIsTheManualClockInTests) {
   otpp::node real({.name = "coarse_real", .threads = 1});
   for (int i = 0; i < 1000; ++i) {
