@@ -463,6 +463,12 @@ std::uint32_t node::creation() const noexcept {
 time_point node::now() const noexcept {
   return impl_->now();
 }
+time_point node::coarse_now() const noexcept {
+  return impl_->timers().coarse_now();
+}
+clock_type::duration node::coarse_resolution() const noexcept {
+  return impl_->timers().coarse_resolution();
+}
 bool node::alive(const pid& p) const {
   return static_cast<bool>(impl_->find(p));
 }

@@ -8,6 +8,7 @@
 // they are gone.
 #pragma once
 
+#include <time.h>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -38,6 +39,27 @@ class timer_service final : private manual_clock::listener {
   timer_service& operator=(const timer_service&) = delete;
 
   time_point now() const noexcept { return source_ ? source_->now() : clock_type::now(); }
+  // steady_clock is CLOCK_MONOTONIC on Linux: the coarse clock has the same epoch.
+  time_point coarse_now() const noexcept {
+    if (source_) return source_->now();
+#ifdef CLOCK_MONOTONIC_COARSE
+    timespec ts{};
+    if (::clock_gettime(CLOCK_MONOTONIC_COARSE, &ts) == 0)
+      return time_point(std::chrono::duration_cast<clock_type::duration>(
+          std::chrono::seconds(ts.tv_sec) + std::chrono::nanoseconds(ts.tv_nsec)));
+#endif
+    return clock_type::now();
+  }
+  clock_type::duration coarse_resolution() const noexcept {
+    if (source_) return {};
+#ifdef CLOCK_MONOTONIC_COARSE
+    timespec ts{};
+    if (::clock_getres(CLOCK_MONOTONIC_COARSE, &ts) == 0)
+      return std::chrono::duration_cast<clock_type::duration>(std::chrono::seconds(ts.tv_sec) +
+                                                              std::chrono::nanoseconds(ts.tv_nsec));
+#endif
+    return {};
+  }
 
   // Lists `e` to expire `after` from now. `e` must not be listed.
   void arm(timer_entry* e, clock_type::duration after);
@@ -53,7 +75,9 @@ class timer_service final : private manual_clock::listener {
   std::size_t bucket_count() const;  // for tests: lists alive
 
  private:
-  void on_time_advanced() override { expire_due(); }
+  void on_time_advanced() override {
+    expire_due();
+  }
   void arm_os_timer_locked();
   void unlink_locked(timer_entry* e);
 

@@ -1,6 +1,8 @@
 #include "otpp/resilience/bulkhead.hpp"
 
 #include <algorithm>
+#include <atomic>
+#include <vector>
 
 #include "otpp/log.hpp"
 
@@ -17,10 +19,40 @@ struct bulkhead::core {
   };
   node& owner;
   bulkhead_options options;
+  // Calls holding a slot, and queued waiters: atomics, so a call that finds a free slot and
+  // no queue enters and leaves without the lock. The queue itself is under the lock.
+  // in_flight and waiters are seq_cst on both sides (a leaver decrements in_flight then reads
+  // waiters; an enqueuer counts itself in waiters then reads in_flight), so one of them always
+  // sees the other and a freed slot never sits idle beside a waiter.
+  std::atomic<std::size_t> in_flight{0};
+  std::atomic<std::size_t> waiters{0};
   mutable std::mutex mutex;
-  std::size_t in_flight = 0;
   std::deque<waiter> queue;
   std::uint64_t next_id = 1;
+
+  bool take_slot() {
+    auto n = in_flight.load();
+    while (n < options.max_concurrent)
+      if (in_flight.compare_exchange_weak(n, n + 1)) return true;
+    return false;
+  }
+  // With the lock held: gives free slots to the first waiters, in order. Returns the started
+  // waiters for the caller to run unlocked.
+  std::vector<waiter> admit_locked() {
+    std::vector<waiter> admitted;
+    while (!queue.empty() && take_slot()) {
+      admitted.push_back(std::move(queue.front()));
+      queue.pop_front();
+      waiters.fetch_sub(1);
+    }
+    return admitted;
+  }
+  void start_admitted(std::vector<waiter> admitted) {
+    for (auto& w : admitted) {
+      owner.cancel_timer(w.timer);
+      run_later(std::move(w.start), {});
+    }
+  }
 
   // Runs `start` on the node's pool: never inline in the caller's or a finishing call's turn
   // (a chain of calls that complete at once would otherwise recurse through the queue).
@@ -38,27 +70,21 @@ const bulkhead_options& bulkhead::options() const noexcept {
   return core_->options;
 }
 std::size_t bulkhead::in_flight() const {
-  std::lock_guard lock(core_->mutex);
-  return core_->in_flight;
+  return core_->in_flight.load();
 }
 std::size_t bulkhead::waiting() const {
-  std::lock_guard lock(core_->mutex);
-  return core_->queue.size();
+  return core_->waiters.load();
 }
 
 bool bulkhead::try_enter() const {
-  std::lock_guard lock(core_->mutex);
   // Waiters go first: a newcomer does not overtake the queue.
-  if (core_->in_flight >= core_->options.max_concurrent || !core_->queue.empty()) return false;
-  ++core_->in_flight;
-  return true;
+  return core_->waiters.load() == 0 && core_->take_slot();
 }
 
 void bulkhead::enqueue(std::function<void(result<void>)> start) const {
   auto& c = *core_;
   std::unique_lock lock(c.mutex);
-  if (c.in_flight < c.options.max_concurrent && c.queue.empty()) {  // freed meanwhile
-    ++c.in_flight;
+  if (c.queue.empty() && c.take_slot()) {  // freed meanwhile
     lock.unlock();
     c.run_later(std::move(start), {});
     return;
@@ -74,7 +100,11 @@ void bulkhead::enqueue(std::function<void(result<void>)> start) const {
   }
   const auto id = c.next_id++;
   c.queue.push_back({id, std::move(start), {}});
+  c.waiters.fetch_add(1);
+  // A slot freed since the look above, by a leaver that saw no waiter yet: taken here.
+  auto admitted = c.admit_locked();
   lock.unlock();
+  c.start_admitted(std::move(admitted));
   // Armed unlocked (the timer service has its own lock, taken before ours when it fires). The
   // timer holds the core weakly: a bulkhead destroyed with waiters drops them.
   std::weak_ptr<core> weak = core_;
@@ -89,6 +119,7 @@ void bulkhead::enqueue(std::function<void(result<void>)> start) const {
       if (it == c->queue.end()) return;  // entered meanwhile
       expired = std::move(it->start);
       c->queue.erase(it);
+      c->waiters.fetch_sub(1);
     }
     const auto waited =
         std::chrono::duration_cast<std::chrono::milliseconds>(c->options.max_wait).count();
@@ -104,17 +135,12 @@ void bulkhead::enqueue(std::function<void(result<void>)> start) const {
 
 void bulkhead::leave() const {
   auto& c = *core_;
+  c.in_flight.fetch_sub(1);
+  if (c.waiters.load() == 0) return;  // the common case: nobody waits, no lock
   std::unique_lock lock(c.mutex);
-  if (c.queue.empty()) {
-    --c.in_flight;
-    return;
-  }
-  // The slot passes straight to the first waiter (in_flight unchanged).
-  auto next = std::move(c.queue.front());
-  c.queue.pop_front();
+  auto admitted = c.admit_locked();
   lock.unlock();
-  c.owner.cancel_timer(next.timer);
-  c.run_later(std::move(next.start), {});
+  c.start_admitted(std::move(admitted));
 }
 
 }  // namespace otpp::resilience

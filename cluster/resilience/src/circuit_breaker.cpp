@@ -1,6 +1,7 @@
 #include "otpp/resilience/circuit_breaker.hpp"
 
 #include <algorithm>
+#include <atomic>
 #include <mutex>
 #include <vector>
 
@@ -66,6 +67,10 @@ class circuit_breaker::core {
     change c{state, to};
     state = to;
     ++generation;
+    // State before generation: a reader that loads generation, then state, and sees this
+    // generation sees this state (acquire() relies on it).
+    fast_state.store(to, std::memory_order_release);
+    fast_generation.store(generation, std::memory_order_release);
     trials = {};
     trials_permitted = 0;
     if (to == breaker_state::open) open_until = now + wait;
@@ -84,8 +89,14 @@ class circuit_breaker::core {
 
   void clear_window() {
     window = {};
-    ring.assign(options.window == window_kind::count_based ? options.window_size : 0, {});
-    ring_next = 0;
+    if (options.window == window_kind::count_based && !ring)
+      ring = std::make_unique<std::atomic<std::uint8_t>[]>(options.window_size);
+    for (std::size_t i = 0; ring && i < options.window_size; ++i)
+      ring[i].store(0, std::memory_order_relaxed);
+    ring_next.store(0, std::memory_order_relaxed);
+    ring_calls.store(0, std::memory_order_relaxed);
+    ring_failures.store(0, std::memory_order_relaxed);
+    ring_slow.store(0, std::memory_order_relaxed);
     buckets.assign(options.window == window_kind::time_based ? options.window_size : 0, {});
     latest_second = 0;
   }
@@ -106,18 +117,44 @@ class circuit_breaker::core {
     if (s - latest_second >= n) window = {};
     latest_second = s;
   }
-  void add(bool failed, bool slow, time_point now) {
-    if (options.window == window_kind::count_based) {
-      auto& slot = ring[ring_next];
-      if (slot.used) window.add(slot.failed, slot.slow, -1);
-      slot = {true, failed, slow};
-      ring_next = (ring_next + 1) % ring.size();
-    } else {
-      expire(now);
-      buckets[static_cast<std::size_t>(latest_second % static_cast<std::int64_t>(buckets.size()))]
-          .counts.add(failed, slow);
-    }
+  // Count-based window without the lock: each outcome replaces the oldest slot's (one packed
+  // byte: used, failed, slow) and moves the totals by the difference, which is nothing when a
+  // success replaces a success. Concurrent recorders may interleave (the totals stay exact
+  // per slot exchange). Returns whether a verdict may be due: the window holds failures or
+  // slow calls and this outcome did not only shrink them.
+  bool add_counted(bool failed, bool slow) {
+    const std::uint8_t code = static_cast<std::uint8_t>(1 | (failed ? 2 : 0) | (slow ? 4 : 0));
+    const auto i = ring_next.fetch_add(1, std::memory_order_relaxed) % options.window_size;
+    // The same outcome as the slot's (a success over a success, most of the time): nothing to
+    // write, and no second atomic read-modify-write on the call's path.
+    if (ring[i].load(std::memory_order_relaxed) == code) return false;
+    const std::uint8_t old = ring[i].exchange(code, std::memory_order_acq_rel);
+    if (old == code) return false;
+    const int df = ((code >> 1) & 1) - ((old >> 1) & 1);
+    const int ds = ((code >> 2) & 1) - ((old >> 2) & 1);
+    if (!(old & 1)) ring_calls.fetch_add(1, std::memory_order_relaxed);
+    if (df) ring_failures.fetch_add(df, std::memory_order_relaxed);
+    if (ds) ring_slow.fetch_add(ds, std::memory_order_relaxed);
+    if (df < 0 || ds < 0) return false;
+    return ring_failures.load(std::memory_order_relaxed) > 0 ||
+           ring_slow.load(std::memory_order_relaxed) > 0;
+  }
+  // The closed window's totals.
+  tally totals() const {
+    if (options.window == window_kind::time_based) return window;
+    auto count = [](const std::atomic<std::int64_t>& a) {
+      return static_cast<std::size_t>(std::max<std::int64_t>(a.load(std::memory_order_relaxed), 0));
+    };
+    return tally{count(ring_calls), count(ring_failures), count(ring_slow)};
+  }
+  // Returns whether a verdict may be due.
+  bool add(bool failed, bool slow, time_point now) {
+    if (options.window == window_kind::count_based) return add_counted(failed, slow);
+    expire(now);
+    buckets[static_cast<std::size_t>(latest_second % static_cast<std::int64_t>(buckets.size()))]
+        .counts.add(failed, slow);
     window.add(failed, slow);
+    return true;
   }
   bool over_threshold(const tally& t) const {
     return percent(t.failures, t.calls) >= options.failure_rate_threshold ||
@@ -131,12 +168,14 @@ class circuit_breaker::core {
   std::uint64_t generation = 1;
   time_point open_until{};
   clock_type::duration wait{};
-  tally window;  // the sliding window's totals (closed)
-  struct outcome {
-    bool used = false, failed = false, slow = false;
-  };
-  std::vector<outcome> ring;  // count-based window
-  std::size_t ring_next = 0;
+  // The lock-free path's view of state and generation (see move_to).
+  std::atomic<breaker_state> fast_state{breaker_state::closed};
+  std::atomic<std::uint64_t> fast_generation{1};
+  tally window;  // the time-based window's totals (closed)
+  // Count-based window (closed), recorded without the lock: packed outcomes and their totals.
+  std::unique_ptr<std::atomic<std::uint8_t>[]> ring;
+  std::atomic<std::uint64_t> ring_next{0};
+  std::atomic<std::int64_t> ring_calls{0}, ring_failures{0}, ring_slow{0};
   struct bucket {
     tally counts;
   };
@@ -158,7 +197,12 @@ const breaker_options& circuit_breaker::options() const noexcept {
 
 result<circuit_breaker::permit> circuit_breaker::acquire() const {
   auto& c = *core_;
-  const auto now = c.owner.now();
+  const auto now = c.owner.coarse_now();
+  // Closed (the common case) without the lock: generation first, then state (see move_to).
+  const auto generation = c.fast_generation.load(std::memory_order_acquire);
+  const auto fast = c.fast_state.load(std::memory_order_acquire);
+  if (fast == breaker_state::closed || fast == breaker_state::disabled)
+    return permit{generation, now};
   core::change changed{};
   result<permit> out = failure(errc::circuit_open);
   {
@@ -197,19 +241,35 @@ result<circuit_breaker::permit> circuit_breaker::acquire() const {
 
 void circuit_breaker::record(const permit& p, const failure* error) const {
   auto& c = *core_;
-  const auto now = c.owner.now();
+  const auto now = c.owner.coarse_now();
   const bool slow = now - p.start >= c.options.slow_call_duration;
   const bool failed = error && (c.options.record_failure ? c.options.record_failure(*error)
                                                          : counts_by_default(error->code));
   const bool ignored = error && !failed;
+  // Permitted before a transition: its outcome belongs to a window that is gone.
+  if (p.generation != c.fast_generation.load(std::memory_order_acquire)) return;
   core::change changed{};
+  if (c.options.window == window_kind::count_based &&
+      c.fast_state.load(std::memory_order_acquire) == breaker_state::closed) {
+    // Closed, count-based: recorded without the lock; the lock only for a verdict.
+    if (ignored || !c.add_counted(failed, slow)) return;
+    {
+      std::lock_guard lock(c.mutex);
+      if (p.generation != c.generation || c.state != breaker_state::closed) return;
+      const auto t = c.totals();
+      if (t.calls >= c.options.minimum_calls && c.over_threshold(t))
+        changed = c.move_to(breaker_state::open, now);
+    }
+    c.announce(changed);
+    return;
+  }
   {
     std::lock_guard lock(c.mutex);
     if (p.generation != c.generation) return;  // permitted before a transition
     if (c.state == breaker_state::closed) {
-      if (ignored) return;
-      c.add(failed, slow, now);
-      if (c.window.calls >= c.options.minimum_calls && c.over_threshold(c.window))
+      if (ignored || !c.add(failed, slow, now)) return;
+      const auto t = c.totals();
+      if (t.calls >= c.options.minimum_calls && c.over_threshold(t))
         changed = c.move_to(breaker_state::open, now);
     } else if (c.state == breaker_state::half_open) {
       if (ignored) {
@@ -237,16 +297,15 @@ void circuit_breaker::record(const permit& p, const failure* error) const {
 }
 
 breaker_state circuit_breaker::state() const {
-  std::lock_guard lock(core_->mutex);
-  return core_->state;
+  return core_->fast_state.load(std::memory_order_acquire);
 }
 
 circuit_breaker::metrics circuit_breaker::current() const {
   auto& c = *core_;
-  const auto now = c.owner.now();
+  const auto now = c.owner.coarse_now();
   std::lock_guard lock(c.mutex);
   c.expire(now);
-  const tally& t = c.state == breaker_state::half_open ? c.trials : c.window;
+  const tally t = c.state == breaker_state::half_open ? c.trials : c.totals();
   metrics m{t.calls, t.failures, t.slow};
   const std::size_t minimum =
       c.state == breaker_state::half_open ? c.options.half_open_calls : c.options.minimum_calls;
@@ -266,7 +325,7 @@ void circuit_breaker::force_open() {
   core::change changed;
   {
     std::lock_guard lock(core_->mutex);
-    changed = core_->move_to(breaker_state::forced_open, core_->owner.now());
+    changed = core_->move_to(breaker_state::forced_open, core_->owner.coarse_now());
   }
   core_->announce(changed);
 }
@@ -274,7 +333,7 @@ void circuit_breaker::disable() {
   core::change changed;
   {
     std::lock_guard lock(core_->mutex);
-    changed = core_->move_to(breaker_state::disabled, core_->owner.now());
+    changed = core_->move_to(breaker_state::disabled, core_->owner.coarse_now());
   }
   core_->announce(changed);
 }
@@ -282,7 +341,7 @@ void circuit_breaker::reset() {
   core::change changed;
   {
     std::lock_guard lock(core_->mutex);
-    changed = core_->move_to(breaker_state::closed, core_->owner.now());
+    changed = core_->move_to(breaker_state::closed, core_->owner.coarse_now());
   }
   core_->announce(changed);
 }

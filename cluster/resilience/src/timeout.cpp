@@ -4,12 +4,13 @@
 #include <vector>
 
 #include "otpp/log.hpp"
+#include "spin_lock.hpp"
 
 namespace otpp::resilience {
 
 struct timeout::core : std::enable_shared_from_this<core> {
   core(node& n, clock_type::duration l, asio::cancellation_type c)
-      : owner(n), limit(l), cancel(c) {}
+      : owner(n), limit(l), slack(l + n.coarse_resolution()), cancel(c) {}
   ~core() {
     // Calls still listed when the last handle goes: their entries are released (not expired).
     for (entry* e = head; e;) {
@@ -50,7 +51,7 @@ struct timeout::core : std::enable_shared_from_this<core> {
       if (armed) again = head->due - now;
     }
     for (auto& e : expired) {
-      if (e->done.exchange(true)) continue;
+      if (e->state.exchange(done) == done) continue;
       log(log_level::debug, "resilience", "timeout: no result within ",
           std::chrono::duration_cast<std::chrono::milliseconds>(limit).count(), "ms");
       e->expire(cancel, limit);
@@ -60,9 +61,10 @@ struct timeout::core : std::enable_shared_from_this<core> {
 
   node& owner;
   const clock_type::duration limit;
+  const clock_type::duration slack;  // limit + the coarse clock's resolution
   const asio::cancellation_type cancel;
-  mutable std::mutex mutex;
-  entry* head = nullptr;  // calls in flight, oldest (first due) first
+  mutable detail::spin_lock mutex;  // held for a few instructions per call
+  entry* head = nullptr;            // calls in flight, oldest (first due) first
   entry* tail = nullptr;
   std::size_t count = 0;
   bool armed = false;  // a node timer is pending for this policy
@@ -80,30 +82,40 @@ std::size_t timeout::in_flight() const {
   return core_->count;
 }
 
-void timeout::start(const std::shared_ptr<entry>& e) const {
+void timeout::start(std::shared_ptr<entry> e) const {
   auto& c = *core_;
+  if (e->state.load(std::memory_order_acquire) == done) return;  // completed at once
   bool arm = false;
   {
     std::lock_guard lock(c.mutex);
-    // now() under the lock: entries are listed in deadline order.
-    e->due = c.owner.now() + c.limit;
-    e->keep = e;
+    // Read under the lock: entries are listed in deadline order. The coarse clock plus its
+    // resolution: never earlier than the precise deadline, at most one tick later.
+    e->due = c.owner.coarse_now() + c.slack;
+    std::uint8_t expected = starting;
+    // Completed since the look above: nothing to watch. Listing and this exchange happen
+    // under the lock, so the timer only ever finds listed entries.
+    if (!e->state.compare_exchange_strong(expected, listed)) return;
     e->prev = c.tail;
     (c.tail ? c.tail->next : c.head) = e.get();
     c.tail = e.get();
+    auto* listed_entry = e.get();
+    listed_entry->keep = std::move(e);
     ++c.count;
     arm = !c.armed;
     c.armed = true;
   }
-  if (arm) c.arm(c.limit);
+  if (arm) c.arm(c.slack);
 }
 
-void timeout::finish(entry& e) const {
-  std::shared_ptr<entry> keep;
-  {
+bool timeout::finish(entry& e) const {
+  const auto was = e.state.exchange(done, std::memory_order_acq_rel);
+  if (was == done) return false;  // expired first
+  if (was == listed) {
+    std::shared_ptr<entry> keep;
     std::lock_guard lock(core_->mutex);
     keep = core_->unlink_locked(e);
   }
+  return true;
 }
 
 }  // namespace otpp::resilience

@@ -101,6 +101,12 @@ class node {
   std::uint32_t creation() const noexcept;
   // The node's time (its clock option): what timers and timeouts are measured against.
   time_point now() const noexcept;
+  // now() read cheaply (CLOCK_MONOTONIC_COARSE: a few ns instead of a few tens), at most one
+  // clock tick behind now() (coarse_resolution()), never ahead: for bookkeeping that tolerates
+  // that lag on every call (breaker windows, rate-limiter refills). The manual clock when the
+  // node has one.
+  time_point coarse_now() const noexcept;
+  clock_type::duration coarse_resolution() const noexcept;
 
   // The node's instance of service S (constructed as S(node&) on first use; thread-safe).
   template <class S>

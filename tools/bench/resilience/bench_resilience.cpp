@@ -5,7 +5,8 @@
 //   resilience.<policy>.overhead_ns        one policy around it, minus bare
 //   resilience.pipeline.overhead_ns        all six in the default order (decorated once)
 //   resilience.pipeline_execute.overhead_ns  the same through pipeline::execute (wraps per call)
-// Target: pipeline under 200 ns. Options: --quick (tiny counts: a smoke run, not figures).
+// Target: pipeline under 200 ns. Options: --quick (tiny counts: a smoke run, not figures);
+// --only <name> (one line, e.g. pipeline: what a profiler such as callgrind should look at).
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -23,6 +24,7 @@ namespace {
 
 std::size_t calls = 2'000'000;
 int rounds = 5;
+std::string only;
 
 void print(const std::string& name, const char* unit, double value) {
   std::printf("{\"name\":\"%s\",\"unit\":\"%s\",\"value\":%.3f}\n", name.c_str(), unit, value);
@@ -61,6 +63,8 @@ int main(int argc, char** argv) {
     if (std::strcmp(argv[i], "--quick") == 0) {
       calls = 2'000;
       rounds = 1;
+    } else if (std::strcmp(argv[i], "--only") == 0 && i + 1 < argc) {
+      only = argv[++i];
     }
   otpp::set_log_level(otpp::log_level::warning);
   otpp::node node({.name = "bench_resilience", .threads = 1});
@@ -76,6 +80,7 @@ int main(int argc, char** argv) {
   const double bare = measure(instant_op{});
   print("resilience.bare.ns_per_call", "ns", bare);
   auto overhead = [&](const char* name, const auto& op) {
+    if (!only.empty() && only != name) return;
     print(std::string("resilience.") + name + ".overhead_ns", "ns", measure(op) - bare);
   };
   overhead("fallback", res::decorate(fallback, instant_op{}));

@@ -5,6 +5,7 @@
 // again an operation, so policies nest.
 #pragma once
 
+#include <memory>
 #include <type_traits>
 #include <utility>
 
@@ -49,14 +50,17 @@ namespace detail {
 
 // Completes `h` on its associated executor: inline when it has none (a policy's own inner
 // handler, a use_future promise), queued when it has one (a coroutine's process executor).
+// The result is passed through by reference: a pipeline's layers hand one result<T> down
+// to the caller without moving it once per layer.
 template <class Handler, class R>
-void complete(Handler& h, R r) {
+void complete(Handler& h, R&& r) {
   auto ex = asio::get_associated_executor(h);
   if constexpr (std::is_same_v<decltype(ex), asio::system_executor>) {
-    std::move(h)(std::move(r));
+    std::move(h)(std::forward<R>(r));
   } else {
-    asio::dispatch(ex,
-                   [h = std::move(h), r = std::move(r)]() mutable { std::move(h)(std::move(r)); });
+    asio::dispatch(ex, [h = std::move(h), r = std::decay_t<R>(std::forward<R>(r))]() mutable {
+      std::move(h)(std::move(r));
+    });
   }
 }
 
@@ -83,14 +87,73 @@ bool refuse_blocking_wait(Handler& h) {
   return otpp::detail::refuse_blocking_wait<Token, T>(h);
 }
 
+// True when `Token` is a completion handler: the initiation then runs inside async_initiate,
+// while the policy that started it is alive, so it may borrow the policy instead of copying
+// its handle (a reference count per call saved). A deferred token (use_awaitable, deferred)
+// runs it later and gets a copy.
+template <class Token, class Signature>
+inline constexpr bool initiates_at_once =
+    std::is_void_v<typename asio::async_result<std::decay_t<Token>, Signature>::return_type>;
+
+// Runs `body(handler, op, policy)` as the initiation of an operation completing with
+// `Signature`, with `policy` borrowed or copied as initiates_at_once allows.
+template <class Signature, class Policy, class Op, class Token, class Body>
+auto initiate(const Policy& policy, const Op& op, Token&& token, Body body) {
+  if constexpr (initiates_at_once<Token, Signature>) {
+    return asio::async_initiate<Token, Signature>(
+        [p = &policy, body](auto&& handler, const auto& o) {
+          body(std::forward<decltype(handler)>(handler), o, *p);
+        },
+        token, op);
+  } else {
+    return asio::async_initiate<Token, Signature>(
+        [policy, body](auto&& handler, const auto& o) {
+          body(std::forward<decltype(handler)>(handler), o, policy);
+        },
+        token, op);
+  }
+}
+
 }  // namespace detail
 
-// Wraps `op` in `policy`: an operation again (policy.execute(op, token) per start).
+// An operation kept once on the heap, for a policy that copies its operation on every call
+// (a retry keeps one for its later attempts): the copy is one reference count, not one per
+// policy handle nested inside the operation.
+template <class Op>
+class shared_operation {
+ public:
+  explicit shared_operation(Op op) : op_(std::make_shared<const Op>(std::move(op))) {}
+  template <class Token>
+  auto operator()(Token&& token) const {
+    return (*op_)(std::forward<Token>(token));
+  }
+
+ private:
+  std::shared_ptr<const Op> op_;
+};
+
+namespace detail {
+// decorate(), with the choice of sharing: worth it for an operation wrapped once and started
+// often, not for one wrapped per call (pipeline::execute), where it costs an allocation.
+template <bool Share, class Policy, class Op>
+auto wrap(Policy policy, Op op) {
+  if constexpr (Share && requires { Policy::copies_operation; }) {
+    return [policy = std::move(policy), op = shared_operation<Op>(std::move(op))](auto&& token) {
+      return policy.execute(op, std::forward<decltype(token)>(token));
+    };
+  } else {
+    return [policy = std::move(policy), op = std::move(op)](auto&& token) {
+      return policy.execute(op, std::forward<decltype(token)>(token));
+    };
+  }
+}
+}  // namespace detail
+
+// Wraps `op` in `policy`: an operation again (policy.execute(op, token) per start). A policy
+// with `copies_operation` gets the operation as a shared_operation.
 template <class Policy, class Op>
 auto decorate(Policy policy, Op op) {
-  return [policy = std::move(policy), op = std::move(op)](auto&& token) {
-    return policy.execute(op, std::forward<decltype(token)>(token));
-  };
+  return detail::wrap<true>(std::move(policy), std::move(op));
 }
 
 }  // namespace otpp::resilience

@@ -50,16 +50,16 @@ template <class Op, class Token>
 auto bulkhead::execute(const Op& op, Token&& token) const {
   using T = op_value_t<Op>;
   return asio::async_initiate<Token, void(result<T>)>(
-      [self = *this](auto handler, const auto& op) {
-        using H = decltype(handler);
+      [self = *this](auto&& handler, const auto& op) mutable {
+        using H = std::decay_t<decltype(handler)>;
         if (detail::refuse_blocking_wait<Token, T>(handler)) return;
         if (self.try_enter()) {  // the common case: no allocation, no copy of op
           auto slot = detail::slot_of(handler);
-          op(asio::bind_cancellation_slot(slot,
-                                          [self, h = std::move(handler)](result<T> r) mutable {
-                                            self.leave();
-                                            detail::complete(h, std::move(r));
-                                          }));
+          op(asio::bind_cancellation_slot(
+              slot, [self = std::move(self), h = std::move(handler)](auto&& r) mutable {
+                self.leave();
+                detail::complete(h, std::forward<decltype(r)>(r));
+              }));
           return;
         }
         // Waits: op and handler move to the heap until a slot frees or the wait ends.
@@ -75,9 +75,9 @@ auto bulkhead::execute(const Op& op, Token&& token) const {
             return;
           }
           auto slot = detail::slot_of(w->handler);
-          w->operation(asio::bind_cancellation_slot(slot, [self, w](result<T> r) mutable {
+          w->operation(asio::bind_cancellation_slot(slot, [self, w](auto&& r) mutable {
             self.leave();
-            detail::complete(w->handler, std::move(r));
+            detail::complete(w->handler, std::forward<decltype(r)>(r));
           }));
         });
       },

@@ -88,7 +88,7 @@ template <class Op, class Token>
 auto circuit_breaker::execute(const Op& op, Token&& token) const {
   using T = op_value_t<Op>;
   return asio::async_initiate<Token, void(result<T>)>(
-      [self = *this](auto handler, const auto& op) {
+      [self = *this](auto&& handler, const auto& op) mutable {
         if (detail::refuse_blocking_wait<Token, T>(handler)) return;
         auto p = self.acquire();
         if (!p) {
@@ -97,9 +97,9 @@ auto circuit_breaker::execute(const Op& op, Token&& token) const {
         }
         auto slot = detail::slot_of(handler);
         op(asio::bind_cancellation_slot(
-            slot, [self, p = *p, h = std::move(handler)](result<T> r) mutable {
+            slot, [self = std::move(self), p = *p, h = std::move(handler)](auto&& r) mutable {
               self.record(p, r ? nullptr : &r.fail());
-              detail::complete(h, std::move(r));
+              detail::complete(h, std::forward<decltype(r)>(r));
             }));
       },
       token, op);

@@ -21,20 +21,20 @@ class fallback {
   auto execute(const Op& op, Token&& token) const {
     using T = op_value_t<Op>;
     return asio::async_initiate<Token, void(result<T>)>(
-        [d = data_](auto handler, const auto& op) {
+        [d = data_](auto&& handler, const auto& op) mutable {
           if (detail::refuse_blocking_wait<Token, T>(handler)) return;
           auto slot = detail::slot_of(handler);
           op(asio::bind_cancellation_slot(
-              slot, [d, slot, h = std::move(handler)](result<T> r) mutable {
+              slot, [d = std::move(d), slot, h = std::move(handler)](auto&& r) mutable {
                 if (r || (d->when && !d->when(r.fail()))) {
-                  detail::complete(h, std::move(r));
+                  detail::complete(h, std::forward<decltype(r)>(r));
                 } else if constexpr (std::is_invocable_v<const Alt&, const failure&>) {
                   detail::complete(h, result<T>(d->alt(r.fail())));
                 } else {
-                  d->alt(r.fail(), asio::bind_cancellation_slot(
-                                       slot, [h = std::move(h)](result<T> alt) mutable {
-                                         detail::complete(h, std::move(alt));
-                                       }));
+                  d->alt(r.fail(),
+                         asio::bind_cancellation_slot(slot, [h = std::move(h)](auto&& alt) mutable {
+                           detail::complete(h, std::forward<decltype(alt)>(alt));
+                         }));
                 }
               }));
         },

@@ -23,21 +23,21 @@ class pipeline {
   // execute, which wraps on each call).
   template <class Op>
   auto decorate(Op op) const {
-    return wrap<sizeof...(Policies)>(std::move(op));
+    return wrap<sizeof...(Policies), true>(std::move(op));
   }
   template <class Op, class Token>
   auto execute(const Op& op, Token&& token) const {
-    return decorate(op)(std::forward<Token>(token));
+    return wrap<sizeof...(Policies), false>(op)(std::forward<Token>(token));
   }
 
  private:
   // The innermost `n` policies... wrap from the last one outwards.
-  template <std::size_t N, class Op>
+  template <std::size_t N, bool Share, class Op>
   auto wrap(Op op) const {
     if constexpr (N == 0) {
       return op;
     } else {
-      return wrap<N - 1>(resilience::decorate(std::get<N - 1>(policies_), std::move(op)));
+      return wrap<N - 1, Share>(detail::wrap<Share>(std::get<N - 1>(policies_), std::move(op)));
     }
   }
   std::tuple<Policies...> policies_;

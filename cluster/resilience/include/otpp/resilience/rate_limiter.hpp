@@ -43,9 +43,10 @@ class rate_limiter {
 template <class Op, class Token>
 auto rate_limiter::execute(const Op& op, Token&& token) const {
   using T = op_value_t<Op>;
-  return asio::async_initiate<Token, void(result<T>)>(
-      [self = *this](auto handler, const auto& op) {
-        using H = decltype(handler);
+  return detail::initiate<void(result<T>)>(
+      *this, op, std::forward<Token>(token),
+      [](auto&& handler, const auto& op, const rate_limiter& self) {
+        using H = std::decay_t<decltype(handler)>;
         if (detail::refuse_blocking_wait<Token, T>(handler)) return;
         auto wait = self.acquire();
         if (!wait) {
@@ -53,10 +54,7 @@ auto rate_limiter::execute(const Op& op, Token&& token) const {
           return;
         }
         if (*wait == clock_type::duration::zero()) {
-          auto slot = detail::slot_of(handler);
-          op(asio::bind_cancellation_slot(slot, [h = std::move(handler)](result<T> r) mutable {
-            detail::complete(h, std::move(r));
-          }));
+          op(std::move(handler));  // nothing to do on completion: the caller's own handler
           return;
         }
         // A reserved permit: the call starts when it comes.
@@ -68,11 +66,11 @@ auto rate_limiter::execute(const Op& op, Token&& token) const {
         auto w = std::make_shared<waiter>(waiter{op, std::move(handler)});
         self.owner().run_after(*wait, [w] {
           auto slot = detail::slot_of(w->handler);
-          w->operation(asio::bind_cancellation_slot(
-              slot, [w](result<T> r) mutable { detail::complete(w->handler, std::move(r)); }));
+          w->operation(asio::bind_cancellation_slot(slot, [w](auto&& r) mutable {
+            detail::complete(w->handler, std::forward<decltype(r)>(r));
+          }));
         });
-      },
-      token, op);
+      });
 }
 
 }  // namespace otpp::resilience

@@ -43,6 +43,9 @@ struct retry_options {
 
 class retry {
  public:
+  // decorate() hands it a shared_operation: every call keeps a copy of the operation.
+  static constexpr bool copies_operation = true;
+
   retry(node& n, retry_options o = {});
 
   // Runs op (see async.hpp) until it succeeds or the policy gives up; completes `token` with
@@ -64,6 +67,8 @@ class retry {
   };
   template <class T, class Op, class Handler>
   struct run;
+  template <class T, class Op, class Handler>
+  struct first_attempt;
   std::shared_ptr<shared> state_;
 };
 
@@ -75,20 +80,22 @@ clock_type::duration retry_backoff(const retry_options& o, std::mt19937_64& rand
 
 template <class T, class Op, class Handler>
 struct retry::run : std::enable_shared_from_this<run<T, Op, Handler>> {
-  run(std::shared_ptr<const shared> s, Op o, Handler h)
+  run(std::shared_ptr<const shared> s, Op o, Handler h, time_point start, int tried)
       : policy(std::move(s)),
         op(std::move(o)),
         handler(std::move(h)),
-        started(policy->owner.now()) {}
+        started(start),
+        attempts(tried) {}
 
   void attempt() {
     ++attempts;
     op(asio::bind_cancellation_slot(
         detail::slot_of(*handler),
-        [self = this->shared_from_this()](result<T> r) { self->done(std::move(r)); }));
+        [self = this->shared_from_this()](auto&& r) { self->done(std::forward<decltype(r)>(r)); }));
   }
 
-  void done(result<T> r) {
+  template <class R>
+  void done(R&& r) {
     const auto& o = policy->options;
     retry_event e{.attempt = attempts};
     if (!r) {
@@ -113,7 +120,7 @@ struct retry::run : std::enable_shared_from_this<run<T, Op, Handler>> {
     if (!r && attempts > 1) detail::log_gave_up(attempts, r.fail());
     auto h = std::move(*handler);
     handler.reset();
-    detail::complete(h, std::move(r));
+    detail::complete(h, std::forward<decltype(r)>(r));
   }
 
   clock_type::duration retry_backoff(int n, clock_type::duration prev) const;
@@ -126,6 +133,34 @@ struct retry::run : std::enable_shared_from_this<run<T, Op, Handler>> {
   clock_type::duration previous{};
 };
 
+// The first attempt's handler: the common case (success at once) needs no allocation. It
+// carries the policy, a copy of op and the caller's handler; only a failure moves them into a
+// run on the heap, which decides whether to try again.
+template <class T, class Op, class Handler>
+struct retry::first_attempt {
+  using cancellation_slot_type = asio::associated_cancellation_slot_t<Handler>;
+  cancellation_slot_type get_cancellation_slot() const noexcept {
+    return asio::get_associated_cancellation_slot(handler);
+  }
+
+  template <class R>
+  void operator()(R&& r) {
+    if (r) {
+      if (policy->options.on_attempt) policy->options.on_attempt(retry_event{.attempt = 1});
+      detail::complete(handler, std::forward<R>(r));
+      return;
+    }
+    auto later = std::make_shared<run<T, Op, Handler>>(std::move(policy), std::move(op),
+                                                       std::move(handler), started, 1);
+    later->done(std::forward<R>(r));
+  }
+
+  std::shared_ptr<const shared> policy;
+  Op op;
+  Handler handler;
+  time_point started;  // for the deadline (the epoch when there is none)
+};
+
 template <class T, class Op, class Handler>
 clock_type::duration retry::run<T, Op, Handler>::retry_backoff(int n,
                                                                clock_type::duration prev) const {
@@ -136,11 +171,14 @@ template <class Op, class Token>
 auto retry::execute(const Op& op, Token&& token) const {
   using T = op_value_t<Op>;
   return asio::async_initiate<Token, void(result<T>)>(
-      [policy = state_](auto handler, const auto& op) {
-        using H = decltype(handler);
+      [policy = state_](auto&& handler, const auto& op) mutable {
+        using H = std::decay_t<decltype(handler)>;
         using O = std::decay_t<decltype(op)>;
         if (detail::refuse_blocking_wait<Token, T>(handler)) return;
-        std::make_shared<run<T, O, H>>(policy, op, std::move(handler))->attempt();
+        const auto started = policy->options.deadline > clock_type::duration::zero()
+                                 ? policy->owner.now()
+                                 : time_point{};
+        op(first_attempt<T, O, H>{std::move(policy), op, std::move(handler), started});
       },
       token, op);
 }

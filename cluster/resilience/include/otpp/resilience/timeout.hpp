@@ -33,18 +33,23 @@ class timeout {
   std::size_t in_flight() const;
 
   // The parts execute uses. One call in flight: whoever sets `done` first (the call's
-  // completion, or expiry) completes the caller.
+  // completion, or expiry) completes the caller. A call is listed (its deadline watched) only
+  // once its operation has returned without completing: one that completes at once (a cached
+  // answer, an inner policy's refusal) never touches the list.
+  enum entry_state : std::uint8_t { starting, listed, done };
   struct entry {
     virtual ~entry() = default;
     virtual void expire(asio::cancellation_type cancel, clock_type::duration limit) = 0;
-    std::atomic<bool> done{false};
+    std::atomic<std::uint8_t> state{starting};
     entry* prev = nullptr;
     entry* next = nullptr;
     time_point due{};
     std::shared_ptr<entry> keep;  // the policy's reference while the call is in flight
   };
-  void start(const std::shared_ptr<entry>& e) const;  // due = now + limit
-  void finish(entry& e) const;                        // the call completed first
+  // Lists e (due = now + limit) unless it completed meanwhile.
+  void start(std::shared_ptr<entry> e) const;
+  // The call completed: true when the caller should be completed (not expired already).
+  bool finish(entry& e) const;
 
  private:
   template <class T, class Handler>
@@ -68,21 +73,21 @@ class timeout {
 template <class Op, class Token>
 auto timeout::execute(const Op& op, Token&& token) const {
   using T = op_value_t<Op>;
-  return asio::async_initiate<Token, void(result<T>)>(
-      [self = *this](auto handler, const auto& op) {
-        using H = decltype(handler);
+  return detail::initiate<void(result<T>)>(
+      *this, op, std::forward<Token>(token),
+      [](auto&& handler, const auto& op, const timeout& self) {
+        using H = std::decay_t<decltype(handler)>;
         if (detail::refuse_blocking_wait<Token, T>(handler)) return;
         auto r = std::make_shared<run<T, H>>(std::move(handler));
-        self.start(r);  // before the call starts, so a call completing at once finds it listed
-        op(asio::bind_cancellation_slot(r->signal.slot(), [self, r](result<T> res) {
-          if (r->done.exchange(true)) return;  // late: the caller already has its timeout
-          self.finish(*r);
+        auto slot = r->signal.slot();
+        op(asio::bind_cancellation_slot(slot, [self, r](auto&& res) {
+          if (!self.finish(*r)) return;  // late: the caller already has its timeout
           auto h = std::move(*r->handler);
           r->handler.reset();
-          detail::complete(h, std::move(res));
+          detail::complete(h, std::forward<decltype(res)>(res));
         }));
-      },
-      token, op);
+        self.start(std::move(r));  // not done at once: its deadline is watched from now
+      });
 }
 
 }  // namespace otpp::resilience
