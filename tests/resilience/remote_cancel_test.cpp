@@ -12,6 +12,7 @@
 
 #include "cluster/cluster_support.hpp"
 #include "otpp/resilience.hpp"
+#include "otpp/router.hpp"
 
 namespace otpp_test {
 namespace {
@@ -23,7 +24,8 @@ namespace res = otpp::resilience;
 struct hold {
   static constexpr std::string_view tag = "remote_cancel.hold";
   using reply = int;
-  MSGPACK_DEFINE_MAP()
+  int unused = 0;
+  MSGPACK_DEFINE_MAP(unused)
 };
 struct answer_held {
   static constexpr std::string_view tag = "remote_cancel.release";
