@@ -27,6 +27,17 @@ void node_impl::start_call(const pid& to, call_state_base* state, message_envelo
     delete request;
     return;
   }
+  // A call to another node passes the remote call gate (per-node breakers) before its timer
+  // is armed: the gate's outcome callback is set before anything can complete the call.
+  if (to.valid() && to.node() != atom_) {
+    if (auto admitted = admit_remote_call(state, to); !admitted) {
+      log(log_level::debug, "node", name_, ": call '", request->tag, "' to ", to.to_string(), ": ",
+          admitted.fail().message());
+      if (state->claim()) state->complete_error(admitted.fail());
+      delete request;
+      return;
+    }
+  }
   if (self) track_call(*self, keep);
   if (timeout.count() >= 0) {
     state->add_ref();  // the timer list holds a reference

@@ -38,13 +38,7 @@ node_impl::outcome node_impl::dispatch_remote(const pid& to, envelope* e, failur
   otpp::router* r = router();
   if (!r || !to.valid()) return outcome::dead;
   auto* m = e->kind <= envelope_kind::system_info ? static_cast<message_envelope*>(e) : nullptr;
-  if (m && m->call) {
-    if (auto admitted = admit_remote_call(m->call.get(), to); !admitted) {
-      if (why) *why = admitted.fail();
-      return outcome::refused;
-    }
-    register_remote_call(m->call.get(), to);
-  }
+  if (m && m->call) register_remote_call(m->call.get(), to);
   result<void> sent = [&]() -> result<void> {
     try {
       return r->route(to, *e);
