@@ -25,6 +25,7 @@
 #include <unordered_map>
 
 #include "otpp/call.hpp"
+#include "otpp/domain_error.hpp"
 #include "otpp/log.hpp"
 #include "otpp/router.hpp"
 #include "otpp/transport/endpoint.hpp"
@@ -119,6 +120,17 @@ class wire_call_state final : public detail::call_state_base {
       pk.pack(f.reason);
       pk.pack(std::string(f.code.category().name()));
       pk.pack(f.code.value());
+    } else if (st == wire::status::domain_error) {
+      auto d = domain_of(f);
+      auto details = domain_details_bytes(f);
+      pk.pack_array(6);
+      pk.pack(id_);
+      pk.pack(static_cast<std::uint8_t>(st));
+      pk.pack(std::string_view(f.reason.c_str()));
+      pk.pack(d->code);
+      pk.pack(d->message);
+      pk.pack_bin(static_cast<std::uint32_t>(details.size()));
+      pk.pack_bin_body(details.data(), static_cast<std::uint32_t>(details.size()));
     } else {
       pk.pack_array(3);
       pk.pack(id_);
@@ -1080,6 +1092,10 @@ class service_impl final : public service,
     } else if (r.code == wire::status::foreign_error) {
       reply =
           failure(std::error_code(r.value, remote_category_instance), r.category + ": " + r.reason);
+    } else if (r.code == wire::status::domain_error) {
+      reply = r.domain_code.empty()
+                  ? failure(errc::domain_error, r.reason)
+                  : domain_failure_encoded(r.domain_code, r.domain_message, r.details);
     } else {
       reply = failure(wire::to_errc(r.code), r.reason);
     }

@@ -61,6 +61,10 @@ status to_status(const std::error_code& ec) noexcept {
       return status::bulkhead_full;
     case errc::rate_limited:
       return status::rate_limited;
+    case errc::domain_error:
+      return status::domain_error;
+    case errc::operation_canceled:
+      return status::operation_canceled;
     default:
       return status::other;
   }
@@ -124,6 +128,10 @@ errc to_errc(status s) noexcept {
       return errc::bulkhead_full;
     case status::rate_limited:
       return errc::rate_limited;
+    case status::domain_error:
+      return errc::domain_error;
+    case status::operation_canceled:
+      return errc::operation_canceled;
     case status::other:
     case status::foreign_error:
       break;
@@ -263,6 +271,11 @@ result<reply_frame> parse_reply(const msgpack::object& a) {
       r.reason = at(a, 2).as<std::string>();
       r.category = at(a, 3).as<std::string>();
       r.value = at(a, 4).as<int>();
+    } else if (r.code == status::domain_error && has(a, 6)) {
+      r.reason = at(a, 2).as<std::string>();
+      r.domain_code = at(a, 3).as<std::string>();
+      r.domain_message = at(a, 4).as<std::string>();
+      r.details = at(a, 5).as<std::string>();  // bin
     } else {
       r.reason = at(a, 2).as<std::string>();
     }

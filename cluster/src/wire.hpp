@@ -29,7 +29,8 @@ inline constexpr std::uint8_t send =
     0x20;  // [to serial, to creation, from serial, info, tag, body]
 inline constexpr std::uint8_t call =
     0x21;  // [to serial, to creation, from serial, call id, tag, body]
-inline constexpr std::uint8_t reply = 0x22;  // [call id, status, body | reason (, category, value)]
+inline constexpr std::uint8_t reply =
+    0x22;  // [call id, status, body | reason (, category, value | , code, message, details)]
 inline constexpr std::uint8_t signal =
     0x23;  // [signal, to serial, to creation, from serial, reason, ref, from link]
 inline constexpr std::uint8_t down = 0x24;  // [to serial, to creation, ref, who, reason]
@@ -78,6 +79,10 @@ enum class status : std::uint8_t {
   circuit_open = 25,  // the resilience policies' refusals (a callee's own breaker, ...)
   bulkhead_full = 26,
   rate_limited = 27,
+  // A handler's domain error: [id, status, text, code, message, details (bin, msgpack)]; an
+  // older peer reads the text as an exit reason.
+  domain_error = 28,
+  operation_canceled = 29,
   other = 254,         // another otpp errc: reason text carries it
   foreign_error = 255  // a user's error category: category name and value follow
 };
@@ -117,6 +122,9 @@ struct reply_frame {
   std::string reason;                     // errors
   std::string category;                   // foreign_error
   int value = 0;                          // foreign_error
+  std::string domain_code;                // domain_error
+  std::string domain_message;
+  std::string details;  // domain_error: the details' msgpack bytes
 };
 struct signal_frame {
   signal_code code = signal_code::exit;

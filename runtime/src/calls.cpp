@@ -27,6 +27,17 @@ void node_impl::start_call(const pid& to, call_state_base* state, message_envelo
     delete request;
     return;
   }
+  // A call to another node passes the remote call gate (per-node breakers) before its timer
+  // is armed: the gate's outcome callback is set before anything can complete the call.
+  if (to.valid() && to.node() != atom_) {
+    if (auto admitted = admit_remote_call(state, to); !admitted) {
+      log(log_level::debug, "node", name_, ": call '", request->tag, "' to ", to.to_string(), ": ",
+          admitted.fail().message());
+      if (state->claim()) state->complete_error(admitted.fail());
+      delete request;
+      return;
+    }
+  }
   if (self) track_call(*self, keep);
   if (timeout.count() >= 0) {
     state->add_ref();  // the timer list holds a reference
@@ -48,9 +59,38 @@ void node_impl::call_finished(call_state_base* s) {
   }
 }
 
+void node_impl::set_gate(std::shared_ptr<remote_call_gate> g) {
+  std::lock_guard lock(gate_mutex_);
+  gate_set_.store(g != nullptr, std::memory_order_release);
+  gate_ = std::move(g);
+}
+
+void node_impl::report_outcome(call_state_base* s, const failure* outcome) {
+  if (!s->gate_done) return;
+  auto done = std::move(s->gate_done);
+  s->gate_done = nullptr;
+  done(outcome);
+}
+
+result<void> node_impl::admit_remote_call(call_state_base* s, const pid& to) {
+  if (!gate_set_.load(std::memory_order_acquire)) return {};
+  std::shared_ptr<remote_call_gate> gate;
+  {
+    std::lock_guard lock(gate_mutex_);
+    gate = gate_;
+  }
+  if (!gate) return {};
+  auto admitted = gate->admit(to.node());
+  if (!admitted) return admitted.fail();
+  s->gate_done = std::move(*admitted);
+  return {};
+}
+
 void node_impl::register_remote_call(call_state_base* s, const pid& to) {
   if (!s->call_id) s->call_id = new_ref();
   std::lock_guard lock(remote_calls_mutex_);
+  // A call cancelled (or timed out) before its request left is not listed: no reply is awaited.
+  if (s->done()) return;
   remote_calls_[s->call_id] = remote_call{ref_ptr<call_state_base>(s), to.node()};
 }
 
@@ -107,9 +147,12 @@ std::size_t node_impl::fail_remote_calls(std::optional<node_atom> peer, const fa
   return n;
 }
 
-std::size_t node_impl::pending_remote_calls() const {
+std::size_t node_impl::pending_remote_calls(std::optional<node_atom> peer) const {
   std::lock_guard lock(remote_calls_mutex_);
-  return remote_calls_.size();
+  if (!peer) return remote_calls_.size();
+  std::size_t n = 0;
+  for (const auto& [id, c] : remote_calls_) n += c.peer == *peer ? 1 : 0;
+  return n;
 }
 
 void node_impl::track_call(process& self, const ref_ptr<call_state_base>& state) {
@@ -120,6 +163,16 @@ void node_impl::track_call(process& self, const ref_ptr<call_state_base>& state)
   out.push_back(state);
 }
 
+void call_canceller::operator()(asio::cancellation_type type) const {
+  if ((type & (asio::cancellation_type::terminal | asio::cancellation_type::partial)) ==
+      asio::cancellation_type::none) {
+    return;  // total: a call may already have been handled, it cannot be undone
+  }
+  auto s = state;  // completing may destroy this canceller (a coroutine's next operation)
+  if (s && s->claim())
+    s->complete_error(failure(errc::operation_canceled, "the call was cancelled"));
+}
+
 // ---- entry points used by inline templates
 void start_call(node_impl& n, const pid& to, call_state_base* state, message_envelope* request,
                 std::chrono::milliseconds timeout) {
@@ -127,6 +180,12 @@ void start_call(node_impl& n, const pid& to, call_state_base* state, message_env
 }
 void call_finished(node_impl& n, call_state_base* state) {
   n.call_finished(state);
+  static const failure gone(errc::operation_canceled, "the caller went away");
+  n.report_outcome(state, &gone);
+}
+void call_finished(node_impl& n, call_state_base* state, const failure* outcome) {
+  n.call_finished(state);
+  n.report_outcome(state, outcome);
 }
 asio::io_context& node_context(node_impl& n) {
   return n.context();
@@ -164,11 +223,11 @@ void encoded_call_state::complete_encoded(const msgpack::object& reply) {
   finish(msgpack::object_handle(copy, std::move(zone)));
 }
 void encoded_call_state::abandon() {
-  node_.call_finished(this);
+  detail::call_finished(node_, this);
   done_ = nullptr;
 }
 void encoded_call_state::finish(result<msgpack::object_handle> r) {
-  node_.call_finished(this);
+  detail::call_finished(node_, this, r ? nullptr : &r.fail());
   auto d = std::move(done_);
   if (d) d(std::move(r));
 }
@@ -286,8 +345,14 @@ result<void> complete_remote_call(node& n, node_atom from, std::uint64_t call_id
 std::size_t fail_remote_calls(node& n, node_atom peer, const failure& why) {
   return n.impl().fail_remote_calls(peer, why);
 }
+void set_remote_call_gate(node& n, std::shared_ptr<remote_call_gate> g) {
+  n.impl().set_gate(std::move(g));
+}
 std::size_t pending_remote_calls(node& n) {
-  return n.impl().pending_remote_calls();
+  return n.impl().pending_remote_calls(std::nullopt);
+}
+std::size_t pending_remote_calls(node& n, node_atom peer) {
+  return n.impl().pending_remote_calls(peer);
 }
 inbound_scope::inbound_scope(node& n) noexcept : began_(detail::inbound_scope_begin(n.impl())) {}
 

@@ -131,13 +131,20 @@ class node_impl {
                   std::chrono::milliseconds timeout);
   // A completed call leaves the timer service and the pending-remote table.
   void call_finished(call_state_base* s);
+  // The remote call gate (router.hpp): admission before the request leaves, and the outcome.
+  result<void> admit_remote_call(call_state_base* s, const pid& to);
+  void report_outcome(call_state_base* s, const failure* outcome);
+  void set_gate(std::shared_ptr<remote_call_gate> g);
+  std::atomic<bool> gate_set_{false};  // remote calls skip the lock when no gate is installed
+  std::mutex gate_mutex_;
+  std::shared_ptr<remote_call_gate> gate_;
   // Remembers a call made by `self` so its continuation is dropped if `self` ends first.
   static void track_call(process& self, const ref_ptr<call_state_base>& state);
   result<void> complete_remote_call(std::uint64_t call_id, result<msgpack::object_handle> reply,
                                     std::optional<node_atom> from = std::nullopt);
   // Fails the calls waiting on `peer` (every remote call: nullopt) with `why`; returns how many.
   std::size_t fail_remote_calls(std::optional<node_atom> peer, const failure& why);
-  std::size_t pending_remote_calls() const;
+  std::size_t pending_remote_calls(std::optional<node_atom> peer) const;  // nullopt: all
 
   // ---- timers (timers.cpp / node.cpp)
   timer_service& timers() noexcept { return timers_; }

@@ -81,13 +81,13 @@ bool bulkhead::try_enter() const {
   return core_->waiters.load() == 0 && core_->take_slot();
 }
 
-void bulkhead::enqueue(std::function<void(result<void>)> start) const {
+std::uint64_t bulkhead::enqueue(std::function<void(result<void>)> start) const {
   auto& c = *core_;
   std::unique_lock lock(c.mutex);
   if (c.queue.empty() && c.take_slot()) {  // freed meanwhile
     lock.unlock();
     c.run_later(std::move(start), {});
-    return;
+    return 0;
   }
   if (c.queue.size() >= c.options.max_queue) {
     lock.unlock();
@@ -96,7 +96,7 @@ void bulkhead::enqueue(std::function<void(result<void>)> start) const {
                 failure(errc::bulkhead_full, "bulkhead '" + c.options.name +
                                                  "': " + std::to_string(c.options.max_concurrent) +
                                                  " calls in flight, wait queue full"));
-    return;
+    return 0;
   }
   const auto id = c.next_id++;
   c.queue.push_back({id, std::move(start), {}});
@@ -131,6 +131,27 @@ void bulkhead::enqueue(std::function<void(result<void>)> start) const {
   auto it = std::find_if(c.queue.rbegin(), c.queue.rend(),
                          [id](const core::waiter& w) { return w.id == id; });
   if (it != c.queue.rend()) it->timer = timer;
+  return id;
+}
+
+bool bulkhead::withdraw(std::uint64_t id) const {
+  auto& c = *core_;
+  std::function<void(result<void>)> cancelled;
+  timer_ref timer;
+  {
+    std::lock_guard lock(c.mutex);
+    auto it = std::find_if(c.queue.begin(), c.queue.end(),
+                           [id](const core::waiter& w) { return w.id == id; });
+    if (id == 0 || it == c.queue.end()) return false;  // entered, refused or timed out
+    cancelled = std::move(it->start);
+    timer = it->timer;
+    c.queue.erase(it);
+    c.waiters.fetch_sub(1);
+  }
+  c.owner.cancel_timer(timer);
+  log(log_level::debug, "resilience", "bulkhead '", c.options.name, "': waiter cancelled");
+  cancelled(failure(errc::operation_canceled, "bulkhead '" + c.options.name + "': wait cancelled"));
+  return true;
 }
 
 void bulkhead::leave() const {

@@ -29,6 +29,11 @@ void log_gave_up(int attempts, const failure& last) {
       " attempts: ", last.message());
 }
 
+void log_cancelled(int attempts) {
+  log(log_level::debug, "resilience", "retry cancelled while waiting after ", attempts,
+      " attempts");
+}
+
 clock_type::duration retry_backoff(const retry_options& o, std::mt19937_64& random,
                                    std::mutex& mutex, int attempt, clock_type::duration previous) {
   using rep = clock_type::duration::rep;

@@ -11,6 +11,9 @@
 //   not_started   the node was never started
 //   calling_self  a process called itself
 //   would_block   use_future from a process thread (future.get() would block the thread)
+//   operation_canceled  the handler's cancellation slot was emitted (terminal or partial):
+//                 the call is forgotten at once (timer and pending-remote entry freed) and a
+//                 late reply is dropped; the request may still have been handled
 //   nodedown / not_serializable / any error a router returns, for calls to other nodes
 // A plain callback runs as a handler of its own on the node's pool (never as the callee).
 #pragma once
@@ -18,8 +21,10 @@
 #include <chrono>
 #include <optional>
 
+#include <asio/associated_cancellation_slot.hpp>
 #include <asio/associated_executor.hpp>
 #include <asio/async_result.hpp>
+#include <asio/cancellation_type.hpp>
 #include <asio/dispatch.hpp>
 #include <asio/post.hpp>
 #include <asio/use_future.hpp>
@@ -36,8 +41,10 @@ namespace detail {
 // Arms the timeout, registers the call with the calling process and routes the request.
 void start_call(node_impl& n, const pid& to, call_state_base* state, message_envelope* request,
                 std::chrono::milliseconds timeout);
-// A completed call leaves the node's timer service and pending-remote table.
+// A completed call leaves the node's timer service and pending-remote table; `outcome` (null:
+// success) goes to the remote call gate that admitted it. Without it: the caller went away.
 void call_finished(node_impl& n, call_state_base* state);
+void call_finished(node_impl& n, call_state_base* state, const failure* outcome);
 asio::io_context& node_context(node_impl& n);
 
 template <class Token>
@@ -75,10 +82,23 @@ void complete_on(node_impl& n, Handler handler, R r) {
   }
 }
 
+// Installed in a call's cancellation slot: completes the call with operation_canceled. It is
+// never cleared by the call (a slot may be emitted from another thread, the timeout policy's
+// timer, while the call completes): left behind, it finds the call done and does nothing.
+struct call_canceller {
+  explicit call_canceller(ref_ptr<call_state_base> s) : state(std::move(s)) {}
+  ref_ptr<call_state_base> state;
+  // Out of line: inlined into callers' code, g++ 12 -O2 reports false stringop-overflow.
+  void operator()(asio::cancellation_type type) const;
+};
+
 template <class R, class Handler>
 class call_state final : public call_state_base {
  public:
-  call_state(node_impl& n, Handler&& h) : node_(n), handler_(std::move(h)) {}
+  call_state(node_impl& n, Handler&& h) : node_(n), handler_(std::move(h)) {
+    auto slot = asio::get_associated_cancellation_slot(*handler_);
+    if (slot.is_connected()) slot.template emplace<call_canceller>(ref_ptr<call_state_base>(this));
+  }
 
   void complete_value(void* value, const value_codec*) override {
     finish(result<R>(std::move(*static_cast<R*>(value))));
@@ -102,7 +122,7 @@ class call_state final : public call_state_base {
 
  private:
   void finish(result<R> r) {
-    call_finished(node_, this);
+    call_finished(node_, this, r ? nullptr : &r.fail());
     Handler h = std::move(*handler_);
     handler_.reset();
     complete_on(node_, std::move(h), std::move(r));

@@ -6,6 +6,8 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
+#include <memory>
 
 #include <msgpack.hpp>
 
@@ -35,6 +37,18 @@ class router {
 // services are destroyed after every process ended) or let it outlive the node.
 void set_router(node& n, router* r);
 
+// A check every call to another node passes before its request leaves (the resilience
+// layer's per-node circuit breakers). admit answers a completion that hears the call's
+// outcome once (null on success), or the failure the call completes with at once (the
+// request is not sent). Runs on the caller's thread: must not block.
+class remote_call_gate {
+ public:
+  virtual ~remote_call_gate() = default;
+  virtual result<std::function<void(const failure*)>> admit(node_atom peer) = 0;
+};
+// Installs `g` on node `n` (nullptr: none); any thread.
+void set_remote_call_gate(node& n, std::shared_ptr<remote_call_gate> g);
+
 // A reply that came back over the wire for call `call_id` (a node-unique reference set when
 // the request left this node). The waiting caller gets it decoded to its reply type (or
 // bad_message); a reply for a call already resolved (timed out, answered) is dropped and
@@ -49,6 +63,8 @@ result<void> complete_remote_call(node& n, node_atom from, std::uint64_t call_id
 std::size_t fail_remote_calls(node& n, node_atom peer, const failure& why);
 // Calls whose request left this node and that wait for a reply.
 std::size_t pending_remote_calls(node& n);
+// Those waiting on node `peer`.
+std::size_t pending_remote_calls(node& n, node_atom peer);
 
 namespace detail {
 bool inbound_scope_begin(node_impl& n) noexcept;

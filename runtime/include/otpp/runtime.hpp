@@ -2,6 +2,7 @@
 #pragma once
 
 #include "otpp/call.hpp"
+#include "otpp/domain_error.hpp"
 #include "otpp/error.hpp"
 #include "otpp/gen_server.hpp"
 #include "otpp/gen_statem.hpp"

@@ -6,6 +6,8 @@
 #include "otpp/resilience/circuit_breaker.hpp"
 #include "otpp/resilience/errors.hpp"
 #include "otpp/resilience/fallback.hpp"
+#include "otpp/resilience/hedge.hpp"
+#include "otpp/resilience/node_breakers.hpp"
 #include "otpp/resilience/pipeline.hpp"
 #include "otpp/resilience/rate_limiter.hpp"
 #include "otpp/resilience/retry.hpp"

@@ -61,6 +61,10 @@ enum class errc {
   circuit_open = 40,   // a circuit breaker is open (the reason says when to retry)
   bulkhead_full = 41,  // no free slot in a bulkhead, and its wait queue full or waited out
   rate_limited = 42,   // no permit of a rate limiter within its wait timeout
+  // a handler's answer, not a system failure: code, message and details in the reason
+  // (otpp/domain_error.hpp reads them)
+  domain_error = 43,
+  operation_canceled = 44,  // the caller cancelled the operation (Asio cancellation slot)
 };
 
 const std::error_category& error_category() noexcept;
@@ -161,6 +165,10 @@ class otpp_category final : public std::error_category {
         return "bulkhead_full: too many concurrent calls";
       case errc::rate_limited:
         return "rate_limited: call rate over its limit";
+      case errc::domain_error:
+        return "domain_error";
+      case errc::operation_canceled:
+        return "operation_canceled: cancelled by the caller";
     }
     return "otpp error " + std::to_string(value);
   }

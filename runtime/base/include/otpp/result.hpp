@@ -22,9 +22,10 @@ struct failure {
   failure(std::error_code c, std::string r = {}) : code(c), reason(std::move(r)) {}
   failure(errc e, std::string r = {}) : code(make_error_code(e)), reason(std::move(r)) {}
 
-  // "timeout", or "exit: boom" when a reason is attached.
+  // "timeout", or "exit: boom" when a reason is attached. The reason's text ends at a NUL:
+  // a domain error keeps its encoded details after one (otpp/domain_error.hpp).
   std::string message() const {
-    return reason.empty() ? code.message() : code.message() + ": " + reason;
+    return reason.empty() ? code.message() : code.message() + ": " + reason.c_str();
   }
   friend bool operator==(const failure& a, const failure& b) { return a.code == b.code; }
 };
@@ -32,7 +33,7 @@ struct failure {
 // value() on an error throws this: what() reads "<error message>" or "<reason>: <error message>".
 [[noreturn]] inline void throw_failure(const failure& f) {
   if (f.reason.empty()) throw std::system_error(f.code);
-  throw std::system_error(f.code, f.reason);
+  throw std::system_error(f.code, f.reason.c_str());
 }
 
 template <class T>

@@ -144,6 +144,8 @@ class call_state_base : public ref_counted, public timer_entry {
   }
 
   std::uint64_t call_id = 0;  // non-zero once the request left for another node
+  // Set when a remote_call_gate admitted the call: hears its outcome (router.hpp).
+  std::function<void(const failure*)> gate_done;
 
  private:
   std::atomic<bool> done_{false};

@@ -1,8 +1,11 @@
 // bulkhead: at most max_concurrent calls in flight; up to max_queue more wait (FIFO) at most
 // max_wait each for a free slot. A call that finds the queue full, or waits out max_wait,
 // completes with bulkhead_full. Waiting takes no thread: a waiter is a queued continuation.
+// A waiter whose cancellation slot is emitted leaves the queue at once with
+// operation_canceled; once it runs, the slot is its operation's.
 #pragma once
 
+#include <atomic>
 #include <deque>
 #include <functional>
 #include <memory>
@@ -35,9 +38,12 @@ class bulkhead {
 
   // The parts execute uses. try_enter: a slot now (true), else false. enqueue: `start` runs
   // (on a node thread) with {} once it holds a slot, or with bulkhead_full when the queue is
-  // full (at once, never inline) or max_wait passed. leave: frees the slot of a finished call.
+  // full (at once, never inline) or max_wait passed; it returns the waiter's id (0: not
+  // queued). withdraw: takes waiter `id` out of the queue, running its start with
+  // operation_canceled (false: it left the queue already). leave: frees a finished call's slot.
   bool try_enter() const;
-  void enqueue(std::function<void(result<void>)> start) const;
+  std::uint64_t enqueue(std::function<void(result<void>)> start) const;
+  bool withdraw(std::uint64_t id) const;
   void leave() const;
 
  private:
@@ -67,9 +73,17 @@ auto bulkhead::execute(const Op& op, Token&& token) const {
         struct waiter {
           O operation;
           H handler;
+          std::atomic<std::uint64_t> id{0};
         };
-        auto w = std::make_shared<waiter>(waiter{op, std::move(handler)});
-        self.enqueue([self, w](result<void> entered) {
+        std::shared_ptr<waiter> w(new waiter{op, std::move(handler)});
+        // Before enqueueing: once queued, the waiter may enter and its operation take the slot.
+        auto slot = detail::slot_of(w->handler);
+        if (slot.is_connected()) {
+          slot.assign([self, weak = std::weak_ptr<waiter>(w)](asio::cancellation_type) {
+            if (auto waiting = weak.lock()) self.withdraw(waiting->id.load());
+          });
+        }
+        w->id = self.enqueue([self, w](result<void> entered) {
           if (!entered) {
             detail::complete(w->handler, result<T>(entered.fail()));
             return;

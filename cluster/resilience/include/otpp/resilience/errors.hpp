@@ -19,7 +19,9 @@ enum class error_class {
               // bulkhead_full, rate_limited; system errors such as ECONNRESET, ETIMEDOUT
   permanent,  // the same call fails again: bad_message, unknown_behaviour, not_authorised,
               // noproc, invalid_argument, not_serializable, no_reply, node_stopped (this
-              // node is going away), operation_aborted, and any error it does not know
+              // node is going away), operation_aborted, operation_canceled (the caller gave
+              // up), domain_error (the handler answered: the same call gets the same answer),
+              // and any error it does not know
 };
 
 error_class classify(std::error_code ec) noexcept;

@@ -1,13 +1,20 @@
 // retry: runs an operation again after a failure worth retrying, with exponential backoff
 // (capped, with full or decorrelated jitter) on the node's clock, within an overall deadline.
 // Completes with the first success or the last failure, as it was.
+//
+// Cancellation (the handler's slot): an attempt in flight gets the slot (otpp::call completes
+// with operation_canceled, an Asio operation with operation_aborted: never retried); a wait between
+// attempts ends at once with operation_canceled, and no further attempt starts.
 #pragma once
 
+#include <atomic>
 #include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
 #include <random>
+
+#include <asio/error.hpp>
 
 #include "otpp/resilience/async.hpp"
 #include "otpp/resilience/errors.hpp"
@@ -74,6 +81,7 @@ class retry {
 
 namespace detail {
 void log_gave_up(int attempts, const failure& last);
+void log_cancelled(int attempts);
 clock_type::duration retry_backoff(const retry_options& o, std::mt19937_64& random,
                                    std::mutex& mutex, int attempt, clock_type::duration previous);
 }  // namespace detail
@@ -100,7 +108,11 @@ struct retry::run : std::enable_shared_from_this<run<T, Op, Handler>> {
     retry_event e{.attempt = attempts};
     if (!r) {
       e.error = r.fail();
-      bool wanted = o.retry_on ? o.retry_on(e.error) : is_transient(e.error);
+      // A cancelled attempt (otpp::call's operation_canceled, an Asio operation's
+      // operation_aborted) is never retried: the caller gave up.
+      const bool cancelled = e.error.code == errc::operation_canceled ||
+                             e.error.code == asio::error::operation_aborted;
+      bool wanted = !cancelled && (o.retry_on ? o.retry_on(e.error) : is_transient(e.error));
       if (wanted && attempts < o.max_attempts) {
         auto wait = retry_backoff(attempts, previous);
         bool in_time = o.deadline <= clock_type::duration::zero() ||
@@ -114,7 +126,18 @@ struct retry::run : std::enable_shared_from_this<run<T, Op, Handler>> {
     }
     if (o.on_attempt) o.on_attempt(e);
     if (e.will_retry) {
-      policy->owner.run_after(e.delay, [self = this->shared_from_this()] { self->attempt(); });
+      waiting.store(true);
+      // Between attempts the slot is the retry's own: a cancellation ends the wait. The next
+      // attempt's operation takes the slot back (replacing this canceller).
+      auto slot = detail::slot_of(*handler);
+      if (slot.is_connected()) {
+        slot.assign([weak = this->weak_from_this()](asio::cancellation_type) {
+          if (auto self = weak.lock()) self->cancel_wait();
+        });
+      }
+      policy->owner.run_after(e.delay, [self = this->shared_from_this()] {
+        if (self->waiting.exchange(false)) self->attempt();
+      });
       return;
     }
     if (!r && attempts > 1) detail::log_gave_up(attempts, r.fail());
@@ -123,9 +146,18 @@ struct retry::run : std::enable_shared_from_this<run<T, Op, Handler>> {
     detail::complete(h, std::forward<decltype(r)>(r));
   }
 
+  void cancel_wait() {
+    if (!waiting.exchange(false)) return;  // the next attempt started first
+    detail::log_cancelled(attempts);
+    auto h = std::move(*handler);
+    handler.reset();
+    detail::complete(h, result<T>(failure(errc::operation_canceled, "retry cancelled")));
+  }
+
   clock_type::duration retry_backoff(int n, clock_type::duration prev) const;
 
   std::shared_ptr<const shared> policy;
+  std::atomic<bool> waiting{false};  // between attempts: the timer or a cancellation takes it
   Op op;
   std::optional<Handler> handler;
   time_point started;
