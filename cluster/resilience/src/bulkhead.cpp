@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "otpp/log.hpp"
+#include "otpp/resilience/listeners.hpp"
 
 namespace otpp::resilience {
 
@@ -21,6 +22,7 @@ struct bulkhead::core {
   std::size_t in_flight = 0;
   std::deque<waiter> queue;
   std::uint64_t next_id = 1;
+  detail::listener_list<failure> refusals;
 
   // Runs `start` on the node's pool: never inline in the caller's or a finishing call's turn
   // (a chain of calls that complete at once would otherwise recurse through the queue).
@@ -46,6 +48,10 @@ std::size_t bulkhead::waiting() const {
   return core_->queue.size();
 }
 
+void bulkhead::add_refusal_listener(std::function<void(const failure&)> f) const {
+  core_->refusals.add(std::move(f));
+}
+
 bool bulkhead::try_enter() const {
   std::lock_guard lock(core_->mutex);
   // Waiters go first: a newcomer does not overtake the queue.
@@ -66,10 +72,11 @@ void bulkhead::enqueue(std::function<void(result<void>)> start) const {
   if (c.queue.size() >= c.options.max_queue) {
     lock.unlock();
     log(log_level::debug, "resilience", "bulkhead '", c.options.name, "' full: call refused");
-    c.run_later(std::move(start),
-                failure(errc::bulkhead_full, "bulkhead '" + c.options.name +
-                                                 "': " + std::to_string(c.options.max_concurrent) +
-                                                 " calls in flight, wait queue full"));
+    failure full(errc::bulkhead_full, "bulkhead '" + c.options.name +
+                                          "': " + std::to_string(c.options.max_concurrent) +
+                                          " calls in flight, wait queue full");
+    c.refusals(full);
+    c.run_later(std::move(start), std::move(full));
     return;
   }
   const auto id = c.next_id++;
@@ -93,8 +100,10 @@ void bulkhead::enqueue(std::function<void(result<void>)> start) const {
     const auto waited =
         std::chrono::duration_cast<std::chrono::milliseconds>(c->options.max_wait).count();
     log(log_level::debug, "resilience", "bulkhead '", c->options.name, "': wait timed out");
-    expired(failure(errc::bulkhead_full, "bulkhead '" + c->options.name + "': waited " +
-                                             std::to_string(waited) + "ms for a free slot"));
+    failure late(errc::bulkhead_full, "bulkhead '" + c->options.name + "': waited " +
+                                          std::to_string(waited) + "ms for a free slot");
+    c->refusals(late);
+    expired(std::move(late));
   });
   lock.lock();
   auto it = std::find_if(c.queue.rbegin(), c.queue.rend(),

@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "otpp/log.hpp"
+#include "otpp/resilience/listeners.hpp"
 
 namespace otpp::resilience {
 
@@ -31,6 +32,7 @@ struct rate_limiter::core {
   mutable std::mutex mutex;
   std::int64_t tokens = 0;
   time_point last_refill;
+  detail::listener_list<failure> refusals;
 };
 
 rate_limiter::rate_limiter(node& n, rate_limiter_options o)
@@ -49,6 +51,10 @@ std::size_t rate_limiter::available() const {
   std::lock_guard lock(c.mutex);
   c.refill_to(now);
   return c.tokens > 0 ? static_cast<std::size_t>(c.tokens) : 0;
+}
+
+void rate_limiter::add_refusal_listener(std::function<void(const failure&)> f) const {
+  core_->refusals.add(std::move(f));
 }
 
 result<clock_type::duration> rate_limiter::acquire() const {
@@ -72,10 +78,12 @@ result<clock_type::duration> rate_limiter::acquire() const {
     }
   }
   log(log_level::debug, "resilience", "rate limiter '", c.options.name, "': call refused");
-  return failure(errc::rate_limited,
-                 "rate limiter '" + c.options.name + "': next permit in " +
-                     std::to_string(std::chrono::ceil<std::chrono::milliseconds>(wait).count()) +
-                     "ms");
+  failure refused(errc::rate_limited,
+                  "rate limiter '" + c.options.name + "': next permit in " +
+                      std::to_string(std::chrono::ceil<std::chrono::milliseconds>(wait).count()) +
+                      "ms");
+  c.refusals(refused);
+  return refused;
 }
 
 }  // namespace otpp::resilience
