@@ -5,7 +5,7 @@ install(TARGETS ${OTPP_INSTALL_TARGETS} otpp_build_flags EXPORT otppTargets
         ARCHIVE DESTINATION ${CMAKE_INSTALL_LIBDIR}
         LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR}
         INCLUDES DESTINATION ${CMAKE_INSTALL_INCLUDEDIR})
-foreach(layer runtime/base runtime transport registry cluster cluster/resilience supervisor)
+foreach(layer runtime/base runtime transport registry cluster cluster/resilience cluster/health supervisor)
   if(EXISTS ${PROJECT_SOURCE_DIR}/${layer}/include)
     install(DIRECTORY ${PROJECT_SOURCE_DIR}/${layer}/include/ DESTINATION ${CMAKE_INSTALL_INCLUDEDIR})
   endif()
