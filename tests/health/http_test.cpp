@@ -181,6 +181,15 @@ TEST_F(endpoint, StopClosesTheEndpoint) {
   EXPECT_TRUE(get("/health/live"));
 }
 
+TEST_F(endpoint, StopRightAfterServeEnds) {
+  // No request in between: the listen loop may not have begun when stop() comes.
+  for (int i = 0; i < 20; ++i) {
+    serve();
+    reg->stop();
+    EXPECT_EQ(reg->port(), 0);
+  }
+}
+
 TEST_F(endpoint, NodeStopStopsTheEndpoint) {
   serve();
   node.stop();

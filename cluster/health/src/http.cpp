@@ -2,7 +2,9 @@
 
 #include <sys/socket.h>
 
+#include <atomic>
 #include <cerrno>
+#include <chrono>
 #include <future>
 #include <thread>
 
@@ -44,6 +46,7 @@ void answer(httplib::Response& res, const health_report& r) {
 struct registry::http::impl {
   httplib::Server server;
   std::thread thread;
+  std::atomic<bool> listening_ended{false};
   std::once_flag stopped;
 };
 
@@ -56,7 +59,12 @@ registry::http::~http() {
 
 void registry::http::stop() {
   std::call_once(impl_->stopped, [this] {
-    impl_->server.stop();
+    // httplib's stop() does nothing until its listen loop has begun (is_running): a stop
+    // right after serve() would leave the loop blocked in accept. Repeat until it ended.
+    while (!impl_->listening_ended.load()) {
+      impl_->server.stop();
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
     if (impl_->thread.joinable()) impl_->thread.join();
   });
 }
@@ -112,7 +120,10 @@ result<std::unique_ptr<registry::http>> registry::http::start(registry& owner, h
     return failure(std::error_code(e, std::generic_category()),
                    "health endpoint on " + o.bind_address + ":" + std::to_string(o.port));
   }
-  i->thread = std::thread([srv = &i->server] { srv->listen_after_bind(); });
+  i->thread = std::thread([state = i.get()] {
+    state->server.listen_after_bind();
+    state->listening_ended.store(true);
+  });
   log(log_level::info, "health", "endpoint on http://", o.bind_address, ":", port);
   return std::make_unique<http>(std::move(i), static_cast<std::uint16_t>(port));
 }
