@@ -427,7 +427,16 @@ class service_impl final : public service,
     s.undeliverable = undeliverable_.load();
     s.connect_attempts = connect_attempts_.load();
     s.rejected_peers = rejected_peers_.load();
-    s.connections = endpoint_ ? endpoint_->connections().size() : 0;
+    s.bytes_in = ended_bytes_in_.load();
+    s.bytes_out = ended_bytes_out_.load();
+    if (endpoint_) {
+      const auto conns = endpoint_->connections();
+      s.connections = conns.size();
+      for (const auto& c : conns) {
+        s.bytes_in += c->bytes_received();
+        s.bytes_out += c->bytes_sent();
+      }
+    }
     s.channel_frames_dropped = channel_dropped_.load();
     {
       std::lock_guard lock(node_mon_mu_);
@@ -892,6 +901,8 @@ class service_impl final : public service,
   }
 
   void on_down(const transport::connection_ptr& c, const failure& why) {
+    ended_bytes_in_.fetch_add(c->bytes_received(), std::memory_order_relaxed);
+    ended_bytes_out_.fetch_add(c->bytes_sent(), std::memory_order_relaxed);
     auto atom = node_atom::find(c->peer_id());
     bool current = false;
     {
@@ -1568,6 +1579,8 @@ class service_impl final : public service,
 
   std::atomic<std::uint64_t> frames_in_{0}, frames_out_{0}, bad_frames_{0}, undeliverable_{0},
       connect_attempts_{0}, rejected_peers_{0}, channel_dropped_{0};
+  // Bytes of connections that ended (stats adds the live ones).
+  std::atomic<std::uint64_t> ended_bytes_in_{0}, ended_bytes_out_{0};
 
   mutable std::shared_mutex chan_mu_;
   std::array<std::shared_ptr<const channel_handlers>, 256> channels_;

@@ -9,6 +9,7 @@
 #include "otpp/call.hpp"
 #include "otpp/gen_server.hpp"
 #include "otpp/log.hpp"
+#include "otpp/node_counters.hpp"
 #include "otpp/router.hpp"
 #include "scheduler_slot.hpp"
 
@@ -229,6 +230,7 @@ result<pid> node_impl::start_process(process* raw, const spawn_options& o) {
   p->bound_ = static_cast<std::uint32_t>(std::min<std::size_t>(o.mailbox_bound, UINT32_MAX));
   if (o.idle_timeout.count() > 0) p->extras().idle_timeout = o.idle_timeout;
   live_.fetch_add(1);
+  spawned_.fetch_add(1, std::memory_order_relaxed);
   publish(p.get());
 
   process* parent = current_process();
@@ -307,6 +309,7 @@ result<pid> node_impl::start_process(process* raw, const spawn_options& o) {
 }
 
 void node_impl::process_exited() {
+  exited_.fetch_add(1, std::memory_order_relaxed);
   if (live_.fetch_sub(1) == 1) {
     std::lock_guard lock(life_mutex_);
     life_cv_.notify_all();
@@ -496,6 +499,21 @@ process_info detail::node_impl::info_of(const process& p) const {
   i.memory = p.object_size_ + i.mailbox * sizeof(detail::message_envelope);
   i.started = p.started_;
   return i;
+}
+
+node_counters detail::node_impl::counters() const {
+  node_counters c;
+  c.spawned = spawned_.load(std::memory_order_relaxed);
+  c.exited = exited_.load(std::memory_order_relaxed);
+  c.messages_handled = retired_handled_.load(std::memory_order_relaxed);
+  for_each_process([&](const ref_ptr<process>& p) {
+    c.messages_handled += p->handled_.load(std::memory_order_relaxed);
+  });
+  return c;
+}
+
+node_counters counters(node& n) {
+  return n.impl().counters();
 }
 
 std::vector<process_info> node::processes() const {

@@ -16,6 +16,7 @@
 #include <asio/io_context.hpp>
 
 #include "otpp/node.hpp"
+#include "otpp/node_counters.hpp"
 #include "otpp/router.hpp"
 #include "timers.hpp"
 
@@ -90,6 +91,7 @@ class node_impl {
     }
   }
   process_info info_of(const process& p) const;
+  node_counters counters() const;  // node_counters.hpp
   bool is_local(const pid& p) const { return p.node() == atom_ && p.creation() == creation_; }
   pid new_pid() {
     return pid(atom_, creation_, next_serial_.fetch_add(1, std::memory_order_relaxed));
@@ -225,6 +227,8 @@ class node_impl {
   std::atomic<std::uint64_t> next_serial_{1};
   std::atomic<std::uint64_t> next_ref_{1};
   std::atomic<std::size_t> live_{0};
+  // Monitoring (node_counters.hpp): next to live_, which the same events touch.
+  std::atomic<std::uint64_t> spawned_{0}, exited_{0}, retired_handled_{0};
   std::mutex life_mutex_;
   std::condition_variable life_cv_;
   std::optional<asio::executor_work_guard<asio::io_context::executor_type>> work_;

@@ -461,6 +461,8 @@ void process::exit_now(exit_reason reason, bool call_terminate) {
     if (s->claim()) s->complete_error(failure(errc::exit, reason.text()));
   x.inbound.clear();
   dead_ = true;
+  node_->retired_handled_.fetch_add(handled_.load(std::memory_order_relaxed),
+                                    std::memory_order_relaxed);
   node_->unpublish(self_);
   // Names go before anyone learns of the exit (links, monitors, watchers), as in Erlang: a
   // supervisor restarting the child on its EXIT must find the name free.

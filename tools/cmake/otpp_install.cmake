@@ -6,7 +6,7 @@ install(TARGETS ${OTPP_INSTALL_TARGETS} otpp_build_flags EXPORT otppTargets
         LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR}
         INCLUDES DESTINATION ${CMAKE_INSTALL_INCLUDEDIR})
 foreach(layer runtime/base runtime transport registry cluster cluster/resilience
-              cluster/resilience/sqlite supervisor)
+              cluster/resilience/sqlite cluster/health supervisor)
   if(EXISTS ${PROJECT_SOURCE_DIR}/${layer}/include)
     install(DIRECTORY ${PROJECT_SOURCE_DIR}/${layer}/include/ DESTINATION ${CMAKE_INSTALL_INCLUDEDIR})
   endif()

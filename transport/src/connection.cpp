@@ -187,6 +187,7 @@ void connection::do_read() {
 
 void connection::on_read(const std::error_code& ec, std::size_t n) {
   if (phase_ == phase::closed) return;
+  bytes_received_.fetch_add(n, std::memory_order_relaxed);
   if (ec) {
     const std::size_t partial = rend_ - rbeg_;
     if (partial > 0) {
@@ -487,7 +488,10 @@ void connection::write_direct() {
       n = ::send(socket_.native_handle(), wbuf_.data(), wbuf_.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
     }
   }
-  if (n > 0) woff_ = static_cast<std::size_t>(n);
+  if (n > 0) {
+    woff_ = static_cast<std::size_t>(n);
+    bytes_sent_.fetch_add(woff_, std::memory_order_relaxed);
+  }
   if (woff_ == wbuf_.size()) {
     wbuf_.clear();
     if (wbuf_.capacity() > shrink_threshold) wbuf_.release();
@@ -594,6 +598,7 @@ void connection::on_write(const std::error_code& ec, std::size_t n) {
     return;
   }
   woff_ += n;
+  bytes_sent_.fetch_add(n, std::memory_order_relaxed);
   if (n > 0) write_progress_.store(now_ns(), std::memory_order_relaxed);
   if (woff_ < wbuf_.size()) {
     write_some();

@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "otpp/log.hpp"
+#include "otpp/resilience/listeners.hpp"
 
 namespace otpp::resilience {
 
@@ -29,6 +30,7 @@ struct bulkhead::core {
   mutable std::mutex mutex;
   std::deque<waiter> queue;
   std::uint64_t next_id = 1;
+  detail::listener_list<failure> refusals;
 
   bool take_slot() {
     auto n = in_flight.load();
@@ -76,6 +78,10 @@ std::size_t bulkhead::waiting() const {
   return core_->waiters.load();
 }
 
+void bulkhead::add_refusal_listener(std::function<void(const failure&)> f) const {
+  core_->refusals.add(std::move(f));
+}
+
 bool bulkhead::try_enter() const {
   // Waiters go first: a newcomer does not overtake the queue.
   return core_->waiters.load() == 0 && core_->take_slot();
@@ -92,10 +98,11 @@ std::uint64_t bulkhead::enqueue(std::function<void(result<void>)> start) const {
   if (c.queue.size() >= c.options.max_queue) {
     lock.unlock();
     log(log_level::debug, "resilience", "bulkhead '", c.options.name, "' full: call refused");
-    c.run_later(std::move(start),
-                failure(errc::bulkhead_full, "bulkhead '" + c.options.name +
-                                                 "': " + std::to_string(c.options.max_concurrent) +
-                                                 " calls in flight, wait queue full"));
+    failure full(errc::bulkhead_full, "bulkhead '" + c.options.name +
+                                          "': " + std::to_string(c.options.max_concurrent) +
+                                          " calls in flight, wait queue full");
+    c.refusals(full);
+    c.run_later(std::move(start), std::move(full));
     return 0;
   }
   const auto id = c.next_id++;
@@ -124,8 +131,10 @@ std::uint64_t bulkhead::enqueue(std::function<void(result<void>)> start) const {
     const auto waited =
         std::chrono::duration_cast<std::chrono::milliseconds>(c->options.max_wait).count();
     log(log_level::debug, "resilience", "bulkhead '", c->options.name, "': wait timed out");
-    expired(failure(errc::bulkhead_full, "bulkhead '" + c->options.name + "': waited " +
-                                             std::to_string(waited) + "ms for a free slot"));
+    failure late(errc::bulkhead_full, "bulkhead '" + c->options.name + "': waited " +
+                                          std::to_string(waited) + "ms for a free slot");
+    c->refusals(late);
+    expired(std::move(late));
   });
   lock.lock();
   auto it = std::find_if(c.queue.rbegin(), c.queue.rend(),

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "otpp/log.hpp"
+#include "otpp/resilience/listeners.hpp"
 
 namespace otpp::resilience {
 
@@ -85,6 +86,7 @@ class circuit_breaker::core {
     log(log_level::info, "resilience", "circuit '", options.name, "' ", to_string(c.first), " -> ",
         to_string(c.second));
     if (options.on_state_change) options.on_state_change(c.first, c.second);
+    changes(c.first, c.second);
   }
 
   void clear_window() {
@@ -182,6 +184,8 @@ class circuit_breaker::core {
   std::vector<bucket> buckets;  // time-based window: one per second, indexed second % size
   std::int64_t latest_second = 0;
   tally trials;  // half-open outcomes
+  detail::listener_list<breaker_state, breaker_state> changes;
+  detail::listener_list<failure> refusals;
   std::size_t trials_permitted = 0;
 };
 
@@ -193,6 +197,13 @@ node& circuit_breaker::owner() const {
 }
 const breaker_options& circuit_breaker::options() const noexcept {
   return core_->options;
+}
+
+void circuit_breaker::add_listener(std::function<void(breaker_state, breaker_state)> f) const {
+  core_->changes.add(std::move(f));
+}
+void circuit_breaker::add_refusal_listener(std::function<void(const failure&)> f) const {
+  core_->refusals.add(std::move(f));
 }
 
 result<circuit_breaker::permit> circuit_breaker::acquire() const {
@@ -235,7 +246,10 @@ result<circuit_breaker::permit> circuit_breaker::acquire() const {
     }
   }
   c.announce(changed);
-  if (!out) log(log_level::debug, "resilience", "call refused: ", out.fail().message());
+  if (!out) {
+    log(log_level::debug, "resilience", "call refused: ", out.fail().message());
+    c.refusals(out.fail());
+  }
   return out;
 }
 

@@ -5,6 +5,7 @@
 #include <mutex>
 
 #include "otpp/log.hpp"
+#include "otpp/resilience/listeners.hpp"
 
 namespace otpp::resilience {
 
@@ -52,6 +53,7 @@ struct rate_limiter::core {
   std::mutex mutex;  // refills and reservations
   std::atomic<std::int64_t> tokens{0};
   std::atomic<clock_type::duration::rep> last_refill{0};
+  detail::listener_list<failure> refusals;
 };
 
 rate_limiter::rate_limiter(node& n, rate_limiter_options o)
@@ -71,6 +73,10 @@ std::size_t rate_limiter::available() const {
   c.refill_to(now);
   const auto t = c.tokens.load();
   return t > 0 ? static_cast<std::size_t>(t) : 0;
+}
+
+void rate_limiter::add_refusal_listener(std::function<void(const failure&)> f) const {
+  core_->refusals.add(std::move(f));
 }
 
 result<clock_type::duration> rate_limiter::acquire() const {
@@ -100,10 +106,12 @@ result<clock_type::duration> rate_limiter::acquire() const {
     }
   }
   log(log_level::debug, "resilience", "rate limiter '", c.options.name, "': call refused");
-  return failure(errc::rate_limited,
-                 "rate limiter '" + c.options.name + "': next permit in " +
-                     std::to_string(std::chrono::ceil<std::chrono::milliseconds>(wait).count()) +
-                     "ms");
+  failure refused(errc::rate_limited,
+                  "rate limiter '" + c.options.name + "': next permit in " +
+                      std::to_string(std::chrono::ceil<std::chrono::milliseconds>(wait).count()) +
+                      "ms");
+  c.refusals(refused);
+  return refused;
 }
 
 }  // namespace otpp::resilience

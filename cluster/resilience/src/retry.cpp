@@ -18,6 +18,10 @@ retry::shared::shared(node& n, retry_options o)
 
 retry::retry(node& n, retry_options o) : state_(std::make_shared<shared>(n, std::move(o))) {}
 
+void retry::add_listener(std::function<void(const retry_event&)> f) const {
+  state_->listeners.add(std::move(f));
+}
+
 clock_type::duration retry::backoff(int attempt, clock_type::duration previous) const {
   return detail::retry_backoff(state_->options, state_->random, state_->mutex, attempt, previous);
 }

@@ -5,6 +5,7 @@
 
 #include <otpp/cluster/node_id.hpp>
 #include <otpp/error.hpp>
+#include <otpp/health.hpp>
 #include <otpp/registry.hpp>
 #include <otpp/resilience.hpp>
 #include <otpp/resilience/sqlite_saga_store.hpp>
@@ -28,14 +29,21 @@ int main() {
   bool transient = otpp::resilience::is_transient(otpp::errc::nodedown);
   // otpp::resilience_sqlite
   auto sagas = otpp::resilience::sqlite_saga_store::open(":memory:");
+  // otpp::health (its HTTP endpoint links cpp-httplib)
+  otpp::health::metrics_registry metrics;
+  bool health =
+      metrics.make_counter("consumer_total", "h").has_value() &&
+      std::string_view(otpp::health::to_string(otpp::health::status::degraded)) == "degraded";
   // otpp::runtime, otpp::registry, otpp::supervisor
   otpp::node node({.name = "layers", .threads = 1});
   node.start();
   otpp::supervisor_spec spec{.name = "top"};
   spec.children.push_back(otpp::child<idle>("idle"));
   auto sup = otpp::start_supervisor(node, spec);
-  bool ok = ec && transient && sagas && (*sagas)->unfinished() && digest.size() == 32 && id &&
-            id->port == 4370 && sup && otpp::whereis(node, "top").has_value();
+  auto port = otpp::health::of(node).serve();  // 127.0.0.1, an ephemeral port
+  health = health && port && *port != 0;
+  bool ok = ec && transient && sagas && (*sagas)->unfinished() && health && digest.size() == 32 &&
+            id && id->port == 4370 && sup && otpp::whereis(node, "top").has_value();
   auto kids = sup ? otpp::which_children(node, *sup)
                   : otpp::result<std::vector<otpp::child_info>>(otpp::failure(otpp::errc::noproc));
   ok = ok && kids && kids->size() == 1 && kids->front().child;

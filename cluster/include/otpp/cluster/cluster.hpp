@@ -70,6 +70,8 @@ struct options {
 
 struct cluster_stats {
   std::uint64_t frames_in = 0, frames_out = 0;
+  // Bytes of the member connections, ended ones included (with TLS: the plaintext).
+  std::uint64_t bytes_in = 0, bytes_out = 0;
   std::uint64_t bad_frames = 0;     // undecodable frames (logged, dropped)
   std::uint64_t undeliverable = 0;  // frames whose target process was not alive
   std::uint64_t connect_attempts = 0;

@@ -70,6 +70,11 @@ class connection : public std::enable_shared_from_this<connection> {
   std::uint64_t frames_received() const noexcept {
     return frames_received_.load(std::memory_order_relaxed);
   }
+  // Bytes through the socket (the handshake's included; with TLS, the plaintext).
+  std::uint64_t bytes_sent() const noexcept { return bytes_sent_.load(std::memory_order_relaxed); }
+  std::uint64_t bytes_received() const noexcept {
+    return bytes_received_.load(std::memory_order_relaxed);
+  }
   // Largest receive buffer this connection has held (bytes): it grows with the bytes that
   // actually arrived, never straight to a size a peer merely announced. Diagnostics, tests.
   std::size_t receive_buffer_peak() const noexcept {
@@ -168,6 +173,8 @@ class connection : public std::enable_shared_from_this<connection> {
   std::atomic<std::size_t> rbuf_peak_{0};
   std::atomic<std::uint64_t> frames_sent_{0};
   std::atomic<std::uint64_t> frames_received_{0};
+  std::atomic<std::uint64_t> bytes_sent_{0};
+  std::atomic<std::uint64_t> bytes_received_{0};
 };
 
 }  // namespace otpp::transport

@@ -35,6 +35,9 @@ class bulkhead {
   std::size_t in_flight() const;
   std::size_t waiting() const;
   const bulkhead_options& options() const noexcept;
+  // A listener added later (metrics): calls refused with bulkhead_full (queue full or wait
+  // over). Runs on the thread of the refusal, bulkhead unlocked.
+  void add_refusal_listener(std::function<void(const failure&)> f) const;
 
   // The parts execute uses. try_enter: a slot now (true), else false. enqueue: `start` runs
   // (on a node thread) with {} once it holds a slot, or with bulkhead_full when the queue is

@@ -68,6 +68,10 @@ class circuit_breaker {
   void disable();     // permits everything and records nothing until reset()
   void reset();       // closed, with an empty window and the initial wait
   const breaker_options& options() const noexcept;
+  // Listeners added later (metrics): transitions (after options().on_state_change), and calls
+  // refused with circuit_open. Run on the thread of the event, breaker unlocked.
+  void add_listener(std::function<void(breaker_state from, breaker_state to)> f) const;
+  void add_refusal_listener(std::function<void(const failure&)> f) const;
 
   // The parts execute uses (public for tests and other policies). acquire: a permit, or the
   // circuit_open failure; record: the outcome of a permitted call.

@@ -4,6 +4,7 @@
 // rate_limited.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -33,6 +34,9 @@ class rate_limiter {
   result<clock_type::duration> acquire() const;
   std::size_t available() const;  // permits now (0 while waiters hold reservations)
   const rate_limiter_options& options() const noexcept;
+  // A listener added later (metrics): calls refused with rate_limited. Runs on the thread of
+  // the refusal, limiter unlocked.
+  void add_refusal_listener(std::function<void(const failure&)> f) const;
 
  private:
   node& owner() const;

@@ -18,6 +18,7 @@
 
 #include "otpp/resilience/async.hpp"
 #include "otpp/resilience/errors.hpp"
+#include "otpp/resilience/listeners.hpp"
 
 namespace otpp::resilience {
 
@@ -63,6 +64,8 @@ class retry {
   // The backoff after `attempt` (1: after the first) given the previous backoff.
   clock_type::duration backoff(int attempt, clock_type::duration previous) const;
   const retry_options& options() const noexcept { return state_->options; }
+  // Another on_attempt, added later (metrics); runs after options().on_attempt.
+  void add_listener(std::function<void(const retry_event&)> f) const;
 
  private:
   struct shared {
@@ -71,6 +74,7 @@ class retry {
     retry_options options;
     mutable std::mutex mutex;  // the random engine
     mutable std::mt19937_64 random;
+    detail::listener_list<retry_event> listeners;
   };
   template <class T, class Op, class Handler>
   struct run;
@@ -125,6 +129,7 @@ struct retry::run : std::enable_shared_from_this<run<T, Op, Handler>> {
       }
     }
     if (o.on_attempt) o.on_attempt(e);
+    policy->listeners(e);
     if (e.will_retry) {
       waiting.store(true);
       // Between attempts the slot is the retry's own: a cancellation ends the wait. The next

@@ -1,0 +1,22 @@
+// Node-wide counters for monitoring (otpp::health's metrics), monotonic since the node was
+// made. Kept off the message path: spawns and exits count once per process, and messages are
+// summed from the processes' own counters (plus those of processes that ended) when read.
+#pragma once
+
+#include <cstdint>
+
+namespace otpp {
+
+class node;
+
+struct node_counters {
+  std::uint64_t spawned = 0;           // processes started
+  std::uint64_t exited = 0;            // processes ended
+  std::uint64_t messages_handled = 0;  // calls, casts and infos handled, ended processes included
+};
+
+// A moment's reading (a process exiting meanwhile may be counted in both parts or neither:
+// readers that need monotonic figures keep the largest seen).
+node_counters counters(node& n);
+
+}  // namespace otpp
