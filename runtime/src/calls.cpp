@@ -1,4 +1,7 @@
 // Calls: start, deadlines, completion from the wire, dynamic calls.
+#include <functional>
+#include <thread>
+
 #include "node_impl.hpp"
 #include "otpp/call.hpp"
 #include "otpp/gen_server.hpp"
@@ -57,6 +60,20 @@ void node_impl::call_finished(call_state_base* s) {
       remote_calls_.erase(it);
     }
   }
+}
+
+void node_impl::count_call(const failure* outcome) noexcept {
+  thread_local const std::size_t stripe =
+      std::hash<std::thread::id>{}(std::this_thread::get_id()) % 4;
+  std::size_t slot = 0;
+  if (outcome) {
+    const int v = outcome->code.value();
+    slot = outcome->code.category() == error_category() && v > 0 &&
+                   static_cast<std::size_t>(v) < node_counters::other_outcome
+               ? static_cast<std::size_t>(v)
+               : node_counters::other_outcome;
+  }
+  call_outcomes_[stripe].by_outcome[slot].fetch_add(1, std::memory_order_relaxed);
 }
 
 void node_impl::set_gate(std::shared_ptr<remote_call_gate> g) {
@@ -181,10 +198,12 @@ void start_call(node_impl& n, const pid& to, call_state_base* state, message_env
 void call_finished(node_impl& n, call_state_base* state) {
   n.call_finished(state);
   static const failure gone(errc::operation_canceled, "the caller went away");
+  n.count_call(&gone);
   n.report_outcome(state, &gone);
 }
 void call_finished(node_impl& n, call_state_base* state, const failure* outcome) {
   n.call_finished(state);
+  n.count_call(outcome);
   n.report_outcome(state, outcome);
 }
 asio::io_context& node_context(node_impl& n) {

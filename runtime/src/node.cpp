@@ -506,6 +506,9 @@ node_counters detail::node_impl::counters() const {
   c.spawned = spawned_.load(std::memory_order_relaxed);
   c.exited = exited_.load(std::memory_order_relaxed);
   c.messages_handled = retired_handled_.load(std::memory_order_relaxed);
+  for (const auto& stripe : call_outcomes_)
+    for (std::size_t i = 0; i < c.calls.size(); ++i)
+      c.calls[i] += stripe.by_outcome[i].load(std::memory_order_relaxed);
   for_each_process([&](const ref_ptr<process>& p) {
     c.messages_handled += p->handled_.load(std::memory_order_relaxed);
   });

@@ -229,6 +229,17 @@ class node_impl {
   std::atomic<std::size_t> live_{0};
   // Monitoring (node_counters.hpp): next to live_, which the same events touch.
   std::atomic<std::uint64_t> spawned_{0}, exited_{0}, retired_handled_{0};
+  // Calls completed, by outcome (node_counters::calls): one relaxed add per call, striped by
+  // thread so that callers on different threads do not write one cache line.
+  struct alignas(64) call_outcome_stripe {
+    std::array<std::atomic<std::uint64_t>, node_counters::other_outcome + 1> by_outcome{};
+  };
+  std::array<call_outcome_stripe, 4> call_outcomes_{};
+
+ public:
+  void count_call(const failure* outcome) noexcept;
+
+ private:
   std::mutex life_mutex_;
   std::condition_variable life_cv_;
   std::optional<asio::executor_work_guard<asio::io_context::executor_type>> work_;

@@ -439,6 +439,57 @@ TEST_F(health_virtual, NodeMetrics) {
   EXPECT_EQ(c.messages_handled, 3u);
 }
 
+struct ask {
+  static constexpr std::string_view tag = "ask";
+  using reply = int;
+  bool answer = true;
+};
+class answerer : public otpp::gen_server<answerer> {
+ public:
+  static void define_handlers(otpp::handlers<answerer>& h) {
+    // A request with answer = false is never answered: its caller times out.
+    h.call<ask>([](answerer& self, ask m, otpp::reply_to<int> to) {
+      if (m.answer) {
+        to(1);
+      } else {
+        self.held_.push_back(std::move(to));
+      }
+    });
+  }
+
+ private:
+  std::vector<otpp::reply_to<int>> held_;
+};
+
+TEST_F(health_virtual, CallsByOutcome) {
+  auto a = node.spawn<answerer>();
+  ASSERT_TRUE(a);
+  std::vector<std::future<result<int>>> calls;
+  calls.push_back(otpp::call(node, *a, ask{true}, 1s, asio::use_future));
+  calls.push_back(otpp::call(node, *a, ask{false}, 1s, asio::use_future));
+  auto gone = node.spawn<answerer>();
+  ASSERT_TRUE(gone);
+  node.stop_process(*gone, otpp::exit_reason::shutdown());
+  node.poll();
+  calls.push_back(otpp::call(node, *gone, ask{true}, 1s, asio::use_future));
+  step(2s);
+  EXPECT_TRUE(calls[0].get());
+  EXPECT_EQ(calls[1].get().error(), errc::timeout);
+  EXPECT_EQ(calls[2].get().error(), errc::noproc);
+  const auto c = otpp::counters(node);
+  EXPECT_EQ(c.calls[0], 1u);
+  EXPECT_EQ(c.calls[static_cast<int>(errc::timeout)], 1u);
+  EXPECT_EQ(c.calls[static_cast<int>(errc::noproc)], 1u);
+  std::string error;
+  auto p = parse_prometheus(reg.metrics().render(), error);
+  ASSERT_TRUE(p) << error;
+  using L = std::map<std::string, std::string>;
+  EXPECT_EQ(p->value("otpp_calls_total", L{{"node", "health"}, {"outcome", "ok"}}), 1);
+  EXPECT_EQ(p->value("otpp_calls_total", L{{"node", "health"}, {"outcome", "timeout"}}), 1);
+  EXPECT_EQ(p->value("otpp_calls_total", L{{"node", "health"}, {"outcome", "noproc"}}), 1);
+  EXPECT_EQ(p->types["otpp_calls_total"], "counter");
+}
+
 TEST_F(health_virtual, PolicyMetrics) {
   auto& m = reg.metrics();
   res::retry retry(node,

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <atomic>
 #include <memory>
+#include <string>
 
 #include "otpp/cluster/cluster.hpp"
 #include "otpp/node_counters.hpp"
@@ -34,6 +35,22 @@ void add_node_metrics(metrics_registry& m, node& n) {
     s.counter("otpp_messages_handled_total",
               "Messages (calls, casts, infos) handled by the node's processes.", self,
               static_cast<double>(handled));
+    // Calls by outcome: ok always, each failure kind once it happened (its errc name).
+    const char* calls_help =
+        "Calls made from the node (local and remote) that completed, by outcome.";
+    for (std::size_t i = 0; i < counted.calls.size(); ++i) {
+      if (i != 0 && counted.calls[i] == 0) continue;
+      std::string outcome = "ok";
+      if (i == node_counters::other_outcome) {
+        outcome = "other";
+      } else if (i != 0) {
+        outcome = make_error_code(static_cast<errc>(i)).message();
+        outcome = outcome.substr(0, outcome.find(':'));
+      }
+      labels l = self;
+      l.emplace_back("outcome", outcome);
+      s.counter("otpp_calls_total", calls_help, l, static_cast<double>(counted.calls[i]));
+    }
     s.counter("otpp_processes_spawned_total", "Processes started on the node.", self,
               static_cast<double>(counted.spawned));
     s.counter("otpp_processes_exited_total", "Processes of the node that ended.", self,

@@ -3,6 +3,7 @@
 // summed from the processes' own counters (plus those of processes that ended) when read.
 #pragma once
 
+#include <array>
 #include <cstdint>
 
 namespace otpp {
@@ -13,6 +14,11 @@ struct node_counters {
   std::uint64_t spawned = 0;           // processes started
   std::uint64_t exited = 0;            // processes ended
   std::uint64_t messages_handled = 0;  // calls, casts and infos handled, ended processes included
+  // Calls made from this node (otpp::call, local and remote) that completed, by outcome:
+  // [0] success, [e] a failure with otpp::errc e, [other_outcome] a failure of another
+  // error category (or an errc past the table).
+  static constexpr std::size_t other_outcome = 63;
+  std::array<std::uint64_t, other_outcome + 1> calls{};
 };
 
 // A moment's reading (a process exiting meanwhile may be counted in both parts or neither:

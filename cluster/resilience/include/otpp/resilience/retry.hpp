@@ -183,7 +183,9 @@ struct retry::first_attempt {
   template <class R>
   void operator()(R&& r) {
     if (r) {
-      if (policy->options.on_attempt) policy->options.on_attempt(retry_event{.attempt = 1});
+      const retry_event first{.attempt = 1};
+      if (policy->options.on_attempt) policy->options.on_attempt(first);
+      policy->listeners(first);
       detail::complete(handler, std::forward<R>(r));
       return;
     }
