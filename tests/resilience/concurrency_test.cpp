@@ -43,16 +43,13 @@ struct pooled_op {
   }
 };
 
-TEST(resilience_concurrency, BulkheadAdmitsAtMostItsLimitAndStrandsNoWaiter) {
-  otpp::node node({.name = "bulkhead_threads", .threads = 2});
-  node.start();
-  // max_wait far beyond the test's bound: a stranded waiter shows as a missing completion.
-  res::bulkhead bulkhead(node, {.max_concurrent = 3, .max_queue = 10'000, .max_wait = 120s});
-  std::atomic<int> running{0}, most{0}, ok{0}, failed{0};
-  constexpr int threads = 4, per_thread = 500;
+// Starts `per_thread` calls of `op` from each of `threads` threads; true once every one has
+// completed (within a bound far beyond the test's needs), counting successes and failures.
+template <class Op>
+bool run_from_threads(const Op& op, int threads, int per_thread, std::atomic<int>& ok,
+                      std::atomic<int>& failed) {
   std::promise<void> all_done;
   std::atomic<int> left{threads * per_thread};
-  auto op = res::decorate(bulkhead, pooled_op{&node, &running, &most});
   std::vector<std::thread> callers;
   for (int t = 0; t < threads; ++t)
     callers.emplace_back([&] {
@@ -63,8 +60,20 @@ TEST(resilience_concurrency, BulkheadAdmitsAtMostItsLimitAndStrandsNoWaiter) {
         });
     });
   for (auto& c : callers) c.join();
-  ASSERT_EQ(all_done.get_future().wait_for(60s), std::future_status::ready)
-      << "completions missing: " << left.load() << ", waiting " << bulkhead.waiting();
+  return all_done.get_future().wait_for(60s) == std::future_status::ready;
+}
+
+TEST(resilience_concurrency, BulkheadAdmitsAtMostItsLimitAndStrandsNoWaiter) {
+  otpp::node node({.name = "bulkhead_threads", .threads = 2});
+  node.start();
+  // max_wait far beyond the test's bound: a stranded waiter shows as a missing completion.
+  res::bulkhead bulkhead(node, {.max_concurrent = 3, .max_queue = 10'000, .max_wait = 120s});
+  std::atomic<int> running{0}, most{0}, ok{0}, failed{0};
+  constexpr int threads = 4, per_thread = 500;
+  auto op = res::decorate(bulkhead, pooled_op{&node, &running, &most});
+  ASSERT_TRUE(run_from_threads(op, threads, per_thread, ok, failed))
+      << "completions missing: " << threads * per_thread - ok - failed << ", waiting "
+      << bulkhead.waiting();
   EXPECT_EQ(ok.load(), threads * per_thread);
   EXPECT_EQ(failed.load(), 0);
   EXPECT_LE(most.load(), 3);
@@ -143,20 +152,8 @@ TEST(resilience_concurrency, TimeoutListsOnlyCallsStillRunningAndUnlistsEveryOne
   res::timeout limit(node, 60s);
   std::atomic<int> running{0}, most{0}, ok{0}, failed{0};
   constexpr int threads = 4, per_thread = 500;
-  std::promise<void> all_done;
-  std::atomic<int> left{threads * per_thread};
   auto op = res::decorate(limit, pooled_op{&node, &running, &most});
-  std::vector<std::thread> callers;
-  for (int t = 0; t < threads; ++t)
-    callers.emplace_back([&] {
-      for (int i = 0; i < per_thread; ++i)
-        op([&](result<int> r) {
-          (r ? ok : failed).fetch_add(1);
-          if (left.fetch_sub(1) == 1) all_done.set_value();
-        });
-    });
-  for (auto& c : callers) c.join();
-  ASSERT_EQ(all_done.get_future().wait_for(60s), std::future_status::ready);
+  ASSERT_TRUE(run_from_threads(op, threads, per_thread, ok, failed));
   EXPECT_EQ(ok.load(), threads * per_thread);
   EXPECT_EQ(failed.load(), 0);
   EXPECT_EQ(limit.in_flight(), 0u);
