@@ -133,13 +133,11 @@ class node_impl {
                   std::chrono::milliseconds timeout);
   // A completed call leaves the timer service and the pending-remote table.
   void call_finished(call_state_base* s);
+  void count_call(const failure* outcome) noexcept;  // node_counters::calls; null: success
   // The remote call gate (router.hpp): admission before the request leaves, and the outcome.
   result<void> admit_remote_call(call_state_base* s, const pid& to);
   void report_outcome(call_state_base* s, const failure* outcome);
   void set_gate(std::shared_ptr<remote_call_gate> g);
-  std::atomic<bool> gate_set_{false};  // remote calls skip the lock when no gate is installed
-  std::mutex gate_mutex_;
-  std::shared_ptr<remote_call_gate> gate_;
   // Remembers a call made by `self` so its continuation is dropped if `self` ends first.
   static void track_call(process& self, const ref_ptr<call_state_base>& state);
   result<void> complete_remote_call(std::uint64_t call_id, result<msgpack::object_handle> reply,
@@ -235,11 +233,10 @@ class node_impl {
     std::array<std::atomic<std::uint64_t>, node_counters::other_outcome + 1> by_outcome{};
   };
   std::array<call_outcome_stripe, 4> call_outcomes_{};
-
- public:
-  void count_call(const failure* outcome) noexcept;
-
- private:
+  // The remote call gate (router.hpp); remote calls skip the lock while none is installed.
+  std::atomic<bool> gate_set_{false};
+  std::mutex gate_mutex_;
+  std::shared_ptr<remote_call_gate> gate_;
   std::mutex life_mutex_;
   std::condition_variable life_cv_;
   std::optional<asio::executor_work_guard<asio::io_context::executor_type>> work_;

@@ -1,6 +1,7 @@
 // Node-wide counters for monitoring (otpp::health's metrics), monotonic since the node was
-// made. Kept off the message path: spawns and exits count once per process, and messages are
-// summed from the processes' own counters (plus those of processes that ended) when read.
+// made. Kept off the message path: spawns and exits count once per process, messages are
+// summed from the processes' own counters (plus those of processes that ended) when read, and
+// a completed call adds one relaxed count to a per-thread stripe.
 #pragma once
 
 #include <array>
