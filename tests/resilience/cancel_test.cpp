@@ -13,6 +13,7 @@
 #include <asio/cancellation_signal.hpp>
 #include <asio/error.hpp>
 
+#include "holding_shop.hpp"
 #include "otpp/resilience.hpp"
 #include "otpp/runtime.hpp"
 
@@ -24,51 +25,6 @@ using otpp::errc;
 using otpp::failure;
 using otpp::result;
 namespace res = otpp::resilience;
-
-// A server that holds its calls' replies until told to answer them.
-struct hold {
-  static constexpr std::string_view tag = "cancel.hold";
-  using reply = int;
-};
-struct answer_held {
-  static constexpr std::string_view tag = "cancel.release";
-  using reply = int;  // how many held replies were still wanted
-  int value = 0;
-};
-struct declined {
-  std::string card;
-  int amount = 0;
-  MSGPACK_DEFINE_MAP(card, amount)
-};
-struct charge {
-  static constexpr std::string_view tag = "cancel.charge";
-  using reply = int;
-  int amount = 0;
-};
-
-class holder : public otpp::gen_server<holder> {
- public:
-  static void define_handlers(otpp::handlers<holder>& h) {
-    h.call<hold>(
-        [](holder& self, hold, otpp::reply_to<int> r) { self.held_.push_back(std::move(r)); });
-    h.call<answer_held>([](holder& self, answer_held m) {
-      int wanted = 0;
-      for (auto& r : self.held_) wanted += r(m.value) ? 1 : 0;
-      self.held_.clear();
-      return wanted;
-    });
-    h.call<charge>([](holder&, charge c) -> result<int> {
-      if (c.amount > 100) {
-        return otpp::domain_failure("payment_declined", "over the card's limit",
-                                    declined{"4242", c.amount});
-      }
-      return c.amount;
-    });
-  }
-
- private:
-  std::vector<otpp::reply_to<int>> held_;
-};
 
 struct outcomes {
   std::vector<result<int>> got;
@@ -154,7 +110,7 @@ struct cancellation : ::testing::Test {
 // ---- otpp::call and its cancellation slot
 
 TEST_F(cancellation, LocalCallCompletesWithOperationCanceledAndDropsTheLateReply) {
-  auto p = node.spawn<holder>();
+  auto p = node.spawn<shop>();
   ASSERT_TRUE(p);
   asio::cancellation_signal signal;
   otpp::call(node, *p, hold{}, 10s, asio::bind_cancellation_slot(signal.slot(), out.callback()));
@@ -164,7 +120,7 @@ TEST_F(cancellation, LocalCallCompletesWithOperationCanceledAndDropsTheLateReply
   node.poll();
   ASSERT_EQ(out.got.size(), 1u);
   EXPECT_EQ(out.got[0].error(), errc::operation_canceled);
-  // The holder's reply comes too late: nobody wants it, and nothing else completes.
+  // The shop's reply comes too late: nobody wants it, and nothing else completes.
   EXPECT_EQ(release_held(*p), 0);
   step(20s);  // its own timeout was disarmed
   EXPECT_EQ(out.got.size(), 1u);
@@ -187,7 +143,7 @@ TEST_F(cancellation, LocalCallCompletesWithOperationCanceledAndDropsTheLateReply
 }
 
 TEST_F(cancellation, TimeoutPolicyCancelsALocalCall) {
-  auto p = node.spawn<holder>();
+  auto p = node.spawn<shop>();
   ASSERT_TRUE(p);
   res::timeout limit(node, 100ms);
   auto op = [&](auto&& token) {
@@ -312,7 +268,7 @@ TEST_F(cancellation, HedgeFailuresStartTheNextAttemptAndTheLastFailureIsTheResul
 // ---- domain errors
 
 TEST_F(cancellation, DomainErrorReachesTheCallerWithItsDetailsAndBreakersIgnoreIt) {
-  auto p = node.spawn<holder>();
+  auto p = node.spawn<shop>();
   ASSERT_TRUE(p);
   res::circuit_breaker breaker(
       node, {.window_size = 2, .minimum_calls = 2, .failure_rate_threshold = 50});

@@ -11,6 +11,7 @@
 #include <asio/use_future.hpp>
 
 #include "cluster/cluster_support.hpp"
+#include "holding_shop.hpp"
 #include "otpp/resilience.hpp"
 #include "otpp/router.hpp"
 
@@ -20,54 +21,6 @@ namespace {
 using otpp::errc;
 using otpp::result;
 namespace res = otpp::resilience;
-
-struct hold {
-  static constexpr std::string_view tag = "remote_cancel.hold";
-  using reply = int;
-  int unused = 0;
-  MSGPACK_DEFINE_MAP(unused)
-};
-struct answer_held {
-  static constexpr std::string_view tag = "remote_cancel.release";
-  using reply = int;
-  int value = 0;
-  MSGPACK_DEFINE_MAP(value)
-};
-struct declined {
-  std::string card;
-  int amount = 0;
-  MSGPACK_DEFINE_MAP(card, amount)
-};
-struct charge {
-  static constexpr std::string_view tag = "remote_cancel.charge";
-  using reply = int;
-  int amount = 0;
-  MSGPACK_DEFINE_MAP(amount)
-};
-
-class shop : public otpp::gen_server<shop> {
- public:
-  static void define_handlers(otpp::handlers<shop>& h) {
-    h.call<hold>(
-        [](shop& self, hold, otpp::reply_to<int> r) { self.held_.push_back(std::move(r)); });
-    h.call<answer_held>([](shop& self, answer_held m) {
-      int answered = 0;
-      for (auto& r : self.held_) answered += r(m.value) ? 1 : 0;
-      self.held_.clear();
-      return answered;
-    });
-    h.call<charge>([](shop&, charge c) -> result<int> {
-      if (c.amount > 100) {
-        return otpp::domain_failure("payment_declined", "over the card's limit",
-                                    declined{"4242", c.amount});
-      }
-      return c.amount;
-    });
-  }
-
- private:
-  std::vector<otpp::reply_to<int>> held_;
-};
 
 // Captures log lines containing `needle` (at debug level) while it lives.
 struct log_capture {
