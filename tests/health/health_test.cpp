@@ -228,30 +228,35 @@ TEST(health_node, LivenessOfAStoppedNodeIsUnhealthy) {
 struct hold {
   static constexpr std::string_view tag = "hold";
 };
+struct worker_hold {
+  std::atomic<bool> holding{false};  // the blocker has the worker
+  std::atomic<bool> release{false};
+};
 class blocker : public otpp::gen_server<blocker> {
  public:
-  explicit blocker(std::shared_ptr<std::atomic<bool>> r) : release_(std::move(r)) {}
+  explicit blocker(std::shared_ptr<worker_hold> h) : hold_(std::move(h)) {}
   static void define_handlers(otpp::handlers<blocker>& h) {
     h.cast<hold>([](blocker& self, hold) {
+      self.hold_->holding.store(true);
       auto until = std::chrono::steady_clock::now() + 30s;  // bounded
-      while (!self.release_->load() && std::chrono::steady_clock::now() < until)
+      while (!self.hold_->release.load() && std::chrono::steady_clock::now() < until)
         std::this_thread::sleep_for(1ms);
     });
   }
 
  private:
-  std::shared_ptr<std::atomic<bool>> release_;
+  std::shared_ptr<worker_hold> hold_;
 };
 
 TEST(health_node, LivenessFailsWhileTheSchedulersAreStuck) {
   otpp::node n({.name = "stuck", .threads = 1});
   n.start();
   auto& reg = health::of(n);
-  auto release = std::make_shared<std::atomic<bool>>(false);
-  auto b = n.spawn<blocker>(release);
+  auto held = std::make_shared<worker_hold>();
+  auto b = n.spawn<blocker>(held);
   ASSERT_TRUE(b);
   ASSERT_TRUE(otpp::cast(n, *b, hold{}));
-  std::this_thread::sleep_for(50ms);  // let the blocker take the only worker
+  ASSERT_TRUE(eventually([&] { return held->holding.load(); }));  // it has the only worker
   auto answer = std::make_shared<std::promise<health::health_report>>();
   reg.live(200ms, [answer](health::health_report r) { answer->set_value(std::move(r)); });
   auto f = answer->get_future();
@@ -259,13 +264,13 @@ TEST(health_node, LivenessFailsWhileTheSchedulersAreStuck) {
   if (f.wait_for(500ms) == std::future_status::ready) {
     EXPECT_EQ(f.get().state, status::unhealthy);
   } else {
-    release->store(true);
+    held->release.store(true);
     ASSERT_EQ(f.wait_for(20s), std::future_status::ready);
     auto r = f.get();
     EXPECT_EQ(r.state, status::unhealthy);
     EXPECT_EQ(r.checks.at(0).detail, "schedulers did not answer within 200ms");
   }
-  release->store(true);
+  held->release.store(true);
 }
 
 TEST(health_cluster, ReadinessBeforeAndAfterJoining) {
