@@ -1,6 +1,8 @@
 // Hostile and broken peers, played by a raw socket speaking the protocol by hand.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+
 #include "test_support.hpp"
 
 namespace otpp::transport {
@@ -8,13 +10,32 @@ namespace {
 
 using namespace test;
 
+// Every test here runs once per record protection: both ends accept only that one.
+record_protection current_mode = record_protection::hmac_sha256;
+
+config with_mode(config cfg) {
+  cfg.record_protections = {current_mode};
+  return cfg;
+}
+
+raw_peer::hs_options mode_options() {
+  raw_peer::hs_options o;
+  o.protections = {current_mode};
+  return o;
+}
+
+class Security : public ::testing::TestWithParam<record_protection> {
+ protected:
+  void SetUp() override { current_mode = GetParam(); }
+};
+
 struct server_fixture {
   io_runner run;
   recorder ev;
   std::unique_ptr<endpoint> ep;
   std::uint16_t port = 0;
   explicit server_fixture(config cfg = test_config("server")) {
-    auto e = endpoint::create(run.io, cfg, ev.events());
+    auto e = endpoint::create(run.io, with_mode(cfg), ev.events());
     EXPECT_TRUE(e);
     ep = std::move(*e);
     auto b = ep->listen(loopback());
@@ -28,8 +49,9 @@ struct server_fixture {
   raw_peer authenticated_raw() {
     auto raw = raw_peer::connect_to(port);
     EXPECT_TRUE(raw.valid());
-    auto hs = raw.handshake_as_initiator({});
+    auto hs = raw.handshake_as_initiator(mode_options());
     EXPECT_TRUE(hs && *hs == 0);
+    EXPECT_EQ(raw.protection, current_mode);
     EXPECT_TRUE(ev.wait([](recorder& r) { return r.ups.size() == 1; }));
     return raw;
   }
@@ -46,15 +68,17 @@ struct server_fixture {
 
 const std::uint8_t payload[] = {0x93, 0x01, 0x02, 0x03};  // msgpack [1,2,3]
 
-TEST(Security, WrongSecretFailsOnBothEndsWithNothingDelivered) {
+TEST_P(Security, WrongSecretFailsOnBothEndsWithNothingDelivered) {
   for (int side = 0; side < 2; ++side) {
     io_runner run;
     recorder es, ec;
     auto s = endpoint::create(
-        run.io, test_config("server", side ? "alpha-secret-0123456789" : "beta-secret-0123456789"),
+        run.io,
+        with_mode(test_config("server", side ? "alpha-secret-0123456789" : "beta-secret-0123456789")),
         es.events());
     auto c = endpoint::create(
-        run.io, test_config("client", side ? "beta-secret-0123456789" : "alpha-secret-0123456789"),
+        run.io,
+        with_mode(test_config("client", side ? "beta-secret-0123456789" : "alpha-secret-0123456789")),
         ec.events());
     ASSERT_TRUE(s && c);
     auto b = (*s)->listen(loopback());
@@ -73,10 +97,10 @@ TEST(Security, WrongSecretFailsOnBothEndsWithNothingDelivered) {
   }
 }
 
-TEST(Security, RawPeerWithWrongSecretIsRefusedAndToldSo) {
+TEST_P(Security, RawPeerWithWrongSecretIsRefusedAndToldSo) {
   server_fixture f;
   auto raw = raw_peer::connect_to(f.port);
-  raw_peer::hs_options o;
+  auto o = mode_options();
   o.secret = "guess";
   auto hs = raw.handshake_as_initiator(o);
   ASSERT_TRUE(hs);
@@ -86,11 +110,11 @@ TEST(Security, RawPeerWithWrongSecretIsRefusedAndToldSo) {
   EXPECT_EQ(f.ev.locked_rejected()[0].code, make_error_code(errc::not_authorised));
 }
 
-TEST(Security, VersionMismatchOnBothEnds) {
+TEST_P(Security, VersionMismatchOnBothEnds) {
   {  // endpoint accepts, raw peer speaks version 2
     server_fixture f;
     auto raw = raw_peer::connect_to(f.port);
-    raw_peer::hs_options o;
+    auto o = mode_options();
     o.version = 2;
     auto hs = raw.handshake_as_initiator(o);  // the server's hello is version 1: fine to parse
     (void)hs;
@@ -100,14 +124,14 @@ TEST(Security, VersionMismatchOnBothEnds) {
   {  // endpoint connects, raw listener answers with version 2
     io_runner run;
     recorder ec;
-    auto c = endpoint::create(run.io, test_config("client"), ec.events());
+    auto c = endpoint::create(run.io, with_mode(test_config("client")), ec.events());
     ASSERT_TRUE(c);
     raw_listener l;
     waiter<result<connection_ptr>> w;
     (*c)->connect(loopback(l.port()), [&](result<connection_ptr> r) { w.set(std::move(r)); });
     auto raw = l.accept_one();
     ASSERT_TRUE(raw.valid());
-    raw_peer::hs_options o;
+    auto o = mode_options();
     o.version = 2;
     auto hs = raw.handshake_as_acceptor(o);
     // The endpoint stops after the hello exchange: no proof ever reaches the raw peer.
@@ -120,7 +144,7 @@ TEST(Security, VersionMismatchOnBothEnds) {
   }
 }
 
-TEST(Security, ReplayedFrameRejected) {
+TEST_P(Security, ReplayedFrameRejected) {
   server_fixture f;
   auto raw = f.authenticated_raw();
   const auto fr = raw.seal(0x20, payload);
@@ -130,7 +154,7 @@ TEST(Security, ReplayedFrameRejected) {
   EXPECT_EQ(f.frames(), 1u);
 }
 
-TEST(Security, ReorderedFramesRejected) {
+TEST_P(Security, ReorderedFramesRejected) {
   server_fixture f;
   auto raw = f.authenticated_raw();
   const auto f0 = raw.seal(0x20, payload);
@@ -141,7 +165,7 @@ TEST(Security, ReorderedFramesRejected) {
   EXPECT_EQ(f.frames(), 0u);
 }
 
-TEST(Security, BitFlippedFrameRejected) {
+TEST_P(Security, BitFlippedFrameRejected) {
   // Record length (a shorter record), frame length, kind, payload, payload end, MAC.
   for (std::size_t pos : {std::size_t{3}, std::size_t{7}, std::size_t{8}, std::size_t{10},
                           std::size_t{12}, std::size_t{16}}) {
@@ -155,7 +179,7 @@ TEST(Security, BitFlippedFrameRejected) {
   }
 }
 
-TEST(Security, ReflectedFrameRejected) {
+TEST_P(Security, ReflectedFrameRejected) {
   server_fixture f;
   auto raw = f.authenticated_raw();
   auto conn = f.ep->find("raw");
@@ -169,7 +193,7 @@ TEST(Security, ReflectedFrameRejected) {
   EXPECT_EQ(f.frames(), 0u);
 }
 
-TEST(Security, InjectedUnauthenticatedFrameRejected) {
+TEST_P(Security, InjectedUnauthenticatedFrameRejected) {
   server_fixture f;
   auto raw = f.authenticated_raw();
   std::vector<std::uint8_t> fr(record_header_size);
@@ -181,7 +205,7 @@ TEST(Security, InjectedUnauthenticatedFrameRejected) {
   EXPECT_EQ(f.frames(), 0u);
 }
 
-TEST(Security, RecordOfSeveralFramesDeliveredInOrderAndReplayRejected) {
+TEST_P(Security, RecordOfSeveralFramesDeliveredInOrderAndReplayRejected) {
   server_fixture f;
   auto raw = f.authenticated_raw();
   const std::uint8_t p1[] = {0x01}, p2[] = {0x02};
@@ -200,7 +224,7 @@ TEST(Security, RecordOfSeveralFramesDeliveredInOrderAndReplayRejected) {
   EXPECT_EQ(f.frames(), 4u);
 }
 
-TEST(Security, MalformedFrameInsideAuthenticRecordDeliversNothing) {
+TEST_P(Security, MalformedFrameInsideAuthenticRecordDeliversNothing) {
   // Bodies that carry a valid MAC but do not parse as frames: a frame running past the end
   // of the record, a zero frame length, a truncated frame header, trailing bytes.
   std::vector<std::vector<std::uint8_t>> bodies;
@@ -236,7 +260,7 @@ TEST(Security, MalformedFrameInsideAuthenticRecordDeliversNothing) {
   }
 }
 
-TEST(Security, OversizeFrameInsideRecordRejected) {
+TEST_P(Security, OversizeFrameInsideRecordRejected) {
   auto cfg = test_config("server");
   cfg.max_frame_size = 16;
   server_fixture f(cfg);
@@ -248,7 +272,7 @@ TEST(Security, OversizeFrameInsideRecordRejected) {
   EXPECT_EQ(f.frames(), 0u);
 }
 
-TEST(Security, OversizeFrameClosesBeforeReadingIt) {
+TEST_P(Security, OversizeFrameClosesBeforeReadingIt) {
   server_fixture f;  // max 1 MiB
   auto raw = f.authenticated_raw();
   std::uint8_t hdr[4];
@@ -259,7 +283,7 @@ TEST(Security, OversizeFrameClosesBeforeReadingIt) {
   EXPECT_TRUE(raw.wait_closed());
 }
 
-TEST(Security, TruncatedFramePeerClosesMidFrame) {
+TEST_P(Security, TruncatedFramePeerClosesMidFrame) {
   server_fixture f;
   auto raw = f.authenticated_raw();
   const auto good = raw.seal(0x20, payload);
@@ -271,7 +295,7 @@ TEST(Security, TruncatedFramePeerClosesMidFrame) {
   EXPECT_EQ(f.frames(), 1u);
 }
 
-TEST(Security, ZeroLengthFrameIsMalformed) {
+TEST_P(Security, ZeroLengthFrameIsMalformed) {
   server_fixture f;
   auto raw = f.authenticated_raw();
   const std::uint8_t zero[4] = {0, 0, 0, 0};
@@ -279,7 +303,7 @@ TEST(Security, ZeroLengthFrameIsMalformed) {
   EXPECT_EQ(f.wait_down().code, make_error_code(errc::malformed_frame));
 }
 
-TEST(Security, UnknownFrameKindRefused) {
+TEST_P(Security, UnknownFrameKindRefused) {
   auto cfg = test_config("server");
   cfg.accepted_kinds.reset(0x42);
   for (std::uint8_t k : {std::uint8_t{0x07}, std::uint8_t{0x42}}) {
@@ -291,7 +315,7 @@ TEST(Security, UnknownFrameKindRefused) {
   }
 }
 
-TEST(Security, GarbageHandshakeRejected) {
+TEST_P(Security, GarbageHandshakeRejected) {
   server_fixture f;
   auto raw = raw_peer::connect_to(f.port);
   std::vector<std::uint8_t> fr;
@@ -310,7 +334,7 @@ TEST(Security, GarbageHandshakeRejected) {
   EXPECT_EQ(f.ev.locked_rejected()[1].code, make_error_code(errc::handshake_failed));
 }
 
-TEST(Security, HandshakeTimeout) {
+TEST_P(Security, HandshakeTimeout) {
   auto cfg = test_config("server");
   cfg.handshake_timeout = std::chrono::milliseconds(100);
   server_fixture f(cfg);
@@ -320,7 +344,7 @@ TEST(Security, HandshakeTimeout) {
   EXPECT_TRUE(raw.wait_closed());
 }
 
-TEST(Security, FramesSplitAtEveryByteBoundary) {
+TEST_P(Security, FramesSplitAtEveryByteBoundary) {
   server_fixture f;
   auto raw = f.authenticated_raw();
   // Frame i is written in two parts cut at byte i, so every cut point of the frame layout
@@ -352,7 +376,7 @@ TEST(Security, FramesSplitAtEveryByteBoundary) {
   EXPECT_TRUE(f.ev.locked_downs().empty());
 }
 
-TEST(Security, FrameBeforeHandshakeCompletesIsRefused) {
+TEST_P(Security, FrameBeforeHandshakeCompletesIsRefused) {
   server_fixture f;
   auto raw = raw_peer::connect_to(f.port);
   std::vector<std::uint8_t> fr;
@@ -363,17 +387,27 @@ TEST(Security, FrameBeforeHandshakeCompletesIsRefused) {
   EXPECT_EQ(f.frames(), 0u);
 }
 
-TEST(Security, InsecureModeStillAuthenticatesFrames) {
+TEST_P(Security, InsecureModeStillAuthenticatesFrames) {
   auto cfg = test_config("server");
   cfg.insecure = true;
   cfg.secret.clear();
   server_fixture f(cfg);
   auto raw = raw_peer::connect_to(f.port);
-  raw_peer::hs_options o;  // secret "test-secret" is not the insecure-mode secret
+  auto o = mode_options();  // secret "test-secret" is not the insecure-mode secret
   auto hs = raw.handshake_as_initiator(o);
   ASSERT_TRUE(hs);
   EXPECT_EQ(*hs, static_cast<std::uint32_t>(errc::not_authorised));
 }
+
+INSTANTIATE_TEST_SUITE_P(Modes, Security,
+                         ::testing::Values(record_protection::hmac_sha256,
+                                           record_protection::aes_256_gcm,
+                                           record_protection::chacha20_poly1305),
+                         [](const ::testing::TestParamInfo<record_protection>& info) {
+                           std::string n(to_string(info.param));
+                           std::replace(n.begin(), n.end(), '-', '_');
+                           return n;
+                         });
 
 }  // namespace
 }  // namespace otpp::transport

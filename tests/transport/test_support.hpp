@@ -174,6 +174,8 @@ class raw_peer {
     std::swap(sealer_, o.sealer_);
     std::swap(opener_, o.opener_);
     std::swap(buf_, o.buf_);
+    std::swap(protection, o.protection);
+    std::swap(peer_id, o.peer_id);
     return *this;
   }
   ~raw_peer() { close(); }
@@ -271,13 +273,15 @@ class raw_peer {
         if (skip_heartbeats && f.kind == kind::heartbeat) continue;
         return f;
       }
+      // As it was on the wire (an encrypted record is decrypted where it lies).
+      const std::vector<std::uint8_t> wire = buf_;
       auto step = opener_.open(buf_);
       if (step.error) return std::nullopt;
       if (step.consumed) {
         frame_view fv;
         for (frame_reader r(step.body); r.next(fv);)
           unread_.push_back({fv.kind, {fv.payload.begin(), fv.payload.end()}});
-        raw_last_.assign(buf_.begin(), buf_.begin() + static_cast<std::ptrdiff_t>(step.consumed));
+        raw_last_.assign(wire.begin(), wire.begin() + static_cast<std::ptrdiff_t>(step.consumed));
         buf_.erase(buf_.begin(), buf_.begin() + static_cast<std::ptrdiff_t>(step.consumed));
         continue;
       }
@@ -312,6 +316,8 @@ class raw_peer {
     std::string secret = "test-secret-0123456789";
     std::uint32_t version = protocol_version;
     std::uint32_t creation = 7;
+    // Offered in HELLO (empty: the four-field HELLO of a node without negotiation).
+    std::vector<record_protection> protections{record_protection::hmac_sha256};
   };
   struct hello_exchange {
     std::vector<std::uint8_t> mine;    // our HELLO payload
@@ -324,6 +330,7 @@ class raw_peer {
     h.version = o.version;
     h.node_id = o.id;
     h.creation = o.creation;
+    h.protections = o.protections;
     random_bytes(h.challenge);
     hello_exchange x;
     x.mine = encode_hello(h);
@@ -336,6 +343,11 @@ class raw_peer {
     if (!peer) return peer.fail();
     x.theirs.assign(theirs->payload.begin(), theirs->payload.end());
     x.peer = std::move(*peer);
+    const std::vector<record_protection> offered =
+        o.protections.empty() ? std::vector{record_protection::hmac_sha256} : o.protections;
+    const auto agreed = negotiate_protection(offered, x.peer.protections);
+    if (!agreed) return failure(errc::protection_mismatch, "no common record protection");
+    protection = *agreed;
     return x;
   }
 
@@ -357,9 +369,11 @@ class raw_peer {
     if (a->status != 0) return a->status;
     if (!constant_time_equal(a->proof, acceptor_proof(as_bytes(o.secret), t)))
       return failure(errc::not_authorised, "acceptor proof");
-    const auto keys = derive_session_keys(as_bytes(o.secret), t);
-    sealer_ = record_sealer(keys.initiator_to_acceptor, direction::initiator_to_acceptor);
-    opener_ = record_opener(keys.acceptor_to_initiator, direction::acceptor_to_initiator, 1u << 30);
+    const auto keys = derive_session_keys(as_bytes(o.secret), t, protection);
+    sealer_ =
+        record_sealer(keys.initiator_to_acceptor, direction::initiator_to_acceptor, protection);
+    opener_ = record_opener(keys.acceptor_to_initiator, direction::acceptor_to_initiator, 1u << 30,
+                            protection);
     return 0u;
   }
 
@@ -380,13 +394,16 @@ class raw_peer {
     std::vector<std::uint8_t> out;
     append_plain_frame(kind::accept, encode_accept(a), out);
     if (!write_all(out)) return failure(errc::connection_closed, "write accept");
-    const auto keys = derive_session_keys(as_bytes(o.secret), t);
-    sealer_ = record_sealer(keys.acceptor_to_initiator, direction::acceptor_to_initiator);
-    opener_ = record_opener(keys.initiator_to_acceptor, direction::initiator_to_acceptor, 1u << 30);
+    const auto keys = derive_session_keys(as_bytes(o.secret), t, protection);
+    sealer_ =
+        record_sealer(keys.acceptor_to_initiator, direction::acceptor_to_initiator, protection);
+    opener_ = record_opener(keys.initiator_to_acceptor, direction::initiator_to_acceptor, 1u << 30,
+                            protection);
     return {};
   }
 
   std::string peer_id;
+  record_protection protection = record_protection::hmac_sha256;  // agreed in exchange_hello
 
  private:
   int fd_ = -1;

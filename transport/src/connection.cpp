@@ -140,6 +140,7 @@ void connection::start_handshake() {
   hello_message hello;
   hello.node_id = state_->cfg.node_id;
   hello.creation = state_->cfg.creation;
+  hello.protections = state_->cfg.record_protections;
   random_bytes(hello.challenge);
   my_hello_ = encode_hello(hello);
   enqueue_plain(kind::hello, my_hello_);
@@ -214,7 +215,7 @@ void connection::process_input() {
     const bytes_view avail(rbuf_.data() + rbeg_, rend_ - rbeg_);
     if (phase_ == phase::established) {
       const std::uint64_t seq = opener_.next_sequence();
-      const record_step step = opener_.open(avail);
+      const record_step step = opener_.open(std::span(rbuf_.data() + rbeg_, rend_ - rbeg_));
       if (step.error) {
         fail(failure(step.error, "record #" + std::to_string(seq) + " rejected (frame limit " +
                                      std::to_string(opener_.max_payload()) + " bytes)"));
@@ -304,6 +305,17 @@ void connection::on_hello(const frame_view& f) {
                  "expected peer " + expected_peer_ + ", reached " + hello->node_id));
     return;
   }
+  // Both ends see both offers (the HELLOs cross), so both agree, or both refuse with the
+  // same clear error.
+  const auto agreed = negotiate_protection(state_->cfg.record_protections, hello->protections);
+  if (!agreed) {
+    fail(failure(errc::protection_mismatch,
+                 "peer " + hello->node_id + ": this node accepts " +
+                     protection_list(state_->cfg.record_protections) + "; the peer offers " +
+                     protection_list(hello->protections)));
+    return;
+  }
+  protection_ = *agreed;
   peer_id_ = hello->node_id;
   peer_creation_ = hello->creation;
   peer_hello_.assign(f.payload.begin(), f.payload.end());
@@ -388,16 +400,16 @@ void connection::on_accept(const frame_view& f) {
 // leaves once this side is fully up (is_open, in the table), so the peer never sees the
 // connection up before we do.
 void connection::establish(const std::vector<std::uint8_t>& accept) {
-  const session_keys keys = derive_session_keys(state_->secret_bytes(), transcript_);
+  const session_keys keys = derive_session_keys(state_->secret_bytes(), transcript_, protection_);
   const auto in_dir =
       initiator_ ? direction::acceptor_to_initiator : direction::initiator_to_acceptor;
   const auto out_dir =
       initiator_ ? direction::initiator_to_acceptor : direction::acceptor_to_initiator;
   opener_ = record_opener(initiator_ ? keys.acceptor_to_initiator : keys.initiator_to_acceptor,
-                          in_dir, state_->cfg.max_frame_size);
+                          in_dir, state_->cfg.max_frame_size, protection_);
   // Set before any record can be queued (send_open_ below); only the writer uses it.
-  sealer_ =
-      record_sealer(initiator_ ? keys.initiator_to_acceptor : keys.acceptor_to_initiator, out_dir);
+  sealer_ = record_sealer(initiator_ ? keys.initiator_to_acceptor : keys.acceptor_to_initiator,
+                          out_dir, protection_);
   release_handshake_slot();
   bool kick = false;
   {
@@ -561,9 +573,22 @@ bool connection::take_batch(bool direct) {
     wbuf_.swap(pending_);
     inflight_ = wbuf_.size();
   }
-  // The batch is ours now: MAC its records outside the lock (senders keep appending to the
-  // fresh pending_ meanwhile). Only the chain's holder uses sealer_, so the record sequence
-  // follows the byte order on the wire.
+  // A direction whose sequence numbers are used up closes rather than reuse a nonce
+  // (2^64 records: unreachable in practice, but the limit must hold by construction).
+  if (wbuf_.records() > sealer_.records_left()) {
+    {
+      std::lock_guard lock(mu_);
+      inflight_ = 0;
+      writing_ = false;
+      send_open_ = false;
+    }
+    wbuf_.clear();
+    abort(failure(errc::connection_closed, "record sequence exhausted: reconnect for new keys"));
+    return false;
+  }
+  // The batch is ours now: protect its records outside the lock (senders keep appending to
+  // the fresh pending_ meanwhile). Only the chain's holder uses sealer_, so the record
+  // sequence follows the byte order on the wire.
   wbuf_.seal(sealer_);
   const std::int64_t now = now_ns();
   last_send_.store(now, std::memory_order_relaxed);

@@ -9,7 +9,9 @@
 #include <openssl/rand.h>
 #include <openssl/sha.h>
 
+#include <algorithm>
 #include <cstring>
+#include <string>
 #include <stdexcept>
 
 namespace otpp::transport {
@@ -119,6 +121,92 @@ digest frame_mac::finish() noexcept {
   digest out{};
   SHA256_Final(out.data(), ctx_of(work_));
   return out;
+}
+
+namespace {
+EVP_CIPHER* cipher_of(aead::algorithm alg) noexcept {
+  // Fetched once (explicit fetches avoid a provider lookup per initialisation); they live
+  // for the process.
+  static EVP_CIPHER* const gcm = EVP_CIPHER_fetch(nullptr, "AES-256-GCM", nullptr);
+  static EVP_CIPHER* const chacha = EVP_CIPHER_fetch(nullptr, "ChaCha20-Poly1305", nullptr);
+  return alg == aead::algorithm::aes_256_gcm ? gcm : chacha;
+}
+
+// EVP lengths are int: long messages go through in chunks.
+constexpr std::size_t aead_chunk = std::size_t{1} << 30;
+}  // namespace
+
+bool aead::available(algorithm alg) noexcept {
+  return cipher_of(alg) != nullptr;
+}
+
+aead::aead(algorithm alg, const session_key& key, bool sealing) {
+  EVP_CIPHER* cipher = cipher_of(alg);
+  if (cipher == nullptr)
+    throw std::runtime_error("otpp transport: this OpenSSL offers no " +
+                             std::string(alg == algorithm::aes_256_gcm ? "AES-256-GCM"
+                                                                       : "ChaCha20-Poly1305"));
+  ctx_ = EVP_CIPHER_CTX_new();
+  if (ctx_ == nullptr) throw std::runtime_error("otpp transport: EVP_CIPHER_CTX_new failed");
+  if (EVP_CipherInit_ex2(ctx_, cipher, key.data(), nullptr, sealing ? 1 : 0, nullptr) != 1) {
+    EVP_CIPHER_CTX_free(ctx_);
+    ctx_ = nullptr;
+    throw std::runtime_error("otpp transport: AEAD key setup failed");
+  }
+}
+
+aead::~aead() {
+  EVP_CIPHER_CTX_free(ctx_);  // clears the key schedule
+}
+
+aead& aead::operator=(aead&& other) noexcept {
+  if (this != &other) {
+    EVP_CIPHER_CTX_free(ctx_);
+    ctx_ = other.ctx_;
+    other.ctx_ = nullptr;
+  }
+  return *this;
+}
+
+void aead::seal(const nonce_type& n, bytes_view aad, std::span<std::uint8_t> data,
+                std::uint8_t* tag) noexcept {
+  if (ctx_ == nullptr) {  // no key (a failed key update): a tag no peer accepts
+    std::memset(tag, 0, tag_size);
+    return;
+  }
+  int len = 0;
+  // A failure here cannot be reported per record; it leaves a wrong tag, which the peer
+  // rejects (bad_mac) and closes on. OpenSSL does not fail these calls on a valid context.
+  EVP_CipherInit_ex2(ctx_, nullptr, nullptr, n.data(), -1, nullptr);
+  if (!aad.empty()) EVP_CipherUpdate(ctx_, nullptr, &len, aad.data(), static_cast<int>(aad.size()));
+  for (std::size_t off = 0; off < data.size(); off += aead_chunk) {
+    const int chunk = static_cast<int>(std::min(aead_chunk, data.size() - off));
+    EVP_CipherUpdate(ctx_, data.data() + off, &len, data.data() + off, chunk);
+  }
+  std::uint8_t none[16];
+  EVP_CipherFinal_ex(ctx_, none, &len);
+  EVP_CIPHER_CTX_ctrl(ctx_, EVP_CTRL_AEAD_GET_TAG, static_cast<int>(tag_size), tag);
+}
+
+bool aead::open(const nonce_type& n, bytes_view aad, std::span<std::uint8_t> data,
+                const std::uint8_t* tag) noexcept {
+  if (ctx_ == nullptr) return false;
+  int len = 0;
+  if (EVP_CipherInit_ex2(ctx_, nullptr, nullptr, n.data(), -1, nullptr) != 1) return false;
+  if (!aad.empty() &&
+      EVP_CipherUpdate(ctx_, nullptr, &len, aad.data(), static_cast<int>(aad.size())) != 1)
+    return false;
+  for (std::size_t off = 0; off < data.size(); off += aead_chunk) {
+    const int chunk = static_cast<int>(std::min(aead_chunk, data.size() - off));
+    if (EVP_CipherUpdate(ctx_, data.data() + off, &len, data.data() + off, chunk) != 1)
+      return false;
+  }
+  std::uint8_t expected[tag_size];
+  std::memcpy(expected, tag, tag_size);
+  if (EVP_CIPHER_CTX_ctrl(ctx_, EVP_CTRL_AEAD_SET_TAG, static_cast<int>(tag_size), expected) != 1)
+    return false;
+  std::uint8_t none[16];
+  return EVP_CipherFinal_ex(ctx_, none, &len) == 1;  // compares the tag in constant time
 }
 
 digest sha256(std::initializer_list<bytes_view> parts) {

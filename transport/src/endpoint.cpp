@@ -298,6 +298,25 @@ result<std::unique_ptr<endpoint>> endpoint::create(asio::io_context& io, config 
   if (!valid_node_id(cfg.node_id))
     return refuse("transport node id must be 1-255 printable characters");
   if (cfg.max_frame_size > 0xfffffff0u) return refuse("max_frame_size must be below 4 GiB");
+  if (cfg.record_protections.empty())
+    return refuse("record_protections must name at least one record protection");
+  if (cfg.record_protections.size() > max_offered_protections)
+    return refuse("record_protections lists more than " +
+                  std::to_string(max_offered_protections) + " modes");
+  for (std::size_t i = 0; i < cfg.record_protections.size(); ++i) {
+    const record_protection p = cfg.record_protections[i];
+    if (to_string(p) == "unknown")
+      return refuse("record_protections holds an unknown value " +
+                    std::to_string(static_cast<int>(p)));
+    for (std::size_t j = 0; j < i; ++j)
+      if (cfg.record_protections[j] == p)
+        return refuse("record_protections lists " + std::string(to_string(p)) + " twice");
+    if (encrypts(p) && !aead::available(p == record_protection::aes_256_gcm
+                                            ? aead::algorithm::aes_256_gcm
+                                            : aead::algorithm::chacha20_poly1305))
+      return refuse("record protection " + std::string(to_string(p)) +
+                    " is not offered by this OpenSSL");
+  }
   if (cfg.heartbeat_interval.count() > 0 && cfg.silence_timeout <= cfg.heartbeat_interval)
     return refuse("silence_timeout must exceed heartbeat_interval");
   if (cfg.max_pending_handshakes == 0 || cfg.max_pending_handshakes_per_address == 0)

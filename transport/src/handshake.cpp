@@ -2,6 +2,7 @@
 
 #include <msgpack.hpp>
 
+#include <algorithm>
 #include <cstring>
 
 #include "otpp/transport/frame.hpp"
@@ -72,6 +73,67 @@ failure malformed(std::string_view what, std::string_view why = {}) {
 }
 }  // namespace
 
+std::string_view to_string(record_protection p) noexcept {
+  switch (p) {
+    case record_protection::hmac_sha256:
+      return "hmac-sha256";
+    case record_protection::aes_256_gcm:
+      return "aes-256-gcm";
+    case record_protection::chacha20_poly1305:
+      return "chacha20-poly1305";
+  }
+  return "unknown";
+}
+
+std::optional<record_protection> parse_record_protection(std::string_view name) noexcept {
+  for (auto p : {record_protection::hmac_sha256, record_protection::aes_256_gcm,
+                 record_protection::chacha20_poly1305})
+    if (to_string(p) == name) return p;
+  return std::nullopt;
+}
+
+namespace {
+int strength_rank(record_protection p) noexcept {
+  switch (p) {
+    case record_protection::aes_256_gcm:
+      return 0;
+    case record_protection::chacha20_poly1305:
+      return 1;
+    case record_protection::hmac_sha256:
+      return 2;
+  }
+  return 3;
+}
+}  // namespace
+
+std::optional<record_protection> negotiate_protection(
+    std::span<const record_protection> a, std::span<const record_protection> b) noexcept {
+  std::optional<record_protection> best;
+  std::size_t best_score = 0;
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    for (std::size_t j = 0; j < b.size(); ++j) {
+      if (a[i] != b[j]) continue;
+      const std::size_t score = i + j;
+      if (!best || score < best_score ||
+          (score == best_score && strength_rank(a[i]) < strength_rank(*best))) {
+        best = a[i];
+        best_score = score;
+      }
+      break;
+    }
+  }
+  return best;
+}
+
+std::string protection_list(std::span<const record_protection> modes) {
+  std::string out;
+  for (auto m : modes) {
+    if (!out.empty()) out += ", ";
+    out += to_string(m);
+  }
+  return out.empty() ? std::string("nothing known") : out;
+}
+
 bool valid_node_id(std::string_view id) noexcept {
   if (id.empty() || id.size() > max_node_id_size) return false;
   for (char c : id)
@@ -82,13 +144,22 @@ bool valid_node_id(std::string_view id) noexcept {
 std::vector<std::uint8_t> encode_hello(const hello_message& m) {
   msgpack::sbuffer out(128);
   msgpack::packer<msgpack::sbuffer> pk(out);
-  pk.pack_array(4);
+  pk.pack_array(m.protections.empty() ? 4 : 5);
   pk.pack_uint32(m.version);
   pk.pack_str(static_cast<std::uint32_t>(m.node_id.size()));
   pk.pack_str_body(m.node_id.data(), static_cast<std::uint32_t>(m.node_id.size()));
   pk.pack_uint32(m.creation);
   pk.pack_bin(nonce_size);
   pk.pack_bin_body(reinterpret_cast<const char*>(m.challenge.data()), nonce_size);
+  if (!m.protections.empty()) {
+    const std::size_t n = std::min(m.protections.size(), max_offered_protections);
+    pk.pack_array(static_cast<std::uint32_t>(n));
+    for (std::size_t i = 0; i < n; ++i) {
+      const std::string_view name = to_string(m.protections[i]);
+      pk.pack_str(static_cast<std::uint32_t>(name.size()));
+      pk.pack_str_body(name.data(), static_cast<std::uint32_t>(name.size()));
+    }
+  }
   return to_vector(out);
 }
 
@@ -128,13 +199,26 @@ result<hello_message> parse_hello(bytes_view payload) {
     return failure(errc::version_mismatch, "peer speaks protocol version " +
                                                std::to_string(m.version) + ", this node " +
                                                std::to_string(protocol_version));
-  if (arr.size != 4) return malformed("hello", "expected 4 fields");
+  if (arr.size != 4 && arr.size != 5) return malformed("hello", "expected 4 or 5 fields");
   const auto& id = arr.ptr[1];
   if (id.type != msgpack::type::STR) return malformed("hello", "node id");
   m.node_id.assign(id.via.str.ptr, id.via.str.size);
   if (!valid_node_id(m.node_id)) return malformed("hello", "invalid node id");
   if (!get_u32(arr.ptr[2], m.creation)) return malformed("hello", "creation");
   if (!get_bin(arr.ptr[3], m.challenge)) return malformed("hello", "nonce");
+  if (arr.size == 4) return m;  // no negotiation: hmac-sha256 records
+  const auto& offer = arr.ptr[4];
+  if (offer.type != msgpack::type::ARRAY || offer.via.array.size > max_offered_protections)
+    return malformed("hello", "protections");
+  m.protections.clear();
+  for (std::uint32_t i = 0; i < offer.via.array.size; ++i) {
+    const auto& name = offer.via.array.ptr[i];
+    if (name.type != msgpack::type::STR) return malformed("hello", "protection name");
+    const auto p = parse_record_protection(std::string_view(name.via.str.ptr, name.via.str.size));
+    // Unknown (newer) modes are skipped, and so are repeats.
+    if (p && std::find(m.protections.begin(), m.protections.end(), *p) == m.protections.end())
+      m.protections.push_back(*p);
+  }
   return m;
 }
 
@@ -203,12 +287,20 @@ digest acceptor_proof(bytes_view secret, const digest& transcript) {
   return hmac_sha256::compute(secret, {as_bytes(proof_a_label), transcript});
 }
 
-session_keys derive_session_keys(bytes_view secret, const digest& transcript) {
+session_keys derive_session_keys(bytes_view secret, const digest& transcript,
+                                 record_protection mode) {
   const digest prk = hmac_sha256::compute(transcript, {secret});
   static constexpr std::uint8_t one[1] = {0x01};
+  static constexpr std::uint8_t space[1] = {' '};
+  // hmac-sha256 keeps the labels of the records from before negotiation; the other modes
+  // append their name, so no key is ever used by two algorithms.
+  const bytes_view suffix = mode == record_protection::hmac_sha256 ? bytes_view() : bytes_view(space);
+  const bytes_view name = mode == record_protection::hmac_sha256 ? bytes_view() : as_bytes(to_string(mode));
   session_keys keys;
-  keys.initiator_to_acceptor = hmac_sha256::compute(prk, {as_bytes(key_ia_label), one});
-  keys.acceptor_to_initiator = hmac_sha256::compute(prk, {as_bytes(key_ai_label), one});
+  keys.initiator_to_acceptor =
+      hmac_sha256::compute(prk, {as_bytes(key_ia_label), suffix, name, one});
+  keys.acceptor_to_initiator =
+      hmac_sha256::compute(prk, {as_bytes(key_ai_label), suffix, name, one});
   return keys;
 }
 

@@ -65,6 +65,8 @@ enum class errc {
   // (otpp/domain_error.hpp reads them)
   domain_error = 43,
   operation_canceled = 44,  // the caller cancelled the operation (Asio cancellation slot)
+  // transport: the two ends accept no record protection in common (config::record_protections)
+  protection_mismatch = 45,
 };
 
 const std::error_category& error_category() noexcept;
@@ -169,6 +171,8 @@ class otpp_category final : public std::error_category {
         return "domain_error";
       case errc::operation_canceled:
         return "operation_canceled: cancelled by the caller";
+      case errc::protection_mismatch:
+        return "protection_mismatch: no record protection in common with the peer";
     }
     return "otpp error " + std::to_string(value);
   }

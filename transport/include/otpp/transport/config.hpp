@@ -5,9 +5,36 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <string>
+#include <string_view>
+#include <vector>
 
 namespace otpp::transport {
+
+// How the records of an established connection are protected (negotiated in the handshake,
+// handshake.hpp). Both keep every record authentic, in order and bound to its direction;
+// they differ in what an observer of the wire learns:
+//   hmac_sha256        integrity only: payloads travel in clear (readable by anyone on the
+//                      path, unless TLS is on); the default, and what nodes without
+//                      negotiation speak.
+//   aes_256_gcm        confidentiality and integrity (AEAD); fastest where the CPU has AES
+//                      instructions (AES-NI, VAES) and carry-less multiply.
+//   chacha20_poly1305  confidentiality and integrity (AEAD); for CPUs without AES
+//                      instructions.
+enum class record_protection : std::uint8_t {
+  hmac_sha256 = 1,
+  aes_256_gcm = 2,
+  chacha20_poly1305 = 3,
+};
+
+// Wire and configuration names: "hmac-sha256", "aes-256-gcm", "chacha20-poly1305".
+std::string_view to_string(record_protection p) noexcept;
+std::optional<record_protection> parse_record_protection(std::string_view name) noexcept;
+// True for the modes that encrypt.
+constexpr bool encrypts(record_protection p) noexcept {
+  return p != record_protection::hmac_sha256;
+}
 
 // Shortest secret accepted: 128 bits of key material.
 inline constexpr std::size_t min_secret_size = 16;
@@ -61,6 +88,17 @@ struct config {
   // listening socket readable, so an immediate retry spins).
   std::chrono::milliseconds accept_retry_delay{100};
   std::bitset<256> accepted_kinds = all_app_kinds();  // kinds delivered to on_frame
+  // Record protections this node accepts, most preferred first (no duplicates; at least
+  // one). Both ends send theirs in HELLO and agree on one: among the modes both accept, the
+  // one with the lowest sum of its two positions; a tie goes to the stronger mode (AEAD
+  // first). So two nodes with the default list use hmac_sha256, a node listing only
+  // aes_256_gcm gets aes_256_gcm from any default peer, and a node listing {aes_256_gcm,
+  // hmac_sha256} gets aes_256_gcm from a default peer too. No mode in common: both ends
+  // close with errc::protection_mismatch. The offers are part of the authenticated
+  // transcript, so a man in the middle cannot downgrade them unnoticed.
+  std::vector<record_protection> record_protections = {record_protection::hmac_sha256,
+                                                       record_protection::aes_256_gcm,
+                                                       record_protection::chacha20_poly1305};
   tls_options tls;
 };
 

@@ -52,6 +52,8 @@ class connection : public std::enable_shared_from_this<connection> {
   // Authenticated identity of the peer (valid once on_up / the connect handler ran).
   const std::string& peer_id() const noexcept { return peer_id_; }
   std::uint32_t peer_creation() const noexcept { return peer_creation_; }
+  // The record protection both ends agreed on (valid once on_up / the connect handler ran).
+  record_protection protection() const noexcept { return protection_; }
   // True when this node opened the TCP connection.
   bool initiated_locally() const noexcept { return initiator_; }
   bool is_open() const noexcept { return open_.load(std::memory_order_acquire); }
@@ -148,6 +150,7 @@ class connection : public std::enable_shared_from_this<connection> {
   // Written once during the handshake (before publication).
   std::string peer_id_;
   std::uint32_t peer_creation_ = 0;
+  record_protection protection_ = record_protection::hmac_sha256;
 
   // Send side, guarded by mu_.
   mutable std::mutex mu_;

@@ -1,5 +1,6 @@
 // Cryptographic primitives of the transport: HMAC-SHA256 through OpenSSL 3 EVP_MAC with a
-// context keyed once and re-initialised per message, SHA-256, random bytes, constant-time
+// context keyed once and re-initialised per message, an AEAD (AES-256-GCM,
+// ChaCha20-Poly1305) keyed once per direction, SHA-256, random bytes, constant-time
 // comparison.
 #pragma once
 
@@ -11,6 +12,7 @@
 #include <string_view>
 
 using EVP_MAC_CTX = struct evp_mac_ctx_st;
+using EVP_CIPHER_CTX = struct evp_cipher_ctx_st;
 
 namespace otpp::transport {
 
@@ -69,6 +71,40 @@ class frame_mac {
  private:
   using sha_state = std::array<std::uint64_t, 16>;  // holds an OpenSSL SHA256_CTX
   sha_state inner_{}, outer_{}, work_{};
+};
+
+// An AEAD with a key set once, for one direction (sealing or opening). Each message gives
+// its own 96-bit nonce; the caller guarantees a nonce is never used twice with one key (the
+// records use direction and sequence number). Data is encrypted or decrypted in place.
+class aead {
+ public:
+  enum class algorithm : std::uint8_t { aes_256_gcm, chacha20_poly1305 };
+  static constexpr std::size_t nonce_size = 12;
+  static constexpr std::size_t tag_size = 16;
+  using nonce_type = std::array<std::uint8_t, nonce_size>;
+
+  aead() = default;
+  // Throws std::runtime_error when OpenSSL lacks the algorithm or fails.
+  aead(algorithm alg, const session_key& key, bool sealing);
+  ~aead();
+  aead(aead&& other) noexcept : ctx_(other.ctx_) { other.ctx_ = nullptr; }
+  aead& operator=(aead&& other) noexcept;
+  aead(const aead&) = delete;
+  aead& operator=(const aead&) = delete;
+
+  // Whether this OpenSSL offers the algorithm (a FIPS-only provider may lack ChaCha20).
+  static bool available(algorithm alg) noexcept;
+
+  // Encrypts data in place and writes tag_size bytes of tag; aad is authenticated only.
+  void seal(const nonce_type& n, bytes_view aad, std::span<std::uint8_t> data,
+            std::uint8_t* tag) noexcept;
+  // Checks the tag and decrypts data in place; false when the message is not authentic (data
+  // then holds garbage and must not be used).
+  bool open(const nonce_type& n, bytes_view aad, std::span<std::uint8_t> data,
+            const std::uint8_t* tag) noexcept;
+
+ private:
+  EVP_CIPHER_CTX* ctx_ = nullptr;
 };
 
 digest sha256(std::initializer_list<bytes_view> parts);

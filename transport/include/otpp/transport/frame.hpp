@@ -1,4 +1,4 @@
-// Wire format: authenticated records carrying frames.
+// Wire format: protected records carrying frames.
 //
 //   record: +---------------+----------------------------+----------------+
 //           | length u32 BE | body: one or more frames   | MAC (16 bytes) |
@@ -9,8 +9,15 @@
 //           +---------------+------+-------------------+
 //           length = 1 + payload size
 //
-// MAC = first 16 bytes of HMAC-SHA256(direction key,
-//                                     direction byte || sequence u64 BE || length || body)
+// The record protection is negotiated in the handshake (config::record_protection):
+//   hmac_sha256: body in clear;
+//     MAC = first 16 bytes of HMAC-SHA256(direction key,
+//                                         direction byte || sequence u64 BE || length || body)
+//   aes_256_gcm, chacha20_poly1305: body encrypted; MAC = the AEAD tag, with
+//     nonce (96 bits) = direction byte || 0 0 0 || sequence u64 BE, associated data = length.
+//   Each direction has its own key; an AEAD key is replaced after
+//   record_state::default_key_update_bytes (the same step on both ends, no message).
+// Everything below about the MAC holds for the AEAD tag alike.
 // One MAC per record (a write batch), not per frame: small frames cost a memcpy, and the
 // HMAC runs once over the whole batch at bulk SHA-256 speed. The sequence number is
 // implicit (each direction counts its records from 0 after the handshake), so a replayed,
@@ -41,6 +48,7 @@
 #include <utility>
 #include <vector>
 
+#include "otpp/transport/config.hpp"
 #include "otpp/transport/crypto.hpp"
 
 namespace otpp::transport {
@@ -137,30 +145,80 @@ inline decode_step decode_plain_frame(bytes_view in) noexcept {
   return decode_frame(in, max_plain_payload);
 }
 
-// Seals records for one direction: writes the length and the MAC around a body of frames.
-class record_sealer {
+namespace detail {
+// One direction's record protection, shared by the sealer and the opener: the negotiated
+// mode, its key, the implicit sequence number and the key ratchet.
+class record_state {
+ public:
+  // An AEAD key protects at most this many body bytes; then both ends replace it, at the
+  // same record boundary and without a message, by HMAC(key, "otpp/1 key update" || 0x01).
+  // 2^34 bytes (16 GiB) keeps AES-GCM far inside the usage limits of RFC 8446 section 5.5
+  // (about 2^38 bytes of 16 KiB records at a 2^-57 margin). HMAC records keep one key.
+  static constexpr std::uint64_t default_key_update_bytes = std::uint64_t{1} << 34;
+  // The last sequence number a record may carry: a direction that used them all closes
+  // (record_sealer::records_left, record_opener::open) instead of ever reusing a nonce.
+  static constexpr std::uint64_t last_sequence = ~std::uint64_t{0} - 1;
+
+  record_state() = default;
+  record_state(const session_key& key, direction dir, record_protection mode, bool sealing,
+               std::uint64_t key_update_bytes, std::uint64_t first_sequence);
+  ~record_state();
+  record_state(record_state&&) noexcept = default;
+  record_state& operator=(record_state&&) noexcept = default;
+
+  std::uint64_t next_sequence() const noexcept { return seq_; }
+  record_protection protection() const noexcept { return mode_; }
+
+ protected:
+  // record: record_header_size bytes (the length, already written), body, mac_size bytes.
+  void protect(std::uint8_t* record, std::size_t body) noexcept;  // tags (and encrypts)
+  bool verify(std::uint8_t* record, std::size_t body) noexcept;   // checks (and decrypts)
+
+ private:
+  void advance(std::size_t body) noexcept;
+  void set_key(const session_key& key);
+  aead::nonce_type nonce() const noexcept;
+
+  record_protection mode_ = record_protection::hmac_sha256;
+  direction dir_ = direction::initiator_to_acceptor;
+  bool sealing_ = true;
+  std::uint64_t seq_ = 0;
+  std::uint64_t key_bytes_ = 0;  // body bytes under the current AEAD key
+  std::uint64_t key_update_bytes_ = default_key_update_bytes;
+  session_key key_{};  // AEAD modes: the current key (the ratchet derives the next from it)
+  frame_mac mac_;      // hmac_sha256
+  aead aead_;          // aes_256_gcm, chacha20_poly1305
+};
+}  // namespace detail
+
+// Seals records for one direction: writes the length and the tag around a body of frames
+// (encrypting the body in place under an AEAD mode).
+class record_sealer : public detail::record_state {
  public:
   record_sealer() = default;
-  record_sealer(const session_key& key, direction dir) : mac_(key), dir_(dir) {}
+  // key_update_bytes and first_sequence: tests of the ratchet and of exhaustion.
+  record_sealer(const session_key& key, direction dir,
+                record_protection mode = record_protection::hmac_sha256,
+                std::uint64_t key_update_bytes = default_key_update_bytes,
+                std::uint64_t first_sequence = 0)
+      : record_state(key, dir, mode, true, key_update_bytes, first_sequence) {}
 
   // `record` holds record_header_size bytes of room, then a body of body_size bytes, then
-  // mac_size bytes of room: writes the length and the MAC, and advances the sequence.
+  // mac_size bytes of room: writes the length and the tag, and advances the sequence.
   void seal_in_place(std::uint8_t* record, std::size_t body_size) noexcept;
   // Appends one record holding the given frames (tests and tools; the connection seals
   // record_batch contents in place).
   void seal(std::span<const frame_view> frames, std::vector<std::uint8_t>& out);
   // Appends one record holding a single frame.
   void seal(std::uint8_t kind, bytes_view payload, std::vector<std::uint8_t>& out);
-  std::uint64_t next_sequence() const noexcept { return seq_; }
+  // How many more records this direction may seal before its sequence is used up.
+  std::uint64_t records_left() const noexcept {
+    return next_sequence() > last_sequence ? 0 : last_sequence - next_sequence() + 1;
+  }
   // Wire size of a record holding one frame of `payload` bytes.
   static constexpr std::size_t sealed_size(std::size_t payload) noexcept {
     return record_overhead + header_size + payload;
   }
-
- private:
-  frame_mac mac_;
-  direction dir_ = direction::initiator_to_acceptor;
-  std::uint64_t seq_ = 0;
 };
 
 // Result of one record opening step.
@@ -172,24 +230,28 @@ struct record_step {
 };
 
 // Opens records of one direction: checks the record length against the limit before
-// anything is buffered, verifies the MAC (constant time) over the whole record, advances
-// the sequence, and only then checks that the body is a sequence of well-formed frames
-// (each within max_payload). A body returned without error always parses completely.
-class record_opener {
+// anything is buffered, verifies the tag (constant time) over the whole record (decrypting
+// it in place under an AEAD mode), advances the sequence, and only then checks that the body
+// is a sequence of well-formed frames (each within max_payload). A body returned without
+// error always parses completely. Nothing but the record length is interpreted before the
+// tag is checked.
+class record_opener : public detail::record_state {
  public:
   record_opener() = default;
-  record_opener(const session_key& key, direction dir, std::size_t max_payload)
-      : mac_(key), dir_(dir), max_payload_(max_payload) {}
+  record_opener(const session_key& key, direction dir, std::size_t max_payload,
+                record_protection mode = record_protection::hmac_sha256,
+                std::uint64_t key_update_bytes = default_key_update_bytes,
+                std::uint64_t first_sequence = 0)
+      : record_state(key, dir, mode, false, key_update_bytes, first_sequence),
+        max_payload_(max_payload) {}
 
-  record_step open(bytes_view in);
-  std::uint64_t next_sequence() const noexcept { return seq_; }
+  // `in` is modified: an AEAD record is decrypted where it lies (a record that fails its
+  // check is left garbled; the stream is dead then anyway).
+  record_step open(std::span<std::uint8_t> in);
   std::size_t max_payload() const noexcept { return max_payload_; }
 
  private:
-  frame_mac mac_;
-  direction dir_ = direction::initiator_to_acceptor;
   std::size_t max_payload_ = 0;
-  std::uint64_t seq_ = 0;
 };
 
 // Walks the frames of a body returned by record_opener::open (already validated).

@@ -2,8 +2,11 @@
 // frames (frame.hpp) whose payload is a msgpack array.
 //
 //   initiator                                   acceptor
-//   HELLO [version, node id, creation, nonce] -->
-//                                            <-- HELLO [version, node id, creation, nonce]
+//   HELLO [version, node id, creation, nonce, protections] -->
+//                              <-- HELLO [version, node id, creation, nonce, protections]
+//                       both ends agree on a record protection (negotiate_protection) or
+//                       close with protection_mismatch
+
 //   PROOF [HMAC(secret, "otpp/1 initiator" || T)] -->
 //                       acceptor checks the proof (constant time), then the connection table
 //                                            <-- ACCEPT [0, HMAC(secret, "otpp/1 acceptor" || T)]
@@ -20,12 +23,15 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <system_error>
 #include <vector>
 
 #include "otpp/result.hpp"
+#include "otpp/transport/config.hpp"
 #include "otpp/transport/crypto.hpp"
 
 namespace otpp::transport {
@@ -33,12 +39,25 @@ namespace otpp::transport {
 inline constexpr std::uint32_t protocol_version = 1;
 inline constexpr std::size_t max_node_id_size = 255;
 
+inline constexpr std::size_t max_offered_protections = 8;
+
 struct hello_message {
   std::uint32_t version = protocol_version;
   std::string node_id;
   std::uint32_t creation = 0;
   nonce challenge{};
+  // Offered record protections, preferred first (at most max_offered_protections). Empty
+  // when encoding: the four-field HELLO of a node without negotiation.
+  std::vector<record_protection> protections{record_protection::hmac_sha256};
 };
+
+// The record protection two offers agree on, the same whichever side computes it: among the
+// modes in both lists, the lowest sum of positions; ties go to the stronger mode
+// (aes_256_gcm, chacha20_poly1305, hmac_sha256). nullopt: nothing in common.
+std::optional<record_protection> negotiate_protection(
+    std::span<const record_protection> a, std::span<const record_protection> b) noexcept;
+// "hmac-sha256, aes-256-gcm" (for error messages).
+std::string protection_list(std::span<const record_protection> modes);
 
 // ACCEPT status codes on the wire. Their own enum with pinned numbers so that the wire
 // protocol does not move when otpp::errc grows (the values are the ones protocol version 1
@@ -84,7 +103,8 @@ digest transcript_hash(bytes_view hello_initiator, bytes_view hello_acceptor,
                        bytes_view channel = {});
 digest initiator_proof(bytes_view secret, const digest& transcript);
 digest acceptor_proof(bytes_view secret, const digest& transcript);
-session_keys derive_session_keys(bytes_view secret, const digest& transcript);
+session_keys derive_session_keys(bytes_view secret, const digest& transcript,
+                                 record_protection mode = record_protection::hmac_sha256);
 
 // Printable ASCII without spaces, 1..max_node_id_size bytes.
 bool valid_node_id(std::string_view id) noexcept;
