@@ -116,6 +116,8 @@ int run_node(const std::string& id, const std::string& seeds) {
   for (std::string s; std::getline(list, s, ',');) o.seeds.push_back(s);
   const char* secret = std::getenv("OTPP_DEMO_SECRET");
   o.transport.secret = secret ? secret : "";
+  // The demo's cluster traffic is encrypted (AES-256-GCM records, negotiated at the handshake).
+  o.transport.record_protections = {otpp::transport::record_protection::aes_256_gcm};
   auto cluster = otpp::join_cluster(node, o);  // + global names, groups, remote spawn
   if (!count || !start || !cluster) {
     std::fprintf(stderr, "%s: %s\n", id.c_str(),

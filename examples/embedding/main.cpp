@@ -9,7 +9,10 @@
 //   example_embedding --node b@127.0.0.1:4371 --seeds 127.0.0.1:4370 --call greeter.a
 // Flags win over the environment: --node / OTPP_NODE_ID (not OTPP_NODE: the otpp tool reads
 // that as the node to ask), --seeds / OTPP_SEEDS (comma-separated),
-// --call <global name> (greet that service once ready). The secret comes from OTPP_SECRET
+// --call <global name> (greet that service once ready), --protection / OTPP_PROTECTION (the
+// record protections this node accepts, preferred first, comma-separated: hmac-sha256,
+// aes-256-gcm, chacha20-poly1305; e.g. aes-256-gcm to encrypt all cluster traffic). The
+// secret comes from OTPP_SECRET
 // (never a flag: ps shows flags), else the cookie file at --cookie / OTPP_COOKIE, else
 // ~/.otpp.cookie. Exit codes: 0 after a graceful stop, 1 when --call failed, 2 bad
 // configuration or the node could not start.
@@ -59,20 +62,21 @@ class greeter : public otpp::gen_server<greeter> {
 };
 
 struct config {
-  std::string node, seeds, cookie, call;
+  std::string node, seeds, cookie, call, protection;
 };
 
 // --flag value, else the environment variable, else the default.
 int parse(int argc, char** argv, config& c) {
   auto env = [](const char* name) { return std::getenv(name) ? std::getenv(name) : ""; };
-  c = {env("OTPP_NODE_ID"), env("OTPP_SEEDS"), env("OTPP_COOKIE"), ""};
+  c = {env("OTPP_NODE_ID"), env("OTPP_SEEDS"), env("OTPP_COOKIE"), "", env("OTPP_PROTECTION")};
   for (int i = 1; i < argc; i += 2) {
     std::string flag = argv[i];
-    auto* field = flag == "--node"     ? &c.node
-                  : flag == "--seeds"  ? &c.seeds
-                  : flag == "--cookie" ? &c.cookie
-                  : flag == "--call"   ? &c.call
-                                       : nullptr;
+    auto* field = flag == "--node"         ? &c.node
+                  : flag == "--seeds"      ? &c.seeds
+                  : flag == "--cookie"     ? &c.cookie
+                  : flag == "--call"       ? &c.call
+                  : flag == "--protection" ? &c.protection
+                                           : nullptr;
     if (!field || i + 1 >= argc) return 2;
     *field = argv[i + 1];
   }
@@ -87,7 +91,8 @@ int main(int argc, char** argv) {
   if (parse(argc, argv, c) != 0) {
     std::fprintf(stderr,
                  "usage: %s --node name@host:port [--seeds host:port,...] [--cookie path] "
-                 "[--call global-name]   (or OTPP_NODE_ID, OTPP_SEEDS, OTPP_COOKIE; OTPP_SECRET)\n",
+                 "[--call global-name] [--protection aes-256-gcm,...]   (or OTPP_NODE_ID, "
+                 "OTPP_SEEDS, OTPP_COOKIE, OTPP_PROTECTION; OTPP_SECRET)\n",
                  argv[0]);
     return 2;
   }
@@ -114,6 +119,21 @@ int main(int argc, char** argv) {
   const char* secret = std::getenv("OTPP_SECRET");
   o.transport.secret = secret ? secret : "";
   o.transport.cookie_path = c.cookie;
+  if (!c.protection.empty()) {
+    o.transport.record_protections.clear();
+    std::istringstream modes(c.protection);
+    for (std::string m; std::getline(modes, m, ',');) {
+      const auto p = otpp::transport::parse_record_protection(m);
+      if (!p) {
+        std::fprintf(stderr,
+                     "%s: unknown record protection '%s' (hmac-sha256, aes-256-gcm, "
+                     "chacha20-poly1305)\n",
+                     c.node.c_str(), m.c_str());
+        return 2;
+      }
+      o.transport.record_protections.push_back(*p);
+    }
+  }
   auto cluster = otpp::join_cluster(node, o);  // + global names, process groups, remote spawn
   if (!cluster) {
     std::fprintf(stderr, "%s: join_cluster: %s\n", c.node.c_str(),

@@ -138,6 +138,35 @@ TEST(Embedding, BadConfigurationExitsTwo) {
   EXPECT_TRUE(p->lines().empty()) << p->transcript();  // never ready
 }
 
+// Both nodes accept only AES-256-GCM records: they join and call each other over encrypted
+// records; an unknown protection name is a configuration error.
+TEST(Embedding, EncryptedRecordsAndABadProtectionName) {
+  auto secret = random_secret();
+  std::string a_id, b_id;
+  auto a = start_app("a", {"--protection", "aes-256-gcm"}, secret, &a_id);
+  ASSERT_TRUE(a);
+  auto seed = a_id.substr(a_id.find('@') + 1);
+  auto b = start_app("b", {"--seeds", seed, "--call", "greeter.a", "--protection", "aes-256-gcm"},
+                     secret, &b_id);
+  ASSERT_TRUE(b) << a->transcript();
+  auto called = b->wait_prefix("called greeter.a: ", 60s);
+  ASSERT_TRUE(called) << b->transcript();
+  EXPECT_EQ(*called, "called greeter.a: hello greeter.b, " + a_id + " greeted you 1 time(s)");
+  ASSERT_TRUE(b->kill(SIGTERM));
+  EXPECT_EQ(b->wait_exit(60s), 0) << b->transcript();
+  ASSERT_TRUE(a->kill(SIGTERM));
+  EXPECT_EQ(a->wait_exit(60s), 0) << a->transcript();
+
+  auto id = otpp_test::node_name("c", otpp_test::free_port());
+  auto p = spawn(OTPP_EXAMPLE_EMBEDDING_PATH, {"--node", id, "--protection", "aes-128-cbc"},
+                 {{"OTPP_SECRET", secret}});
+  ASSERT_TRUE(p);
+  EXPECT_EQ(p->wait_exit(30s), 2);
+  drain(*p);
+  EXPECT_NE(p->stderr_text().find("unknown record protection 'aes-128-cbc'"), std::string::npos)
+      << p->transcript();
+}
+
 // --call of a name nobody holds: it says so (after its bounded wait for the name), serves on,
 // and exits 1 at the stop.
 TEST(Embedding, AFailedCallIsReportedAndExitsOne) {

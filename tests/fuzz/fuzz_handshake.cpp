@@ -32,9 +32,9 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     for (const auto& o : others) {
       const auto ab = negotiate_protection(h->protections, o);
       if (ab != negotiate_protection(o, h->protections)) std::abort();
-      if (ab && (std::find(o.begin(), o.end(), *ab) == o.end() ||
-                 std::find(h->protections.begin(), h->protections.end(), *ab) ==
-                     h->protections.end()))
+      if (ab &&
+          (std::find(o.begin(), o.end(), *ab) == o.end() ||
+           std::find(h->protections.begin(), h->protections.end(), *ab) == h->protections.end()))
         std::abort();
     }
   }

@@ -253,8 +253,14 @@ TEST_P(Record, BatchGroupsFramesIntoRecordsAndSealsInPlace) {
   batch.seal(s);
   EXPECT_EQ(s.next_sequence(), batch.records());
   EXPECT_GE(batch.records(), 3u);
+  // ~390 KB of small frames and one frame larger than a chunk: several chunks, written as
+  // pieces in order; no record straddles two.
+  EXPECT_GE(batch.pieces(), 8u);
+  std::size_t in_pieces = 0;
+  for (std::size_t p = 0; p < batch.pieces(); ++p) in_pieces += batch.piece(p).size();
+  EXPECT_EQ(in_pieces, batch.size());
 
-  std::vector<std::uint8_t> stream(batch.data(), batch.data() + batch.size());
+  std::vector<std::uint8_t> stream = batch.bytes();
   std::span<std::uint8_t> wire(stream);
   auto plain = decode_plain_frame(wire);
   ASSERT_TRUE(plain.consumed);
@@ -284,12 +290,15 @@ TEST_P(Record, BatchGroupsFramesIntoRecordsAndSealsInPlace) {
   EXPECT_EQ(i, sent.size());
   EXPECT_EQ(records, batch.records());
 
-  // Cleared and reused: a fresh batch, sequence numbers continue.
+  // Cleared and reused: a fresh batch, sequence numbers continue. Only a few standard
+  // chunks are kept (the outsized one is freed).
   batch.clear();
   EXPECT_TRUE(batch.empty());
+  EXPECT_LE(batch.capacity(), record_batch::max_spare_chunks * record_batch::chunk_size);
+  EXPECT_GT(batch.capacity(), 0u);
   batch.add_frame(0x20, bytes(3));
   batch.seal(s);
-  std::vector<std::uint8_t> more(batch.data(), batch.data() + batch.size());
+  std::vector<std::uint8_t> more = batch.bytes();
   auto step = o.open(more);
   ASSERT_FALSE(step.error);
   EXPECT_EQ(step.consumed, batch.size());
@@ -352,9 +361,11 @@ TEST_P(Record, SequenceIsNeverReused) {
   // The last sequence number can be sealed once; then the sealer says none is left (the
   // connection closes) and the opener refuses anything further.
   record_sealer s(key_of(9), direction::acceptor_to_initiator, mode(),
-                  detail::record_state::default_key_update_bytes, detail::record_state::last_sequence);
+                  detail::record_state::default_key_update_bytes,
+                  detail::record_state::last_sequence);
   record_opener o(key_of(9), direction::acceptor_to_initiator, 100, mode(),
-                  detail::record_state::default_key_update_bytes, detail::record_state::last_sequence);
+                  detail::record_state::default_key_update_bytes,
+                  detail::record_state::last_sequence);
   EXPECT_EQ(s.records_left(), 1u);
   std::vector<std::uint8_t> wire;
   s.seal(0x20, bytes(8), wire);
@@ -365,6 +376,28 @@ TEST_P(Record, SequenceIsNeverReused) {
   EXPECT_EQ(o.open(next).error, make_error_code(errc::bad_mac));
   EXPECT_EQ(record_sealer(key_of(9), direction::acceptor_to_initiator, mode()).records_left(),
             detail::record_state::last_sequence + 1);
+}
+
+TEST_P(Record, RecordHoldingARefusedKindIsRefusedWhole) {
+  record_sealer s(key_of(11), direction::initiator_to_acceptor, mode());
+  record_opener o(key_of(11), direction::initiator_to_acceptor, 100, mode());
+  std::bitset<256> kinds;
+  kinds.set(0x20);
+  o.accept_kinds(kinds);
+  const auto p = bytes(4);
+  const frame_view ok[] = {{0x20, p}, {0x20, p}};
+  const frame_view bad[] = {{0x20, p}, {0x21, p}, {0x20, p}};
+  std::vector<std::uint8_t> w1, w2;
+  s.seal(ok, w1);
+  s.seal(bad, w2);
+  auto step = o.open(w1);
+  ASSERT_FALSE(step.error);
+  EXPECT_EQ(frames_of(step.body).size(), 2u);
+  step = o.open(w2);
+  EXPECT_EQ(step.error, make_error_code(errc::unknown_frame_kind));
+  EXPECT_EQ(step.kind, 0x21);
+  EXPECT_EQ(step.consumed, 0u);      // nothing of it is handed out
+  EXPECT_EQ(o.next_sequence(), 2u);  // the tag was checked (and passed) first
 }
 
 TEST_P(Record, OtherProtectionWithTheSameKeyRejected) {
@@ -397,13 +430,13 @@ TEST(Aead, AesGcmKnownAnswer) {
   // IV, associated data): checks the nonce, AAD and in-place plumbing of the wrapper.
   const auto k = hex("feffe9928665731c6d6a8f9467308308feffe9928665731c6d6a8f9467308308");
   const auto iv = hex("cafebabefacedbaddecaf888");
-  const auto pt = hex(
-      "d9313225f88406e5a55909c5aff5269a86a7a9531534f7da2e4c303d8a318a72"
-      "1c3c0c95956809532fcf0e2449a6b525b16aedf5aa0de657ba637b39");
+  const auto pt =
+      hex("d9313225f88406e5a55909c5aff5269a86a7a9531534f7da2e4c303d8a318a72"
+          "1c3c0c95956809532fcf0e2449a6b525b16aedf5aa0de657ba637b39");
   const auto aad = hex("feedfacedeadbeeffeedfacedeadbeefabaddad2");
-  const auto ct = hex(
-      "522dc1f099567d07f47f37a32a84427d643a8cdcbfe5c0c97598a2bd2555d1aa"
-      "8cb08e48590dbb3da7b08b1056828838c5f61e6393ba7a0abcc9f662");
+  const auto ct =
+      hex("522dc1f099567d07f47f37a32a84427d643a8cdcbfe5c0c97598a2bd2555d1aa"
+          "8cb08e48590dbb3da7b08b1056828838c5f61e6393ba7a0abcc9f662");
   const auto tag = hex("76fc6ece0f4e1768cddf8853bb2d551b");
   session_key key{};
   std::copy(k.begin(), k.end(), key.begin());
@@ -442,7 +475,8 @@ TEST(Negotiation, AgreesTheSameWayFromBothEnds) {
       {{rp::chacha20_poly1305}, defaults, rp::chacha20_poly1305},
       {{rp::hmac_sha256}, {rp::aes_256_gcm}, std::nullopt},
       {{rp::hmac_sha256}, {}, std::nullopt},
-      {{rp::aes_256_gcm, rp::chacha20_poly1305}, {rp::chacha20_poly1305, rp::aes_256_gcm},
+      {{rp::aes_256_gcm, rp::chacha20_poly1305},
+       {rp::chacha20_poly1305, rp::aes_256_gcm},
        rp::aes_256_gcm},
   };
   for (const auto& r : rows) {
@@ -478,8 +512,9 @@ TEST(Negotiation, HelloCarriesTheOfferAndOldHellosOfferHmac) {
     nonce n{};
     pk.pack_bin_body(reinterpret_cast<const char*>(n.data()), nonce_size);
     pack_offer(pk);
-    return std::vector<std::uint8_t>(reinterpret_cast<const std::uint8_t*>(out.data()),
-                                     reinterpret_cast<const std::uint8_t*>(out.data()) + out.size());
+    return std::vector<std::uint8_t>(
+        reinterpret_cast<const std::uint8_t*>(out.data()),
+        reinterpret_cast<const std::uint8_t*>(out.data()) + out.size());
   };
   // Unknown (newer) names and repeats are skipped.
   p = parse_hello(with_offer([](auto& pk) {

@@ -25,10 +25,10 @@ struct pair_fixture {
   std::unique_ptr<endpoint> server, client;
   asio::ip::tcp::endpoint at;
   pair_fixture(std::vector<rp> client_modes, std::vector<rp> server_modes) {
-    auto s = endpoint::create(run.io, with(test_config("server"), std::move(server_modes)),
-                              es.events());
-    auto c = endpoint::create(run.io, with(test_config("client"), std::move(client_modes)),
-                              ec.events());
+    auto s =
+        endpoint::create(run.io, with(test_config("server"), std::move(server_modes)), es.events());
+    auto c =
+        endpoint::create(run.io, with(test_config("client"), std::move(client_modes)), ec.events());
     EXPECT_TRUE(s && c);
     server = std::move(*s);
     client = std::move(*c);

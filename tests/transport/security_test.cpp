@@ -72,14 +72,14 @@ TEST_P(Security, WrongSecretFailsOnBothEndsWithNothingDelivered) {
   for (int side = 0; side < 2; ++side) {
     io_runner run;
     recorder es, ec;
-    auto s = endpoint::create(
-        run.io,
-        with_mode(test_config("server", side ? "alpha-secret-0123456789" : "beta-secret-0123456789")),
-        es.events());
-    auto c = endpoint::create(
-        run.io,
-        with_mode(test_config("client", side ? "beta-secret-0123456789" : "alpha-secret-0123456789")),
-        ec.events());
+    auto s = endpoint::create(run.io,
+                              with_mode(test_config("server", side ? "alpha-secret-0123456789"
+                                                                   : "beta-secret-0123456789")),
+                              es.events());
+    auto c = endpoint::create(run.io,
+                              with_mode(test_config("client", side ? "beta-secret-0123456789"
+                                                                   : "alpha-secret-0123456789")),
+                              ec.events());
     ASSERT_TRUE(s && c);
     auto b = (*s)->listen(loopback());
     ASSERT_TRUE(b);

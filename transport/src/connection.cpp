@@ -7,8 +7,10 @@
 #include <asio/write.hpp>
 
 #include <sys/socket.h>
+#include <sys/uio.h>
 
 #include <algorithm>
+#include <array>
 #include <cstring>
 
 #include "endpoint_state.hpp"
@@ -155,7 +157,7 @@ void connection::do_read() {
   if (rbeg_ == rend_) {
     rbeg_ = rend_ = 0;
     if (rbuf_.size() > shrink_threshold && need_ <= initial_read_buffer) {
-      std::vector<std::uint8_t>().swap(rbuf_);
+      rbuf_.release();
     }
   }
   // Until the peer is authenticated it gets a small buffer (handshake frames are <= 1 KiB).
@@ -216,9 +218,16 @@ void connection::process_input() {
     if (phase_ == phase::established) {
       const std::uint64_t seq = opener_.next_sequence();
       const record_step step = opener_.open(std::span(rbuf_.data() + rbeg_, rend_ - rbeg_));
+      if (step.error == make_error_code(errc::unknown_frame_kind)) {
+        // Nothing of a record holding a refused kind is delivered.
+        fail(failure(errc::unknown_frame_kind, "frame kind " + std::to_string(step.kind)));
+        break;
+      }
       if (step.error) {
-        fail(failure(step.error, "record #" + std::to_string(seq) + " rejected (frame limit " +
-                                     std::to_string(opener_.max_payload()) + " bytes)"));
+        fail(failure(step.error, "record #" + std::to_string(seq) + " rejected (" +
+                                     std::string(to_string(opener_.protection())) +
+                                     ", frame limit " + std::to_string(opener_.max_payload()) +
+                                     " bytes)"));
         break;
       }
       if (step.consumed == 0) {
@@ -227,20 +236,9 @@ void connection::process_input() {
       }
       rbeg_ += step.consumed;
       need_ = 0;
-      // The record is authentic and well formed; refuse it whole if any kind is not
-      // accepted, so nothing of a rejected record is delivered.
+      // The record is authentic, well formed and holds accepted kinds only. body points into
+      // rbuf_, which only do_read (after this loop) moves or resizes.
       frame_view f;
-      bool refused = false;
-      for (frame_reader r(step.body); r.next(f);) {
-        if (f.kind != kind::heartbeat &&
-            (f.kind < kind::first_app || !state_->cfg.accepted_kinds.test(f.kind))) {
-          fail(failure(errc::unknown_frame_kind, "frame kind " + std::to_string(f.kind)));
-          refused = true;
-          break;
-        }
-      }
-      if (refused) break;
-      // body points into rbuf_, which only do_read (after this loop) moves or resizes.
       for (frame_reader r(step.body); phase_ != phase::closed && r.next(f);) {
         if (f.kind == kind::heartbeat) continue;
         ++delivered;
@@ -309,10 +307,10 @@ void connection::on_hello(const frame_view& f) {
   // same clear error.
   const auto agreed = negotiate_protection(state_->cfg.record_protections, hello->protections);
   if (!agreed) {
-    fail(failure(errc::protection_mismatch,
-                 "peer " + hello->node_id + ": this node accepts " +
-                     protection_list(state_->cfg.record_protections) + "; the peer offers " +
-                     protection_list(hello->protections)));
+    fail(failure(errc::protection_mismatch, "peer " + hello->node_id + ": this node accepts " +
+                                                protection_list(state_->cfg.record_protections) +
+                                                "; the peer offers " +
+                                                protection_list(hello->protections)));
     return;
   }
   protection_ = *agreed;
@@ -407,6 +405,11 @@ void connection::establish(const std::vector<std::uint8_t>& accept) {
       initiator_ ? direction::initiator_to_acceptor : direction::acceptor_to_initiator;
   opener_ = record_opener(initiator_ ? keys.acceptor_to_initiator : keys.initiator_to_acceptor,
                           in_dir, state_->cfg.max_frame_size, protection_);
+  std::bitset<256> kinds;
+  for (std::size_t k = kind::first_app; k < 256; ++k)
+    if (state_->cfg.accepted_kinds.test(k)) kinds.set(k);
+  kinds.set(kind::heartbeat);
+  opener_.accept_kinds(kinds);
   // Set before any record can be queued (send_open_ below); only the writer uses it.
   sealer_ = record_sealer(initiator_ ? keys.initiator_to_acceptor : keys.acceptor_to_initiator,
                           out_dir, protection_);
@@ -497,7 +500,15 @@ void connection::write_direct() {
     // reused) during this write.
     std::lock_guard fd(fd_mu_);
     if (!fd_closed_) {
-      n = ::send(socket_.native_handle(), wbuf_.data(), wbuf_.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
+      std::array<bytes_view, max_gather> parts;
+      const std::size_t count = unwritten(parts);
+      iovec iov[max_gather];
+      for (std::size_t i = 0; i < count; ++i)
+        iov[i] = {const_cast<std::uint8_t*>(parts[i].data()), parts[i].size()};
+      msghdr msg{};
+      msg.msg_iov = iov;
+      msg.msg_iovlen = count;
+      n = ::sendmsg(socket_.native_handle(), &msg, MSG_DONTWAIT | MSG_NOSIGNAL);
     }
   }
   if (n > 0) {
@@ -505,8 +516,7 @@ void connection::write_direct() {
     bytes_sent_.fetch_add(woff_, std::memory_order_relaxed);
   }
   if (woff_ == wbuf_.size()) {
-    wbuf_.clear();
-    if (wbuf_.capacity() > shrink_threshold) wbuf_.release();
+    wbuf_.clear(spare_chunks());
     bool more;
     {
       std::lock_guard lock(mu_);
@@ -576,13 +586,13 @@ bool connection::take_batch(bool direct) {
   // A direction whose sequence numbers are used up closes rather than reuse a nonce
   // (2^64 records: unreachable in practice, but the limit must hold by construction).
   if (wbuf_.records() > sealer_.records_left()) {
+    wbuf_.clear();  // before giving up the token: wbuf_ is the token holder's
     {
       std::lock_guard lock(mu_);
       inflight_ = 0;
       writing_ = false;
       send_open_ = false;
     }
-    wbuf_.clear();
     abort(failure(errc::connection_closed, "record sequence exhausted: reconnect for new keys"));
     return false;
   }
@@ -599,9 +609,36 @@ bool connection::take_batch(bool direct) {
 
 // The batch leaves through write_some steps rather than one async_write, so that every
 // partial write counts as progress: a slow reader of a large batch is not a stalled one.
+std::size_t connection::unwritten(std::array<bytes_view, max_gather>& out) const noexcept {
+  std::size_t n = 0, skip = woff_;
+  for (std::size_t i = 0; i < wbuf_.pieces() && n < max_gather; ++i) {
+    const bytes_view p = wbuf_.piece(i);
+    if (skip >= p.size()) {
+      skip -= p.size();
+      continue;
+    }
+    out[n++] = p.subspan(skip);
+    skip = 0;
+  }
+  return n;
+}
+
+// A busy connection keeps the chunks its batches used (the heartbeat tick trims them once
+// it is idle); without heartbeats there is no tick, so batches keep only a few.
+std::size_t connection::spare_chunks() const noexcept {
+  return state_->cfg.heartbeat_interval.count() > 0 ? record_batch::all
+                                                    : record_batch::max_spare_chunks;
+}
+
 void connection::write_some() {
+  // A gather write of the batch's chunks (a TLS stream takes the first piece per call).
+  std::array<bytes_view, max_gather> parts;
+  const std::size_t count = unwritten(parts);
+  std::array<asio::const_buffer, max_gather> buffers;  // unused entries stay empty
+  for (std::size_t i = 0; i < count; ++i)
+    buffers[i] = asio::buffer(parts[i].data(), parts[i].size());
   with_stream([&](auto& s) {
-    s.async_write_some(asio::buffer(wbuf_.data() + woff_, wbuf_.size() - woff_),
+    s.async_write_some(buffers,
                        [self = shared_from_this()](const std::error_code& ec, std::size_t n) {
                          self->on_write(ec, n);
                        });
@@ -629,19 +666,16 @@ void connection::on_write(const std::error_code& ec, std::size_t n) {
     write_some();
     return;
   }
-  wbuf_.clear();
-  if (wbuf_.capacity() > shrink_threshold) wbuf_.release();
+  wbuf_.clear(spare_chunks());
   bool more;
   {
     std::lock_guard lock(mu_);
     inflight_ = 0;
     more = !pending_.empty() && !socket_closed_;
-    if (!more) {
-      // The write chain ends here; the next send() starts a new one (writing_ is the token:
-      // exactly one chain at a time, so wbuf_ is never swapped while a write is in flight).
-      writing_ = false;
-      if (pending_.capacity() > shrink_threshold) pending_.release();
-    }
+    // The write chain ends here unless more is queued; the next send() starts a new one
+    // (writing_ is the token: exactly one chain at a time, so wbuf_ is never swapped while a
+    // write is in flight).
+    if (!more) writing_ = false;
   }
   if (!more) {
     if (close_after_flush_) close_socket();
@@ -675,12 +709,19 @@ void connection::on_heartbeat_tick() {
             " ms"));
     return;
   }
-  if (cfg.write_stall_timeout.count() > 0) {
-    bool busy;
-    {
-      std::lock_guard lock(mu_);
-      busy = writing_;
+  bool busy;
+  {
+    std::lock_guard lock(mu_);
+    busy = writing_;
+    if (!busy && now - write_progress_.load(std::memory_order_relaxed) >
+                     std::chrono::nanoseconds(cfg.heartbeat_interval).count()) {
+      // Idle for a tick: give back the chunks a burst left (wbuf_ is nobody's without the
+      // writing_ token).
+      pending_.trim(record_batch::max_spare_chunks);
+      wbuf_.trim(record_batch::max_spare_chunks);
     }
+  }
+  if (cfg.write_stall_timeout.count() > 0) {
     const auto stalled =
         std::chrono::nanoseconds(now - write_progress_.load(std::memory_order_relaxed));
     if (busy && stalled > cfg.write_stall_timeout) {

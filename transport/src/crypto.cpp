@@ -11,8 +11,8 @@
 
 #include <algorithm>
 #include <cstring>
-#include <string>
 #include <stdexcept>
+#include <string>
 
 namespace otpp::transport {
 
@@ -143,9 +143,9 @@ bool aead::available(algorithm alg) noexcept {
 aead::aead(algorithm alg, const session_key& key, bool sealing) {
   EVP_CIPHER* cipher = cipher_of(alg);
   if (cipher == nullptr)
-    throw std::runtime_error("otpp transport: this OpenSSL offers no " +
-                             std::string(alg == algorithm::aes_256_gcm ? "AES-256-GCM"
-                                                                       : "ChaCha20-Poly1305"));
+    throw std::runtime_error(
+        "otpp transport: this OpenSSL offers no " +
+        std::string(alg == algorithm::aes_256_gcm ? "AES-256-GCM" : "ChaCha20-Poly1305"));
   ctx_ = EVP_CIPHER_CTX_new();
   if (ctx_ == nullptr) throw std::runtime_error("otpp transport: EVP_CIPHER_CTX_new failed");
   if (EVP_CipherInit_ex2(ctx_, cipher, key.data(), nullptr, sealing ? 1 : 0, nullptr) != 1) {

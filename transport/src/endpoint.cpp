@@ -301,8 +301,8 @@ result<std::unique_ptr<endpoint>> endpoint::create(asio::io_context& io, config 
   if (cfg.record_protections.empty())
     return refuse("record_protections must name at least one record protection");
   if (cfg.record_protections.size() > max_offered_protections)
-    return refuse("record_protections lists more than " +
-                  std::to_string(max_offered_protections) + " modes");
+    return refuse("record_protections lists more than " + std::to_string(max_offered_protections) +
+                  " modes");
   for (std::size_t i = 0; i < cfg.record_protections.size(); ++i) {
     const record_protection p = cfg.record_protections[i];
     if (to_string(p) == "unknown")
@@ -311,9 +311,9 @@ result<std::unique_ptr<endpoint>> endpoint::create(asio::io_context& io, config 
     for (std::size_t j = 0; j < i; ++j)
       if (cfg.record_protections[j] == p)
         return refuse("record_protections lists " + std::string(to_string(p)) + " twice");
-    if (encrypts(p) && !aead::available(p == record_protection::aes_256_gcm
-                                            ? aead::algorithm::aes_256_gcm
-                                            : aead::algorithm::chacha20_poly1305))
+    if (encrypts(p) &&
+        !aead::available(p == record_protection::aes_256_gcm ? aead::algorithm::aes_256_gcm
+                                                             : aead::algorithm::chacha20_poly1305))
       return refuse("record protection " + std::string(to_string(p)) +
                     " is not offered by this OpenSSL");
   }

@@ -29,6 +29,17 @@ std::uint8_t* byte_buffer::grow(std::size_t n) {
   return at;
 }
 
+void byte_buffer::resize(std::size_t n) {
+  if (n > capacity_) {
+    const std::size_t want = std::max({n, capacity_ * 2, std::size_t{4096}});
+    std::unique_ptr<std::uint8_t[]> bigger(new std::uint8_t[want]);
+    if (size_ > 0) std::memcpy(bigger.get(), data_.get(), std::min(size_, n));
+    data_ = std::move(bigger);
+    capacity_ = want;
+  }
+  size_ = n;
+}
+
 void write_frame(std::uint8_t kind, bytes_view payload, std::uint8_t* p) noexcept {
   put_u32(p, static_cast<std::uint32_t>(payload.size() + 1));
   p[length_size] = kind;
@@ -235,6 +246,11 @@ record_step record_opener::open(std::span<std::uint8_t> in) {
       step.error = make_error_code(errc::malformed_frame);
       return step;
     }
+    if (!kinds_.test(f.frame.kind)) {
+      step.error = make_error_code(errc::unknown_frame_kind);
+      step.kind = f.frame.kind;
+      return step;
+    }
     rest = rest.subspan(f.consumed);
   }
   step.consumed = total;
@@ -255,51 +271,106 @@ bool frame_reader::next(frame_view& f) noexcept {
 // ---------------------------------------------------------------------------------------
 // Outgoing batches.
 
+void record_batch::ensure(std::size_t n) {
+  if (room() >= n) return;
+  if (n <= chunk_size) {
+    if (used_ == chunks_.size()) {
+      chunks_.push_back(
+          {std::unique_ptr<std::uint8_t[]>(new std::uint8_t[chunk_size]), 0, chunk_size});
+    }
+  } else {
+    // An outsized chunk for one large frame, placed before the spare ones.
+    chunks_.insert(chunks_.begin() + static_cast<std::ptrdiff_t>(used_),
+                   chunk{std::unique_ptr<std::uint8_t[]>(new std::uint8_t[n]), 0, n});
+  }
+  chunks_[used_].size = 0;
+  ++used_;
+}
+
+std::uint8_t* record_batch::take(std::size_t n) noexcept {
+  chunk& c = chunks_[used_ - 1];
+  std::uint8_t* at = c.data.get() + c.size;
+  c.size += n;
+  size_ += n;
+  return at;
+}
+
 void record_batch::add_frame(std::uint8_t kind, bytes_view payload) {
   const std::size_t n = header_size + payload.size();
-  if (open_ && records_.back().body > 0 && records_.back().body + n > record_body_target)
+  if (open_ && (records_.back().body + n > record_body_target || room() < n + mac_size))
     close_record();
   if (!open_) {
-    records_.push_back({buf_.size(), 0});
-    buf_.grow(record_header_size);  // the length, written when sealed
+    ensure(record_overhead + n);
+    records_.push_back({used_ - 1, chunks_[used_ - 1].size, 0});
+    take(record_header_size);  // the length, written when sealed
     open_ = true;
   }
-  write_frame(kind, payload, buf_.grow(n));
+  write_frame(kind, payload, take(n));
   records_.back().body += n;
 }
 
 void record_batch::add_plain_frame(std::uint8_t kind, bytes_view payload) {
   close_record();
-  append_plain_frame(kind, payload, buf_);
+  const std::size_t n = header_size + payload.size();
+  ensure(n);
+  write_frame(kind, payload, take(n));
 }
 
 void record_batch::close_record() {
   if (!open_) return;
-  buf_.grow(mac_size);  // the MAC, written when sealed
+  take(mac_size);  // the MAC, written when sealed (every frame added left room for it)
   open_ = false;
 }
 
 void record_batch::seal(record_sealer& sealer) {
   close_record();
-  std::uint8_t* base = buf_.data();
-  for (const record& r : records_) sealer.seal_in_place(base + r.offset, r.body);
+  for (const record& r : records_)
+    sealer.seal_in_place(chunks_[r.chunk].data.get() + r.offset, r.body);
 }
 
-void record_batch::clear() noexcept {
-  buf_.clear();
+std::vector<std::uint8_t> record_batch::bytes() const {
+  std::vector<std::uint8_t> out;
+  out.reserve(size_);
+  for (std::size_t i = 0; i < used_; ++i) {
+    const bytes_view p = piece(i);
+    out.insert(out.end(), p.begin(), p.end());
+  }
+  return out;
+}
+
+std::size_t record_batch::capacity() const noexcept {
+  std::size_t total = 0;
+  for (const chunk& c : chunks_) total += c.capacity;
+  return total;
+}
+
+void record_batch::clear(std::size_t keep_spare) noexcept {
+  std::reverse(chunks_.begin(), chunks_.begin() + static_cast<std::ptrdiff_t>(used_));
+  std::erase_if(chunks_, [](const chunk& c) { return c.capacity != chunk_size; });
+  if (chunks_.size() > keep_spare) chunks_.resize(keep_spare);
+  for (chunk& c : chunks_) c.size = 0;
+  used_ = 0;
+  size_ = 0;
   records_.clear();
   open_ = false;
 }
 
+void record_batch::trim(std::size_t keep_spare) noexcept {
+  if (chunks_.size() > used_ + keep_spare) chunks_.resize(used_ + keep_spare);
+}
+
 void record_batch::release() noexcept {
-  buf_.release();
+  std::vector<chunk>().swap(chunks_);
   std::vector<record>().swap(records_);
+  used_ = size_ = 0;
   open_ = false;
 }
 
 void record_batch::swap(record_batch& other) noexcept {
-  buf_.swap(other.buf_);
+  chunks_.swap(other.chunks_);
   records_.swap(other.records_);
+  std::swap(used_, other.used_);
+  std::swap(size_, other.size_);
   std::swap(open_, other.open_);
 }
 

@@ -294,8 +294,10 @@ session_keys derive_session_keys(bytes_view secret, const digest& transcript,
   static constexpr std::uint8_t space[1] = {' '};
   // hmac-sha256 keeps the labels of the records from before negotiation; the other modes
   // append their name, so no key is ever used by two algorithms.
-  const bytes_view suffix = mode == record_protection::hmac_sha256 ? bytes_view() : bytes_view(space);
-  const bytes_view name = mode == record_protection::hmac_sha256 ? bytes_view() : as_bytes(to_string(mode));
+  const bytes_view suffix =
+      mode == record_protection::hmac_sha256 ? bytes_view() : bytes_view(space);
+  const bytes_view name =
+      mode == record_protection::hmac_sha256 ? bytes_view() : as_bytes(to_string(mode));
   session_keys keys;
   keys.initiator_to_acceptor =
       hmac_sha256::compute(prk, {as_bytes(key_ia_label), suffix, name, one});

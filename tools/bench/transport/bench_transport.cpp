@@ -3,11 +3,18 @@
 //   {"name":"transport.frames_64b","unit":"frames/s","value":...,"floor_value":...,"ratio":...}
 // ratio = value / floor_value for throughput (higher is better) and value / floor_value for
 // latency (lower is better; the target is <= 1.3 for round trips).
+// Each transport figure is measured per record protection: hmac-sha256 under the names
+// without a mode (transport.frames_64b, ...), the AEAD modes under
+// transport.<mode>.frames_64b (e.g. transport.aes_256_gcm.frames_64b).
 //
-// Options: --quick (smaller counts, for CI smoke runs)
+// Options: --quick (smaller counts, for CI smoke runs); --only <part> (seal, stream_64b,
+// stream_1k, stream_64k, rtt_64b, rtt_1k: one part, e.g. under perf record); --mode <name>
+// (one record protection, e.g. aes-256-gcm); --no-floor (skip the raw TCP runs: for a
+// profile of the transport alone).
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <pthread.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -35,6 +42,23 @@ using clock_type = std::chrono::steady_clock;
 namespace {
 
 bool quick = false;
+bool no_floor = false;  // --no-floor: transport runs only (profiling; no ratios)
+std::string only;
+std::vector<record_protection> modes = {record_protection::hmac_sha256,
+                                        record_protection::aes_256_gcm,
+                                        record_protection::chacha20_poly1305};
+
+bool selected(const std::string& part) {
+  return only.empty() || only == part;
+}
+
+// Figure names: hmac-sha256 keeps the names of the records from before negotiation.
+std::string prefix(record_protection mode) {
+  if (mode == record_protection::hmac_sha256) return "transport.";
+  std::string m(to_string(mode));
+  std::replace(m.begin(), m.end(), '-', '_');
+  return "transport." + m + ".";
+}
 
 void emit(const std::string& name, const char* unit, double value, double floor = 0) {
   if (floor > 0)
@@ -188,10 +212,11 @@ struct transport_pair {
   connection_ptr sconn;  // server side
   std::function<void(const connection_ptr&, frame_view)> on_server_frame, on_client_frame;
 
-  transport_pair() {
+  explicit transport_pair(record_protection mode) {
     config s, c;
     s.node_id = "bench-server";
     c.node_id = "bench-client";
+    s.record_protections = c.record_protections = {mode};
     s.secret = c.secret = "benchmark secret";
     s.max_queue_bytes = c.max_queue_bytes = std::size_t{8} << 20;
     connection_events es, ec;
@@ -200,8 +225,15 @@ struct transport_pair {
     server = std::move(*endpoint::create(io_s, s, es));
     client = std::move(*endpoint::create(io_c, c, ec));
     auto addr = *server->listen({asio::ip::make_address("127.0.0.1"), 0});
-    ts = std::thread([this] { io_s.run(); });
-    tc = std::thread([this] { io_c.run(); });
+    // Named, so that a profile splits by role (perf report --sort comm).
+    ts = std::thread([this] {
+      pthread_setname_np(pthread_self(), "recv-io");
+      io_s.run();
+    });
+    tc = std::thread([this] {
+      pthread_setname_np(pthread_self(), "send-io");
+      io_c.run();
+    });
     std::promise<result<connection_ptr>> p;
     auto fut = p.get_future();
     client->connect(
@@ -223,8 +255,8 @@ struct transport_pair {
   }
 };
 
-double transport_stream(std::size_t size, std::size_t count) {
-  transport_pair t;
+double transport_stream(record_protection mode, std::size_t size, std::size_t count) {
+  transport_pair t(mode);
   std::atomic<std::size_t> got{0};
   std::promise<void> done;
   t.on_server_frame = [&](const connection_ptr&, frame_view) {
@@ -232,6 +264,7 @@ double transport_stream(std::size_t size, std::size_t count) {
   };
   t.on_client_frame = [](const connection_ptr&, frame_view) {};
   std::vector<std::uint8_t> payload(size, 0x5a);
+  pthread_setname_np(pthread_self(), "sender");
   const auto start = clock_type::now();
   for (std::size_t i = 0; i < count;) {
     if (t.conn->send(0x20, payload))
@@ -243,8 +276,9 @@ double transport_stream(std::size_t size, std::size_t count) {
   return static_cast<double>(count) / seconds_since(start);
 }
 
-std::vector<double> transport_pingpong(std::size_t size, std::size_t rounds) {
-  transport_pair t;
+std::vector<double> transport_pingpong(record_protection mode, std::size_t size,
+                                       std::size_t rounds) {
+  transport_pair t(mode);
   std::vector<double> us;
   us.reserve(rounds);
   std::vector<std::uint8_t> payload(size, 1);
@@ -270,9 +304,9 @@ std::vector<double> transport_pingpong(std::size_t size, std::size_t rounds) {
 }
 
 // One frame per record: the worst case (a lone frame in its write batch).
-double seal_one_ns(std::size_t size, std::size_t count) {
+double seal_one_ns(record_protection mode, std::size_t size, std::size_t count) {
   session_key k{};
-  record_sealer s(k, direction::initiator_to_acceptor);
+  record_sealer s(k, direction::initiator_to_acceptor, mode);
   std::vector<std::uint8_t> payload(size, 1), out;
   out.reserve(record_sealer::sealed_size(size) * 1024);
   const auto start = clock_type::now();
@@ -284,9 +318,10 @@ double seal_one_ns(std::size_t size, std::size_t count) {
 }
 
 // Per frame, when `batch` frames share a write batch (records of up to record_body_target).
-double seal_batched_ns(std::size_t size, std::size_t batch, std::size_t count) {
+double seal_batched_ns(record_protection mode, std::size_t size, std::size_t batch,
+                       std::size_t count) {
   session_key k{};
-  record_sealer s(k, direction::initiator_to_acceptor);
+  record_sealer s(k, direction::initiator_to_acceptor, mode);
   std::vector<std::uint8_t> payload(size, 1);
   record_batch b;
   const auto start = clock_type::now();
@@ -303,13 +338,35 @@ double seal_batched_ns(std::size_t size, std::size_t batch, std::size_t count) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  for (int i = 1; i < argc; ++i)
-    if (std::string(argv[i]) == "--quick") quick = true;
+  for (int i = 1; i < argc; ++i) {
+    const std::string arg = argv[i];
+    if (arg == "--quick") {
+      quick = true;
+    } else if (arg == "--no-floor") {
+      no_floor = true;
+    } else if (arg == "--only" && i + 1 < argc) {
+      only = argv[++i];
+    } else if (arg == "--mode" && i + 1 < argc) {
+      const auto m = parse_record_protection(argv[++i]);
+      if (!m) {
+        std::fprintf(stderr, "unknown record protection %s\n", argv[i]);
+        return 2;
+      }
+      modes = {*m};
+    } else {
+      std::fprintf(stderr, "unknown option %s\n", arg.c_str());
+      return 2;
+    }
+  }
   otpp::set_log_level(otpp::log_level::error);
   const std::size_t scale = quick ? 10 : 1;
 
-  emit("transport.seal_64b_alone", "ns/frame", seal_one_ns(64, 1'000'000 / scale));
-  emit("transport.seal_64b_batch256", "ns/frame", seal_batched_ns(64, 256, 4'000'000 / scale));
+  if (selected("seal"))
+    for (auto mode : modes) {
+      emit(prefix(mode) + "seal_64b_alone", "ns/frame", seal_one_ns(mode, 64, 1'000'000 / scale));
+      emit(prefix(mode) + "seal_64b_batch256", "ns/frame",
+           seal_batched_ns(mode, 64, 256, 4'000'000 / scale));
+    }
 
   struct stream_case {
     std::size_t size, count;
@@ -319,47 +376,61 @@ int main(int argc, char** argv) {
   constexpr int slices = 4;
   for (auto c :
        {stream_case{64, 2'000'000}, stream_case{1024, 600'000}, stream_case{65536, 20'000}}) {
+    const std::string l = size_label(c.size);
+    if (!selected("stream_" + l)) continue;
     const std::size_t n = c.count / scale / slices;
-    double floor_time = 0, time = 0, unbatched_time = 0;
+    double floor_time = 0, unbatched_time = 0;
+    std::vector<double> time(modes.size(), 0.0);
     for (int i = 0; i < slices; ++i) {
-      floor_time += static_cast<double>(n) / raw_stream(c.size, n, true);
-      if (c.size == 64)
+      if (!no_floor) floor_time += static_cast<double>(n) / raw_stream(c.size, n, true);
+      if (c.size == 64 && !no_floor)
         unbatched_time += static_cast<double>(n / 4) / raw_stream(c.size, n / 4, false);
-      time += static_cast<double>(n) / transport_stream(c.size, n);
+      for (std::size_t m = 0; m < modes.size(); ++m)
+        time[m] += static_cast<double>(n) / transport_stream(modes[m], c.size, n);
     }
     const double total = static_cast<double>(n * slices);
-    const double floor = total / floor_time, value = total / time;
-    const std::string l = size_label(c.size);
-    emit("transport.floor.stream_" + l, "frames/s", floor);
+    const double floor = no_floor ? 0.0 : total / floor_time;
+    if (!no_floor) emit("transport.floor.stream_" + l, "frames/s", floor);
     if (unbatched_time > 0)
       emit("transport.floor.stream_unbatched_" + l, "frames/s",
            static_cast<double>(n / 4 * slices) / unbatched_time);
-    emit("transport.frames_" + l, "frames/s", value, floor);
-    emit("transport.mbps_" + l, "MB/s", value * static_cast<double>(c.size) / 1e6,
-         floor * static_cast<double>(c.size) / 1e6);
+    for (std::size_t m = 0; m < modes.size(); ++m) {
+      const double value = total / time[m];
+      emit(prefix(modes[m]) + "frames_" + l, "frames/s", value, floor);
+      emit(prefix(modes[m]) + "mbps_" + l, "MB/s", value * static_cast<double>(c.size) / 1e6,
+           floor * static_cast<double>(c.size) / 1e6);
+    }
   }
 
   const std::size_t rounds = 20'000 / scale / slices;
   for (std::size_t size : {std::size_t{64}, std::size_t{1024}}) {
-    std::vector<double> raw, tr;
+    const std::string l = size_label(size);
+    if (!selected("rtt_" + l)) continue;
+    std::vector<double> raw;
+    std::vector<std::vector<double>> tr(modes.size());
     for (int i = 0; i < slices; ++i) {
       const auto r = raw_pingpong(size, rounds);
-      const auto t = transport_pingpong(size, rounds);
       raw.insert(raw.end(), r.begin(), r.end());
-      tr.insert(tr.end(), t.begin(), t.end());
+      for (std::size_t m = 0; m < modes.size(); ++m) {
+        const auto t = transport_pingpong(modes[m], size, rounds);
+        tr[m].insert(tr[m].end(), t.begin(), t.end());
+      }
     }
-    const std::string l = size_label(size);
     const double raw_p50 = percentile(raw, 0.5), raw_p99 = percentile(raw, 0.99);
-    const double p50 = percentile(tr, 0.5), p99 = percentile(tr, 0.99);
-    double raw_sum = 0, sum = 0;
+    double raw_sum = 0;
     for (double v : raw) raw_sum += v;
-    for (double v : tr) sum += v;
     emit("transport.floor.rtt_" + l + ".p50", "us", raw_p50);
     emit("transport.floor.rtt_" + l + ".p99", "us", raw_p99);
-    emit("transport.rtt_" + l + ".p50", "us", p50, raw_p50);
-    emit("transport.rtt_" + l + ".p99", "us", p99, raw_p99);
-    emit("transport.roundtrips_" + l, "rt/s", 1e6 * static_cast<double>(tr.size()) / sum,
-         1e6 * static_cast<double>(raw.size()) / raw_sum);
+    for (std::size_t m = 0; m < modes.size(); ++m) {
+      const double p50 = percentile(tr[m], 0.5), p99 = percentile(tr[m], 0.99);
+      double sum = 0;
+      for (double v : tr[m]) sum += v;
+      const std::string name = prefix(modes[m]);
+      emit(name + "rtt_" + l + ".p50", "us", p50, raw_p50);
+      emit(name + "rtt_" + l + ".p99", "us", p99, raw_p99);
+      emit(name + "roundtrips_" + l, "rt/s", 1e6 * static_cast<double>(tr[m].size()) / sum,
+           1e6 * static_cast<double>(raw.size()) / raw_sum);
+    }
   }
   return 0;
 }

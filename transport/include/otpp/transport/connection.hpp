@@ -2,6 +2,7 @@
 // handed to the application once the handshake succeeded, always as a shared_ptr.
 #pragma once
 
+#include <array>
 #include <asio/any_io_executor.hpp>
 #include <asio/ip/tcp.hpp>
 #include <asio/ssl/stream.hpp>
@@ -110,6 +111,10 @@ class connection : public std::enable_shared_from_this<connection> {
   void kick_writer();
   void do_write();
   bool take_batch(bool direct);
+  // Pieces written per write call at most (chunks of record_batch::chunk_size).
+  static constexpr std::size_t max_gather = 16;
+  std::size_t unwritten(std::array<bytes_view, max_gather>& out) const noexcept;
+  std::size_t spare_chunks() const noexcept;
   void write_direct();
   void write_some();
   void on_write(const std::error_code& ec, std::size_t n);
@@ -140,7 +145,7 @@ class connection : public std::enable_shared_from_this<connection> {
   bool holds_handshake_slot_ = false;
   record_opener opener_;
   record_sealer sealer_;  // used by the writer only (do_write runs on the strand)
-  std::vector<std::uint8_t> rbuf_;
+  byte_buffer rbuf_;      // not zeroed as it grows: only bytes read into it are looked at
   std::size_t rbeg_ = 0, rend_ = 0, need_ = 0;
   record_batch wbuf_;     // being sealed or written
   std::size_t woff_ = 0;  // bytes of wbuf_ written so far

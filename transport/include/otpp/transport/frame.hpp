@@ -97,8 +97,8 @@ inline std::uint32_t get_u32(const std::uint8_t* p) noexcept {
          std::uint32_t{p[3]};
 }
 
-// A growable byte buffer that does not zero what it appends (the write queue fills every
-// byte it grows), with amortised doubling; capacity is kept across clear().
+// A growable byte buffer that does not zero what it appends or resizes to (its users fill
+// every byte they grow), with amortised doubling; capacity is kept across clear().
 class byte_buffer {
  public:
   std::uint8_t* grow(std::size_t n);  // appends n uninitialised bytes; returns their start
@@ -108,6 +108,8 @@ class byte_buffer {
   std::size_t capacity() const noexcept { return capacity_; }
   bool empty() const noexcept { return size_ == 0; }
   void clear() noexcept { size_ = 0; }
+  // Sets the size to n; bytes up to the old size are kept, new ones are not initialised.
+  void resize(std::size_t n);
   void release() noexcept {
     data_.reset();
     size_ = capacity_ = 0;
@@ -223,10 +225,12 @@ class record_sealer : public detail::record_state {
 
 // Result of one record opening step.
 struct record_step {
-  std::error_code error;     // set: the stream is bad (frame_too_large, malformed_frame, bad_mac)
+  // set: the stream is bad (frame_too_large, malformed_frame, bad_mac, unknown_frame_kind)
+  std::error_code error;
   std::size_t consumed = 0;  // >0: a record was authenticated, `body` holds its frames
   std::size_t needed = 0;    // consumed == 0 and no error: total bytes the next record needs
   bytes_view body;           // points into the input; walk it with frame_reader
+  std::uint8_t kind = 0;     // unknown_frame_kind: the kind refused
 };
 
 // Opens records of one direction: checks the record length against the limit before
@@ -249,9 +253,13 @@ class record_opener : public detail::record_state {
   // check is left garbled; the stream is dead then anyway).
   record_step open(std::span<std::uint8_t> in);
   std::size_t max_payload() const noexcept { return max_payload_; }
+  // Kinds a body may hold (default: all). A record holding any other is refused whole with
+  // unknown_frame_kind, in the same pass that checks its frames are well formed.
+  void accept_kinds(const std::bitset<256>& kinds) noexcept { kinds_ = kinds; }
 
  private:
   std::size_t max_payload_ = 0;
+  std::bitset<256> kinds_ = std::bitset<256>().set();
 };
 
 // Walks the frames of a body returned by record_opener::open (already validated).
@@ -264,12 +272,31 @@ class frame_reader {
   bytes_view rest_;
 };
 
-// Outgoing frames grouped into records in place: a record reserves its length before its
-// first frame and its MAC after its last, so a whole batch is one contiguous buffer once
-// sealed. Frames join the open record while its body stays within record_body_target (a
-// larger frame gets a record of its own). Plain frames sit between records.
+// Outgoing frames grouped into records in place. The bytes live in chunks of chunk_size
+// that a batch keeps for reuse after clear(): a growing batch never reallocates or copies,
+// and the memory it writes into is already mapped and warm (a contiguous buffer that doubled
+// and was released after large batches spent a third of a 64-byte stream's time in memcpy
+// and page faults). A record reserves its length before its first frame and its MAC after
+// its last and lies within one chunk, so it is sealed in place. Frames join the open record
+// while they fit its chunk and its body stays within record_body_target; a frame larger
+// than a chunk gets a chunk (and a record) of its own. Plain frames sit between records.
+// The writer sends the chunks in use as one gather write (pieces()).
 class record_batch {
  public:
+  // One chunk holds one record of record_body_target: frames up to a quarter of that share
+  // records, larger ones still avoid an outsized allocation up to record_body_target.
+  static constexpr std::size_t chunk_size = record_body_target + record_overhead;
+  // Chunks of chunk_size a cleared batch keeps by default (the rest are freed): what an idle
+  // connection holds after a burst. A busy connection keeps all its chunks (clear(all)) and
+  // trims to this when it goes idle: freeing and re-faulting chunks under load cost a
+  // 64-byte stream nearly half its throughput.
+  static constexpr std::size_t max_spare_chunks = 2;
+  static constexpr std::size_t all = ~std::size_t{0};
+
+  record_batch() = default;
+  record_batch(record_batch&&) noexcept = default;
+  record_batch& operator=(record_batch&&) noexcept = default;
+
   // Appends a frame to the open record, or to a new one.
   void add_frame(std::uint8_t kind, bytes_view payload);
   // Closes the open record and appends a plain (handshake) frame.
@@ -284,19 +311,39 @@ class record_batch {
   }
   std::size_t records() const noexcept { return records_.size(); }
 
-  const std::uint8_t* data() const noexcept { return buf_.data(); }
-  std::size_t size() const noexcept { return buf_.size(); }
-  std::size_t capacity() const noexcept { return buf_.capacity(); }
-  bool empty() const noexcept { return buf_.empty(); }
-  void clear() noexcept;
-  void release() noexcept;
+  // The batch's bytes in order: pieces() contiguous pieces (one per chunk in use).
+  std::size_t pieces() const noexcept { return used_; }
+  bytes_view piece(std::size_t i) const noexcept {
+    return {chunks_[i].data.get(), chunks_[i].size};
+  }
+  std::vector<std::uint8_t> bytes() const;  // a contiguous copy (tests and tools)
+  std::size_t size() const noexcept { return size_; }
+  bool empty() const noexcept { return size_ == 0; }
+  std::size_t capacity() const noexcept;  // bytes held in chunks, in use and spare
+  // Empties the batch, keeping up to keep_spare standard chunks for reuse (outsized ones are
+  // freed); the chunks written last are reused first (they are the ones still in cache).
+  void clear(std::size_t keep_spare = max_spare_chunks) noexcept;
+  void trim(std::size_t keep_spare) noexcept;  // frees spare chunks beyond keep_spare
+  void release() noexcept;                     // frees everything
   void swap(record_batch& other) noexcept;
 
  private:
-  struct record {
-    std::size_t offset, body;
+  struct chunk {
+    std::unique_ptr<std::uint8_t[]> data;
+    std::size_t size = 0, capacity = 0;
   };
-  byte_buffer buf_;
+  struct record {
+    std::size_t chunk, offset, body;
+  };
+  std::size_t room() const noexcept {
+    return used_ == 0 ? 0 : chunks_[used_ - 1].capacity - chunks_[used_ - 1].size;
+  }
+  void ensure(std::size_t n);                  // the last chunk in use has n bytes of room
+  std::uint8_t* take(std::size_t n) noexcept;  // n bytes of that room
+
+  std::vector<chunk> chunks_;  // [0, used_) in use, then spare ones of chunk_size
+  std::size_t used_ = 0;
+  std::size_t size_ = 0;
   std::vector<record> records_;  // the last one is open while open_
   bool open_ = false;
 };
