@@ -66,8 +66,27 @@ class timeout {
     std::optional<Handler> handler;
     asio::cancellation_signal signal;
   };
+  // The operation's handler; its cancellation slot is the run's signal (emitted on expiry). A
+  // named type, rather than a lambda in asio::bind_cancellation_slot (one move less).
+  template <class T, class Handler>
+  struct call_handler;
   struct core;
   std::shared_ptr<core> core_;
+};
+
+template <class T, class Handler>
+struct timeout::call_handler {
+  using cancellation_slot_type = asio::cancellation_slot;
+  cancellation_slot_type get_cancellation_slot() const noexcept { return r->signal.slot(); }
+  template <class R>
+  void operator()(R&& res) {
+    if (!self.finish(*r)) return;  // late: the caller already has its timeout
+    auto h = std::move(*r->handler);
+    r->handler.reset();
+    detail::complete(h, std::forward<R>(res));
+  }
+  timeout self;
+  std::shared_ptr<run<T, Handler>> r;
 };
 
 template <class Op, class Token>
@@ -79,13 +98,7 @@ auto timeout::execute(const Op& op, Token&& token) const {
         using H = std::decay_t<decltype(handler)>;
         if (detail::refuse_blocking_wait<Token, T>(handler)) return;
         auto r = std::make_shared<run<T, H>>(std::move(handler));
-        auto slot = r->signal.slot();
-        op(asio::bind_cancellation_slot(slot, [self, r](auto&& res) {
-          if (!self.finish(*r)) return;  // late: the caller already has its timeout
-          auto h = std::move(*r->handler);
-          r->handler.reset();
-          detail::complete(h, std::forward<decltype(res)>(res));
-        }));
+        op(call_handler<T, H>{self, r});
         self.start(std::move(r));  // not done at once: its deadline is watched from now
       });
 }
