@@ -13,7 +13,9 @@
 
 #include <atomic>
 #include <memory>
+#include <new>
 #include <optional>
+#include <utility>
 
 #include <asio/cancellation_signal.hpp>
 
@@ -37,17 +39,54 @@ class timeout {
   // once its operation has returned without completing: one that completes at once (a cached
   // answer, an inner policy's refusal) never touches the list.
   enum entry_state : std::uint8_t { starting, listed, done };
+  struct entry;
+  // An owning reference to an entry: a count inside the entry (no control block), moved, never
+  // copied.
+  class entry_ref {
+   public:
+    entry_ref() = default;
+    explicit entry_ref(entry* e) noexcept : e_(e) {}  // adopts one of e's references
+    entry_ref(entry_ref&& o) noexcept : e_(std::exchange(o.e_, nullptr)) {}
+    entry_ref& operator=(entry_ref&& o) noexcept {
+      if (this != &o) {
+        reset();
+        e_ = std::exchange(o.e_, nullptr);
+      }
+      return *this;
+    }
+    ~entry_ref() { reset(); }
+    void reset() noexcept;
+    entry* release() noexcept { return std::exchange(e_, nullptr); }  // hands the reference on
+    entry* get() const noexcept { return e_; }
+    entry& operator*() const noexcept { return *e_; }
+    entry* operator->() const noexcept { return e_; }
+
+   private:
+    entry* e_ = nullptr;
+  };
   struct entry {
+    // One entry per call: its memory comes from a small per-thread cache (timeout.cpp).
+    static void* operator new(std::size_t size);
+    static void operator delete(void* p, std::size_t size) noexcept;
+    static void* operator new(std::size_t size, std::align_val_t a) {
+      return ::operator new(size, a);
+    }
+    static void operator delete(void* p, std::size_t size, std::align_val_t a) noexcept {
+      ::operator delete(p, size, a);
+    }
     virtual ~entry() = default;
     virtual void expire(asio::cancellation_type cancel, clock_type::duration limit) = 0;
     std::atomic<std::uint8_t> state{starting};
+    // Two at creation: the operation's handler's and the starter's (start(), which hands its
+    // own to the list). References are only ever handed on or dropped, never added.
+    std::atomic<std::uint32_t> refs{2};
+    bool linked = false;  // on the policy's list, which then holds a reference (under its lock)
     entry* prev = nullptr;
     entry* next = nullptr;
     time_point due{};
-    std::shared_ptr<entry> keep;  // the policy's reference while the call is in flight
   };
   // Lists e (due = now + limit) unless it completed meanwhile.
-  void start(std::shared_ptr<entry> e) const;
+  void start(entry_ref e) const;
   // The call completed: true when the caller should be completed (not expired already).
   bool finish(entry& e) const;
 
@@ -77,17 +116,29 @@ class timeout {
 template <class T, class Handler>
 struct timeout::call_handler {
   using cancellation_slot_type = asio::cancellation_slot;
-  cancellation_slot_type get_cancellation_slot() const noexcept { return r->signal.slot(); }
+  cancellation_slot_type get_cancellation_slot() const noexcept { return call().signal.slot(); }
   template <class R>
   void operator()(R&& res) {
-    if (!self.finish(*r)) return;  // late: the caller already has its timeout
-    auto h = std::move(*r->handler);
-    r->handler.reset();
+    if (!self.finish(*ref)) return;  // late: the caller already has its timeout
+    auto h = std::move(*call().handler);
+    call().handler.reset();
     detail::complete(h, std::forward<R>(res));
   }
+  run<T, Handler>& call() const noexcept { return static_cast<run<T, Handler>&>(*ref); }
   timeout self;
-  std::shared_ptr<run<T, Handler>> r;
+  entry_ref ref;  // a run<T, Handler>
 };
+
+inline void timeout::entry_ref::reset() noexcept {
+  entry* e = std::exchange(e_, nullptr);
+  if (!e) return;
+  // No reference is ever added, so a count of 1 is this one alone, and the acquire load sees
+  // the other holders' releases (their acq_rel decrements): the last one needs no
+  // read-modify-write (the common case: the starter drops its reference after the handler).
+  if (e->refs.load(std::memory_order_acquire) == 1 ||
+      e->refs.fetch_sub(1, std::memory_order_acq_rel) == 1)
+    delete e;
+}
 
 template <class Op, class Token>
 auto timeout::execute(const Op& op, Token&& token) const {
@@ -97,9 +148,10 @@ auto timeout::execute(const Op& op, Token&& token) const {
       [](auto&& handler, const auto& op, const timeout& self) {
         using H = std::decay_t<decltype(handler)>;
         if (detail::refuse_blocking_wait<Token, T>(handler)) return;
-        auto r = std::make_shared<run<T, H>>(std::move(handler));
-        op(call_handler<T, H>{self, r});
-        self.start(std::move(r));  // not done at once: its deadline is watched from now
+        auto* r = new run<T, H>(std::move(handler));  // two references: handler's, starter's
+        entry_ref starter(r);
+        op(call_handler<T, H>{self, entry_ref(r)});
+        self.start(std::move(starter));  // not done at once: its deadline is watched from now
       });
 }
 
