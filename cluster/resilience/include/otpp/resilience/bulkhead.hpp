@@ -78,12 +78,14 @@ struct bulkhead::call_handler {
 template <class Op, class Token>
 auto bulkhead::execute(const Op& op, Token&& token) const {
   using T = op_value_t<Op>;
-  return asio::async_initiate<Token, void(result<T>)>(
-      [self = *this](auto&& handler, const auto& op) mutable {
+  // The policy borrowed while initiating (detail::initiate); handlers get their own copies.
+  return detail::initiate<void(result<T>)>(
+      *this, op, std::forward<Token>(token),
+      [](auto&& handler, const auto& op, const bulkhead& self) {
         using H = std::decay_t<decltype(handler)>;
         if (detail::refuse_blocking_wait<Token, T>(handler)) return;
         if (self.try_enter()) {  // the common case: no allocation, no copy of op
-          op(call_handler<H>{std::move(self), std::move(handler)});
+          op(call_handler<H>{self, std::move(handler)});
           return;
         }
         // Waits: op and handler move to the heap until a slot frees or the wait ends.
@@ -112,8 +114,7 @@ auto bulkhead::execute(const Op& op, Token&& token) const {
             detail::complete(w->handler, std::forward<decltype(r)>(r));
           }));
         });
-      },
-      token, op);
+      });
 }
 
 }  // namespace otpp::resilience

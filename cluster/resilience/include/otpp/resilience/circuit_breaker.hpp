@@ -112,17 +112,18 @@ struct circuit_breaker::call_handler {
 template <class Op, class Token>
 auto circuit_breaker::execute(const Op& op, Token&& token) const {
   using T = op_value_t<Op>;
-  return asio::async_initiate<Token, void(result<T>)>(
-      [self = *this](auto&& handler, const auto& op) mutable {
+  // The policy borrowed while initiating (detail::initiate); the handler gets its own copy.
+  return detail::initiate<void(result<T>)>(
+      *this, op, std::forward<Token>(token),
+      [](auto&& handler, const auto& op, const circuit_breaker& self) {
         if (detail::refuse_blocking_wait<Token, T>(handler)) return;
         auto p = self.acquire();
         if (!p) {
           detail::complete_later(self.owner(), handler, result<T>(p.fail()));
           return;
         }
-        op(call_handler<std::decay_t<decltype(handler)>>{std::move(self), *p, std::move(handler)});
-      },
-      token, op);
+        op(call_handler<std::decay_t<decltype(handler)>>{self, *p, std::move(handler)});
+      });
 }
 
 }  // namespace otpp::resilience

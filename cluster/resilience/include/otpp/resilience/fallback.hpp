@@ -20,13 +20,14 @@ class fallback {
   template <class Op, class Token>
   auto execute(const Op& op, Token&& token) const {
     using T = op_value_t<Op>;
-    return asio::async_initiate<Token, void(result<T>)>(
-        [d = data_](auto&& handler, const auto& op) mutable {
+    // The policy borrowed while initiating (detail::initiate); the handler gets its own copy.
+    return detail::initiate<void(result<T>)>(
+        *this, op, std::forward<Token>(token),
+        [](auto&& handler, const auto& op, const fallback& self) {
           using H = std::decay_t<decltype(handler)>;
           if (detail::refuse_blocking_wait<Token, T>(handler)) return;
-          op(call_handler<T, H>{std::move(d), std::move(handler)});
-        },
-        token, op);
+          op(call_handler<T, H>{self.data_, std::move(handler)});
+        });
   }
 
  private:

@@ -120,9 +120,10 @@ struct timeout::call_handler {
   template <class R>
   void operator()(R&& res) {
     if (!self.finish(*ref)) return;  // late: the caller already has its timeout
-    auto h = std::move(*call().handler);
-    call().handler.reset();
-    detail::complete(h, std::forward<R>(res));
+    // Completed where it lies (no move out): finish() made this the handler's only user.
+    auto& h = call().handler;
+    detail::complete(*h, std::forward<R>(res));
+    h.reset();
   }
   run<T, Handler>& call() const noexcept { return static_cast<run<T, Handler>&>(*ref); }
   timeout self;
