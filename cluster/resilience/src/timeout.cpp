@@ -20,28 +20,37 @@ constexpr std::uint32_t cache_limit = 64;
 struct free_block {
   free_block* next;
 };
-enum class cache_phase : std::uint8_t { unused, caching, exiting };
 // Trivially destructible and constant-initialized: reading it costs no guard.
 struct entry_cache {
   free_block* heads[size_classes];
-  std::uint32_t count;
-  cache_phase phase;
+  // Blocks this thread may still cache: zero before its first (the reaper not yet registered),
+  // when full, and once the thread exits. The fast paths test only this.
+  std::uint32_t room;
+  bool reaper_armed;
+  bool exited;
 };
 constinit thread_local entry_cache cache{};
 // Empties the thread's cache when the thread exits; registered by the first block cached.
 struct cache_reaper {
-  bool armed = false;
   ~cache_reaper() {
     for (std::size_t c = 0; c < size_classes; ++c)
       while (free_block* b = cache.heads[c]) {
         cache.heads[c] = b->next;
         ::operator delete(b, (c + 1) * granule);
       }
-    cache.count = 0;
-    cache.phase = cache_phase::exiting;  // later frees on this thread go to the heap
+    cache.room = 0;
+    cache.exited = true;  // later frees on this thread go to the heap
   }
+  void arm() noexcept {}
 };
 thread_local cache_reaper reaper;
+
+void push_block(void* p, std::size_t c) noexcept {
+  auto* b = static_cast<free_block*>(p);
+  b->next = cache.heads[c];
+  cache.heads[c] = b;
+  --cache.room;
+}
 }  // namespace
 
 void* timeout::entry::operator new(std::size_t size) {
@@ -49,7 +58,7 @@ void* timeout::entry::operator new(std::size_t size) {
   if (c >= size_classes) return ::operator new(size);
   if (free_block* b = cache.heads[c]) {
     cache.heads[c] = b->next;
-    --cache.count;
+    ++cache.room;
     return b;
   }
   return ::operator new((c + 1) * granule);  // the class's size: reusable by its whole class
@@ -61,18 +70,18 @@ void timeout::entry::operator delete(void* p, std::size_t size) noexcept {
     ::operator delete(p, size);
     return;
   }
-  if (cache.count >= cache_limit || cache.phase == cache_phase::exiting) {
-    ::operator delete(p, (c + 1) * granule);
+  if (cache.room > 0) {
+    push_block(p, c);
     return;
   }
-  if (cache.phase == cache_phase::unused) {
-    reaper.armed = true;  // its first use registers its destructor for this thread's exit
-    cache.phase = cache_phase::caching;
+  if (!cache.reaper_armed && !cache.exited) {
+    reaper.arm();  // its first use registers its destructor for this thread's exit
+    cache.reaper_armed = true;
+    cache.room = cache_limit;
+    push_block(p, c);
+    return;
   }
-  auto* b = static_cast<free_block*>(p);
-  b->next = cache.heads[c];
-  cache.heads[c] = b;
-  ++cache.count;
+  ::operator delete(p, (c + 1) * granule);  // full, or the thread is exiting
 }
 
 struct timeout::core : std::enable_shared_from_this<core> {

@@ -116,7 +116,9 @@ class timeout {
 template <class T, class Handler>
 struct timeout::call_handler {
   using cancellation_slot_type = asio::cancellation_slot;
-  cancellation_slot_type get_cancellation_slot() const noexcept { return call().signal.slot(); }
+  cancellation_slot_type get_cancellation_slot() const noexcept {
+    return ref.get() ? call().signal.slot() : cancellation_slot_type();  // none once moved from
+  }
   template <class R>
   void operator()(R&& res) {
     if (!self.finish(*ref)) return;  // late: the caller already has its timeout
