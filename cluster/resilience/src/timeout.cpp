@@ -160,9 +160,8 @@ std::size_t timeout::in_flight() const {
   return core_->count;
 }
 
-void timeout::start(entry_ref e) const {
+void timeout::list(entry_ref e) const {
   auto& c = *core_;
-  if (e->state.load(std::memory_order_acquire) == done) return;  // completed at once
   bool arm = false;
   {
     std::lock_guard lock(c.mutex);
@@ -185,15 +184,10 @@ void timeout::start(entry_ref e) const {
   if (arm) c.arm(c.slack);
 }
 
-bool timeout::finish(entry& e) const {
-  const auto was = e.state.exchange(done, std::memory_order_acq_rel);
-  if (was == done) return false;  // expired first
-  if (was == listed) {
-    entry_ref list_ref;  // dropped after the lock
-    std::lock_guard lock(core_->mutex);
-    list_ref = core_->unlink_locked(e);
-  }
-  return true;
+void timeout::unlist(entry& e) const {
+  entry_ref list_ref;  // dropped after the lock
+  std::lock_guard lock(core_->mutex);
+  list_ref = core_->unlink_locked(e);
 }
 
 }  // namespace otpp::resilience

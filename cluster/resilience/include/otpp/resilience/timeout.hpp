@@ -85,12 +85,22 @@ class timeout {
     entry* next = nullptr;
     time_point due{};
   };
-  // Lists e (due = now + limit) unless it completed meanwhile.
-  void start(entry_ref e) const;
+  // Lists e (due = now + limit) unless it completed meanwhile. Inline: a call that completed
+  // at once (the common case) needs neither the lock nor a call into the library.
+  void start(entry_ref e) const {
+    if (e->state.load(std::memory_order_acquire) != done) list(std::move(e));
+  }
   // The call completed: true when the caller should be completed (not expired already).
-  bool finish(entry& e) const;
+  bool finish(entry& e) const {
+    const auto was = e.state.exchange(done, std::memory_order_acq_rel);
+    if (was == done) return false;  // expired first
+    if (was == listed) unlist(e);
+    return true;
+  }
 
  private:
+  void list(entry_ref e) const;  // start's slow path: under the lock
+  void unlist(entry& e) const;   // finish's for a listed call
   template <class T, class Handler>
   struct run final : entry {
     explicit run(Handler h) : handler(std::move(h)) {}
