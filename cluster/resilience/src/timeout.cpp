@@ -36,7 +36,7 @@ struct cache_reaper {
     for (std::size_t c = 0; c < size_classes; ++c)
       while (free_block* b = cache.heads[c]) {
         cache.heads[c] = b->next;
-        ::operator delete(b, (c + 1) * granule);
+        ::operator delete(b);
       }
     cache.room = 0;
     cache.exited = true;  // later frees on this thread go to the heap
@@ -67,7 +67,7 @@ void* timeout::entry::operator new(std::size_t size) {
 void timeout::entry::operator delete(void* p, std::size_t size) noexcept {
   const std::size_t c = (size - 1) / granule;
   if (c >= size_classes) {
-    ::operator delete(p, size);
+    ::operator delete(p);
     return;
   }
   if (cache.room > 0) {
@@ -81,7 +81,7 @@ void timeout::entry::operator delete(void* p, std::size_t size) noexcept {
     push_block(p, c);
     return;
   }
-  ::operator delete(p, (c + 1) * granule);  // full, or the thread is exiting
+  ::operator delete(p);  // full, or the thread is exiting
 }
 
 struct timeout::core : std::enable_shared_from_this<core> {

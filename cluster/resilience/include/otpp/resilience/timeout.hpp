@@ -71,8 +71,9 @@ class timeout {
     static void* operator new(std::size_t size, std::align_val_t a) {
       return ::operator new(size, a);
     }
-    static void operator delete(void* p, std::size_t size, std::align_val_t a) noexcept {
-      ::operator delete(p, size, a);
+    // The global unsized forms: sized deallocation is optional (clang: -fsized-deallocation).
+    static void operator delete(void* p, std::size_t, std::align_val_t a) noexcept {
+      ::operator delete(p, a);
     }
     virtual ~entry() = default;
     virtual void expire(asio::cancellation_type cancel, clock_type::duration limit) = 0;
