@@ -56,6 +56,9 @@ struct bulkhead::core {
     }
   }
 
+  // leave's slow path, out of line: the fast path stays small.
+  [[gnu::noinline]] void admit_waiters();
+
   // Runs `start` on the node's pool: never inline in the caller's or a finishing call's turn
   // (a chain of calls that complete at once would otherwise recurse through the queue).
   void run_later(std::function<void(result<void>)> start, result<void> r) {
@@ -167,6 +170,11 @@ void bulkhead::leave() const {
   auto& c = *core_;
   c.in_flight.fetch_sub(1);
   if (c.waiters.load() == 0) return;  // the common case: nobody waits, no lock
+  c.admit_waiters();
+}
+
+void bulkhead::core::admit_waiters() {
+  auto& c = *this;
   std::unique_lock lock(c.mutex);
   auto admitted = c.admit_locked();
   lock.unlock();

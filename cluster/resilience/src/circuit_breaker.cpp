@@ -163,6 +163,12 @@ class circuit_breaker::core {
            percent(t.slow, t.calls) >= options.slow_call_rate_threshold;
   }
 
+  // The slow paths of acquire and record, out of line: the fast paths stay small.
+  [[gnu::noinline]] result<permit> acquire_locked(time_point now);
+  [[gnu::noinline]] void judge_closed(const permit& p, time_point now);
+  [[gnu::noinline]] void record_locked(const permit& p, bool failed, bool slow, bool ignored,
+                                       time_point now);
+
   node& owner;
   breaker_options options;
   std::mutex mutex;
@@ -214,6 +220,11 @@ result<circuit_breaker::permit> circuit_breaker::acquire() const {
   const auto fast = c.fast_state.load(std::memory_order_acquire);
   if (fast == breaker_state::closed || fast == breaker_state::disabled)
     return permit{generation, now};
+  return c.acquire_locked(now);
+}
+
+result<circuit_breaker::permit> circuit_breaker::core::acquire_locked(time_point now) {
+  auto& c = *this;
   core::change changed{};
   result<permit> out = failure(errc::circuit_open);
   {
@@ -262,21 +273,33 @@ void circuit_breaker::record(const permit& p, const failure* error) const {
   const bool ignored = error && !failed;
   // Permitted before a transition: its outcome belongs to a window that is gone.
   if (p.generation != c.fast_generation.load(std::memory_order_acquire)) return;
-  core::change changed{};
   if (c.options.window == window_kind::count_based &&
       c.fast_state.load(std::memory_order_acquire) == breaker_state::closed) {
     // Closed, count-based: recorded without the lock; the lock only for a verdict.
     if (ignored || !c.add_counted(failed, slow)) return;
-    {
-      std::lock_guard lock(c.mutex);
-      if (p.generation != c.generation || c.state != breaker_state::closed) return;
-      const auto t = c.totals();
-      if (t.calls >= c.options.minimum_calls && c.over_threshold(t))
-        changed = c.move_to(breaker_state::open, now);
-    }
-    c.announce(changed);
+    c.judge_closed(p, now);
     return;
   }
+  c.record_locked(p, failed, slow, ignored, now);
+}
+
+void circuit_breaker::core::judge_closed(const permit& p, time_point now) {
+  auto& c = *this;
+  core::change changed{};
+  {
+    std::lock_guard lock(c.mutex);
+    if (p.generation != c.generation || c.state != breaker_state::closed) return;
+    const auto t = c.totals();
+    if (t.calls >= c.options.minimum_calls && c.over_threshold(t))
+      changed = c.move_to(breaker_state::open, now);
+  }
+  c.announce(changed);
+}
+
+void circuit_breaker::core::record_locked(const permit& p, bool failed, bool slow, bool ignored,
+                                          time_point now) {
+  auto& c = *this;
+  core::change changed{};
   {
     std::lock_guard lock(c.mutex);
     if (p.generation != c.generation) return;  // permitted before a transition

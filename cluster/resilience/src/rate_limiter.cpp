@@ -48,6 +48,9 @@ struct rate_limiter::core {
     last_refill.store((last + periods * options.refill_period).time_since_epoch().count(),
                       std::memory_order_release);
   }
+  // acquire's slow path, out of line: the fast path stays small.
+  [[gnu::noinline]] result<clock_type::duration> acquire_locked(time_point now);
+
   node& owner;
   rate_limiter_options options;
   std::mutex mutex;  // refills and reservations
@@ -84,6 +87,11 @@ result<clock_type::duration> rate_limiter::acquire() const {
   // The coarse clock is never ahead of the precise one: a refill by it never comes early.
   auto now = c.owner.coarse_now();
   if (c.try_take(now)) return clock_type::duration::zero();  // the common case
+  return c.acquire_locked(now);
+}
+
+result<clock_type::duration> rate_limiter::core::acquire_locked(time_point now) {
+  auto& c = *this;
   clock_type::duration wait{};
   {
     std::lock_guard lock(c.mutex);

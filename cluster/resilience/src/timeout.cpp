@@ -8,6 +8,82 @@
 
 namespace otpp::resilience {
 
+namespace {
+// Entries' memory. A call's entry is freed on the thread that finishes it, mostly the one that
+// started it: a small per-thread cache of blocks by size class makes taking one a pop and
+// giving it back a push (against the heap's allocation and free, a good part of a call's
+// cost). Bounded: past cache_limit blocks a thread gives them back to the heap, and a thread's
+// blocks go back to the heap when it exits.
+constexpr std::size_t granule = 64;
+constexpr std::size_t size_classes = 8;  // blocks of up to 512 bytes; bigger ones: the heap
+constexpr std::uint32_t cache_limit = 64;
+struct free_block {
+  free_block* next;
+};
+// Trivially destructible and constant-initialized: reading it costs no guard.
+struct entry_cache {
+  free_block* heads[size_classes];
+  // Blocks this thread may still cache: zero before its first (the reaper not yet registered),
+  // when full, and once the thread exits. The fast paths test only this.
+  std::uint32_t room;
+  bool reaper_armed;
+  bool exited;
+};
+constinit thread_local entry_cache cache{};
+// Empties the thread's cache when the thread exits; registered by the first block cached.
+struct cache_reaper {
+  ~cache_reaper() {
+    for (std::size_t c = 0; c < size_classes; ++c)
+      while (free_block* b = cache.heads[c]) {
+        cache.heads[c] = b->next;
+        ::operator delete(b);
+      }
+    cache.room = 0;
+    cache.exited = true;  // later frees on this thread go to the heap
+  }
+  void arm() noexcept {}
+};
+thread_local cache_reaper reaper;
+
+void push_block(void* p, std::size_t c) noexcept {
+  auto* b = static_cast<free_block*>(p);
+  b->next = cache.heads[c];
+  cache.heads[c] = b;
+  --cache.room;
+}
+}  // namespace
+
+void* timeout::entry::operator new(std::size_t size) {
+  const std::size_t c = (size - 1) / granule;
+  if (c >= size_classes) return ::operator new(size);
+  if (free_block* b = cache.heads[c]) {
+    cache.heads[c] = b->next;
+    ++cache.room;
+    return b;
+  }
+  return ::operator new((c + 1) * granule);  // the class's size: reusable by its whole class
+}
+
+void timeout::entry::operator delete(void* p, std::size_t size) noexcept {
+  const std::size_t c = (size - 1) / granule;
+  if (c >= size_classes) {
+    ::operator delete(p);
+    return;
+  }
+  if (cache.room > 0) {
+    push_block(p, c);
+    return;
+  }
+  if (!cache.reaper_armed && !cache.exited) {
+    reaper.arm();  // its first use registers its destructor for this thread's exit
+    cache.reaper_armed = true;
+    cache.room = cache_limit;
+    push_block(p, c);
+    return;
+  }
+  ::operator delete(p);  // full, or the thread is exiting
+}
+
 struct timeout::core : std::enable_shared_from_this<core> {
   core(node& n, clock_type::duration l, asio::cancellation_type c)
       : owner(n), limit(l), slack(l + n.coarse_resolution()), cancel(c) {}
@@ -16,20 +92,22 @@ struct timeout::core : std::enable_shared_from_this<core> {
     for (entry* e = head; e;) {
       entry* next = e->next;
       e->prev = e->next = nullptr;
-      auto keep = std::move(e->keep);
+      e->linked = false;
+      entry_ref list_ref(e);
       e = next;
     }
   }
 
   // With the lock held: unlinks `e`; returns the list's reference for the caller to drop
   // unlocked.
-  std::shared_ptr<entry> unlink_locked(entry& e) {
-    if (!e.keep) return {};
+  entry_ref unlink_locked(entry& e) {
+    if (!e.linked) return {};
     (e.prev ? e.prev->next : head) = e.next;
     (e.next ? e.next->prev : tail) = e.prev;
     e.prev = e.next = nullptr;
+    e.linked = false;
     --count;
-    return std::move(e.keep);
+    return entry_ref(&e);
   }
 
   void arm(clock_type::duration after) {
@@ -41,7 +119,7 @@ struct timeout::core : std::enable_shared_from_this<core> {
 
   // The timer: expires the calls now due, then re-arms for the oldest left.
   void fire() {
-    std::vector<std::shared_ptr<entry>> expired;
+    std::vector<entry_ref> expired;
     std::optional<clock_type::duration> again;
     {
       std::lock_guard lock(mutex);
@@ -82,9 +160,8 @@ std::size_t timeout::in_flight() const {
   return core_->count;
 }
 
-void timeout::start(std::shared_ptr<entry> e) const {
+void timeout::list(entry_ref e) const {
   auto& c = *core_;
-  if (e->state.load(std::memory_order_acquire) == done) return;  // completed at once
   bool arm = false;
   {
     std::lock_guard lock(c.mutex);
@@ -95,11 +172,11 @@ void timeout::start(std::shared_ptr<entry> e) const {
     // Completed since the look above: nothing to watch. Listing and this exchange happen
     // under the lock, so the timer only ever finds listed entries.
     if (!e->state.compare_exchange_strong(expected, listed)) return;
-    e->prev = c.tail;
-    (c.tail ? c.tail->next : c.head) = e.get();
-    c.tail = e.get();
-    auto* listed_entry = e.get();
-    listed_entry->keep = std::move(e);
+    entry* listed_entry = e.release();  // the starter's reference is the list's now
+    listed_entry->linked = true;
+    listed_entry->prev = c.tail;
+    (c.tail ? c.tail->next : c.head) = listed_entry;
+    c.tail = listed_entry;
     ++c.count;
     arm = !c.armed;
     c.armed = true;
@@ -107,15 +184,10 @@ void timeout::start(std::shared_ptr<entry> e) const {
   if (arm) c.arm(c.slack);
 }
 
-bool timeout::finish(entry& e) const {
-  const auto was = e.state.exchange(done, std::memory_order_acq_rel);
-  if (was == done) return false;  // expired first
-  if (was == listed) {
-    std::shared_ptr<entry> keep;
-    std::lock_guard lock(core_->mutex);
-    keep = core_->unlink_locked(e);
-  }
-  return true;
+void timeout::unlist(entry& e) const {
+  entry_ref list_ref;  // dropped after the lock
+  std::lock_guard lock(core_->mutex);
+  list_ref = core_->unlink_locked(e);
 }
 
 }  // namespace otpp::resilience

@@ -73,9 +73,11 @@ void complete_later(node& n, Handler& h, R r) {
   asio::post(ex, [h = std::move(h), r = std::move(r)]() mutable { std::move(h)(std::move(r)); });
 }
 
-// The cancellation slot of `h`: a policy passing a call through binds it to its own inner
-// handler (asio::bind_cancellation_slot), so an outer timeout can still cancel the call. Read
-// it before moving `h` into that handler.
+// The cancellation slot of `h`: a policy passing a call through gives its own inner handler
+// the same slot, so an outer timeout can still cancel the call. On the per-call paths the
+// inner handler is a named type whose get_cancellation_slot() asks the handler it holds (one
+// move of the nested handler less than a lambda in asio::bind_cancellation_slot); elsewhere
+// the slot is bound, read before moving `h` into the bound handler.
 template <class Handler>
 auto slot_of(const Handler& h) {
   return asio::get_associated_cancellation_slot(h);

@@ -51,24 +51,41 @@ class bulkhead {
 
  private:
   node& owner() const;
+  // The handler of an operation holding a slot: frees it, then completes the caller. A named
+  // type exposing the caller's cancellation slot, rather than a lambda in
+  // asio::bind_cancellation_slot, which would move the nested handler once more.
+  template <class Handler>
+  struct call_handler;
   struct core;
   std::shared_ptr<core> core_;
+};
+
+template <class Handler>
+struct bulkhead::call_handler {
+  using cancellation_slot_type = asio::associated_cancellation_slot_t<Handler>;
+  cancellation_slot_type get_cancellation_slot() const noexcept {
+    return asio::get_associated_cancellation_slot(handler);
+  }
+  template <class R>
+  void operator()(R&& r) {
+    self.leave();
+    detail::complete(handler, std::forward<R>(r));
+  }
+  bulkhead self;
+  Handler handler;
 };
 
 template <class Op, class Token>
 auto bulkhead::execute(const Op& op, Token&& token) const {
   using T = op_value_t<Op>;
-  return asio::async_initiate<Token, void(result<T>)>(
-      [self = *this](auto&& handler, const auto& op) mutable {
+  // The policy borrowed while initiating (detail::initiate); handlers get their own copies.
+  return detail::initiate<void(result<T>)>(
+      *this, op, std::forward<Token>(token),
+      [](auto&& handler, const auto& op, const bulkhead& self) {
         using H = std::decay_t<decltype(handler)>;
         if (detail::refuse_blocking_wait<Token, T>(handler)) return;
         if (self.try_enter()) {  // the common case: no allocation, no copy of op
-          auto slot = detail::slot_of(handler);
-          op(asio::bind_cancellation_slot(
-              slot, [self = std::move(self), h = std::move(handler)](auto&& r) mutable {
-                self.leave();
-                detail::complete(h, std::forward<decltype(r)>(r));
-              }));
+          op(call_handler<H>{self, std::move(handler)});
           return;
         }
         // Waits: op and handler move to the heap until a slot frees or the wait ends.
@@ -97,8 +114,7 @@ auto bulkhead::execute(const Op& op, Token&& token) const {
             detail::complete(w->handler, std::forward<decltype(r)>(r));
           }));
         });
-      },
-      token, op);
+      });
 }
 
 }  // namespace otpp::resilience

@@ -84,29 +84,46 @@ class circuit_breaker {
 
  private:
   node& owner() const;
+  // The operation's handler: records the outcome, then completes the caller. A named type
+  // exposing the caller's cancellation slot, rather than a lambda in
+  // asio::bind_cancellation_slot, which would move the nested handler once more.
+  template <class Handler>
+  struct call_handler;
   class core;
   std::shared_ptr<core> core_;
+};
+
+template <class Handler>
+struct circuit_breaker::call_handler {
+  using cancellation_slot_type = asio::associated_cancellation_slot_t<Handler>;
+  cancellation_slot_type get_cancellation_slot() const noexcept {
+    return asio::get_associated_cancellation_slot(handler);
+  }
+  template <class R>
+  void operator()(R&& r) {
+    self.record(p, r ? nullptr : &r.fail());
+    detail::complete(handler, std::forward<R>(r));
+  }
+  circuit_breaker self;
+  permit p;
+  Handler handler;
 };
 
 template <class Op, class Token>
 auto circuit_breaker::execute(const Op& op, Token&& token) const {
   using T = op_value_t<Op>;
-  return asio::async_initiate<Token, void(result<T>)>(
-      [self = *this](auto&& handler, const auto& op) mutable {
+  // The policy borrowed while initiating (detail::initiate); the handler gets its own copy.
+  return detail::initiate<void(result<T>)>(
+      *this, op, std::forward<Token>(token),
+      [](auto&& handler, const auto& op, const circuit_breaker& self) {
         if (detail::refuse_blocking_wait<Token, T>(handler)) return;
         auto p = self.acquire();
         if (!p) {
           detail::complete_later(self.owner(), handler, result<T>(p.fail()));
           return;
         }
-        auto slot = detail::slot_of(handler);
-        op(asio::bind_cancellation_slot(
-            slot, [self = std::move(self), p = *p, h = std::move(handler)](auto&& r) mutable {
-              self.record(p, r ? nullptr : &r.fail());
-              detail::complete(h, std::forward<decltype(r)>(r));
-            }));
-      },
-      token, op);
+        op(call_handler<std::decay_t<decltype(handler)>>{self, *p, std::move(handler)});
+      });
 }
 
 }  // namespace otpp::resilience

@@ -20,31 +20,45 @@ class fallback {
   template <class Op, class Token>
   auto execute(const Op& op, Token&& token) const {
     using T = op_value_t<Op>;
-    return asio::async_initiate<Token, void(result<T>)>(
-        [d = data_](auto&& handler, const auto& op) mutable {
+    // The policy borrowed while initiating (detail::initiate); the handler gets its own copy.
+    return detail::initiate<void(result<T>)>(
+        *this, op, std::forward<Token>(token),
+        [](auto&& handler, const auto& op, const fallback& self) {
+          using H = std::decay_t<decltype(handler)>;
           if (detail::refuse_blocking_wait<Token, T>(handler)) return;
-          auto slot = detail::slot_of(handler);
-          op(asio::bind_cancellation_slot(
-              slot, [d = std::move(d), slot, h = std::move(handler)](auto&& r) mutable {
-                if (r || (d->when && !d->when(r.fail()))) {
-                  detail::complete(h, std::forward<decltype(r)>(r));
-                } else if constexpr (std::is_invocable_v<const Alt&, const failure&>) {
-                  detail::complete(h, result<T>(d->alt(r.fail())));
-                } else {
-                  d->alt(r.fail(),
-                         asio::bind_cancellation_slot(slot, [h = std::move(h)](auto&& alt) mutable {
-                           detail::complete(h, std::forward<decltype(alt)>(alt));
-                         }));
-                }
-              }));
-        },
-        token, op);
+          op(call_handler<T, H>{self.data_, std::move(handler)});
+        });
   }
 
  private:
   struct data {
     Alt alt;
     std::function<bool(const failure&)> when;
+  };
+  // The operation's handler: a named type exposing the caller's cancellation slot, rather than
+  // a lambda in asio::bind_cancellation_slot, which would move the nested handler once more.
+  template <class T, class Handler>
+  struct call_handler {
+    using cancellation_slot_type = asio::associated_cancellation_slot_t<Handler>;
+    cancellation_slot_type get_cancellation_slot() const noexcept {
+      return asio::get_associated_cancellation_slot(handler);
+    }
+    template <class R>
+    void operator()(R&& r) {
+      if (r || (d->when && !d->when(r.fail()))) {
+        detail::complete(handler, std::forward<R>(r));
+      } else if constexpr (std::is_invocable_v<const Alt&, const failure&>) {
+        detail::complete(handler, result<T>(d->alt(r.fail())));
+      } else {
+        auto slot = get_cancellation_slot();
+        d->alt(r.fail(),
+               asio::bind_cancellation_slot(slot, [h = std::move(handler)](auto&& alt) mutable {
+                 detail::complete(h, std::forward<decltype(alt)>(alt));
+               }));
+      }
+    }
+    std::shared_ptr<const data> d;
+    Handler handler;
   };
   std::shared_ptr<const data> data_;
 };

@@ -20,6 +20,8 @@ class listener_list {
     list_ = std::move(next);
     any_.store(true, std::memory_order_release);
   }
+  // Whether a listener was added: lets a caller skip building an event nobody hears.
+  bool any() const noexcept { return any_.load(std::memory_order_acquire); }
   // Runs every listener on this thread, unlocked (a listener may add another).
   void operator()(const Args&... args) const {
     if (!any_.load(std::memory_order_acquire)) return;

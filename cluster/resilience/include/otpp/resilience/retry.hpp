@@ -183,9 +183,12 @@ struct retry::first_attempt {
   template <class R>
   void operator()(R&& r) {
     if (r) {
-      const retry_event first{.attempt = 1};
-      if (policy->options.on_attempt) policy->options.on_attempt(first);
-      policy->listeners(first);
+      // The event (with its empty failure) only when someone hears it.
+      if (policy->options.on_attempt || policy->listeners.any()) {
+        const retry_event first{.attempt = 1};
+        if (policy->options.on_attempt) policy->options.on_attempt(first);
+        policy->listeners(first);
+      }
       detail::complete(handler, std::forward<R>(r));
       return;
     }
@@ -209,17 +212,18 @@ clock_type::duration retry::run<T, Op, Handler>::retry_backoff(int n,
 template <class Op, class Token>
 auto retry::execute(const Op& op, Token&& token) const {
   using T = op_value_t<Op>;
-  return asio::async_initiate<Token, void(result<T>)>(
-      [policy = state_](auto&& handler, const auto& op) mutable {
+  // The policy borrowed while initiating (detail::initiate); the handler gets its own copy.
+  return detail::initiate<void(result<T>)>(
+      *this, op, std::forward<Token>(token), [](auto&& handler, const auto& op, const retry& self) {
         using H = std::decay_t<decltype(handler)>;
         using O = std::decay_t<decltype(op)>;
         if (detail::refuse_blocking_wait<Token, T>(handler)) return;
-        const auto started = policy->options.deadline > clock_type::duration::zero()
-                                 ? policy->owner.now()
+        const auto& policy = *self.state_;
+        const auto started = policy.options.deadline > clock_type::duration::zero()
+                                 ? policy.owner.now()
                                  : time_point{};
-        op(first_attempt<T, O, H>{std::move(policy), op, std::move(handler), started});
-      },
-      token, op);
+        op(first_attempt<T, O, H>{self.state_, op, std::move(handler), started});
+      });
 }
 
 }  // namespace otpp::resilience

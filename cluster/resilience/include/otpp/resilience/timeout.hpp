@@ -13,7 +13,9 @@
 
 #include <atomic>
 #include <memory>
+#include <new>
 #include <optional>
+#include <utility>
 
 #include <asio/cancellation_signal.hpp>
 
@@ -37,21 +39,69 @@ class timeout {
   // once its operation has returned without completing: one that completes at once (a cached
   // answer, an inner policy's refusal) never touches the list.
   enum entry_state : std::uint8_t { starting, listed, done };
+  struct entry;
+  // An owning reference to an entry: a count inside the entry (no control block), moved, never
+  // copied.
+  class entry_ref {
+   public:
+    entry_ref() = default;
+    explicit entry_ref(entry* e) noexcept : e_(e) {}  // adopts one of e's references
+    entry_ref(entry_ref&& o) noexcept : e_(std::exchange(o.e_, nullptr)) {}
+    entry_ref& operator=(entry_ref&& o) noexcept {
+      if (this != &o) {
+        reset();
+        e_ = std::exchange(o.e_, nullptr);
+      }
+      return *this;
+    }
+    ~entry_ref() { reset(); }
+    void reset() noexcept;
+    entry* release() noexcept { return std::exchange(e_, nullptr); }  // hands the reference on
+    entry* get() const noexcept { return e_; }
+    entry& operator*() const noexcept { return *e_; }
+    entry* operator->() const noexcept { return e_; }
+
+   private:
+    entry* e_ = nullptr;
+  };
   struct entry {
+    // One entry per call: its memory comes from a small per-thread cache (timeout.cpp).
+    static void* operator new(std::size_t size);
+    static void operator delete(void* p, std::size_t size) noexcept;
+    static void* operator new(std::size_t size, std::align_val_t a) {
+      return ::operator new(size, a);
+    }
+    // The global unsized forms: sized deallocation is optional (clang: -fsized-deallocation).
+    static void operator delete(void* p, std::size_t, std::align_val_t a) noexcept {
+      ::operator delete(p, a);
+    }
     virtual ~entry() = default;
     virtual void expire(asio::cancellation_type cancel, clock_type::duration limit) = 0;
     std::atomic<std::uint8_t> state{starting};
+    // Two at creation: the operation's handler's and the starter's (start(), which hands its
+    // own to the list). References are only ever handed on or dropped, never added.
+    std::atomic<std::uint32_t> refs{2};
+    bool linked = false;  // on the policy's list, which then holds a reference (under its lock)
     entry* prev = nullptr;
     entry* next = nullptr;
     time_point due{};
-    std::shared_ptr<entry> keep;  // the policy's reference while the call is in flight
   };
-  // Lists e (due = now + limit) unless it completed meanwhile.
-  void start(std::shared_ptr<entry> e) const;
+  // Lists e (due = now + limit) unless it completed meanwhile. Inline: a call that completed
+  // at once (the common case) needs neither the lock nor a call into the library.
+  void start(entry_ref e) const {
+    if (e->state.load(std::memory_order_acquire) != done) list(std::move(e));
+  }
   // The call completed: true when the caller should be completed (not expired already).
-  bool finish(entry& e) const;
+  bool finish(entry& e) const {
+    const auto was = e.state.exchange(done, std::memory_order_acq_rel);
+    if (was == done) return false;  // expired first
+    if (was == listed) unlist(e);
+    return true;
+  }
 
  private:
+  void list(entry_ref e) const;  // start's slow path: under the lock
+  void unlist(entry& e) const;   // finish's for a listed call
   template <class T, class Handler>
   struct run final : entry {
     explicit run(Handler h) : handler(std::move(h)) {}
@@ -66,9 +116,43 @@ class timeout {
     std::optional<Handler> handler;
     asio::cancellation_signal signal;
   };
+  // The operation's handler; its cancellation slot is the run's signal (emitted on expiry). A
+  // named type, rather than a lambda in asio::bind_cancellation_slot (one move less).
+  template <class T, class Handler>
+  struct call_handler;
   struct core;
   std::shared_ptr<core> core_;
 };
+
+template <class T, class Handler>
+struct timeout::call_handler {
+  using cancellation_slot_type = asio::cancellation_slot;
+  cancellation_slot_type get_cancellation_slot() const noexcept {
+    return ref.get() ? call().signal.slot() : cancellation_slot_type();  // none once moved from
+  }
+  template <class R>
+  void operator()(R&& res) {
+    if (!self.finish(*ref)) return;  // late: the caller already has its timeout
+    // Completed where it lies (no move out): finish() made this the handler's only user.
+    auto& h = call().handler;
+    detail::complete(*h, std::forward<R>(res));
+    h.reset();
+  }
+  run<T, Handler>& call() const noexcept { return static_cast<run<T, Handler>&>(*ref); }
+  timeout self;
+  entry_ref ref;  // a run<T, Handler>
+};
+
+inline void timeout::entry_ref::reset() noexcept {
+  entry* e = std::exchange(e_, nullptr);
+  if (!e) return;
+  // No reference is ever added, so a count of 1 is this one alone, and the acquire load sees
+  // the other holders' releases (their acq_rel decrements): the last one needs no
+  // read-modify-write (the common case: the starter drops its reference after the handler).
+  if (e->refs.load(std::memory_order_acquire) == 1 ||
+      e->refs.fetch_sub(1, std::memory_order_acq_rel) == 1)
+    delete e;
+}
 
 template <class Op, class Token>
 auto timeout::execute(const Op& op, Token&& token) const {
@@ -78,15 +162,10 @@ auto timeout::execute(const Op& op, Token&& token) const {
       [](auto&& handler, const auto& op, const timeout& self) {
         using H = std::decay_t<decltype(handler)>;
         if (detail::refuse_blocking_wait<Token, T>(handler)) return;
-        auto r = std::make_shared<run<T, H>>(std::move(handler));
-        auto slot = r->signal.slot();
-        op(asio::bind_cancellation_slot(slot, [self, r](auto&& res) {
-          if (!self.finish(*r)) return;  // late: the caller already has its timeout
-          auto h = std::move(*r->handler);
-          r->handler.reset();
-          detail::complete(h, std::forward<decltype(res)>(res));
-        }));
-        self.start(std::move(r));  // not done at once: its deadline is watched from now
+        auto* r = new run<T, H>(std::move(handler));  // two references: handler's, starter's
+        entry_ref starter(r);
+        op(call_handler<T, H>{self, entry_ref(r)});
+        self.start(std::move(starter));  // not done at once: its deadline is watched from now
       });
 }
 
