@@ -460,13 +460,15 @@ result<void> connection::send(std::uint8_t k, bytes_view payload) {
       return failure(errc::mailbox_full,
                      "outgoing queue holds " + std::to_string(queued) + " bytes");
     pending_.add_frame(k, payload);
+    // Counted under the lock, so a plain load and store do (an atomic add would be one more
+    // locked instruction per frame).
+    frames_sent_.store(frames_sent_.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
     if (!writing_) {
       kick = writing_ = true;
       // A new write chain: the stall clock starts now, not at the last (old) write.
       write_progress_.store(now_ns(), std::memory_order_relaxed);
     }
   }
-  frames_sent_.fetch_add(1, std::memory_order_relaxed);
   // last_send_ (heartbeat idleness) is stamped by the writer, once per batch.
   if (kick) {
     // Direct only when this connection has not just started a chain: a sender streaming
