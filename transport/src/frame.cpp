@@ -124,14 +124,18 @@ aead::nonce_type record_state::nonce() const noexcept {
   return n;
 }
 
+digest record_state::hmac_tag(const std::uint8_t* record, std::size_t body) noexcept {
+  std::uint8_t prefix[9];
+  put_prefix(dir_, seq_, prefix);
+  mac_.begin();
+  mac_.update(prefix);
+  mac_.update(bytes_view(record, record_header_size + body));
+  return mac_.finish();
+}
+
 void record_state::protect(std::uint8_t* record, std::size_t body) noexcept {
   if (mode_ == record_protection::hmac_sha256) {
-    std::uint8_t prefix[9];
-    put_prefix(dir_, seq_, prefix);
-    mac_.begin();
-    mac_.update(prefix);
-    mac_.update(bytes_view(record, record_header_size + body));
-    const digest tag = mac_.finish();
+    const digest tag = hmac_tag(record, body);
     std::memcpy(record + record_header_size + body, tag.data(), mac_size);
   } else {
     aead_.seal(nonce(), bytes_view(record, record_header_size),
@@ -143,12 +147,7 @@ void record_state::protect(std::uint8_t* record, std::size_t body) noexcept {
 
 bool record_state::verify(std::uint8_t* record, std::size_t body) noexcept {
   if (mode_ == record_protection::hmac_sha256) {
-    std::uint8_t prefix[9];
-    put_prefix(dir_, seq_, prefix);
-    mac_.begin();
-    mac_.update(prefix);
-    mac_.update(bytes_view(record, record_header_size + body));
-    const digest tag = mac_.finish();
+    const digest tag = hmac_tag(record, body);
     if (!constant_time_equal(bytes_view(tag.data(), mac_size),
                              bytes_view(record + record_header_size + body, mac_size)))
       return false;

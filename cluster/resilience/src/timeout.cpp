@@ -4,7 +4,7 @@
 #include <vector>
 
 #include "otpp/log.hpp"
-#include "spin_lock.hpp"
+#include "otpp/spin_lock.hpp"
 
 namespace otpp::resilience {
 
@@ -141,8 +141,8 @@ struct timeout::core : std::enable_shared_from_this<core> {
   const clock_type::duration limit;
   const clock_type::duration slack;  // limit + the coarse clock's resolution
   const asio::cancellation_type cancel;
-  mutable detail::spin_lock mutex;  // held for a few instructions per call
-  entry* head = nullptr;            // calls in flight, oldest (first due) first
+  mutable otpp::spin_lock mutex;  // held for a few instructions per call
+  entry* head = nullptr;          // calls in flight, oldest (first due) first
   entry* tail = nullptr;
   std::size_t count = 0;
   bool armed = false;  // a node timer is pending for this policy

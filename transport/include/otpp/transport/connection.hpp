@@ -15,10 +15,10 @@
 #include <mutex>
 #include <optional>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "otpp/result.hpp"
+#include "otpp/spin_lock.hpp"
 #include "otpp/transport/frame.hpp"
 #include "otpp/transport/handshake.hpp"
 
@@ -27,36 +27,7 @@ namespace otpp::transport {
 class connection;
 namespace detail {
 struct endpoint_state;
-
-// The send queue's lock: held for a frame's copy into the queue, or for the writer's swap of
-// the whole queue, so waits are short. Its release is a plain store: a mutex's release is an
-// atomic exchange, which on x86 waits until the frame's copy has reached the cache, and that
-// stall was a fifth of a streaming sender's time.
-class send_lock {
- public:
-  void lock() noexcept {
-    for (int spins = 0; locked_.exchange(true, std::memory_order_acquire); ++spins) {
-      while (locked_.load(std::memory_order_relaxed)) {
-        if (++spins > 64) {
-          std::this_thread::yield();  // the holder was preempted: let it run
-          spins = 0;
-        } else {
-          cpu_relax();
-        }
-      }
-    }
-  }
-  void unlock() noexcept { locked_.store(false, std::memory_order_release); }
-
- private:
-  static void cpu_relax() noexcept {
-#if defined(__x86_64__) || defined(__i386__)
-    __builtin_ia32_pause();
-#endif
-  }
-  std::atomic<bool> locked_{false};
-};
-}  // namespace detail
+}
 
 using connection_ptr = std::shared_ptr<connection>;
 using connect_handler = std::function<void(result<connection_ptr>)>;
@@ -188,7 +159,10 @@ class connection : public std::enable_shared_from_this<connection> {
   record_protection protection_ = record_protection::hmac_sha256;
 
   // Send side, guarded by mu_.
-  mutable detail::send_lock mu_;
+  // A spin lock: held for one frame's copy into the queue or the writer's swap of it, and its
+  // release, a plain store, does not wait for that copy to reach the cache (with a mutex that
+  // wait was a fifth of a streaming sender's time).
+  mutable otpp::spin_lock mu_;
   record_batch pending_;      // frames waiting for the writer (sealed by it, outside mu_)
   std::size_t inflight_ = 0;  // bytes of wbuf_
   bool writing_ = false;      // a write is scheduled or in flight

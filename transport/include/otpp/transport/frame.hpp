@@ -178,6 +178,7 @@ class record_state {
 
  private:
   void advance(std::size_t body) noexcept;
+  digest hmac_tag(const std::uint8_t* record, std::size_t body) noexcept;
   void set_key(const session_key& key);
   aead::nonce_type nonce() const noexcept;
 
