@@ -1,10 +1,14 @@
 // In-process cluster nodes on 127.0.0.1 for tests.
 #pragma once
 
+#include <algorithm>
 #include <asio/ip/tcp.hpp>
 #include <atomic>
+#include <fstream>
 #include <memory>
 #include <mutex>
+#include <random>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -19,11 +23,36 @@ using namespace std::chrono_literals;
 
 inline const std::string test_secret = "0123456789abcdef0123456789abcdef";
 
-// A port nobody listens on right now (the kernel hands out ephemeral ports in sequence, so it
-// is not handed out again soon).
+// A port nobody listens on right now, for a node to listen on later. It is drawn below the
+// kernel's ephemeral range: a port from that range (what binding port 0 gives) can be taken
+// meanwhile as the local port of some outgoing connection (connect() picks them at random),
+// and the node then fails to listen with "Address already in use". Each port is given out
+// once per test process.
 inline std::uint16_t free_port() {
+  static std::mutex mu;
+  static std::mt19937 rng(std::random_device{}());
+  static std::set<std::uint16_t> given;
+  std::lock_guard lock(mu);
+  int ephemeral_low = 32768;
+  if (std::ifstream range("/proc/sys/net/ipv4/ip_local_port_range"); range) range >> ephemeral_low;
+  const int low = 10000, high = std::min(ephemeral_low, 65536) - 1;
   asio::io_context io;
-  asio::ip::tcp::acceptor a(io, asio::ip::tcp::endpoint(asio::ip::make_address("127.0.0.1"), 0));
+  const auto address = asio::ip::make_address("127.0.0.1");
+  if (high - low >= 1000) {
+    std::uniform_int_distribution<int> pick(low, high);
+    for (int attempt = 0; attempt < 500; ++attempt) {
+      const auto port = static_cast<std::uint16_t>(pick(rng));
+      if (given.count(port)) continue;
+      asio::ip::tcp::acceptor probe(io);
+      std::error_code ec;
+      probe.open(asio::ip::tcp::v4(), ec);
+      if (!ec) probe.bind({address, port}, ec);
+      if (ec) continue;
+      given.insert(port);
+      return port;
+    }
+  }
+  asio::ip::tcp::acceptor a(io, asio::ip::tcp::endpoint(address, 0));
   return a.local_endpoint().port();
 }
 
