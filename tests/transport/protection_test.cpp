@@ -19,29 +19,11 @@ config with(config cfg, std::vector<rp> modes) {
   return cfg;
 }
 
-struct pair_fixture {
-  io_runner run;
-  recorder es, ec;
-  std::unique_ptr<endpoint> server, client;
-  asio::ip::tcp::endpoint at;
-  pair_fixture(std::vector<rp> client_modes, std::vector<rp> server_modes) {
-    auto s =
-        endpoint::create(run.io, with(test_config("server"), std::move(server_modes)), es.events());
-    auto c =
-        endpoint::create(run.io, with(test_config("client"), std::move(client_modes)), ec.events());
-    EXPECT_TRUE(s && c);
-    server = std::move(*s);
-    client = std::move(*c);
-    auto b = server->listen(loopback());
-    EXPECT_TRUE(b);
-    at = *b;
-  }
-  ~pair_fixture() {
-    client->close();
-    server->close();
-    run.stop();
-  }
-};
+// Client and server accepting the given record protections.
+endpoint_pair pair_of(std::vector<rp> client_modes, std::vector<rp> server_modes) {
+  return endpoint_pair(with(test_config("server"), std::move(server_modes)),
+                       with(test_config("client"), std::move(client_modes)));
+}
 
 TEST(Protection, BothEndsAgreeOnOneModeAndFramesFlowBothWays) {
   struct row {
@@ -60,8 +42,8 @@ TEST(Protection, BothEndsAgreeOnOneModeAndFramesFlowBothWays) {
   };
   for (const auto& r : rows) {
     SCOPED_TRACE(protection_list(r.client) + " -> " + protection_list(r.server));
-    pair_fixture f(r.client, r.server);
-    auto c = connect_sync(*f.client, f.at, "server");
+    auto f = pair_of(r.client, r.server);
+    auto c = connect_sync(*f.client, f.addr, "server");
     ASSERT_TRUE(c);
     EXPECT_EQ((*c)->protection(), r.agreed);
     ASSERT_TRUE(f.es.wait([](recorder& x) { return !x.ups.empty(); }));
@@ -82,8 +64,8 @@ TEST(Protection, BothEndsAgreeOnOneModeAndFramesFlowBothWays) {
 TEST(Protection, NoModeInCommonIsRefusedOnBothEndsWithAClearError) {
   for (bool swap : {false, true}) {
     const std::vector<rp> a = {rp::hmac_sha256}, b = {rp::aes_256_gcm, rp::chacha20_poly1305};
-    pair_fixture f(swap ? b : a, swap ? a : b);
-    auto c = connect_sync(*f.client, f.at, "server");
+    auto f = pair_of(swap ? b : a, swap ? a : b);
+    auto c = connect_sync(*f.client, f.addr, "server");
     ASSERT_FALSE(c);
     EXPECT_EQ(c.error(), make_error_code(errc::protection_mismatch));
     // The message names what each side accepts.
@@ -135,8 +117,8 @@ TEST(Protection, AnObserverReadsPayloadsOnlyUnderHmac) {
 
 TEST(Protection, APeerWithoutNegotiationGetsHmacOrAClearRefusal) {
   {  // default server: the four-field HELLO means hmac-sha256, and frames flow
-    pair_fixture f(all_modes, all_modes);
-    auto raw = raw_peer::connect_to(f.at.port());
+    auto f = pair_of(all_modes, all_modes);
+    auto raw = raw_peer::connect_to(f.addr.port());
     raw_peer::hs_options o;
     o.protections.clear();
     auto hs = raw.handshake_as_initiator(o);
@@ -148,8 +130,8 @@ TEST(Protection, APeerWithoutNegotiationGetsHmacOrAClearRefusal) {
     ASSERT_TRUE(f.es.wait([](recorder& x) { return x.frames.size() == 1; }));
   }
   {  // a server that requires encryption refuses it
-    pair_fixture f(all_modes, {rp::aes_256_gcm});
-    auto raw = raw_peer::connect_to(f.at.port());
+    auto f = pair_of(all_modes, {rp::aes_256_gcm});
+    auto raw = raw_peer::connect_to(f.addr.port());
     raw_peer::hs_options o;
     o.protections.clear();
     auto hs = raw.handshake_as_initiator(o);
@@ -164,8 +146,8 @@ TEST(Protection, AnOfferChangedOnTheWayFailsTheProof) {
   // A man in the middle strips AEAD from the initiator's offer so that the link falls back
   // to hmac-sha256 (readable). The acceptor agrees on hmac-sha256 from what it received, but
   // the initiator's proof covers the HELLO it really sent: the downgrade is caught.
-  pair_fixture f(all_modes, all_modes);
-  auto raw = raw_peer::connect_to(f.at.port());
+  auto f = pair_of(all_modes, all_modes);
+  auto raw = raw_peer::connect_to(f.addr.port());
   raw_peer::hs_options sent;
   sent.protections = {rp::hmac_sha256};  // what reaches the acceptor
   auto hx = raw.exchange_hello(sent);

@@ -11,6 +11,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <gtest/gtest.h>
+
 #include <asio/executor_work_guard.hpp>
 #include <asio/io_context.hpp>
 #include <chrono>
@@ -161,6 +163,29 @@ inline result<connection_ptr> connect_sync(endpoint& client, const asio::ip::tcp
   if (!r) return failure(errc::timeout, "connect did not complete");
   return std::move(*r);
 }
+
+// A server and a client endpoint on one io_runner, the server listening on `addr`; both closed
+// at the end.
+struct endpoint_pair {
+  io_runner run;
+  recorder es, ec;
+  std::unique_ptr<endpoint> server, client;
+  asio::ip::tcp::endpoint addr;
+  endpoint_pair(const config& s, const config& c) {
+    auto a = endpoint::create(run.io, s, es.events());
+    auto b = endpoint::create(run.io, c, ec.events());
+    EXPECT_TRUE(a) << a.fail().message();
+    EXPECT_TRUE(b) << b.fail().message();
+    server = std::move(*a);
+    client = std::move(*b);
+    addr = *server->listen(loopback());
+  }
+  ~endpoint_pair() {
+    client->close();
+    server->close();
+    run.stop();
+  }
+};
 
 // ---------------------------------------------------------------------------------------
 // Raw peer: a blocking POSIX socket with poll() timeouts speaking the protocol by hand.

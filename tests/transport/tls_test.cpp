@@ -103,33 +103,12 @@ struct pki {
   }
 };
 
-struct tls_pair {
-  io_runner run;
-  recorder es, ec;
-  std::unique_ptr<endpoint> server, client;
-  asio::ip::tcp::endpoint addr;
-  tls_pair(const config& s, const config& c) {
-    auto a = endpoint::create(run.io, s, es.events());
-    auto b = endpoint::create(run.io, c, ec.events());
-    EXPECT_TRUE(a) << a.fail().message();
-    EXPECT_TRUE(b) << b.fail().message();
-    server = std::move(*a);
-    client = std::move(*b);
-    addr = *server->listen(loopback());
-  }
-  ~tls_pair() {
-    client->close();
-    server->close();
-    run.stop();
-  }
-};
-
 TEST(Tls, RoundTripWithVerifiedCertificates) {
   pki p;
   auto s = p.node("server", 1, 1, false);
   auto c = p.node("client", 1, 1, false);
   c.tls.server_name = "localhost";
-  tls_pair t(s, c);
+  endpoint_pair t(s, c);
   auto r = connect_sync(*t.client, t.addr, "server");
   ASSERT_TRUE(r) << r.fail().message();
   EXPECT_TRUE((*r)->uses_tls());
@@ -149,7 +128,7 @@ TEST(Tls, ServerCertificateFromUntrustedCaRefused) {
   pki p;
   auto s = p.node("server", 2, 2, false);  // leaf of CA 2
   auto c = p.node("client", 1, 1, false);  // trusts CA 1 only
-  tls_pair t(s, c);
+  endpoint_pair t(s, c);
   auto r = connect_sync(*t.client, t.addr, "server");
   EXPECT_EQ(r.error(), make_error_code(errc::tls_error)) << r.fail().message();
   EXPECT_TRUE(t.es.locked_ups().empty());
@@ -160,7 +139,7 @@ TEST(Tls, WrongHostNameRefused) {
   auto s = p.node("server", 1, 1, false);
   auto c = p.node("client", 1, 1, false);
   c.tls.server_name = "not-this-host.example";
-  tls_pair t(s, c);
+  endpoint_pair t(s, c);
   auto r = connect_sync(*t.client, t.addr, "server");
   EXPECT_EQ(r.error(), make_error_code(errc::tls_error)) << r.fail().message();
 }
@@ -170,12 +149,12 @@ TEST(Tls, MutualTlsRefusesClientFromUntrustedCa) {
   auto s = p.node("server", 1, 1, true);  // requires a client certificate from CA 1
   auto good = p.node("client", 1, 1, false);
   {
-    tls_pair t(s, good);
+    endpoint_pair t(s, good);
     auto r = connect_sync(*t.client, t.addr, "server");
     ASSERT_TRUE(r) << r.fail().message();
   }
   auto bad = p.node("client", 2, 1, false);  // trusts the server, presents a CA 2 leaf
-  tls_pair t(s, bad);
+  endpoint_pair t(s, bad);
   auto r = connect_sync(*t.client, t.addr, "server");
   EXPECT_FALSE(r);
   ASSERT_TRUE(t.es.wait([](recorder& x) { return !x.rejected.empty(); }));
@@ -188,7 +167,7 @@ TEST(Tls, PlainClientCannotTalkToTlsServer) {
   auto s = p.node("server", 1, 1, false);
   auto c = test_config("client");
   c.handshake_timeout = std::chrono::milliseconds(2000);
-  tls_pair t(s, c);
+  endpoint_pair t(s, c);
   auto r = connect_sync(*t.client, t.addr, "server");
   EXPECT_FALSE(r);
   EXPECT_TRUE(t.es.wait([](recorder& x) { return !x.rejected.empty(); }));
@@ -317,7 +296,7 @@ TEST(Tls, InnerHandshakeIsBoundToTheTlsChannel) {
   // CA 2 passes. The shared secret must still keep the relay out.
   auto c = p.node("client", 1, 1, false);
   c.tls.verify_peer = false;
-  tls_pair t(s, c);
+  endpoint_pair t(s, c);
   tls_relay relay(t.addr.port(), p.path("leaf2.pem"), p.path("leaf2.key"));
   auto r = connect_sync(*t.client, loopback(relay.port()), "server");
   ASSERT_FALSE(r) << "the handshake went through a TLS relay";

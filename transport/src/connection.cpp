@@ -609,8 +609,7 @@ bool connection::take_batch(bool direct) {
   return true;
 }
 
-// The batch leaves through write_some steps rather than one async_write, so that every
-// partial write counts as progress: a slow reader of a large batch is not a stalled one.
+// The part of wbuf_ not written yet (from woff_), as up to max_gather pieces.
 std::size_t connection::unwritten(std::array<bytes_view, max_gather>& out) const noexcept {
   std::size_t n = 0, skip = woff_;
   for (std::size_t i = 0; i < wbuf_.pieces() && n < max_gather; ++i) {
@@ -632,6 +631,8 @@ std::size_t connection::spare_chunks() const noexcept {
                                                     : record_batch::max_spare_chunks;
 }
 
+// The batch leaves through write_some steps rather than one async_write, so that every
+// partial write counts as progress: a slow reader of a large batch is not a stalled one.
 void connection::write_some() {
   // A gather write of the batch's chunks (a TLS stream takes the first piece per call).
   std::array<bytes_view, max_gather> parts;
