@@ -1,9 +1,12 @@
 // Two endpoints on loopback: round trips, bulk ordering, overload, heartbeats, table rules.
 #include <gtest/gtest.h>
 
+#include <asio/post.hpp>
+
 #include <algorithm>
 #include <array>
 #include <atomic>
+#include <future>
 
 #include "test_support.hpp"
 
@@ -19,14 +22,15 @@ constexpr std::uint64_t bulk_frames = 1'000'000;
 #endif
 
 struct pair_fixture {
-  io_runner run;
+  io_runner run;  // both endpoints' I/O threads (two unless a test asks otherwise)
   recorder server_events, client_events;
   std::unique_ptr<endpoint> server, client;
   asio::ip::tcp::endpoint server_addr;
   connection_ptr conn;  // client side
 
   explicit pair_fixture(config scfg = test_config("server"), config ccfg = test_config("client"),
-                        bool do_connect = true) {
+                        bool do_connect = true, int io_threads = 2)
+      : run(io_threads) {
     auto s = endpoint::create(run.io, scfg, server_events.events());
     auto c = endpoint::create(run.io, ccfg, client_events.events());
     EXPECT_TRUE(s && c);
@@ -178,6 +182,96 @@ TEST(Endpoint, ConcurrentSendersKeepPerThreadOrderAndMixedSizes) {
   ASSERT_TRUE(f.server_events.wait(
       [&](recorder&) { return total.load() == std::uint64_t{per_thread} * threads; }));
   EXPECT_FALSE(bad.load());
+}
+
+// Senders on the node's own I/O threads (as processes on a node's pool send) stream frames in
+// long handlers: a sender whose queue reaches a full write takes the write chain over from the
+// strand's job and writes the batch itself, the job writes the rest once the handler returns.
+// Whatever the mix of such senders and foreign threads, every frame arrives once, in each
+// sender's order, and the last frames leave without a later send to push them. With one I/O
+// thread the job cannot run before the handler ends; with two it races the senders.
+class StreamFromIoThreads : public ::testing::TestWithParam<int> {};
+
+TEST_P(StreamFromIoThreads, EveryFrameOnceInEachSendersOrder) {
+  pair_fixture f(test_config("server"), test_config("client"), true, GetParam());
+  ASSERT_TRUE(f.conn);
+  constexpr std::uint32_t senders = 4;  // 0, 1: tasks on the I/O threads; 2, 3: own threads
+  const std::uint32_t per_sender = static_cast<std::uint32_t>(bulk_frames / 10);
+  std::array<std::uint32_t, senders> next{};
+  std::atomic<std::uint64_t> total{0};
+  std::atomic<bool> bad{false};
+  f.server_events.frame_hook = [&](const connection_ptr&, frame_view fr) {
+    std::uint32_t s = 0, v = 0;
+    std::memcpy(&s, fr.payload.data(), 4);
+    std::memcpy(&v, fr.payload.data() + 4, 4);
+    // Frames of one connection are delivered one at a time (its strand): plain counters.
+    if (s >= senders || v != next[s]++ || fr.payload.size() != 8 + (v % 5) * 40) bad = true;
+    if (total.fetch_add(1) + 1 == std::uint64_t{per_sender} * senders) f.server_events.notify();
+  };
+  auto frame_of = [](std::uint32_t s, std::uint32_t v) {
+    std::vector<std::uint8_t> p(8 + (v % 5) * 40, 0x5a);
+    std::memcpy(p.data(), &s, 4);
+    std::memcpy(p.data() + 4, &v, 4);
+    return p;
+  };
+  // An I/O-thread sender: one long handler until the queue is full, then it yields the thread.
+  std::array<std::uint32_t, 2> sent{};
+  std::array<std::function<void()>, 2> step;
+  std::atomic<int> io_senders_done{0};
+  for (std::uint32_t s = 0; s < 2; ++s)
+    step[s] = [&, s] {
+      while (sent[s] < per_sender && f.conn->send(0x20, frame_of(s, sent[s]))) ++sent[s];
+      if (sent[s] < per_sender)
+        asio::post(f.run.io, step[s]);
+      else
+        io_senders_done.fetch_add(1);
+    };
+  for (std::uint32_t s = 0; s < 2; ++s) asio::post(f.run.io, step[s]);
+  std::vector<std::thread> foreign;
+  for (std::uint32_t s = 2; s < senders; ++s)
+    foreign.emplace_back([&, s] {
+      for (std::uint32_t v = 0; v < per_sender;) {
+        if (f.conn->send(0x20, frame_of(s, v)))
+          ++v;
+        else
+          std::this_thread::yield();
+      }
+    });
+  for (auto& t : foreign) t.join();
+  ASSERT_TRUE(f.server_events.wait(
+      [&](recorder&) { return total.load() == std::uint64_t{per_sender} * senders; }));
+  // Every frame arrived, so both tasks sent their last; they may still be returning.
+  for (int i = 0; i < 10'000 && io_senders_done.load() < 2; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  ASSERT_EQ(io_senders_done.load(), 2);
+  EXPECT_FALSE(bad.load());
+  EXPECT_EQ(f.conn->frames_sent(), std::uint64_t{per_sender} * senders);
+  EXPECT_EQ(f.conn->queued_bytes(), 0u);
+}
+
+INSTANTIATE_TEST_SUITE_P(IoThreads, StreamFromIoThreads, ::testing::Values(1, 2),
+                         [](const auto& info) { return std::to_string(info.param) + "_threads"; });
+
+// A graceful close right after an I/O-thread sender's burst (its last batch still waiting for
+// the strand's job, or taken over by the sender) delivers the whole burst.
+TEST(Endpoint, GracefulCloseAfterABurstFromTheIoThreadDeliversItAll) {
+  for (int threads : {1, 2}) {
+    pair_fixture f(test_config("server"), test_config("client"), true, threads);
+    ASSERT_TRUE(f.conn);
+    constexpr int burst = 5000;  // about five full writes of 70-byte frames, then a tail
+    std::promise<int> accepted;
+    asio::post(f.run.io, [&] {
+      int n = 0;
+      for (int i = 0; i < burst; ++i) n += f.conn->send(0x20, pattern(64)) ? 1 : 0;
+      f.conn->close();
+      accepted.set_value(n);
+    });
+    const int n = accepted.get_future().get();
+    EXPECT_EQ(n, burst) << "the default queue bound holds a burst of this size";
+    ASSERT_TRUE(f.server_events.wait([](recorder& r) { return r.downs.size() == 1; }));
+    EXPECT_EQ(f.server_events.locked_frames().size(), static_cast<std::size_t>(n))
+        << threads << " I/O thread(s)";
+  }
 }
 
 TEST(Endpoint, QueueBoundReportsOverload) {

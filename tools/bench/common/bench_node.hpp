@@ -36,11 +36,27 @@ inline std::string id_of(const std::string& name, std::uint16_t port) {
   return name + "@127.0.0.1:" + std::to_string(port);
 }
 
+// The record protection every node requires (OTPP_BENCH_PROTECTION: hmac-sha256,
+// aes-256-gcm or chacha20-poly1305; unset: the default offer, which agrees on hmac-sha256).
+// An unknown name ends the benchmark rather than measure something else.
+inline std::vector<otpp::transport::record_protection> record_protections() {
+  otpp::transport::config defaults;
+  const char* name = std::getenv("OTPP_BENCH_PROTECTION");
+  if (!name || !*name) return defaults.record_protections;
+  const auto p = otpp::transport::parse_record_protection(name);
+  if (!p) {
+    std::fprintf(stderr, "OTPP_BENCH_PROTECTION: unknown record protection %s\n", name);
+    std::exit(2);
+  }
+  return {*p};
+}
+
 inline otpp::cluster::options cluster_options(std::vector<std::string> seeds,
                                               const std::string& secret) {
   otpp::cluster::options o;
   o.seeds = std::move(seeds);
   o.transport.secret = secret;
+  o.transport.record_protections = record_protections();
   o.retry_initial = std::chrono::milliseconds(5);
   o.retry_max = std::chrono::milliseconds(100);
   return o;

@@ -3,6 +3,8 @@
 //   {"name":"transport.frames_64b","unit":"frames/s","value":...,"floor_value":...,"ratio":...}
 // ratio = value / floor_value for throughput (higher is better) and value / floor_value for
 // latency (lower is better; the target is <= 1.3 for round trips).
+// Streams: the sender runs on the sending node's I/O thread (frames_<size>, the figure the
+// targets refer to), and again on a thread of its own (frames_<size>_foreign_thread).
 // Each transport figure is measured per record protection: hmac-sha256 under the names
 // without a mode (transport.frames_64b, ...), the AEAD modes under
 // transport.<mode>.frames_64b (e.g. transport.aes_256_gcm.frames_64b).
@@ -10,17 +12,19 @@
 // Options: --quick (smaller counts, for CI smoke runs); --only <part> (seal, stream_64b,
 // stream_1k, stream_64k, rtt_64b, rtt_1k: one part, e.g. under perf record); --mode <name>
 // (one record protection, e.g. aes-256-gcm); --no-floor (skip the raw TCP runs: for a
-// profile of the transport alone).
+// profile of the transport alone); --sender pool|foreign (one kind of stream sender).
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <pthread.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <asio/executor_work_guard.hpp>
 #include <asio/io_context.hpp>
+#include <asio/post.hpp>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -42,7 +46,8 @@ using clock_type = std::chrono::steady_clock;
 namespace {
 
 bool quick = false;
-bool no_floor = false;  // --no-floor: transport runs only (profiling; no ratios)
+bool no_floor = false;    // --no-floor: transport runs only (profiling; no ratios)
+std::string sender_kind;  // --sender pool|foreign: one kind of stream sender (profiling)
 std::string only;
 std::vector<record_protection> modes = {record_protection::hmac_sha256,
                                         record_protection::aes_256_gcm,
@@ -77,6 +82,18 @@ std::string size_label(std::size_t n) {
 double seconds_since(clock_type::time_point t) {
   return std::chrono::duration<double>(clock_type::now() - t).count();
 }
+
+// CPU time of the whole process (every thread: both ends of a stream), in seconds.
+double process_cpu_seconds() {
+  timespec ts{};
+  ::clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+  return static_cast<double>(ts.tv_sec) + static_cast<double>(ts.tv_nsec) * 1e-9;
+}
+
+// A stream's outcome: wall time and the CPU time all threads spent on it.
+struct stream_result {
+  double seconds = 0, cpu_seconds = 0;
+};
 
 double percentile(std::vector<double> v, double p) {
   std::sort(v.begin(), v.end());
@@ -132,8 +149,9 @@ bool read_all(int fd, std::uint8_t* p, std::size_t n) {
 
 // Streams `count` records of `size` bytes; the writer coalesces records into large writes
 // (as the transport does) when `batched`, else one send() per record.
-double raw_stream(std::size_t size, std::size_t count, bool batched) {
+stream_result raw_stream(std::size_t size, std::size_t count, bool batched) {
   raw_pair p;
+  const double cpu_start = process_cpu_seconds();
   const auto start = clock_type::now();
   std::thread reader([&] {
     std::vector<std::uint8_t> buf(std::size_t{1} << 20);
@@ -172,7 +190,7 @@ double raw_stream(std::size_t size, std::size_t count, bool batched) {
     for (std::size_t i = 0; i < count; ++i) write_all(p.a, rec.data(), rec.size());
   }
   reader.join();
-  return static_cast<double>(count) / seconds_since(start);
+  return {seconds_since(start), process_cpu_seconds() - cpu_start};
 }
 
 std::vector<double> raw_pingpong(std::size_t size, std::size_t rounds) {
@@ -255,25 +273,52 @@ struct transport_pair {
   }
 };
 
-double transport_stream(record_protection mode, std::size_t size, std::size_t count) {
-  transport_pair t(mode);
-  std::atomic<std::size_t> got{0};
+// The receiver's frame count, on a cache line of its own (next to the sender's locals it
+// would cost the receiver a cache miss per frame).
+struct alignas(64) frame_counter {
+  std::size_t got = 0;
+  std::size_t want = 0;
   std::promise<void> done;
-  t.on_server_frame = [&](const connection_ptr&, frame_view) {
-    if (got.fetch_add(1, std::memory_order_relaxed) + 1 == count) done.set_value();
-  };
+  void operator()() {
+    if (++got == want) done.set_value();
+  }
+};
+
+// `count` frames of `size` bytes, one send() each. The sender is a task on the client node's
+// I/O thread (`pool`: as a process on a node's pool sends; the floor's writer is one thread
+// too), or a thread of its own outside the node (a foreign thread: three busy threads then
+// share the two cores, and every batch crosses from the sender's core to the writer's).
+stream_result transport_stream(record_protection mode, std::size_t size, std::size_t count,
+                               bool pool) {
+  transport_pair t(mode);
+  frame_counter counter;
+  counter.want = count;
+  t.on_server_frame = [&](const connection_ptr&, frame_view) { counter(); };
   t.on_client_frame = [](const connection_ptr&, frame_view) {};
   std::vector<std::uint8_t> payload(size, 0x5a);
-  pthread_setname_np(pthread_self(), "sender");
+  const double cpu_start = process_cpu_seconds();
   const auto start = clock_type::now();
-  for (std::size_t i = 0; i < count;) {
-    if (t.conn->send(0x20, payload))
-      ++i;
-    else  // mailbox_full: back off instead of spinning on a core the I/O threads need
-      std::this_thread::sleep_for(std::chrono::microseconds(50));
+  if (pool) {
+    // One task that sends until done, yielding the thread only when the queue is full (as
+    // the floor's writer loops on write()): the transport decides how frames are batched.
+    std::size_t i = 0;
+    std::function<void()> step = [&] {
+      while (i < count && t.conn->send(0x20, payload)) ++i;
+      if (i < count) asio::post(t.io_c, step);  // mailbox_full: let the writer run
+    };
+    asio::post(t.io_c, step);
+    counter.done.get_future().wait();
+  } else {
+    pthread_setname_np(pthread_self(), "sender");
+    for (std::size_t i = 0; i < count;) {
+      if (t.conn->send(0x20, payload))
+        ++i;
+      else  // mailbox_full: back off instead of spinning on a core the I/O threads need
+        std::this_thread::sleep_for(std::chrono::microseconds(50));
+    }
+    counter.done.get_future().wait();
   }
-  done.get_future().wait();
-  return static_cast<double>(count) / seconds_since(start);
+  return {seconds_since(start), process_cpu_seconds() - cpu_start};
 }
 
 std::vector<double> transport_pingpong(record_protection mode, std::size_t size,
@@ -344,6 +389,12 @@ int main(int argc, char** argv) {
       quick = true;
     } else if (arg == "--no-floor") {
       no_floor = true;
+    } else if (arg == "--sender" && i + 1 < argc) {
+      sender_kind = argv[++i];
+      if (sender_kind != "pool" && sender_kind != "foreign") {
+        std::fprintf(stderr, "--sender takes pool or foreign\n");
+        return 2;
+      }
     } else if (arg == "--only" && i + 1 < argc) {
       only = argv[++i];
     } else if (arg == "--mode" && i + 1 < argc) {
@@ -375,30 +426,48 @@ int main(int argc, char** argv) {
   // a shared machine; the figures are over all slices.
   constexpr int slices = 4;
   for (auto c :
-       {stream_case{64, 2'000'000}, stream_case{1024, 600'000}, stream_case{65536, 20'000}}) {
+       {stream_case{64, 8'000'000}, stream_case{1024, 1'600'000}, stream_case{65536, 40'000}}) {
     const std::string l = size_label(c.size);
     if (!selected("stream_" + l)) continue;
     const std::size_t n = c.count / scale / slices;
-    double floor_time = 0, unbatched_time = 0;
-    std::vector<double> time(modes.size(), 0.0);
+    stream_result floor, unbatched;
+    std::vector<stream_result> pool(modes.size()), foreign(modes.size());
+    auto add = [](stream_result& sum, const stream_result& r) {
+      sum.seconds += r.seconds;
+      sum.cpu_seconds += r.cpu_seconds;
+    };
     for (int i = 0; i < slices; ++i) {
-      if (!no_floor) floor_time += static_cast<double>(n) / raw_stream(c.size, n, true);
-      if (c.size == 64 && !no_floor)
-        unbatched_time += static_cast<double>(n / 4) / raw_stream(c.size, n / 4, false);
-      for (std::size_t m = 0; m < modes.size(); ++m)
-        time[m] += static_cast<double>(n) / transport_stream(modes[m], c.size, n);
+      if (!no_floor) add(floor, raw_stream(c.size, n, true));
+      if (c.size == 64 && !no_floor) add(unbatched, raw_stream(c.size, n / 4, false));
+      for (std::size_t m = 0; m < modes.size(); ++m) {
+        if (sender_kind != "foreign") add(pool[m], transport_stream(modes[m], c.size, n, true));
+        if (sender_kind != "pool") add(foreign[m], transport_stream(modes[m], c.size, n, false));
+      }
     }
     const double total = static_cast<double>(n * slices);
-    const double floor = no_floor ? 0.0 : total / floor_time;
-    if (!no_floor) emit("transport.floor.stream_" + l, "frames/s", floor);
-    if (unbatched_time > 0)
+    const double floor_rate = no_floor ? 0.0 : total / floor.seconds;
+    // CPU per frame (ns, both ends together): steadier than throughput on a shared machine,
+    // where the floor's rate moves with the neighbours' load.
+    const double floor_cpu = no_floor ? 0.0 : floor.cpu_seconds * 1e9 / total;
+    if (!no_floor) {
+      emit("transport.floor.stream_" + l, "frames/s", floor_rate);
+      emit("transport.floor.cpu_per_frame_" + l, "ns", floor_cpu);
+    }
+    if (unbatched.seconds > 0)
       emit("transport.floor.stream_unbatched_" + l, "frames/s",
-           static_cast<double>(n / 4 * slices) / unbatched_time);
+           static_cast<double>(n / 4 * slices) / unbatched.seconds);
     for (std::size_t m = 0; m < modes.size(); ++m) {
-      const double value = total / time[m];
-      emit(prefix(modes[m]) + "frames_" + l, "frames/s", value, floor);
-      emit(prefix(modes[m]) + "mbps_" + l, "MB/s", value * static_cast<double>(c.size) / 1e6,
-           floor * static_cast<double>(c.size) / 1e6);
+      if (pool[m].seconds > 0) {
+        const double value = total / pool[m].seconds;
+        emit(prefix(modes[m]) + "frames_" + l, "frames/s", value, floor_rate);
+        emit(prefix(modes[m]) + "mbps_" + l, "MB/s", value * static_cast<double>(c.size) / 1e6,
+             floor_rate * static_cast<double>(c.size) / 1e6);
+        emit(prefix(modes[m]) + "cpu_per_frame_" + l, "ns", pool[m].cpu_seconds * 1e9 / total,
+             floor_cpu);
+      }
+      if (foreign[m].seconds > 0)
+        emit(prefix(modes[m]) + "frames_" + l + "_foreign_thread", "frames/s",
+             total / foreign[m].seconds, floor_rate);
     }
   }
 
