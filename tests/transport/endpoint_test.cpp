@@ -185,11 +185,10 @@ TEST(Endpoint, ConcurrentSendersKeepPerThreadOrderAndMixedSizes) {
 }
 
 // Senders on the node's own I/O threads (as processes on a node's pool send) stream frames in
-// long handlers: a sender whose queue reaches a full write takes the write chain over from the
-// strand's job and writes the batch itself, the job writes the rest once the handler returns.
-// Whatever the mix of such senders and foreign threads, every frame arrives once, in each
+// long handlers, next to senders on threads of their own: the write chain passes between the
+// senders' direct writes and the strand. Whatever the mix, every frame arrives once, in each
 // sender's order, and the last frames leave without a later send to push them. With one I/O
-// thread the job cannot run before the handler ends; with two it races the senders.
+// thread the strand's work cannot run before a handler ends; with two it races the senders.
 class StreamFromIoThreads : public ::testing::TestWithParam<int> {};
 
 TEST_P(StreamFromIoThreads, EveryFrameOnceInEachSendersOrder) {
@@ -252,8 +251,40 @@ TEST_P(StreamFromIoThreads, EveryFrameOnceInEachSendersOrder) {
 INSTANTIATE_TEST_SUITE_P(IoThreads, StreamFromIoThreads, ::testing::Values(1, 2),
                          [](const auto& info) { return std::to_string(info.param) + "_threads"; });
 
-// A graceful close right after an I/O-thread sender's burst (its last batch still waiting for
-// the strand's job, or taken over by the sender) delivers the whole burst.
+// A handler on an I/O thread sends two frames back to back (a stream: the second goes through
+// the connection's strand) and then runs long. A frame another thread sends meanwhile must not
+// wait for that handler: here the handler waits until the peer has that frame, which work held
+// behind the handler (say, a write job deferred to that thread's own queue, which also holds
+// up the whole strand) would never let happen.
+TEST(Endpoint, AFrameFromAnotherThreadDoesNotWaitForALongHandler) {
+  pair_fixture f(test_config("server"), test_config("client"), true, 2);
+  ASSERT_TRUE(f.conn);
+  std::atomic<bool> other_arrived{false};
+  f.server_events.frame_hook = [&](const connection_ptr&, frame_view fr) {
+    if (fr.kind == 0x22) other_arrived = true;
+  };
+  std::atomic<int> stage{0};
+  std::promise<bool> handler_saw_it;
+  asio::post(f.run.io, [&] {
+    const bool a = static_cast<bool>(f.conn->send(0x20, pattern(16)));
+    const bool b = static_cast<bool>(f.conn->send(0x21, pattern(16)));
+    stage = a && b ? 1 : -1;
+    // Run long (bounded): until the other thread's frame reached the peer.
+    bool seen = false;
+    for (int i = 0; i < 10'000 && !(seen = other_arrived.load()); ++i)
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    handler_saw_it.set_value(seen);
+  });
+  for (int i = 0; i < 10'000 && stage.load() == 0; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  ASSERT_EQ(stage.load(), 1);
+  ASSERT_TRUE(f.conn->send(0x22, pattern(16)));
+  EXPECT_TRUE(handler_saw_it.get_future().get())
+      << "the other thread's frame waited behind the long handler";
+}
+
+// A graceful close right after an I/O-thread sender's burst (its last frames still queued for
+// the strand) delivers the whole burst.
 TEST(Endpoint, GracefulCloseAfterABurstFromTheIoThreadDeliversItAll) {
   for (int threads : {1, 2}) {
     pair_fixture f(test_config("server"), test_config("client"), true, threads);

@@ -451,7 +451,7 @@ result<void> connection::send(std::uint8_t k, bytes_view payload) {
   if (payload.size() > state_->cfg.max_frame_size)
     return failure(errc::frame_too_large, std::to_string(payload.size()) + " bytes");
   const std::size_t size = record_batch::cost(payload.size());
-  bool kick = false, steal = false;
+  bool kick = false;
   {
     std::lock_guard lock(mu_);
     if (!send_open_) return failure(errc::connection_closed);
@@ -467,57 +467,25 @@ result<void> connection::send(std::uint8_t k, bytes_view payload) {
       kick = writing_ = true;
       // A new write chain: the stall clock starts now, not at the last (old) write.
       write_progress_.store(now_ns(), std::memory_order_relaxed);
-    } else if (write_scheduled_ && pending_.size() >= cork_bytes && !tls_ &&
-               state_->io.get_executor().running_in_this_thread()) {
-      // A sender on one of the node's I/O threads filled a full write while the strand's job
-      // for it has not started (no other thread was free to run it; with one thread it runs
-      // only once this sender's handler returns): this thread takes the chain over and writes
-      // the batch itself, while its bytes are still in its cache. A foreign thread leaves the
-      // write to the strand, which then seals and writes while the sender copies more.
-      write_scheduled_ = false;
-      steal = true;
     }
   }
   // last_send_ (heartbeat idleness) is stamped by the writer, once per batch.
-  if (steal) {
-    write_direct();
-    // Still a stream: the sender's next frame starts a batch, not a direct write of its own.
-    last_direct_.store(now_ns(), std::memory_order_relaxed);
-  } else if (kick) {
+  if (kick) {
     // Direct only when this connection has not just started a chain: a sender streaming
-    // frames (a chain per frame, each a syscall) is better served by a job on the strand,
-    // which gathers everything queued until it runs into one write. A request/reply exchange
-    // starts a chain per round trip, far apart, and writes directly.
+    // frames (a chain per frame, each a syscall) is better served by the strand, which
+    // gathers everything queued meanwhile into one write. A request/reply exchange starts a
+    // chain per round trip, far apart, and writes directly.
     const std::int64_t now = now_ns();
     const bool streaming = now - last_direct_.load(std::memory_order_relaxed) < direct_gap_ns;
     if (tls_ || streaming) {
       if (!tls_) last_direct_.store(now, std::memory_order_relaxed);
-      schedule_write();
+      asio::dispatch(ex_, [self = shared_from_this()] { self->do_write(); });
     } else {
       last_direct_.store(now, std::memory_order_relaxed);
       write_direct();
     }
   }
   return {};
-}
-
-// The caller holds the writing_ token and hands it to a job on the strand. Until that job
-// starts, a sender whose queue reaches cork_bytes may take the token back (send()).
-void connection::schedule_write() {
-  {
-    std::lock_guard lock(mu_);
-    write_scheduled_ = true;
-  }
-  // Posted, not dispatched: a sender on the node's pool (or on this strand) finishes its
-  // handler first, and everything it queued meanwhile leaves in one write.
-  asio::post(ex_, [self = shared_from_this()] {
-    {
-      std::lock_guard lock(self->mu_);
-      if (!self->write_scheduled_) return;  // a sender took the chain over
-      self->write_scheduled_ = false;
-    }
-    self->do_write();
-  });
 }
 
 // The sender that starts a write chain (it holds the writing_ token, so wbuf_ and sealer_ are
@@ -562,11 +530,13 @@ void connection::write_direct() {
       if (!more) writing_ = false;
     }
     // Frames queued meanwhile, or a close waiting for the flush: the strand carries on.
-    if (more) {
-      schedule_write();
-    } else if (failed_.load(std::memory_order_acquire)) {
-      asio::post(ex_, [self = shared_from_this()] {
-        if (self->close_after_flush_) self->close_socket();
+    if (more || failed_.load(std::memory_order_acquire)) {
+      asio::post(ex_, [self = shared_from_this(), more] {
+        if (more) {
+          self->do_write();
+        } else if (self->close_after_flush_) {
+          self->close_socket();
+        }
       });
     }
     return;

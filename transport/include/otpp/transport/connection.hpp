@@ -37,9 +37,7 @@ class connection : public std::enable_shared_from_this<connection> {
 
  public:
   // Queues one frame. Thread-safe, never blocks; frames from one thread leave in call order.
-  // The payload is copied before send returns (the writer MACs it with its record). The
-  // caller's thread may itself make one non-blocking write: the frame of an idle connection,
-  // or a full batch (cork_bytes) of a stream sent from one of the node's I/O threads.
+  // The payload is copied before send returns (the writer MACs it with its record).
   //   invalid_argument   kind below kind::first_app (reserved for the transport)
   //   frame_too_large    payload larger than config::max_frame_size
   //   mailbox_full       the outgoing queue would exceed config::max_queue_bytes (overload:
@@ -111,7 +109,7 @@ class connection : public std::enable_shared_from_this<connection> {
   void on_accept(const frame_view& f);
   void establish(const std::vector<std::uint8_t>& accept);
   void enqueue_plain(std::uint8_t kind, const std::vector<std::uint8_t>& payload);
-  void schedule_write();
+  void kick_writer();
   void do_write();
   bool take_batch(bool direct);
   // Pieces written per write call at most (chunks of record_batch::chunk_size).
@@ -165,20 +163,14 @@ class connection : public std::enable_shared_from_this<connection> {
   // release, a plain store, does not wait for that copy to reach the cache (with a mutex that
   // wait was a fifth of a streaming sender's time).
   mutable otpp::spin_lock mu_;
-  record_batch pending_;          // frames waiting for the writer (sealed by it, outside mu_)
-  std::size_t inflight_ = 0;      // bytes of wbuf_
-  bool writing_ = false;          // a write is scheduled or in flight
-  bool write_scheduled_ = false;  // writing_ is held by a strand job that has not started
-  bool send_open_ = false;        // established and not closing
+  record_batch pending_;      // frames waiting for the writer (sealed by it, outside mu_)
+  std::size_t inflight_ = 0;  // bytes of wbuf_
+  bool writing_ = false;      // a write is scheduled or in flight
+  bool send_open_ = false;    // established and not closing
 
   // When a sender last started a write chain (ns); chains closer than direct_gap_ns are a
   // stream: written from the strand in batches instead of directly (send()).
   static constexpr std::int64_t direct_gap_ns = 20000;
-  // A streaming sender on one of the node's I/O threads writes its own batch once this much
-  // is queued (send()): large enough to spread a write call over a thousand small frames,
-  // small enough to stay in cache while it is sealed (on the 64 B stream 32 and 128 KiB were
-  // both slower).
-  static constexpr std::size_t cork_bytes = std::size_t{64} << 10;
   std::atomic<std::int64_t> last_direct_{0};
   // Guards the descriptor against close during a sender's direct write (write_direct).
   std::mutex fd_mu_;
