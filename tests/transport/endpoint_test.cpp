@@ -217,13 +217,14 @@ TEST_P(StreamFromIoThreads, EveryFrameOnceInEachSendersOrder) {
   std::array<std::uint32_t, 2> sent{};
   std::array<std::function<void()>, 2> step;
   std::atomic<int> io_senders_done{0};
+  std::promise<void> both_io_senders_done;
   for (std::uint32_t s = 0; s < 2; ++s)
     step[s] = [&, s] {
       while (sent[s] < per_sender && f.conn->send(0x20, frame_of(s, sent[s]))) ++sent[s];
       if (sent[s] < per_sender)
         asio::post(f.run.io, step[s]);
-      else
-        io_senders_done.fetch_add(1);
+      else if (io_senders_done.fetch_add(1) + 1 == 2)
+        both_io_senders_done.set_value();
     };
   for (std::uint32_t s = 0; s < 2; ++s) asio::post(f.run.io, step[s]);
   std::vector<std::thread> foreign;
@@ -240,9 +241,8 @@ TEST_P(StreamFromIoThreads, EveryFrameOnceInEachSendersOrder) {
   ASSERT_TRUE(f.server_events.wait(
       [&](recorder&) { return total.load() == std::uint64_t{per_sender} * senders; }));
   // Every frame arrived, so both tasks sent their last; they may still be returning.
-  for (int i = 0; i < 10'000 && io_senders_done.load() < 2; ++i)
-    std::this_thread::sleep_for(std::chrono::milliseconds(1));
-  ASSERT_EQ(io_senders_done.load(), 2);
+  ASSERT_EQ(both_io_senders_done.get_future().wait_for(std::chrono::seconds(10)),
+            std::future_status::ready);
   EXPECT_FALSE(bad.load());
   EXPECT_EQ(f.conn->frames_sent(), std::uint64_t{per_sender} * senders);
   EXPECT_EQ(f.conn->queued_bytes(), 0u);
@@ -259,27 +259,25 @@ INSTANTIATE_TEST_SUITE_P(IoThreads, StreamFromIoThreads, ::testing::Values(1, 2)
 TEST(Endpoint, AFrameFromAnotherThreadDoesNotWaitForALongHandler) {
   pair_fixture f(test_config("server"), test_config("client"), true, 2);
   ASSERT_TRUE(f.conn);
-  std::atomic<bool> other_arrived{false};
+  std::promise<void> other_arrived;
   f.server_events.frame_hook = [&](const connection_ptr&, frame_view fr) {
-    if (fr.kind == 0x22) other_arrived = true;
+    if (fr.kind == 0x22) other_arrived.set_value();
   };
-  std::atomic<int> stage{0};
+  std::promise<bool> sent_two;
   std::promise<bool> handler_saw_it;
   asio::post(f.run.io, [&] {
     const bool a = static_cast<bool>(f.conn->send(0x20, pattern(16)));
     const bool b = static_cast<bool>(f.conn->send(0x21, pattern(16)));
-    stage = a && b ? 1 : -1;
+    sent_two.set_value(a && b);
     // Run long (bounded): until the other thread's frame reached the peer.
-    bool seen = false;
-    for (int i = 0; i < 10'000 && !(seen = other_arrived.load()); ++i)
-      std::this_thread::sleep_for(std::chrono::milliseconds(1));
-    handler_saw_it.set_value(seen);
+    handler_saw_it.set_value(other_arrived.get_future().wait_for(std::chrono::seconds(10)) ==
+                             std::future_status::ready);
   });
-  for (int i = 0; i < 10'000 && stage.load() == 0; ++i)
-    std::this_thread::sleep_for(std::chrono::milliseconds(1));
-  ASSERT_EQ(stage.load(), 1);
+  auto two = sent_two.get_future();
+  ASSERT_EQ(two.wait_for(std::chrono::seconds(10)), std::future_status::ready);
+  ASSERT_TRUE(two.get());
   ASSERT_TRUE(f.conn->send(0x22, pattern(16)));
-  EXPECT_TRUE(handler_saw_it.get_future().get())
+  EXPECT_TRUE(handler_saw_it.get_future().get())  // bounded: the handler waits 10 s at most
       << "the other thread's frame waited behind the long handler";
 }
 
@@ -297,7 +295,9 @@ TEST(Endpoint, GracefulCloseAfterABurstFromTheIoThreadDeliversItAll) {
       f.conn->close();
       accepted.set_value(n);
     });
-    const int n = accepted.get_future().get();
+    auto done = accepted.get_future();
+    ASSERT_EQ(done.wait_for(std::chrono::seconds(30)), std::future_status::ready);
+    const int n = done.get();
     EXPECT_EQ(n, burst) << "the default queue bound holds a burst of this size";
     ASSERT_TRUE(f.server_events.wait([](recorder& r) { return r.downs.size() == 1; }));
     EXPECT_EQ(f.server_events.locked_frames().size(), static_cast<std::size_t>(n))
