@@ -261,7 +261,10 @@ class service_impl final : public service,
         strand_(asio::make_strand(n.context())),
         timer_(strand_),
         resolver_(strand_),
-        rng_(std::random_device{}()) {}
+        rng_(std::random_device{}()) {
+    // Before start(): nothing can happen that this subscriber does not hear.
+    if (opt_.on_event) subs_.emplace(++next_sub_, opt_.on_event);
+  }
 
   result<void> start() {
     for (const auto& s : opt_.seeds) {

@@ -118,6 +118,15 @@ int run_node(const std::string& id, const std::string& seeds) {
   o.transport.secret = secret ? secret : "";
   // The demo's cluster traffic is encrypted (AES-256-GCM records, negotiated at the handshake).
   o.transport.record_protections = {otpp::transport::record_protection::aes_256_gcm};
+  // Set before joining, so no event is missed (a seed may answer before join returns).
+  o.on_event = [](const otpp::cluster::node_event& e) {
+    auto us = std::chrono::duration_cast<std::chrono::microseconds>(
+        std::chrono::steady_clock::now().time_since_epoch());
+    std::ostringstream s;
+    s << "event " << otpp::cluster::to_string(e.kind) << " " << e.node << " " << e.creation << " "
+      << name_of(otpp::make_error_code(e.reason)) << " " << us.count();
+    say(s.str());
+  };
   auto cluster = otpp::join_cluster(node, o);  // + global names, groups, remote spawn
   if (!count || !start || !cluster) {
     std::fprintf(stderr, "%s: %s\n", id.c_str(),
@@ -128,14 +137,6 @@ int run_node(const std::string& id, const std::string& seeds) {
                      .c_str());
     return 2;
   }
-  (*cluster)->subscribe([](const otpp::cluster::node_event& e) {
-    auto us = std::chrono::duration_cast<std::chrono::microseconds>(
-        std::chrono::steady_clock::now().time_since_epoch());
-    std::ostringstream s;
-    s << "event " << otpp::cluster::to_string(e.kind) << " " << e.node << " " << e.creation << " "
-      << name_of(otpp::make_error_code(e.reason)) << " " << us.count();
-    say(s.str());
-  });
   say("ready " + id + " " + std::to_string(node.creation()) + " " +
       std::to_string(count->serial()));
 

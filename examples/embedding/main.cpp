@@ -134,18 +134,19 @@ int main(int argc, char** argv) {
       o.transport.record_protections.push_back(*p);
     }
   }
+  // Node events from the first (set before joining: a seed may answer before join returns).
+  o.on_event = [](const otpp::cluster::node_event& e) {    // runs on a node thread
+    auto why = otpp::make_error_code(e.reason).message();  // "graceful_shutdown: the node left..."
+    why = e.reason == otpp::errc::ok ? "" : " (" + why.substr(0, why.find(':')) + ")";
+    std::printf("node event: %s %s%s\n", std::string(otpp::cluster::to_string(e.kind)).c_str(),
+                e.node.c_str(), why.c_str());
+  };
   auto cluster = otpp::join_cluster(node, o);  // + global names, process groups, remote spawn
   if (!cluster) {
     std::fprintf(stderr, "%s: join_cluster: %s\n", c.node.c_str(),
                  cluster.error().message().c_str());
     return 2;
   }
-  (*cluster)->subscribe([](const otpp::cluster::node_event& e) {  // runs on a node thread
-    auto why = otpp::make_error_code(e.reason).message();  // "graceful_shutdown: the node left..."
-    why = e.reason == otpp::errc::ok ? "" : " (" + why.substr(0, why.find(':')) + ")";
-    std::printf("node event: %s %s%s\n", std::string(otpp::cluster::to_string(e.kind)).c_str(),
-                e.node.c_str(), why.c_str());
-  });
 
   // The service, under a global name any node can call: greeter.<the node's short name>.
   auto service_name = "greeter." + c.node.substr(0, c.node.find('@'));

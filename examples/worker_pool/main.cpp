@@ -368,9 +368,9 @@ int main(int argc, char** argv) {
   o.seeds = ids;
   o.transport.secret = secret;
   o.unreachable_after = pool::unreachable_after;
+  o.on_event = [&events](const otpp::cluster::node_event& e) { events.add(e); };
   auto cluster = otpp::join_cluster(director, o);
   if (!cluster) fail("the director cannot join: " + cluster.error().message());
-  (*cluster)->subscribe([&events](const otpp::cluster::node_event& e) { events.add(e); });
   for (auto& n : nodes) {
     auto up = events.wait(
         [&](const auto& e) {

@@ -92,16 +92,17 @@ int run_node(const std::string& id, const std::string& seeds) {
   const char* secret = std::getenv(secret_env);
   o.transport.secret = secret ? secret : "";
   o.unreachable_after = unreachable_after;
-  auto cluster = otpp::join_cluster(node, o);  // + global names, groups, remote spawn
-  if (!cluster) return cannot_start(id, "join_cluster", cluster.error());
-  (*cluster)->subscribe([](const otpp::cluster::node_event& e) {
+  // Set before joining, so no event is missed (a seed may answer before join returns).
+  o.on_event = [](const otpp::cluster::node_event& e) {
     auto us = std::chrono::duration_cast<std::chrono::microseconds>(
         std::chrono::steady_clock::now().time_since_epoch());
     std::ostringstream s;
     s << "event " << otpp::cluster::to_string(e.kind) << " " << e.node << " " << e.creation << " "
       << name_of(otpp::make_error_code(e.reason)) << " " << us.count();
     say(s.str());
-  });
+  };
+  auto cluster = otpp::join_cluster(node, o);  // + global names, groups, remote spawn
+  if (!cluster) return cannot_start(id, "join_cluster", cluster.error());
 
   // The same spec on every node. Round robin over the members that run a child host (not the
   // director: it runs none). initial_hosts = 3: the first placement waits for all three nodes,

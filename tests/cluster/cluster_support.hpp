@@ -111,14 +111,17 @@ struct test_node {
     t->id = node_name(name, port);
     t->node = std::make_unique<otpp::node>(otpp::node_options{.name = t->id, .threads = threads});
     t->node->start();
+    // Logged from the first event (a subscribe after join could miss a quick node_up).
+    o.on_event = [log = t->log, also = std::move(o.on_event)](const otpp::cluster::node_event& e) {
+      log->add(e);
+      if (also) also(e);
+    };
     auto c = otpp::cluster::join(*t->node, std::move(o));
     if (!c) {
       ADD_FAILURE() << "join " << t->id << ": " << c.fail().message();
       return t;
     }
     t->cluster = *c;
-    auto log = t->log;
-    t->cluster->subscribe([log](const otpp::cluster::node_event& e) { log->add(e); });
     return t;
   }
 

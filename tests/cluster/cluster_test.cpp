@@ -298,6 +298,26 @@ TEST(cluster, SeedsDownAtStartJoinWhenOneAppears) {
   EXPECT_TRUE(converged({a.get(), b.get()}, 2));
 }
 
+// options::on_event is in place before the node dials: it hears the seed's node_up exactly
+// once however fast the seed answers. subscribe() hears what happens after the call only.
+TEST(cluster, OnEventHearsEveryEventAndSubscribeOnlyLaterOnes) {
+  auto pa = free_port(), pb = free_port(), pc = free_port();
+  auto a = test_node::start("a", pa, fast_options());
+  auto b = test_node::start("b", pb, fast_options({"127.0.0.1:" + std::to_string(pa)}));
+  ASSERT_TRUE(converged({a.get(), b.get()}, 2));
+  EXPECT_EQ(b->log->count(node_event_kind::node_up, a->id), 1u);
+  EXPECT_EQ(a->log->count(node_event_kind::node_up, b->id), 1u);
+  auto late = std::make_shared<event_log>();
+  auto s = b->cluster->subscribe([late](const otpp::cluster::node_event& e) { late->add(e); });
+  auto c = test_node::start("c", pc, fast_options({"127.0.0.1:" + std::to_string(pb)}));
+  ASSERT_TRUE(converged({a.get(), b.get(), c.get()}, 3));
+  ASSERT_TRUE(eventually([&] { return late->count(node_event_kind::node_up, c->id) == 1; }));
+  EXPECT_EQ(late->count(node_event_kind::node_up, a->id), 0u);  // before the subscription
+  EXPECT_EQ(b->log->count(node_event_kind::node_up), 2u);
+  EXPECT_EQ(c->log->count(node_event_kind::node_up), 2u);
+  b->cluster->unsubscribe(s);
+}
+
 TEST(cluster, OwnAddressInSeedsIsIgnored) {
   auto pa = free_port();
   auto a = test_node::start("a", pa, fast_options({"127.0.0.1:" + std::to_string(pa)}));

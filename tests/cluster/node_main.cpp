@@ -294,15 +294,15 @@ int main(int argc, char** argv) {
   if (auto b = otpp::register_behaviour<spawned_worker, spawn_args>(node, "test_node.worker"); !b) {
     return usage("register_behaviour: " + b.fail().message());
   }
-  auto joined = otpp::join_cluster(node, o);
-  if (!joined) return usage("join: " + joined.fail().message());
-  auto* cluster = *joined;
-
-  cluster->subscribe([](const otpp::cluster::node_event& e) {
+  // Set before joining: a seed may answer before join returns.
+  o.on_event = [](const otpp::cluster::node_event& e) {
     say("event ", otpp::cluster::to_string(e.kind), " ", e.node, " ", e.creation, " ",
         errc_name(otpp::make_error_code(e.reason)), " ", mono_us());
     if (e.kind == otpp::cluster::node_event_kind::downed) downed = true;
-  });
+  };
+  auto joined = otpp::join_cluster(node, o);
+  if (!joined) return usage("join: " + joined.fail().message());
+  auto* cluster = *joined;
   say("ready ", name, " ", node.creation(), " ", w->serial());
 
   auto target = [](const std::vector<std::string>& f) {

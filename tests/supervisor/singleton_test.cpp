@@ -80,14 +80,13 @@ std::unique_ptr<test_node> start_node(const std::string& name, std::uint16_t por
   t->node = std::make_unique<otpp::node>(otpp::node_options{.name = t->id, .threads = 2});
   t->node->start();
   EXPECT_TRUE((otpp::register_behaviour<single, single_args>(*t->node, "single")));
+  o.on_event = [log = t->log](const otpp::cluster::node_event& e) { log->add(e); };
   auto c = otpp::join_cluster(*t->node, std::move(o));
   if (!c) {
     ADD_FAILURE() << "join " << t->id << ": " << c.fail().message();
     return t;
   }
   t->cluster = *c;
-  auto log = t->log;
-  t->cluster->subscribe([log](const otpp::cluster::node_event& e) { log->add(e); });
   return t;
 }
 

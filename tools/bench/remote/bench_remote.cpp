@@ -410,14 +410,14 @@ void join_workload() {
     std::promise<void> all;
     std::once_flag once;
     auto t0 = steady::now();
-    auto jd = otpp::cluster::join(d, cluster_options({id_of("b", pb)}));
-    if (!jd) break;
-    (*jd)->subscribe([&](const otpp::cluster::node_event& e) {
+    auto o = cluster_options({id_of("b", pb)});
+    o.on_event = [&](const otpp::cluster::node_event& e) {
       if (e.kind == otpp::cluster::node_event_kind::node_up && ++ups == 3) {
         std::call_once(once, [&] { all.set_value(); });
       }
-    });
-    // node_up events may have fired before subscribe: also poll the listing.
+    };
+    auto jd = otpp::cluster::join(d, std::move(o));
+    if (!jd) break;
     auto f = all.get_future();
     while (f.wait_for(100us) != std::future_status::ready) {
       if (full(*jd, 4)) break;

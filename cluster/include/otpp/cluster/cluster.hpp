@@ -5,9 +5,10 @@
 //
 //   otpp::node node({.name = "api@127.0.0.1:4370"});
 //   node.start();
-//   auto joined = otpp::cluster::join(node, {.seeds = {"127.0.0.1:4371"}});
+//   otpp::cluster::options o{.seeds = {"127.0.0.1:4371"}};
+//   o.on_event = [](const otpp::cluster::node_event& e) { ... };  // every event from the first
+//   auto joined = otpp::cluster::join(node, std::move(o));
 //   if (!joined) ...;                       // invalid node id, port taken, bad secret, ...
-//   joined->subscribe([](const otpp::cluster::node_event& e) { ... });
 #pragma once
 
 #include <chrono>
@@ -66,6 +67,10 @@ struct options {
   std::chrono::milliseconds connect_timeout{2000};
   // How long node.stop() waits for its leave announcement to reach the peers.
   std::chrono::milliseconds leave_timeout{1000};
+  // Hears every node event from the first: a subscriber in place before this node listens or
+  // dials (service::subscribe, called after join, misses what happened before it, such as the
+  // node_up of a seed that answered at once). Same rules as subscribe.
+  std::function<void(const node_event&)> on_event;
 };
 
 struct cluster_stats {
@@ -154,7 +159,9 @@ class service {
   virtual std::uint16_t port() const = 0;  // the bound port
   // Members with status, creation, reachability, tags and uptime (self first).
   virtual std::vector<member> members() const = 0;
-  // Node events (exactly once per transition). Runs on a node thread: keep it short.
+  // Node events (exactly once per transition) from now on: events before the call are not
+  // replayed (options::on_event hears them all; members() shows the current state). Runs on a
+  // node thread: keep it short.
   virtual subscription subscribe(std::function<void(const node_event&)> f) = 0;
   virtual void unsubscribe(subscription s) = 0;
   // Erlang's net_kernel:monitor_nodes: `p` gets every node_event as a message (handle_info).
