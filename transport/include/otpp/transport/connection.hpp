@@ -109,14 +109,17 @@ class connection : public std::enable_shared_from_this<connection> {
   void on_accept(const frame_view& f);
   void establish(const std::vector<std::uint8_t>& accept);
   void enqueue_plain(std::uint8_t kind, const std::vector<std::uint8_t>& payload);
-  void kick_writer();
   void do_write();
+  void run_write_job(std::uint64_t job);
   bool take_batch(bool direct);
   // Pieces written per write call at most (chunks of record_batch::chunk_size).
   static constexpr std::size_t max_gather = 16;
   std::size_t unwritten(std::array<bytes_view, max_gather>& out) const noexcept;
   std::size_t spare_chunks() const noexcept;
-  void write_direct();
+  // One non-blocking write of everything queued, by the holder of the write chain; `direct`:
+  // a sender's thread (else the strand); `hold`: keep the chain for a job on the strand
+  // after a complete write even if nothing more is queued (a stream).
+  void write_direct(bool direct, bool hold);
   void write_some();
   void on_write(const std::error_code& ec, std::size_t n);
   void release_handshake_slot();
@@ -167,10 +170,18 @@ class connection : public std::enable_shared_from_this<connection> {
   std::size_t inflight_ = 0;  // bytes of wbuf_
   bool writing_ = false;      // a write is scheduled or in flight
   bool send_open_ = false;    // established and not closing
+  // Non-zero: writing_ is held by this job on the strand, which has not started (wbuf_ is
+  // empty then); a sender may take the chain over by clearing it (send()).
+  std::uint64_t write_job_ = 0;
+  std::uint64_t write_jobs_ = 0;  // jobs numbered so far
 
   // When a sender last started a write chain (ns); chains closer than direct_gap_ns are a
   // stream: written from the strand in batches instead of directly (send()).
   static constexpr std::int64_t direct_gap_ns = 20000;
+  // A streaming sender on one of the node's I/O threads writes its own batch once this much
+  // is queued (send()): large enough to spread a write call over a thousand small frames,
+  // small enough to stay in cache while it is sealed and written.
+  static constexpr std::size_t cork_bytes = std::size_t{64} << 10;
   std::atomic<std::int64_t> last_direct_{0};
   // Guards the descriptor against close during a sender's direct write (write_direct).
   std::mutex fd_mu_;
