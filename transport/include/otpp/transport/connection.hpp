@@ -37,7 +37,9 @@ class connection : public std::enable_shared_from_this<connection> {
 
  public:
   // Queues one frame. Thread-safe, never blocks; frames from one thread leave in call order.
-  // The payload is copied before send returns (the writer MACs it with its record).
+  // The payload is copied before send returns (the writer MACs it with its record). The
+  // caller's thread may itself make one non-blocking write: the frame of an idle connection,
+  // or a 64 KiB batch of a stream sent from one of the node's I/O threads.
   //   invalid_argument   kind below kind::first_app (reserved for the transport)
   //   frame_too_large    payload larger than config::max_frame_size
   //   mailbox_full       the outgoing queue would exceed config::max_queue_bytes (overload:
