@@ -482,7 +482,7 @@ result<void> connection::send(std::uint8_t k, bytes_view payload) {
   }
   // last_send_ (heartbeat idleness) is stamped by the writer, once per batch.
   if (steal) {
-    write_direct(true, true);
+    write_batch(writer::stream_sender);
     // Still a stream: the sender's next chain is a batch, not a direct write of its own.
     last_direct_.store(now_ns(), std::memory_order_relaxed);
   } else if (kick) {
@@ -497,7 +497,7 @@ result<void> connection::send(std::uint8_t k, bytes_view payload) {
       asio::dispatch(ex_, [self = shared_from_this()] { self->do_write(); });
     } else {
       last_direct_.store(now, std::memory_order_relaxed);
-      write_direct(true, false);
+      write_batch(writer::sender);
     }
   }
   return {};
@@ -510,9 +510,10 @@ result<void> connection::send(std::uint8_t k, bytes_view payload) {
 // Whatever does not fit in the socket buffer is handed to the strand, which finishes the
 // chain with async writes. (TLS streams are not thread-safe: they always write from the
 // strand, asynchronously.)
-void connection::write_direct(bool direct, bool hold) {
-  if (!take_batch(direct)) {
-    if (!direct && close_after_flush_) close_socket();  // the chain ended: a flush is done
+void connection::write_batch(writer by) {
+  const bool on_strand = by == writer::strand;
+  if (!take_batch(!on_strand)) {
+    if (on_strand && close_after_flush_) close_socket();  // the chain ended: a flush is done
     return;
   }
   ssize_t n = -1;
@@ -545,9 +546,9 @@ void connection::write_direct(bool direct, bool hold) {
       // Frames queued meanwhile go out even if a close came since: they were accepted while
       // the connection was open, and a closing flush waits for them (a node's leave frame,
       // queued behind this write, was lost otherwise). The strand stops at a closed socket.
-      // A stream keeps the chain (hold) until the job runs, as an async write keeps it until
+      // A stream keeps the chain until the job runs, as an async write keeps it until
       // its completion runs: what senders queue meanwhile leaves in one batch.
-      if (hold || !pending_.empty())
+      if (by != writer::sender || !pending_.empty())
         job = write_job_ = ++write_jobs_;
       else
         writing_ = false;
@@ -569,6 +570,10 @@ void connection::write_direct(bool direct, bool hold) {
     return;
   }
   // Partial write, EAGAIN, or an error (which the async write reports in turn).
+  if (on_strand) {
+    write_some();  // do_write checked the socket is open, and only the strand closes it
+    return;
+  }
   asio::post(ex_, [self = shared_from_this()] {
     if (self->socket_closed_) {
       self->on_write(asio::error::operation_aborted, 0);
@@ -604,7 +609,7 @@ void connection::run_write_job(std::uint64_t job) {
 void connection::do_write() {
   if (socket_closed_) return;
   if (!tls_) {
-    write_direct(false, true);
+    write_batch(writer::strand);
     return;
   }
   if (take_batch(false)) write_some();

@@ -118,10 +118,15 @@ class connection : public std::enable_shared_from_this<connection> {
   static constexpr std::size_t max_gather = 16;
   std::size_t unwritten(std::array<bytes_view, max_gather>& out) const noexcept;
   std::size_t spare_chunks() const noexcept;
-  // One non-blocking write of everything queued, by the holder of the write chain; `direct`:
-  // a sender's thread (else the strand); `hold`: keep the chain for a job on the strand
-  // after a complete write even if nothing more is queued (a stream).
-  void write_direct(bool direct, bool hold);
+  // Who holds the write chain when it writes (write_batch).
+  enum class writer {
+    sender,         // a sender that started a chain on an idle connection: ends it when done
+    stream_sender,  // a sender on a node thread that took a stream's chain over (cork_bytes)
+    strand,         // the strand: a streaming kick, or the chain's next step
+  };
+  // One non-blocking write of everything queued, by the holder of the write chain; after a
+  // complete write a stream (stream_sender, strand) keeps the chain for a job.
+  void write_batch(writer by);
   void write_some();
   void on_write(const std::error_code& ec, std::size_t n);
   void release_handshake_slot();
@@ -185,7 +190,7 @@ class connection : public std::enable_shared_from_this<connection> {
   // small enough to stay in cache while it is sealed and written.
   static constexpr std::size_t cork_bytes = std::size_t{64} << 10;
   std::atomic<std::int64_t> last_direct_{0};
-  // Guards the descriptor against close during a sender's direct write (write_direct).
+  // Guards the descriptor against close during a sender's direct write (write_batch).
   std::mutex fd_mu_;
   bool fd_closed_ = false;
 
